@@ -1,0 +1,121 @@
+"""Turn dense models into factored ones (SVD init) and factored layers back into dense ones."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from torch import nn
+
+from maestro_common.layers import LowRankConv2d, LowRankLayer, LowRankLinear, low_rank_layers
+
+_FACTORABLE = (nn.Linear, nn.Conv2d)
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def default_skip(model: nn.Module) -> set[str]:
+    """The first conv (or first layer) and the classifier (last linear) stay dense.
+
+    This follows Maestro and Pufferfish: the first layer is cheap and sensitive, the classifier
+    is small and feeds the loss directly.
+    """
+    names = [n for n, m in model.named_modules() if isinstance(m, _FACTORABLE)]
+    if not names:
+        return set()
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    skip = {convs[0] if convs else names[0]}
+    if linears:
+        skip.add(linears[-1])
+    return skip
+
+
+def decompose(
+    model: nn.Module,
+    skip: Collection[str] | None = None,
+    rank_fraction: float = 1.0,
+) -> nn.Module:
+    """Replace Linear/Conv2d layers of ``model`` in place by factored layers initialised by SVD.
+
+    Parameters
+    ----------
+    model:
+        A dense model; its current weights are factored (U = P√S, V = Q√S).
+    skip:
+        Qualified names of layers to keep dense. ``None``: :func:`default_skip` (first conv and
+        classifier). Pass an empty collection to factor every layer.
+    rank_fraction:
+        Initial kept rank as a fraction of each layer's full rank, in (0, 1]. At 1.0 the factored
+        model computes exactly what the dense one did.
+
+    Returns
+    -------
+    The same model object, modified.
+    """
+    if not 0.0 < rank_fraction <= 1.0:
+        raise ValueError(f"rank_fraction must be in (0, 1], got {rank_fraction}")
+    names = {n for n, m in model.named_modules() if isinstance(m, _FACTORABLE)}
+    skip = default_skip(model) if skip is None else set(skip)
+    unknown = skip - names - set(low_rank_layers(model))
+    if unknown:
+        raise ValueError(
+            f"skip names {sorted(unknown)} are not Linear/Conv2d layers of the model; "
+            f"layers: {sorted(names)}"
+        )
+    for name, module in list(model.named_modules()):
+        if name in skip or not isinstance(module, _FACTORABLE):
+            continue
+        if isinstance(module, nn.Conv2d) and module.groups != 1:
+            continue  # depthwise/grouped convs stay dense: their factorisation is not a prefix
+        cls = LowRankLinear if isinstance(module, nn.Linear) else LowRankConv2d
+        full = min(module.weight.shape[0], module.weight[0].numel())
+        rank = max(1, round(rank_fraction * full))
+        _set_submodule(model, name, cls.from_dense(module, rank=rank))
+    return model
+
+
+def merge_is_cheaper(layer: LowRankLayer) -> bool:
+    """True when the dense weight has no more entries than the factors: r·(m+n) ≥ m·n."""
+    return layer.rank * (layer.out_dim + layer.fan_in) >= layer.out_dim * layer.fan_in
+
+
+def to_dense_module(layer: LowRankLayer, rank: int | None = None) -> nn.Module:
+    """The dense module computing what ``layer`` computes at ``rank`` (None: every kept one)."""
+    bias = layer.bias is not None
+    if isinstance(layer, LowRankLinear):
+        dense: nn.Module = nn.Linear(layer.in_features, layer.out_features, bias=bias)
+    elif isinstance(layer, LowRankConv2d):
+        dense = nn.Conv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            bias=bias,
+        )
+    else:
+        raise ValueError(f"cannot merge {type(layer).__name__}")
+    dense.to(layer.u.device, layer.u.dtype)
+    dense.weight.data.copy_(layer.dense_weight(rank).detach())
+    if bias:
+        dense.bias.data.copy_(layer.bias.detach())
+    return dense
+
+
+def to_dense(model: nn.Module, only_if_cheaper: bool = False) -> nn.Module:
+    """Merge factored layers of ``model`` back into dense ones, in place.
+
+    With ``only_if_cheaper`` only layers where r·(m+n) ≥ m·n are merged (the dense form then has
+    no more parameters and MACs than the factored one). Each merged layer uses its active rank
+    if one is set, else every kept component.
+    """
+    for name, layer in list(low_rank_layers(model).items()):
+        if only_if_cheaper and not merge_is_cheaper(layer):
+            continue
+        _set_submodule(model, name, to_dense_module(layer, layer._resolve(None)))
+    return model
