@@ -110,7 +110,7 @@ class LowRankLayer(nn.Module):
 
     @torch.no_grad()
     def load_factors(self, u_mat: torch.Tensor, v_mat: torch.Tensor) -> None:
-        """Set the factors from (out, R) and (in', R) matrices; R may differ from the current rank."""
+        """Set the factors from (out, R) and (in', R) matrices; R may differ from the rank now."""
         r = u_mat.shape[1]
         if v_mat.shape[1] != r:
             raise ValueError(f"u has {r} components but v has {v_mat.shape[1]}")
@@ -185,7 +185,9 @@ class LowRankLinear(LowRankLayer):
     @classmethod
     def from_dense(cls, module: nn.Module, rank: int | None = None) -> LowRankLinear:
         if not isinstance(module, nn.Linear):
-            raise ValueError(f"LowRankLinear.from_dense needs nn.Linear, got {type(module).__name__}")
+            raise ValueError(
+                f"LowRankLinear.from_dense needs nn.Linear, got {type(module).__name__}"
+            )
         layer = cls(module.in_features, module.out_features, rank, bias=module.bias is not None)
         layer.to(module.weight.device, module.weight.dtype)
         layer._init_from_weight(module.weight, module.bias)
@@ -256,13 +258,17 @@ class LowRankConv2d(LowRankLayer):
         return (self.out_channels, self.in_channels, *self.kernel_size)
 
     def _forward_at(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        h = F.conv2d(x, self.v[:k], None, self.stride, self.padding, self.dilation)  # (B, k, H', W')
+        h = F.conv2d(
+            x, self.v[:k], None, self.stride, self.padding, self.dilation
+        )  # (B, k, H', W')
         return F.conv2d(h, self.u[:, :k, None, None], self.bias)  # (B, out, H', W')
 
     @classmethod
     def from_dense(cls, module: nn.Module, rank: int | None = None) -> LowRankConv2d:
         if not isinstance(module, nn.Conv2d):
-            raise ValueError(f"LowRankConv2d.from_dense needs nn.Conv2d, got {type(module).__name__}")
+            raise ValueError(
+                f"LowRankConv2d.from_dense needs nn.Conv2d, got {type(module).__name__}"
+            )
         if module.padding_mode != "zeros" or isinstance(module.padding, str):
             raise ValueError(
                 "LowRankConv2d.from_dense supports numeric zero padding only, got "

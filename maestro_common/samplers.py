@@ -1,0 +1,108 @@
+"""Ordered-dropout rank samplers: which rank prefix each layer uses in one training step.
+
+A sampler returns a plain ``{layer name: rank}`` dict that the caller hands to
+:func:`maestro_common.layers.use_ranks`; nothing is threaded through ``forward``. Every sampler
+honours a budget β: layer l never uses more than ⌈β·r_l⌉ components.
+
+- ``maestro`` (Maestro, Alg. 1): one pair (layer i, rank b) per step, P(i) ∝ cap_i, b uniform in
+  1..cap_i; layer i runs at b and all other layers at their cap.
+- ``uniform`` (FjORD's ordered dropout): one fraction p drawn uniformly from a grid (values ≤ β),
+  every layer at ⌈p·r_l⌉.
+- ``none``: every layer at its cap (plain training of the budget's sub-model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from maestro_common.layers import budget_rank
+
+SAMPLER_NAMES = ("maestro", "uniform", "none")
+DEFAULT_GRID = (0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass
+class RankSampler:
+    """Base sampler over layers of kept ranks ``ranks`` (name -> r_l) at budget ``beta``."""
+
+    ranks: Mapping[str, int]
+    beta: float = 1.0
+    seed: int = 0
+    caps: dict[str, int] = field(init=False)
+    rng: np.random.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name, r in self.ranks.items():
+            if r < 1:
+                raise ValueError(f"layer {name!r} has rank {r}; ranks must be ≥ 1")
+        self.caps = {n: budget_rank(r, self.beta) for n, r in self.ranks.items()}
+        self.rng = np.random.default_rng(self.seed)
+
+    def sample(self) -> dict[str, int]:
+        """The per-layer ranks of the next step."""
+        return dict(self.caps)
+
+
+@dataclass
+class NoSampler(RankSampler):
+    """Every layer at its budget cap."""
+
+
+@dataclass
+class MaestroSampler(RankSampler):
+    """One (layer, rank) pair per step, P(layer) ∝ its cap, rank uniform in 1..cap."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._names = list(self.caps)
+        caps = np.array([self.caps[n] for n in self._names], dtype=np.float64)
+        self._p = caps / caps.sum() if len(caps) else caps
+
+    def sample(self) -> dict[str, int]:
+        ranks = dict(self.caps)
+        if not self._names:
+            return ranks
+        i = int(self.rng.choice(len(self._names), p=self._p))
+        name = self._names[i]
+        ranks[name] = int(self.rng.integers(1, self.caps[name] + 1))
+        return ranks
+
+
+@dataclass
+class UniformSampler(RankSampler):
+    """One fraction p per step from ``grid`` (values ≤ β), every layer at min(⌈p·r_l⌉, cap)."""
+
+    grid: Sequence[float] = DEFAULT_GRID
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        bad = [p for p in self.grid if not 0.0 < p <= 1.0]
+        if bad or not self.grid:
+            raise ValueError(f"grid values must be in (0, 1] and non-empty, got {list(self.grid)}")
+        allowed = sorted({p for p in self.grid if p <= self.beta + 1e-9})
+        # A budget below the whole grid still trains: its one option is β itself.
+        self._grid = allowed or [self.beta]
+
+    def sample(self) -> dict[str, int]:
+        p = float(self._grid[int(self.rng.integers(len(self._grid)))])
+        return {n: min(budget_rank(self.ranks[n], p), cap) for n, cap in self.caps.items()}
+
+
+def make_sampler(
+    name: str,
+    ranks: Mapping[str, int],
+    beta: float = 1.0,
+    seed: int = 0,
+    grid: Sequence[float] = DEFAULT_GRID,
+) -> RankSampler:
+    """Build a sampler by name: ``maestro``, ``uniform`` or ``none``."""
+    if name == "maestro":
+        return MaestroSampler(ranks, beta, seed)
+    if name == "uniform":
+        return UniformSampler(ranks, beta, seed, grid=grid)
+    if name == "none":
+        return NoSampler(ranks, beta, seed)
+    raise ValueError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLER_NAMES)}")

@@ -1,0 +1,1 @@
+"""Maestro-FL server: the ServerApp, its strategy, reply validation and nested aggregation."""

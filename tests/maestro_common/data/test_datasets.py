@@ -1,0 +1,238 @@
+"""Tests for in-memory datasets; no network access (hub loaders are never called)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from maestro_common.data import datasets as D
+from maestro_common.data.idx import write_idx
+
+REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
+
+
+def _fail_hub(*args, **kwargs):
+    raise ConnectionError("network disabled in tests")
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    """Never touch the hub, and hide the system-wide copy unless a test restores it."""
+    monkeypatch.setattr(D, "_load_fashion_mnist_from_hub", _fail_hub)
+    monkeypatch.setattr(D, "_load_from_hub", _fail_hub)
+    monkeypatch.setattr(D, "DEFAULT_FASHION_MNIST_DIR", tmp_path / "no-system-copy")
+    monkeypatch.delenv(D.DATA_DIR_ENV, raising=False)
+
+
+def _write_sample(folder: Path, n: int = 20, gz: bool = True, seed: int = 0):
+    """Write a tiny Fashion-MNIST-shaped sample (train and test) with the standard names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    suffix = ".gz" if gz else ""
+    data = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", labels)
+        data[split] = (images, labels)
+    return data
+
+
+def _check_fmnist(ds, images, labels):
+    assert isinstance(ds, D.ArrayDataset)
+    assert ds.images.shape == (len(images), 1, 28, 28)
+    assert ds.images.dtype == torch.float32
+    assert ds.labels.dtype == torch.int64
+    assert ds.num_classes == 10
+    torch.testing.assert_close(ds.labels, torch.from_numpy(labels.astype(np.int64)))
+    expected = (images[:, None].astype(np.float32) / 255.0 - FMNIST_MEAN) / FMNIST_STD
+    torch.testing.assert_close(ds.images, torch.from_numpy(expected))
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_load_fashion_mnist_from_data_dir(tmp_path, gz):
+    data = _write_sample(tmp_path / "fm", gz=gz)
+    for split in ("train", "test"):
+        ds = D.load_fashion_mnist(split, data_dir=tmp_path / "fm")
+        _check_fmnist(ds, *data[split])
+        assert ds.name == f"fashion-mnist/{split}"
+    # str paths are accepted too, and the in-process cache returns the same object.
+    assert D.load_fashion_mnist("train", str(tmp_path / "fm")) is D.load_fashion_mnist(
+        "train", tmp_path / "fm"
+    )
+
+
+def test_load_fashion_mnist_from_env(tmp_path, monkeypatch):
+    data = _write_sample(tmp_path / "envdir", n=12, seed=1)
+    monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path / "envdir"))
+    _check_fmnist(D.load_fashion_mnist("test"), *data["test"])
+
+
+def test_data_dir_takes_precedence_over_env(tmp_path, monkeypatch):
+    _write_sample(tmp_path / "envdir", n=12, seed=1)
+    data = _write_sample(tmp_path / "explicit", n=14, seed=2)
+    monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path / "envdir"))
+    _check_fmnist(D.load_fashion_mnist("train", tmp_path / "explicit"), *data["train"])
+
+
+def test_load_fashion_mnist_subfolder_layout(tmp_path):
+    data = _write_sample(tmp_path / "root" / "fashion-mnist", n=10)
+    _check_fmnist(D.load_fashion_mnist("train", tmp_path / "root"), *data["train"])
+
+
+def test_load_dataset_dispatch(tmp_path):
+    data = _write_sample(tmp_path / "fm", n=10)
+    _check_fmnist(D.load_dataset("fashion-mnist", "test", tmp_path / "fm"), *data["test"])
+    with pytest.raises(ValueError, match="fashion-mnist, cifar10"):
+        D.load_dataset("mnist", "train")
+    with pytest.raises(ValueError, match="train, test"):
+        D.load_dataset("fashion-mnist", "validation", tmp_path / "fm")
+
+
+def test_dataset_info_registry():
+    assert D.DATASET_INFO["fashion-mnist"].in_channels == 1
+    assert D.DATASET_INFO["fashion-mnist"].image_size == 28
+    assert D.DATASET_INFO["cifar10"].in_channels == 3
+    assert D.DATASET_INFO["cifar10"].image_size == 32
+    assert all(info.num_classes == 10 for info in D.DATASET_INFO.values())
+    assert set(D.DATASET_INFO) == {"fashion-mnist", "cifar10"}
+
+
+def test_missing_data_error_message(tmp_path, monkeypatch):
+    monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path / "envdir"))
+    with pytest.raises(D.DatasetUnavailableError) as info:
+        D.load_fashion_mnist("train", data_dir=tmp_path / "given")
+    msg = str(info.value)
+    assert isinstance(info.value, RuntimeError)
+    assert isinstance(info.value.__cause__, ConnectionError)
+    for expected in (
+        str(tmp_path / "given"),
+        str(tmp_path / "envdir"),
+        str(tmp_path / "no-system-copy"),
+        "train-images-idx3-ubyte",
+        "apt-get install dataset-fashion-mnist",
+        "MAESTRO_DATA_DIR",
+        "zalando-datasets/fashion_mnist",
+        "network",
+    ):
+        assert expected in msg, f"{expected!r} missing from error message:\n{msg}"
+
+
+def test_cifar10_offline_error():
+    with pytest.raises(D.DatasetUnavailableError, match="uoft-cs/cifar10"):
+        D.load_cifar10("train")
+
+
+def test_malformed_local_file_is_reported(tmp_path):
+    _write_sample(tmp_path / "fm", n=10)
+    write_idx(tmp_path / "fm" / "train-labels-idx1-ubyte.gz", np.zeros(3, dtype=np.uint8))
+    with pytest.raises(ValueError, match="expected 10 labels"):
+        D.load_fashion_mnist("train", tmp_path / "fm")
+
+
+def test_real_fashion_mnist_test_split(monkeypatch):
+    if not (REAL_FMNIST / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST not installed in {REAL_FMNIST}")
+    monkeypatch.setattr(D, "DEFAULT_FASHION_MNIST_DIR", REAL_FMNIST)
+    ds = D.load_fashion_mnist("test")
+    assert len(ds) == 10000
+    assert ds.images.shape == (10000, 1, 28, 28)
+    counts = torch.bincount(ds.labels, minlength=10)
+    assert len(counts) == 10
+    assert counts.min() >= 900
+    assert counts.max() <= 1100
+    # The published statistics are for the train split; test is close to them.
+    assert abs(ds.images.mean().item()) < 0.1
+    assert abs(ds.images.std().item() - 1.0) < 0.1
+
+
+def _hf_dataset(n, size, mode):
+    datasets = pytest.importorskip("datasets")
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    shape = (size, size, 3) if mode == "RGB" else (size, size)
+    arrays = [rng.integers(0, 256, size=shape, dtype=np.uint8) for _ in range(n)]
+    images = [Image.fromarray(a, mode=mode) for a in arrays]
+    hf = datasets.Dataset.from_dict({"img": images, "label": [i % 10 for i in range(n)]})
+    return hf, np.stack(arrays)
+
+
+def test_hf_to_array_dataset_rgb():
+    hf, arrays = _hf_dataset(6, 8, "RGB")
+    mean, std = D.DATASET_INFO["cifar10"].mean, D.DATASET_INFO["cifar10"].std
+    ds = D.hf_to_array_dataset(hf, "img", "label", mean, std, 10, "tiny")
+    assert ds.images.shape == (6, 3, 8, 8)
+    assert ds.images.dtype == torch.float32
+    assert ds.labels.tolist() == [0, 1, 2, 3, 4, 5]
+    expected = (arrays.transpose(0, 3, 1, 2) / 255.0 - np.reshape(mean, (3, 1, 1))) / np.reshape(
+        std, (3, 1, 1)
+    )
+    torch.testing.assert_close(ds.images, torch.from_numpy(expected.astype(np.float32)))
+    assert ds.name == "tiny"
+
+
+def test_hf_to_array_dataset_grayscale_and_bad_column():
+    hf, arrays = _hf_dataset(4, 5, "L")
+    ds = D.hf_to_array_dataset(hf, "img", "label", (0.5,), (0.5,), 10, "g")
+    assert ds.images.shape == (4, 1, 5, 5)
+    torch.testing.assert_close(
+        ds.images, torch.from_numpy((arrays[:, None] / 255.0 - 0.5) / 0.5).float()
+    )
+    with pytest.raises(ValueError, match="image"):
+        D.hf_to_array_dataset(hf, "image", "label", (0.5,), (0.5,), 10, "g")
+
+
+def _toy(n=10):
+    return D.ArrayDataset(
+        images=torch.arange(n * 4, dtype=torch.float32).reshape(n, 1, 2, 2),
+        labels=torch.arange(n) % 3,
+        num_classes=3,
+        name="toy",
+    )
+
+
+def test_array_dataset_validation_and_subset():
+    ds = _toy()
+    assert len(ds) == 10
+    sub = ds.subset(np.array([3, 1]))
+    assert sub.labels.tolist() == [0, 1]
+    torch.testing.assert_close(sub.images[0], ds.images[3])
+    assert sub.num_classes == 3
+    assert len(ds.subset([])) == 0
+    with pytest.raises(ValueError, match="labels"):
+        D.ArrayDataset(ds.images, ds.labels[:5], 3, "x")
+    with pytest.raises(ValueError, match="float32"):
+        D.ArrayDataset(ds.images.double(), ds.labels, 3, "x")
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        D.ArrayDataset(ds.images[:, 0], ds.labels, 3, "x")
+
+
+def test_batches_sequential_and_drop_last():
+    ds = _toy(10)
+    got = list(D.batches(ds, 4))
+    assert [len(y) for _, y in got] == [4, 4, 2]
+    torch.testing.assert_close(torch.cat([x for x, _ in got]), ds.images)
+    assert [len(y) for _, y in D.batches(ds, 4, drop_last=True)] == [4, 4]
+    with pytest.raises(ValueError, match="batch_size"):
+        next(D.batches(ds, 0))
+
+
+def test_batches_shuffle_is_reproducible_and_complete():
+    ds = _toy(10)
+
+    def order(seed):
+        g = torch.Generator().manual_seed(seed)
+        xs = [x for x, _ in D.batches(ds, 3, shuffle=True, generator=g)]
+        return torch.cat(xs)[:, 0, 0, 0]
+
+    a, b, c = order(0), order(0), order(1)
+    torch.testing.assert_close(a, b)
+    assert not torch.equal(a, c)
+    torch.testing.assert_close(a.sort().values, ds.images[:, 0, 0, 0])
+    # Images and labels stay paired under shuffling.
+    for x, y in D.batches(ds, 3, shuffle=True, generator=torch.Generator().manual_seed(2)):
+        torch.testing.assert_close((x[:, 0, 0, 0] / 4).long() % 3, y)
