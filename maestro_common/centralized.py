@@ -90,6 +90,7 @@ def run_one(method: str, seed: int, args: argparse.Namespace, train_ds, test_ds)
         lr=args.lr,
         momentum=args.momentum,
         weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
         lasso=args.lasso if method == "maestro-gl" else 0.0,
     )
     seconds = 0.0
@@ -183,9 +184,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=_ints, default=[0])
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--max-grad-norm", type=float, default=5.0, help="clip gradients (0: off)")
     p.add_argument("--sampler", default="maestro", choices=SAMPLER_NAMES)
     p.add_argument("--rank-fraction", type=float, default=1.0, help="initial kept rank fraction")
     p.add_argument("--lasso", type=float, default=1e-4, help="λ of the group lasso (maestro-gl)")
@@ -194,6 +196,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit-train", type=int, default=0, help="use only the first N train images")
     p.add_argument("--limit-test", type=int, default=0, help="use only the first N test images")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", type=Path, default=None, help="folder for rows.json and table.md")
     args = p.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
@@ -210,6 +213,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[Row]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     train_ds = load_dataset(args.dataset, "train", args.data_dir)
     test_ds = load_dataset(args.dataset, "test", args.data_dir)
     if args.limit_train:

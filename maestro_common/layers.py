@@ -17,13 +17,14 @@ format and the nested aggregation rely on:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from maestro_common.prefix import budget_dim
 
 
 def _check_rank(rank: int | None, max_rank: int, what: str) -> int:
@@ -47,6 +48,8 @@ class LowRankLayer(nn.Module):
     bias: nn.Parameter | None
     max_rank: int
     _active_rank: int | None
+    # The axis of each factor along which components are stacked (a prefix cuts this axis).
+    rank_axes: dict[str, int]
 
     @property
     def rank(self) -> int:
@@ -109,6 +112,17 @@ class LowRankLayer(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
+    def resize(self, k: int) -> None:
+        """Give the factors room for ``k`` components (values undefined: load them next)."""
+        k = _check_rank(k, self.max_rank, type(self).__name__)
+        for name, axis in self.rank_axes.items():
+            shape = list(getattr(self, name).shape)
+            shape[axis] = k
+            old = getattr(self, name)
+            setattr(self, name, nn.Parameter(old.new_zeros(shape)))
+        self._active_rank = None
+
+    @torch.no_grad()
     def load_factors(self, u_mat: torch.Tensor, v_mat: torch.Tensor) -> None:
         """Set the factors from (out, R) and (in', R) matrices; R may differ from the rank now."""
         r = u_mat.shape[1]
@@ -142,6 +156,8 @@ class LowRankLayer(nn.Module):
 
 class LowRankLinear(LowRankLayer):
     """y = x V[:, :k] U[:, :k]ᵀ + b, a linear map of rank ≤ k."""
+
+    rank_axes = {"u": 1, "v": 1}  # noqa: RUF012 (read-only class constant)
 
     def __init__(
         self, in_features: int, out_features: int, rank: int | None = None, bias: bool = True
@@ -202,6 +218,8 @@ class LowRankLinear(LowRankLayer):
 
 class LowRankConv2d(LowRankLayer):
     """A kxk conv to k channels (original stride/padding/dilation), then a 1x1 conv to out."""
+
+    rank_axes = {"u": 1, "v": 0}  # noqa: RUF012 (read-only class constant)
 
     def __init__(
         self,
@@ -304,10 +322,7 @@ def low_rank_layers(model: nn.Module) -> dict[str, LowRankLayer]:
 
 def budget_rank(kept_rank: int, beta: float) -> int:
     """Components a tier of budget β may use in a layer of kept rank r: ⌈β·r⌉, at least 1."""
-    if not 0.0 < beta <= 1.0:
-        raise ValueError(f"budget must be in (0, 1], got {beta}")
-    # The small tolerance keeps e.g. 0.6·5 = 3.0000000000000004 from rounding up to 4.
-    return max(1, min(kept_rank, math.ceil(beta * kept_rank - 1e-9)))
+    return budget_dim(kept_rank, beta)
 
 
 def budget_ranks(model: nn.Module, beta: float) -> dict[str, int]:

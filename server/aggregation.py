@@ -24,23 +24,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-
-def leading_block(shape: tuple[int, ...]) -> tuple[slice, ...]:
-    """Index of the leading block of the given shape: ``[:a0, :a1, ...]``.
-
-    This is the project's one prefix-slicing rule.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        Size of the block on every axis.
-
-    Returns
-    -------
-    tuple of slice
-        ``tuple(slice(0, a) for a in shape)``, to index an array of the same number of axes.
-    """
-    return tuple(slice(0, a) for a in shape)
+from maestro_common.prefix import leading_block
 
 
 def aggregate_nested(

@@ -5,7 +5,8 @@ import copy
 import numpy as np
 import pytest
 
-from server.aggregation import aggregate_nested, leading_block
+from maestro_common.prefix import leading_block
+from server.aggregation import aggregate_nested
 
 F32 = np.float32
 
@@ -40,13 +41,6 @@ def _random_case(rng, shapes, n_replies, dtype=np.float32):
             arrays[k] = rng.standard_normal(block).astype(dtype)
         replies.append((arrays, float(rng.integers(1, 50))))
     return glob, replies
-
-
-def test_leading_block():
-    x = np.arange(24).reshape(2, 3, 4)
-    assert leading_block((1, 2, 3)) == (slice(0, 1), slice(0, 2), slice(0, 3))
-    np.testing.assert_array_equal(x[leading_block((1, 2, 3))], x[:1, :2, :3])
-    assert leading_block(()) == ()
 
 
 def test_hand_computed_2d():

@@ -1,0 +1,1 @@
+"""The Maestro-FL ClientApp: trains its tier's rank prefix of the global model."""

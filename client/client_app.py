@@ -1,0 +1,113 @@
+"""ClientApp: report the tier, train the received prefix with ordered dropout, evaluate locally."""
+
+from __future__ import annotations
+
+import resource
+import zlib
+
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from client.local_data import local_splits
+from maestro_common.codec import load_arrays, model_arrays, payload_nbytes
+from maestro_common.config import RunConfig
+from maestro_common.layers import low_rank_layers
+from maestro_common.samplers import make_sampler
+from maestro_common.task import build_run_model, resolve_device
+from maestro_common.tiers import resolve_budget
+from maestro_common.training import TrainSettings, evaluate, train
+
+ARRAYS_KEY, CONFIG_KEY, METRICS_KEY = "arrays", "config", "metrics"
+
+app = ClientApp()
+
+
+def _partition(context: Context) -> tuple[int, int]:
+    node = context.node_config
+    if "partition-id" not in node or "num-partitions" not in node:
+        raise ValueError(
+            "this node has no data partition: give the SuperNode --node-config "
+            "'partition-id=<i> num-partitions=<n>' (simulation sets both)"
+        )
+    return int(node["partition-id"]), int(node["num-partitions"])
+
+
+def _model_from(msg: Message, cfg: RunConfig, device: torch.device) -> torch.nn.Module:
+    arrays = {k: v.numpy() for k, v in msg.content[ARRAYS_KEY].items()}
+    model = build_run_model(cfg)
+    load_arrays(model, arrays)
+    return model.to(device)
+
+
+def _seed(cfg: RunConfig, server_round: int, partition_id: int) -> int:
+    # A pure function of (seed, round, partition): reproducible whatever the node id.
+    return zlib.crc32(f"{cfg.seed}/{server_round}/{partition_id}".encode())
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Tell the server this node's budget β, tier and partition."""
+    cfg = RunConfig.from_run_config(context.run_config)
+    beta, tier = resolve_budget(context.node_config, cfg.tiers, cfg.shares, cfg.seed)
+    part = int(context.node_config.get("partition-id", -1))
+    info = ConfigRecord(
+        {"rank-fraction": beta, "tier": -1 if tier is None else tier, "partition-id": part}
+    )
+    return Message(RecordDict({CONFIG_KEY: info}), reply_to=msg)
+
+
+@app.train()
+def train_fn(msg: Message, context: Context) -> Message:
+    """Train the received prefix for E local epochs inside its budget; reply with the prefix."""
+    cfg = RunConfig.from_run_config(context.run_config)
+    config = msg.content[CONFIG_KEY]
+    server_round = int(config["server-round"])
+    device = resolve_device(cfg)
+    partition_id, num_partitions = _partition(context)
+    train_ds, _ = local_splits(cfg, partition_id, num_partitions)
+    model = _model_from(msg, cfg, device)
+    seed = _seed(cfg, server_round, partition_id)
+    torch.manual_seed(seed)
+    sampler = None
+    if cfg.factored:
+        # The received prefix *is* the budget: sample within all of it.
+        ranks = {n: m.rank for n, m in low_rank_layers(model).items()}
+        sampler = make_sampler(cfg.sampler, ranks, beta=1.0, seed=seed)
+    settings = TrainSettings(
+        epochs=cfg.local_epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        lasso=cfg.lasso if cfg.factored else 0.0,
+    )
+    result = train(model, train_ds.images, train_ds.labels, settings, sampler, seed, device)
+    arrays = model_arrays(model)
+    metrics = MetricRecord(
+        {
+            "num-examples": result.num_examples,
+            "train-loss": result.loss,
+            "train-seconds": result.seconds,
+            # The process's peak resident set (Linux reports KiB); psutil has no peak on Linux.
+            "peak-rss-mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "bytes-up": payload_nbytes(arrays),
+            "rank-fraction": float(config["rank-fraction"]),
+        }
+    )
+    record = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    return Message(RecordDict({ARRAYS_KEY: record, METRICS_KEY: metrics}), reply_to=msg)
+
+
+@app.evaluate()
+def evaluate_fn(msg: Message, context: Context) -> Message:
+    """Accuracy and loss of the received prefix on this client's validation split."""
+    cfg = RunConfig.from_run_config(context.run_config)
+    device = resolve_device(cfg)
+    partition_id, num_partitions = _partition(context)
+    _, val_ds = local_splits(cfg, partition_id, num_partitions)
+    model = _model_from(msg, cfg, device)
+    loss, acc = evaluate(model, val_ds.images, val_ds.labels, 1.0, device=device)
+    metrics = MetricRecord({"num-examples": len(val_ds), "eval-loss": loss, "eval-accuracy": acc})
+    return Message(RecordDict({METRICS_KEY: metrics}), reply_to=msg)

@@ -1,0 +1,40 @@
+"""A client's local data: its partition of the training set, split into train and validation."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from maestro_common.config import RunConfig
+from maestro_common.data import ArrayDataset, load_dataset, partition_indices, train_val_split
+
+
+@lru_cache(maxsize=4)
+def _partitions(
+    dataset: str, data_dir: str, num_partitions: int, scheme: str, alpha: float, k: int, seed: int
+) -> tuple[np.ndarray, ...]:
+    # Every client of a simulation shares one process per worker: partition once, reuse.
+    train = load_dataset(dataset, "train", data_dir or None)
+    return tuple(partition_indices(train.labels.numpy(), num_partitions, scheme, alpha, k, seed))
+
+
+def local_splits(
+    cfg: RunConfig, partition_id: int, num_partitions: int
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """The (train, validation) data of partition ``partition_id`` of ``num_partitions``."""
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(f"partition-id must be in 0..{num_partitions - 1}, got {partition_id}")
+    parts = _partitions(
+        cfg.dataset,
+        cfg.data_dir,
+        num_partitions,
+        cfg.partitioning,
+        cfg.alpha,
+        cfg.classes_per_partition,
+        cfg.seed,
+    )
+    train = load_dataset(cfg.dataset, "train", cfg.data_dir or None)
+    tr, va = train_val_split(parts[partition_id], cfg.val_fraction, seed=cfg.seed + partition_id)
+    return train.subset(torch.as_tensor(tr)), train.subset(torch.as_tensor(va))

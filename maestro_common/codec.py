@@ -1,0 +1,77 @@
+"""The wire codec: a model ↔ named numpy arrays, whole or cut to a budget's prefix.
+
+Keys are ``state_dict`` names. A factored layer's ``u`` and ``v`` are cut along their rank axis;
+every other array travels whole (DESIGN.md §3). Nothing here knows about Flower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from maestro_common.layers import low_rank_layers
+from maestro_common.prefix import budget_shapes, take_prefix
+
+
+def model_arrays(model: nn.Module) -> dict[str, np.ndarray]:
+    """Every state_dict entry as a numpy array (copied to host memory)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def prefix_axes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """For each factored layer's ``u`` and ``v``, the axis that a rank budget cuts."""
+    axes: dict[str, tuple[int, ...]] = {}
+    for name, layer in low_rank_layers(model).items():
+        prefix = f"{name}." if name else ""
+        for param, axis in layer.rank_axes.items():
+            axes[prefix + param] = (axis,)
+    return axes
+
+
+def array_shapes(arrays: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in arrays.items()}
+
+
+def model_arrays_at_budget(model: nn.Module, beta: float) -> dict[str, np.ndarray]:
+    """The arrays a tier of budget β receives: factored layers cut to ⌈β·r_l⌉ components."""
+    arrays = model_arrays(model)
+    return take_prefix(arrays, budget_shapes(array_shapes(arrays), prefix_axes(model), beta))
+
+
+def payload_nbytes(arrays: Mapping[str, np.ndarray]) -> int:
+    """Bytes of the array data of a payload."""
+    return int(sum(a.nbytes for a in arrays.values()))
+
+
+@torch.no_grad()
+def load_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module:
+    """Load named arrays into ``model``, resizing factored layers to the ranks the arrays carry.
+
+    Raises
+    ------
+    ValueError
+        When keys are missing or unknown, or a shape does not fit the architecture.
+    """
+    expected = set(model.state_dict())
+    missing, unknown = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
+    if missing or unknown:
+        raise ValueError(f"arrays do not match the model: missing {missing}, unknown {unknown}")
+    for name, layer in low_rank_layers(model).items():
+        prefix = f"{name}." if name else ""
+        u = arrays[prefix + "u"]
+        k = u.shape[layer.rank_axes["u"]] if u.ndim == 2 else -1
+        if not 1 <= k <= layer.max_rank:
+            raise ValueError(
+                f"{prefix}u has shape {tuple(u.shape)}: its rank axis must hold 1..{layer.max_rank}"
+            )
+        if k != layer.rank:
+            layer.resize(k)
+    state = {k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"arrays do not fit the model: {err}") from err
+    return model

@@ -1,0 +1,36 @@
+"""The model and device of a run, built the same way on the server and on every client."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from maestro_common.config import RunConfig
+from maestro_common.data import DATASET_INFO
+from maestro_common.decompose import decompose
+from maestro_common.models import build_model
+
+
+def build_run_model(cfg: RunConfig) -> nn.Module:
+    """The run's global model at its initial ranks, seeded so every party builds the same one."""
+    info = DATASET_INFO[cfg.dataset]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, info.num_classes, info.in_channels, info.image_size)
+        if cfg.factored:
+            decompose(model, rank_fraction=cfg.rank_fraction)
+    return model
+
+
+def input_shape(cfg: RunConfig) -> tuple[int, int, int]:
+    info = DATASET_INFO[cfg.dataset]
+    return (info.in_channels, info.image_size, info.image_size)
+
+
+def resolve_device(cfg: RunConfig) -> torch.device:
+    """``auto``: CUDA when present, else CPU. ``cuda`` without a GPU is an error."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but no CUDA device is available; use device=auto or cpu")
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)

@@ -1,0 +1,78 @@
+"""summary.md and PNG plots of a run, from its metrics.jsonl rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and CI
+import matplotlib.pyplot as plt
+
+
+def _last_eval(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    evaluated = [r for r in rows if r.get("tiers")]
+    return evaluated[-1] if evaluated else None
+
+
+def tier_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of the last evaluated round: one line per tier budget."""
+    last = _last_eval(rows)
+    if last is None:
+        return "(no evaluated round yet)"
+    fed = last.get("federated", {})
+    lines = [
+        f"Round {last['round']}: centralized test set (federated: clients' local splits)",
+        "",
+        "| tier β | accuracy % | loss | params | MACs | bytes down/up | federated acc % |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for beta, m in sorted(last["tiers"].items(), key=lambda kv: float(kv[0])):
+        f_acc = f"{100 * fed[beta]['accuracy']:.2f}" if beta in fed else "–"
+        lines.append(
+            f"| {beta} | {100 * m['accuracy']:.2f} | {m['loss']:.4f} | {m['params']:,} "
+            f"| {m['macs']:,} | {m['bytes-down']:,} | {f_acc} |"
+        )
+    return "\n".join(lines)
+
+
+def write_summary(folder: Path, rows: Sequence[dict[str, Any]], title: str) -> str:
+    """Write summary.md and return its table."""
+    table = tier_table(rows)
+    wall = sum(r.get("wall-seconds", 0.0) for r in rows)
+    agg = sum(r.get("aggregate-seconds", 0.0) for r in rows)
+    text = (
+        f"# {title}\n\n{table}\n\n"
+        f"Rounds recorded: {len(rows)}; wall time {wall:.1f} s "
+        f"({wall / max(len(rows), 1):.2f} s per round); aggregation {agg:.2f} s "
+        f"({100 * agg / wall if wall else 0:.2f} % of round time).\n"
+    )
+    (folder / "summary.md").write_text(text)
+    return table
+
+
+def plot_accuracy(folder: Path, rows: Sequence[dict[str, Any]]) -> Path | None:
+    """accuracy.png: test accuracy per round for every tier."""
+    evaluated = [r for r in rows if r.get("tiers")]
+    if not evaluated:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    betas = sorted({b for r in evaluated for b in r["tiers"]}, key=float)
+    for beta in betas:
+        pts = [
+            (r["round"], 100 * r["tiers"][beta]["accuracy"])
+            for r in evaluated
+            if beta in r["tiers"]
+        ]
+        ax.plot(*zip(*pts, strict=True), marker=".", label=f"β={beta}")
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = folder / "accuracy.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
