@@ -6,7 +6,9 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data demo test lint clean
+DEMO_NODES ?= 20
+
+.PHONY: install data demo centralized test lint clean
 
 install: $(VENV)/.installed
 
@@ -24,8 +26,15 @@ data:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "note: $(FMNIST_DIR) missing and not root: set MAESTRO_DATA_DIR or run 'sudo apt-get install dataset-fashion-mnist'"; fi
 
+# The default experiment through the harness (Flower simulation engine, live progress, report).
 demo: install data
-	$(BIN)/python -m maestro_common.centralized --model cnn --methods dense,maestro --epochs 2 --out runs/demo
+	rm -rf runs/demo
+	$(BIN)/python -m simulations.run --conf simulations/conf/demo.toml --methods maestro \
+		--supernodes $(DEMO_NODES) --out runs/demo
+
+centralized: install data
+	$(BIN)/python -m maestro_common.centralized --model cnn --methods dense,maestro --epochs 2 \
+		--out runs/centralized-demo
 
 test: install data
 	$(BIN)/python -m pytest -q

@@ -10,10 +10,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from client.local_data import local_splits
-from maestro_common.codec import load_arrays, model_arrays, payload_nbytes
+from maestro_common.codec import load_arrays, load_leading_blocks, model_arrays, payload_nbytes
 from maestro_common.config import RunConfig
 from maestro_common.layers import low_rank_layers
-from maestro_common.samplers import make_sampler
+from maestro_common.prefix import take_prefix
+from maestro_common.samplers import WidthSampler, make_sampler
 from maestro_common.task import build_run_model, resolve_device
 from maestro_common.tiers import resolve_budget
 from maestro_common.training import TrainSettings, evaluate, train
@@ -33,11 +34,32 @@ def _partition(context: Context) -> tuple[int, int]:
     return int(node["partition-id"]), int(node["num-partitions"])
 
 
-def _model_from(msg: Message, cfg: RunConfig, device: torch.device) -> torch.nn.Module:
+def _model_from(
+    msg: Message, cfg: RunConfig, device: torch.device
+) -> tuple[torch.nn.Module, dict[str, tuple[int, ...]]]:
+    """The model holding the received sub-model, and the shapes received."""
     arrays = {k: v.numpy() for k, v in msg.content[ARRAYS_KEY].items()}
     model = build_run_model(cfg)
-    load_arrays(model, arrays)
-    return model.to(device)
+    if cfg.factored:
+        load_arrays(model, arrays)  # the factors shrink to the received rank prefix
+    else:
+        load_leading_blocks(model, arrays)  # width: full shapes, only the leading block is used
+    return model.to(device), {k: tuple(v.shape) for k, v in arrays.items()}
+
+
+def _sampler(cfg: RunConfig, model: torch.nn.Module, config: ConfigRecord, seed: int):
+    """Which sub-model each local step trains."""
+    budget = float(config["budget"])
+    if cfg.factored:
+        # The received prefix *is* the budget: sample within all of it.
+        ranks = {n: m.rank for n, m in low_rank_layers(model).items()}
+        return make_sampler(cfg.sampler, ranks, beta=1.0, seed=seed)
+    if cfg.method == "fjord":
+        # Ordered dropout over widths: p per batch from the tiers' widths up to this client's.
+        return WidthSampler(list(config["budget-grid"]), max_width=budget, seed=seed)
+    if cfg.width_sliced:
+        return WidthSampler([budget], max_width=budget, seed=seed)  # static width
+    return None
 
 
 def _seed(cfg: RunConfig, server_round: int, partition_id: int) -> int:
@@ -66,14 +88,10 @@ def train_fn(msg: Message, context: Context) -> Message:
     device = resolve_device(cfg)
     partition_id, num_partitions = _partition(context)
     train_ds, _ = local_splits(cfg, partition_id, num_partitions)
-    model = _model_from(msg, cfg, device)
+    model, shapes = _model_from(msg, cfg, device)
     seed = _seed(cfg, server_round, partition_id)
     torch.manual_seed(seed)
-    sampler = None
-    if cfg.factored:
-        # The received prefix *is* the budget: sample within all of it.
-        ranks = {n: m.rank for n, m in low_rank_layers(model).items()}
-        sampler = make_sampler(cfg.sampler, ranks, beta=1.0, seed=seed)
+    sampler = _sampler(cfg, model, config, seed)
     settings = TrainSettings(
         epochs=cfg.local_epochs,
         batch_size=cfg.batch_size,
@@ -84,7 +102,7 @@ def train_fn(msg: Message, context: Context) -> Message:
         lasso=cfg.lasso if cfg.factored else 0.0,
     )
     result = train(model, train_ds.images, train_ds.labels, settings, sampler, seed, device)
-    arrays = model_arrays(model)
+    arrays = take_prefix(model_arrays(model), shapes)
     metrics = MetricRecord(
         {
             "num-examples": result.num_examples,
@@ -107,7 +125,9 @@ def evaluate_fn(msg: Message, context: Context) -> Message:
     device = resolve_device(cfg)
     partition_id, num_partitions = _partition(context)
     _, val_ds = local_splits(cfg, partition_id, num_partitions)
-    model = _model_from(msg, cfg, device)
-    loss, acc = evaluate(model, val_ds.images, val_ds.labels, 1.0, device=device)
+    model, _ = _model_from(msg, cfg, device)
+    # A factored model was cut to its prefix on loading; a width model runs at its width.
+    budget = float(msg.content[CONFIG_KEY]["budget"]) if cfg.width_sliced else 1.0
+    loss, acc = evaluate(model, val_ds.images, val_ds.labels, budget, device=device)
     metrics = MetricRecord({"num-examples": len(val_ds), "eval-loss": loss, "eval-accuracy": acc})
     return Message(RecordDict({METRICS_KEY: metrics}), reply_to=msg)

@@ -1,7 +1,9 @@
-"""Budget accounting of (possibly factored) models: parameters, MACs and wire payload at budget β.
+"""Budget accounting of (possibly factored or width) models: parameters, MACs and payload at β.
 
-A factored layer at budget β uses its first cap = ``budget_rank(rank, β)`` components (the nested
-sub-model of :func:`maestro_common.layers.use_budget`); every dense module is used whole.
+A factored layer at budget β uses its first cap = ``budget_rank(rank, β)`` components; a width
+layer (:mod:`maestro_common.width`) at budget β uses the leading block ``[:out_k, :in_k, ...]`` of
+its weight, out_k = ⌈β·out⌉ (whole for the classifier) and in_k its input's width. This is the
+nested sub-model of :func:`maestro_common.budget.use_budget`; every other module is used whole.
 
 MACs count multiply-accumulates of the matrix products only: dense and factored convolutions and
 linears, and the two attention matmuls (q·kᵀ and attn·v) of
@@ -15,21 +17,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from math import prod
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from maestro_common.budget import use_budget
 from maestro_common.layers import (
     LowRankConv2d,
     LowRankLayer,
     LowRankLinear,
     budget_rank,
     low_rank_layers,
-    use_budget,
 )
 from maestro_common.models.transformer import ScaledDotProductAttention
+from maestro_common.prefix import leading_block
+from maestro_common.width import WidthLayer, width_layers, width_shapes
 
 __all__ = ["count_macs", "count_macs_flop_counter", "count_params", "payload_bytes"]
 
@@ -39,25 +44,69 @@ def _check_beta(beta: float) -> None:
         raise ValueError(f"budget must be in (0, 1], got {beta!r}")
 
 
-def count_params(model: nn.Module, beta: float = 1.0) -> int:
+def _width_cut(
+    model: nn.Module, beta: float, input_shape: Sequence[int] | None
+) -> dict[str, tuple[int, ...]]:
+    """Used shapes of the width layers' entries at β (empty for a model without width layers)."""
+    layers = width_layers(model)
+    if not layers:
+        return {}
+    keys = {
+        f"{name}.{key}" if name else key
+        for name, layer in layers.items()
+        for key in ("weight", "bias")
+        if getattr(layer, key) is not None
+    }
+    if beta == 1.0:
+        # Every layer is used whole at full width; no forward pass (nor input shape) needed.
+        return {key: tuple(t.shape) for key, t in model.state_dict().items() if key in keys}
+    if input_shape is None:
+        input_shape = getattr(model, "width_input_shape", None)
+    if input_shape is None:
+        raise ValueError(
+            "a width model at budget < 1 needs input_shape (a linear's input width after a "
+            "flatten depends on the feature-map size): pass it, or give it to "
+            "make_width_sliceable"
+        )
+    shapes = width_shapes(model, beta, input_shape)
+    return {key: shape for key, shape in shapes.items() if key in keys}
+
+
+def count_params(
+    model: nn.Module, beta: float = 1.0, input_shape: Sequence[int] | None = None
+) -> int:
     """Parameters a client of budget β trains.
 
     Parameters
     ----------
     model:
-        A dense or factored model.
+        A dense, factored or width model.
     beta:
         Budget in (0, 1].
+    input_shape:
+        Shape of one sample without the batch axis; needed for a width model at β < 1 unless
+        the model carries ``width_input_shape`` (see
+        :func:`maestro_common.width.make_width_sliceable`), ignored otherwise.
 
     Returns
     -------
-    Every parameter of non-factored modules (shared ones once), plus for each factored layer
-    cap·(out + fan_in) + bias with cap = ``budget_rank(layer.rank, beta)``.
+    Every parameter of other modules (shared ones once), plus for each factored layer
+    cap·(out + fan_in) + bias with cap = ``budget_rank(layer.rank, beta)``, plus for each width
+    layer the entries of the leading blocks of its weight and bias that the sub-model uses.
     """
     _check_beta(beta)
+    cut = _width_cut(model, beta, input_shape)
     total = 0
     seen: set[int] = set()
-    for module in model.modules():
+    for name, module in model.named_modules():
+        if isinstance(module, WidthLayer):
+            prefix = f"{name}." if name else ""
+            for key in ("weight", "bias"):
+                p = getattr(module, key)
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
+                    total += prod(cut[prefix + key])
+            continue
         if isinstance(module, LowRankLayer):
             cap = budget_rank(module.rank, beta)
             total += cap * (module.out_dim + module.fan_in)
@@ -79,34 +128,41 @@ def _rank_axes(layer: LowRankLayer) -> dict[str, int]:
     raise ValueError(f"unknown factored layer type {type(layer).__name__}")
 
 
-def payload_bytes(model: nn.Module, beta: float = 1.0) -> int:
+def payload_bytes(
+    model: nn.Module, beta: float = 1.0, input_shape: Sequence[int] | None = None
+) -> int:
     """Bytes of the model's state dict as sent to a client of budget β.
 
     Parameters
     ----------
     model:
-        A dense or factored model.
+        A dense, factored or width model.
     beta:
         Budget in (0, 1].
+    input_shape:
+        As for :func:`count_params`: needed for a width model at β < 1 only.
 
     Returns
     -------
     Sum over state-dict entries of numel · element size, where each factored layer's ``u`` and
-    ``v`` are cut to their first cap components on the rank axis and every other entry (buffers
+    ``v`` are cut to their first cap components on the rank axis, each width layer's ``weight``
+    and ``bias`` to the leading blocks the sub-model uses, and every other entry (buffers
     included) is whole.
     """
     _check_beta(beta)
-    cut: dict[str, tuple[int, int]] = {}
+    state = model.state_dict()
+    cut = _width_cut(model, beta, input_shape)
     for name, layer in low_rank_layers(model).items():
         cap = budget_rank(layer.rank, beta)
         prefix = f"{name}." if name else ""
         for key, axis in _rank_axes(layer).items():
-            cut[prefix + key] = (axis, cap)
+            shape = list(state[prefix + key].shape)
+            shape[axis] = cap
+            cut[prefix + key] = tuple(shape)
     total = 0
-    for key, tensor in model.state_dict().items():
+    for key, tensor in state.items():
         if key in cut:
-            axis, cap = cut[key]
-            tensor = tensor.narrow(axis, 0, cap)
+            tensor = tensor[leading_block(cut[key])]
         total += tensor.numel() * tensor.element_size()
     return total
 
@@ -135,11 +191,14 @@ def _layer_macs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     if isinstance(module, ScaledDotProductAttention):
         return ScaledDotProductAttention.macs(*args, **kwargs)
     x = args[0]
+    # Widths are read off the tensors, not the module: a width layer (maestro_common.width) uses
+    # only a leading block of its weight; for any other layer the two agree.
     if isinstance(module, nn.Conv2d):
         kh, kw = module.kernel_size
-        return out.numel() * (module.in_channels // module.groups) * kh * kw
+        in_channels = x.shape[-3]  # batched (B, C, H, W) or unbatched (C, H, W)
+        return out.numel() * (in_channels // module.groups) * kh * kw
     if isinstance(module, nn.Linear):
-        return x.numel() // module.in_features * module.in_features * module.out_features
+        return x.numel() * out.shape[-1]  # tokens · in · out
     if isinstance(module, LowRankLayer):
         # The hook sees the rank passed to forward, if any; _resolve applies the active rank
         # set by use_budget otherwise, exactly as the forward pass itself does.
@@ -163,7 +222,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int], beta: float = 1.0) 
     Parameters
     ----------
     model:
-        A dense or factored model.
+        A dense, factored or width model.
     input_shape:
         Shape of one sample without the batch axis, e.g. ``(1, 28, 28)``.
     beta:
@@ -173,7 +232,8 @@ def count_macs(model: nn.Module, input_shape: Sequence[int], beta: float = 1.0) 
     -------
     The sum over forward calls of: Conv2d H_out·W_out·out·(in/groups)·kh·kw; Linear
     tokens·in·out; LowRankConv2d H_out·W_out·k·(in·kh·kw + out); LowRankLinear tokens·k·(in + out);
-    attention B·heads·N²·(d_k + d_v). Other operations are ignored (see the module docstring).
+    attention B·heads·N²·(d_k + d_v). For width layers, in and out are the widths used at β.
+    Other operations are ignored (see the module docstring).
     """
     _check_beta(beta)
     total = 0
@@ -202,7 +262,7 @@ def count_macs_flop_counter(model: nn.Module, input_shape: Sequence[int], beta: 
     Parameters
     ----------
     model:
-        A dense or factored model.
+        A dense, factored or width model.
     input_shape:
         Shape of one sample without the batch axis.
     beta:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from maestro_common.layers import low_rank_layers
-from maestro_common.prefix import budget_shapes, take_prefix
+from maestro_common.prefix import budget_shapes, leading_block, take_prefix
 
 
 def model_arrays(model: nn.Module) -> dict[str, np.ndarray]:
@@ -74,4 +74,33 @@ def load_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ValueError(f"arrays do not fit the model: {err}") from err
+    return model
+
+
+@torch.no_grad()
+def load_leading_blocks(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module:
+    """Copy each array into the leading block of the model's tensor of the same name.
+
+    For width sub-models: the model keeps its full shapes, the part outside the received block is
+    zeroed (a width-p sub-model never reads it).
+
+    Raises
+    ------
+    ValueError
+        When keys are missing or unknown, or an array is not a leading block of its tensor.
+    """
+    state = model.state_dict()
+    missing, unknown = sorted(set(state) - set(arrays)), sorted(set(arrays) - set(state))
+    if missing or unknown:
+        raise ValueError(f"arrays do not match the model: missing {missing}, unknown {unknown}")
+    for key, tensor in state.items():
+        arr = np.asarray(arrays[key])
+        if arr.ndim != tensor.ndim or any(
+            a > t for a, t in zip(arr.shape, tensor.shape, strict=True)
+        ):
+            raise ValueError(
+                f"{key}: shape {arr.shape} is not a leading block of {tuple(tensor.shape)}"
+            )
+        tensor.zero_()
+        tensor[leading_block(arr.shape)] = torch.as_tensor(arr, dtype=tensor.dtype)
     return model

@@ -7,6 +7,7 @@ Unknown keys and bad values raise :class:`ConfigError` naming what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -16,7 +17,12 @@ from maestro_common.data.partition import SCHEMES
 from maestro_common.models import MODEL_NAMES
 from maestro_common.samplers import SAMPLER_NAMES
 
-METHODS = ("maestro", "dense")
+# maestro: nested low-rank factors (this project). The baselines share the strategy and the
+# leading-block aggregation: fjord (width ordered dropout, p sampled per batch up to the tier's
+# width), heterofl (static width per tier), fedavg-all (the dense model, trained by every client
+# whatever its budget), fedavg-fit (a dense model narrow enough for the weakest tier, for all).
+METHODS = ("maestro", "fjord", "heterofl", "fedavg-all", "fedavg-fit")
+WIDTH_METHODS = ("fjord", "heterofl", "fedavg-fit")
 
 
 class ConfigError(ValueError):
@@ -36,7 +42,7 @@ class RunConfig:
     """Everything a run needs; field ``foo_bar`` is run-config key ``foo-bar``."""
 
     # What is trained
-    method: str = "maestro"  # maestro: nested low-rank factors; dense: FedAvg of the dense model
+    method: str = "maestro"  # one of METHODS
     model: str = "cnn"  # one of maestro_common.models.MODEL_NAMES
     dataset: str = "fashion-mnist"
     data_dir: str = ""  # folder with the dataset's files ("" = default search path)
@@ -50,6 +56,14 @@ class RunConfig:
     # Tiers: budget β and share of the population of each tier
     tier_fractions: str = "0.2,0.4,0.6,0.8,1.0"
     tier_shares: str = ""  # "" = equal shares
+    # Device profiles of the tiers for the virtual clock (comma lists, one value per tier or one
+    # for all; "" = simulations.profiles defaults) and the round deadline
+    tier_speeds: str = ""  # MAC/s of local training
+    tier_down: str = ""  # download bandwidth, bytes/s
+    tier_up: str = ""  # upload bandwidth, bytes/s
+    tier_availability: str = ""  # probability of being online in a round
+    deadline: float = 0.0  # virtual seconds per round (0 = none)
+    deadline_policy: str = "drop"  # drop: stragglers' replies are left out; fit: lower their budget
     # Data partitioning (simulation: partition-id comes from the node config)
     partitioning: str = "dirichlet"
     alpha: float = 0.5
@@ -83,6 +97,13 @@ class RunConfig:
             if not ok:
                 raise ConfigError(message)
 
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                check(
+                    math.isfinite(value), f"{f.name.replace('_', '-')} must be finite, got {value}"
+                )
+
         check(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
         check(self.model in MODEL_NAMES, f"model must be one of {MODEL_NAMES}, got {self.model!r}")
         check(
@@ -97,6 +118,11 @@ class RunConfig:
             self.partitioning in SCHEMES,
             f"partitioning must be one of {SCHEMES}, got {self.partitioning!r}",
         )
+        check(
+            self.deadline_policy in ("drop", "fit"),
+            f"deadline-policy must be drop or fit, got {self.deadline_policy!r}",
+        )
+        check(self.deadline >= 0, f"deadline must be ≥ 0, got {self.deadline}")
         check(
             self.device in ("auto", "cpu", "cuda"),
             f"device must be auto, cpu or cuda, got {self.device!r}",
@@ -146,7 +172,9 @@ class RunConfig:
         )
         shares = parse_floats(self.tier_shares, "tier-shares") or tuple(1.0 for _ in tiers)
         check(
-            len(shares) == len(tiers) and all(s >= 0 for s in shares) and sum(shares) > 0,
+            len(shares) == len(tiers)
+            and all(math.isfinite(s) and s >= 0 for s in shares)
+            and sum(shares) > 0,
             f"tier-shares must be {len(tiers)} non-negative numbers (one per tier) with a "
             f"positive sum, got {self.tier_shares!r}",
         )
@@ -158,6 +186,11 @@ class RunConfig:
     def factored(self) -> bool:
         """Whether the model is trained in factored (nested low-rank) form."""
         return self.method == "maestro"
+
+    @property
+    def width_sliced(self) -> bool:
+        """Whether tiers get width prefixes (channels/units) of a dense model."""
+        return self.method in WIDTH_METHODS
 
     @property
     def name(self) -> str:

@@ -9,16 +9,22 @@ honours a budget β: layer l never uses more than ⌈β·r_l⌉ components.
 - ``uniform`` (FjORD's ordered dropout): one fraction p drawn uniformly from a grid (values ≤ β),
   every layer at ⌈p·r_l⌉.
 - ``none``: every layer at its cap (plain training of the budget's sub-model).
+
+Width baselines (FjORD, HeteroFL) use :class:`WidthSampler`: one width p per step from a grid up
+to the client's width. Every sampler's :meth:`step` is the context a training step runs in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import numpy as np
+from torch import nn
 
-from maestro_common.layers import budget_rank
+from maestro_common.layers import budget_rank, use_ranks
+from maestro_common.width import use_width
 
 SAMPLER_NAMES = ("maestro", "uniform", "none")
 DEFAULT_GRID = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -44,6 +50,10 @@ class RankSampler:
     def sample(self) -> dict[str, int]:
         """The per-layer ranks of the next step."""
         return dict(self.caps)
+
+    def step(self, model: nn.Module) -> AbstractContextManager[None]:
+        """The context of the next training step: ``model`` at freshly sampled ranks."""
+        return use_ranks(model, self.sample())
 
 
 @dataclass
@@ -89,6 +99,32 @@ class UniformSampler(RankSampler):
     def sample(self) -> dict[str, int]:
         p = float(self._grid[int(self.rng.integers(len(self._grid)))])
         return {n: min(budget_rank(self.ranks[n], p), cap) for n, cap in self.caps.items()}
+
+
+@dataclass
+class WidthSampler:
+    """One width p per step, uniform over ``grid`` values ≤ ``max_width`` (FjORD's OD).
+
+    A grid of one value trains a static width (HeteroFL).
+    """
+
+    grid: Sequence[float]
+    max_width: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.grid or any(not 0 < p <= 1 for p in self.grid):
+            raise ValueError(f"grid values must be in (0, 1] and non-empty, got {list(self.grid)}")
+        self._grid = sorted({p for p in self.grid if p <= self.max_width + 1e-9}) or [
+            self.max_width
+        ]
+        self.rng = np.random.default_rng(self.seed)
+
+    def sample(self) -> float:
+        return float(self._grid[int(self.rng.integers(len(self._grid)))])
+
+    def step(self, model: nn.Module) -> AbstractContextManager[None]:
+        return use_width(model, self.sample())
 
 
 def make_sampler(

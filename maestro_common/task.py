@@ -9,16 +9,23 @@ from maestro_common.config import RunConfig
 from maestro_common.data import DATASET_INFO
 from maestro_common.decompose import decompose
 from maestro_common.models import build_model
+from maestro_common.width import make_width_sliceable
 
 
 def build_run_model(cfg: RunConfig) -> nn.Module:
-    """The run's global model at its initial ranks, seeded so every party builds the same one."""
+    """The run's global model, seeded so every party builds the same one.
+
+    maestro: factored at the initial ranks; fjord, heterofl, fedavg-fit: width-sliceable;
+    fedavg-all: the plain dense model.
+    """
     info = DATASET_INFO[cfg.dataset]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, info.num_classes, info.in_channels, info.image_size)
         if cfg.factored:
             decompose(model, rank_fraction=cfg.rank_fraction)
+        elif cfg.width_sliced:
+            make_width_sliceable(model, input_shape(cfg))
     return model
 
 

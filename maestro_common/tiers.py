@@ -13,8 +13,10 @@ def tier_counts(num_partitions: int, shares: Sequence[float]) -> list[int]:
     if num_partitions < 1:
         raise ValueError(f"num_partitions must be ≥ 1, got {num_partitions}")
     total = float(sum(shares))
-    if total <= 0 or any(s < 0 for s in shares):
-        raise ValueError(f"shares must be non-negative with a positive sum, got {list(shares)}")
+    if not np.isfinite(total) or total <= 0 or any(not np.isfinite(s) or s < 0 for s in shares):
+        raise ValueError(
+            f"shares must be finite, non-negative, with a positive sum, got {list(shares)}"
+        )
     exact = np.array(shares, dtype=np.float64) / total * num_partitions
     counts = np.floor(exact).astype(int)
     # Hand the remaining clients to the largest remainders; ties go to the earlier tier.

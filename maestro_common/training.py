@@ -6,15 +6,17 @@ Shared by the centralized trainer and the federated client, so both train the sa
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maestro_common.layers import low_rank_layers, use_budget, use_ranks
+from maestro_common.budget import use_budget
+from maestro_common.layers import low_rank_layers
 from maestro_common.regularizers import group_lasso
-from maestro_common.samplers import RankSampler
+from maestro_common.samplers import RankSampler, WidthSampler
 
 
 @dataclass(frozen=True)
@@ -59,14 +61,14 @@ def train(
     images: torch.Tensor,
     labels: torch.Tensor,
     settings: TrainSettings,
-    sampler: RankSampler | None = None,
+    sampler: RankSampler | WidthSampler | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> TrainResult:
-    """Train ``model`` in place with one sampled rank prefix per step.
+    """Train ``model`` in place with one sampled sub-model per step.
 
-    ``sampler`` gives each step's per-layer ranks (None: all kept components). The group lasso
-    is added with weight ``settings.lasso`` when the model has factored layers.
+    ``sampler`` gives each step's sub-model: per-layer ranks or a width (None: the whole model).
+    The group lasso is added with weight ``settings.lasso`` when the model has factored layers.
     """
     model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
@@ -81,8 +83,7 @@ def train(
     for _ in range(settings.epochs):
         for x, y in _batches(images, labels, settings.batch_size, gen):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            ranks = sampler.sample() if sampler is not None else {}
-            with use_ranks(model, ranks):
+            with sampler.step(model) if sampler is not None else nullcontext():
                 loss = F.cross_entropy(model(x), y)
             objective = loss + settings.lasso * group_lasso(model) if use_lasso else loss
             opt.zero_grad(set_to_none=True)

@@ -1,28 +1,46 @@
-"""Centralized evaluation of the global model at every tier's budget on the held-out test set."""
+"""The model-side work of the server: budgets per method, shapes, shrinking, per-tier evaluation.
+
+The strategy stays free of torch and architecture: it calls these through plain callables over
+numpy arrays.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
 import torch
 
 from maestro_common.accounting import count_macs, count_params
-from maestro_common.codec import array_shapes, load_arrays, payload_nbytes, prefix_axes
+from maestro_common.codec import (
+    array_shapes,
+    load_arrays,
+    load_leading_blocks,
+    model_arrays,
+    payload_nbytes,
+    prefix_axes,
+)
 from maestro_common.config import RunConfig
-from maestro_common.data import load_dataset
+from maestro_common.data import ArrayDataset, load_dataset
 from maestro_common.layers import low_rank_layers
 from maestro_common.prefix import budget_shapes, take_prefix
 from maestro_common.shrinking import shrink
 from maestro_common.task import build_run_model, input_shape, resolve_device
 from maestro_common.training import evaluate
+from maestro_common.width import width_for_macs, width_shapes
+
+Shapes = dict[str, tuple[int, ...]]
 
 
 class ModelOps:
-    """The model-specific work the server needs, over numpy arrays in and out.
+    """Model-specific operations of one run, over numpy arrays in and out.
 
-    The strategy stays free of torch: it calls these through plain callables.
+    A tier is named by its budget label β (a rank fraction). What the label means depends on
+    the method (:meth:`method_budget`): Maestro trains rank fraction β; FjORD and HeteroFL train
+    the widest width whose MACs fit Maestro's MACs at β (methods compared at matched MACs);
+    fedavg-all trains everything; fedavg-fit trains the width matched to the weakest tier.
     """
 
     def __init__(self, cfg: RunConfig) -> None:
@@ -30,23 +48,66 @@ class ModelOps:
         self.device = resolve_device(cfg)
         self.model = build_run_model(cfg).to(self.device)
         self.axes = prefix_axes(self.model)
-        self._test = None
+        self.shape = input_shape(cfg)
+        self._test: ArrayDataset | None = None
+        self._macs_at_budget = cache(self._forward_macs)
 
     def initial_arrays(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+        return model_arrays(self.model)
+
+    # ----- budgets and shapes -----------------------------------------------------------------
+    @cache  # noqa: B019 (one ModelOps per run; the cache lives as long as the run)
+    def method_budget(self, beta: float) -> float:
+        """The method's own budget for tier label β: a rank fraction or a width."""
+        method = self.cfg.method
+        if method == "maestro":
+            return beta
+        if method == "fedavg-all":
+            return 1.0
+        if method == "fedavg-fit":
+            beta = min(self.cfg.tiers)
+        reference = build_run_model(self.cfg.replace(method="maestro"))
+        return width_for_macs(self.model, self.shape, count_macs(reference, self.shape, beta))
+
+    def shapes(self, global_shapes: Shapes, beta: float) -> Shapes:
+        """The array shapes of tier β's sub-model, given the global arrays' shapes."""
+        if self.cfg.factored:
+            return budget_shapes(global_shapes, self.axes, beta)
+        if self.cfg.width_sliced:
+            return width_shapes(self.model, self.method_budget(beta), self.shape)
+        return dict(global_shapes)
+
+    def _forward_macs(self, budget: float, ranks: tuple[int, ...]) -> int:
+        return count_macs(self.model, self.shape, budget)
+
+    def forward_macs(self, arrays: Mapping[str, np.ndarray], beta: float) -> int:
+        """MACs of one forward pass of one example through tier β's sub-model."""
+        ranks = self.load(arrays)
+        return self._macs_at_budget(self.method_budget(beta), tuple(ranks.values()))
+
+    # ----- arrays ↔ model ----------------------------------------------------------------------
+    def load(self, arrays: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Load the global arrays into the server's model; returns the kept ranks."""
+        if self.cfg.factored:
+            load_arrays(self.model, arrays)
+        else:
+            load_leading_blocks(self.model, arrays)
+        return {n: m.rank for n, m in low_rank_layers(self.model).items()}
 
     def ranks(self, arrays: Mapping[str, np.ndarray]) -> dict[str, int]:
         """Kept rank of every factored layer, read off the arrays."""
-        load_arrays(self.model, arrays)
-        return {n: m.rank for n, m in low_rank_layers(self.model).items()}
+        if not self.cfg.factored:
+            return {}
+        return self.load(arrays)
 
     def shrink(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Server-side progressive shrinking from the aggregated factors' importance."""
-        load_arrays(self.model, arrays)
+        self.load(arrays)
         shrink(self.model, self.cfg.shrink_eps)
-        return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+        return model_arrays(self.model)
 
-    def _test_set(self):
+    # ----- evaluation ------------------------------------------------------------------------
+    def _test_set(self) -> ArrayDataset:
         if self._test is None:
             test = load_dataset(self.cfg.dataset, "test", self.cfg.data_dir or None)
             if self.cfg.max_test_examples:
@@ -57,19 +118,24 @@ class ModelOps:
     def evaluate_tiers(
         self, arrays: Mapping[str, np.ndarray], betas: Sequence[float]
     ) -> dict[str, dict[str, Any]]:
-        """Accuracy, loss, params, MACs and payload bytes at each budget β (keys ``f"{β:g}"``)."""
-        load_arrays(self.model, arrays)
+        """Accuracy, loss, params, MACs and payload bytes of each tier's sub-model.
+
+        Keys are the tier labels ``f"{β:g}"``; ``budget`` is what the method trains at β.
+        """
+        ranks = self.load(arrays)
         test = self._test_set()
-        shapes = array_shapes(arrays)
+        global_shapes = array_shapes(arrays)
         out = {}
         for beta in betas:
-            loss, acc = evaluate(self.model, test.images, test.labels, beta, device=self.device)
-            payload = payload_nbytes(take_prefix(arrays, budget_shapes(shapes, self.axes, beta)))
+            budget = self.method_budget(beta)
+            loss, acc = evaluate(self.model, test.images, test.labels, budget, device=self.device)
+            payload = payload_nbytes(take_prefix(arrays, self.shapes(global_shapes, beta)))
             out[f"{beta:g}"] = {
                 "accuracy": acc,
                 "loss": loss,
-                "params": count_params(self.model, beta),
-                "macs": count_macs(self.model, input_shape(self.cfg), beta),
+                "budget": budget,
+                "params": count_params(self.model, budget),
+                "macs": self._macs_at_budget(budget, tuple(ranks.values())),
                 "bytes-down": payload,
                 "bytes-up": payload,
             }

@@ -77,6 +77,11 @@ class RunRecorder:
             self.start_round = int(state["round"])
             self.initial_arrays = state["arrays"]
             self._truncate_metrics(self.start_round)
+        elif (folder / METRICS).exists() and resume:
+            raise ResumeError(
+                f"{folder} has {METRICS} but no {CHECKPOINT}: nothing to resume from; move the "
+                "folder away or choose another run-name"
+            )
         elif (has_checkpoint or (folder / METRICS).exists()) and not resume:
             raise ResumeError(
                 f"{folder} already holds a run: set resume=true to continue it, or choose "

@@ -16,6 +16,7 @@ from server.evaluation import ModelOps
 from server.report import plot_accuracy, write_summary
 from server.results import RunRecorder
 from server.strategy import NestedFedAvg, RoundLog
+from simulations.policy import VirtualClockPolicy, run_profiles
 
 app = ServerApp()
 
@@ -33,6 +34,36 @@ def run_folder(cfg: RunConfig) -> Path:
     return Path(cfg.output_dir).expanduser().resolve() / cfg.name
 
 
+def make_strategy(
+    cfg: RunConfig, ops: ModelOps, state: dict[str, dict[str, np.ndarray]]
+) -> tuple[NestedFedAvg, ConfigRecord]:
+    """The run's strategy and train config; ``state["arrays"]`` tracks the global arrays."""
+
+    def cost(beta: float) -> tuple[int, int, int]:
+        """Forward MACs per example and payload bytes of tier β's sub-model, for the clock."""
+        arrays = state["arrays"]
+        shapes = ops.shapes({k: v.shape for k, v in arrays.items()}, beta)
+        nbytes = int(sum(np.prod(s) * arrays[k].itemsize for k, s in shapes.items()))
+        return ops.forward_macs(arrays, beta), nbytes, nbytes
+
+    policy = VirtualClockPolicy(
+        run_profiles(cfg), cost, cfg.local_epochs, cfg.seed, cfg.deadline, cfg.deadline_policy
+    )
+    strategy = NestedFedAvg(
+        ops.axes,
+        cfg.clients_per_round,
+        cfg.clients_per_eval,
+        cfg.seed,
+        min_available_nodes=cfg.min_nodes,
+        shapes_fn=ops.shapes,
+        budget_fn=ops.method_budget,
+        policy=policy,
+    )
+    # FjORD samples its width per batch from the tiers' widths (up to the client's own).
+    train_config = ConfigRecord({"budget-grid": [ops.method_budget(b) for b in cfg.tiers]})
+    return strategy, train_config
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = RunConfig.from_run_config(context.run_config)
@@ -44,20 +75,19 @@ def main(grid: Grid, context: Context) -> None:
     if recorder.start_round >= cfg.num_rounds:
         log(INFO, "all %d rounds are already done", cfg.num_rounds)
         return
-    strategy = NestedFedAvg(
-        ops.axes,
-        cfg.clients_per_round,
-        cfg.clients_per_eval,
-        cfg.seed,
-        min_available_nodes=cfg.min_nodes,
-    )
+    state = {"arrays": arrays}
+    strategy, train_config = make_strategy(cfg, ops, state)
     wait_for_nodes(grid, cfg.min_nodes, cfg.round_timeout)
     strategy.discover(grid, timeout=cfg.round_timeout)
     if not strategy.nodes:
         raise RuntimeError("no node reported its tier; see the client logs")
+    previous = recorder.rows()
+    clock = {"virtual": previous[-1].get("virtual-clock", 0.0) if previous else 0.0}
 
     def on_round_end(round_log: RoundLog, new_arrays: dict[str, np.ndarray], start: float) -> None:
         rnd = round_log.server_round
+        state["arrays"] = new_arrays
+        clock["virtual"] += round_log.virtual_seconds
         row = {
             "round": rnd,
             "ranks": ops.ranks(new_arrays),
@@ -65,13 +95,14 @@ def main(grid: Grid, context: Context) -> None:
             "rejected": [[int(n), reason] for n, reason in round_log.rejected],
             "federated": round_log.federated,
             "shrunk": round_log.shrunk,
+            "dropped": [int(n) for n in round_log.dropped],
+            "virtual-seconds": round_log.virtual_seconds,
+            "virtual-clock": clock["virtual"],
             "aggregate-seconds": round_log.aggregate_seconds,
             "train-seconds": round_log.train_seconds,
         }
         if rnd % cfg.eval_every == 0 or rnd == cfg.num_rounds:
             betas = sorted(set(cfg.tiers) | {n.beta for n in strategy.nodes.values()})
-            if not cfg.factored:
-                betas = [1.0]  # dense FedAvg: every node holds the whole model
             eval_start = time.perf_counter()
             row["tiers"] = ops.evaluate_tiers(new_arrays, betas)
             row["eval-seconds"] = time.perf_counter() - eval_start
@@ -80,7 +111,6 @@ def main(grid: Grid, context: Context) -> None:
         row["wall-seconds"] = time.perf_counter() - start
         recorder.record_round(rnd, new_arrays, row)
 
-    train_config = ConfigRecord({})
     strategy.run(
         grid,
         arrays,

@@ -55,6 +55,25 @@ class NodeInfo:
     partition: int | None
 
 
+class RoundPolicy:
+    """Who may train in a round, at which budget, and whose reply counts (default: everyone).
+
+    The simulation harness replaces it with a virtual-clock policy (availability, deadlines);
+    the strategy itself knows nothing of time.
+    """
+
+    def available(self, server_round: int, node_id: int, info: NodeInfo) -> bool:
+        return True
+
+    def budget(self, server_round: int, node_id: int, info: NodeInfo) -> float:
+        """The tier budget the node trains at this round (a deadline may lower it)."""
+        return info.beta
+
+    def admit(self, server_round: int, clients: list[dict[str, Any]]) -> tuple[set[int], float]:
+        """Node ids whose replies count, and the round's virtual duration in seconds."""
+        return {c["node-id"] for c in clients}, 0.0
+
+
 @dataclass
 class RoundLog:
     """What one round did, for the results file."""
@@ -63,6 +82,8 @@ class RoundLog:
     clients: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
     federated: dict[str, dict[str, float]] = field(default_factory=dict)
+    dropped: list[int] = field(default_factory=list)  # stragglers past a deadline
+    virtual_seconds: float = 0.0
     aggregate_seconds: float = 0.0
     train_seconds: float = 0.0  # from sending the train messages until the last reply
     shrunk: bool = False
@@ -80,6 +101,14 @@ class NestedFedAvg(FedAvg):
         Nodes sampled for training / federated evaluation each round (by partition id).
     seed:
         Seed of the node sampling.
+    shapes_fn:
+        ``shapes_fn(global_shapes, beta)``: the array shapes of the sub-model of tier budget β.
+        Default: ``budget_shapes`` over ``prefix_axes`` (rank prefixes).
+    budget_fn:
+        Maps a tier budget to the method's own budget sent to the client as ``budget`` (a width
+        for the width baselines). Default: identity.
+    policy:
+        Availability, per-round budget and admission of replies (see :class:`RoundPolicy`).
     """
 
     def __init__(
@@ -89,6 +118,10 @@ class NestedFedAvg(FedAvg):
         clients_per_eval: int = 0,
         seed: int = 0,
         min_available_nodes: int = 2,
+        shapes_fn: Callable[[dict[str, tuple[int, ...]], float], dict[str, tuple[int, ...]]]
+        | None = None,
+        budget_fn: Callable[[float], float] | None = None,
+        policy: RoundPolicy | None = None,
     ) -> None:
         super().__init__(
             fraction_train=1.0,
@@ -103,6 +136,11 @@ class NestedFedAvg(FedAvg):
         self.clients_per_round = clients_per_round
         self.clients_per_eval = clients_per_eval
         self.seed = seed
+        self.shapes_fn = shapes_fn or (
+            lambda shapes, beta: budget_shapes(shapes, self.prefix_axes, beta)
+        )
+        self.budget_fn = budget_fn or (lambda beta: beta)
+        self.policy = policy or RoundPolicy()
         self.nodes: dict[int, NodeInfo] = {}
         self.global_arrays: Arrays = {}
         self._sent: dict[int, dict[str, tuple[int, ...]]] = {}
@@ -143,7 +181,11 @@ class NestedFedAvg(FedAvg):
         )
 
     def _sample(self, server_round: int, k: int, purpose: int) -> list[int]:
-        partitions = {n: info.partition for n, info in self.nodes.items()}
+        partitions = {
+            n: info.partition
+            for n, info in self.nodes.items()
+            if purpose != 0 or self.policy.available(server_round, n, info)
+        }
         return sample_nodes(partitions, k, self.seed, server_round, purpose)
 
     def _messages(
@@ -152,12 +194,18 @@ class NestedFedAvg(FedAvg):
         shapes = {k: tuple(v.shape) for k, v in self.global_arrays.items()}
         messages = []
         for node in node_ids:
-            beta = self.nodes[node].beta
-            budget = budget_shapes(shapes, self.prefix_axes, beta)
+            info = self.nodes[node]
+            beta = (
+                self.policy.budget(server_round, node, info)
+                if message_type == MessageType.TRAIN
+                else info.beta
+            )
+            budget = self.shapes_fn(shapes, beta)
             self._sent[node] = budget
             node_config = ConfigRecord(dict(config))
             node_config["server-round"] = server_round
             node_config["rank-fraction"] = beta
+            node_config["budget"] = float(self.budget_fn(beta))
             payload = take_prefix(self.global_arrays, budget)
             self._bytes_down[node] = int(sum(a.nbytes for a in payload.values()))
             content = RecordDict({ARRAYS_KEY: to_record(payload), CONFIG_KEY: node_config})
@@ -172,6 +220,7 @@ class NestedFedAvg(FedAvg):
         if not self.global_arrays:
             self.global_arrays = from_record(arrays)
         self.discover(grid)
+        self._sent.clear()  # a reply counts only from a node sampled in this round
         nodes = self._sample(server_round, self.clients_per_round, purpose=0)
         log(INFO, "configure_train: %d of %d nodes", len(nodes), len(self.nodes))
         return self._messages(nodes, config, server_round, MessageType.TRAIN)
@@ -206,6 +255,11 @@ class NestedFedAvg(FedAvg):
             )
         accepted, bad = filter_valid(self.global_arrays, candidates)
         rejected += bad
+        rows = [self._client_row(r.node_id, metrics_by_node[r.node_id]) for r in accepted]
+        kept, virtual = self.policy.admit(server_round, rows)
+        self.round_log.dropped = [r.node_id for r in accepted if r.node_id not in kept]
+        self.round_log.virtual_seconds = virtual
+        accepted = [r for r in accepted if r.node_id in kept]
         if accepted:
             self.global_arrays = aggregate_nested(
                 self.global_arrays, [(r.arrays, float(r.num_examples)) for r in accepted]
@@ -215,17 +269,7 @@ class NestedFedAvg(FedAvg):
         log_ = self.round_log
         log_.rejected = rejected
         log_.aggregate_seconds += time.perf_counter() - start
-        for r in accepted:
-            info = self.nodes[r.node_id]
-            log_.clients.append(
-                {
-                    "node-id": r.node_id,
-                    "partition-id": info.partition,
-                    "rank-fraction": info.beta,
-                    "bytes-down": self._bytes_down[r.node_id],
-                    **{k: v for k, v in metrics_by_node[r.node_id].items() if k != "rank-fraction"},
-                }
-            )
+        log_.clients += rows  # stragglers too (marked by the policy): they cost a download
         total = sum(float(r.num_examples) for r in accepted)
         summary = MetricRecord({"num-accepted": len(accepted), "num-rejected": len(rejected)})
         if accepted:
@@ -237,6 +281,16 @@ class NestedFedAvg(FedAvg):
                 / total
             )
         return to_record(self.global_arrays), summary
+
+    def _client_row(self, node: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        info = self.nodes[node]
+        return {
+            "node-id": node,
+            "partition-id": info.partition,
+            "tier-beta": info.beta,
+            "bytes-down": self._bytes_down[node],
+            **metrics,
+        }
 
     # ----- federated evaluation -------------------------------------------------------------
     def configure_evaluate(

@@ -1,0 +1,1 @@
+"""The simulation harness: tier profiles, the virtual clock, and comparison reports."""

@@ -1,0 +1,105 @@
+"""The virtual-clock round policy: availability, deadlines and per-client virtual time.
+
+Plugged into the strategy (:class:`server.strategy.RoundPolicy`). A client's time is a formula
+on its tier's profile (compute = training MACs / speed, transfer = bytes / bandwidth), never a
+``sleep``; a round lasts until its last admitted client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from maestro_common.config import RunConfig
+from server.strategy import NodeInfo, RoundPolicy
+from simulations.clock import (
+    apply_deadline,
+    client_time,
+    fit_budget,
+    is_available,
+    round_duration,
+    training_macs,
+)
+from simulations.profiles import TierProfile, default_profile, profiles_from_strings
+
+# (forward MACs per example, bytes down, bytes up) of the sub-model of a tier budget β
+CostFn = Callable[[float], tuple[int, int, int]]
+
+
+def run_profiles(cfg: RunConfig) -> tuple[TierProfile, ...]:
+    """The tiers' profiles of a run. Availability is 1 unless ``tier-availability`` says
+    otherwise, so a deployment with default settings never skips a real device."""
+    return profiles_from_strings(
+        cfg.tier_fractions,
+        cfg.tier_shares,
+        cfg.tier_speeds,
+        cfg.tier_down,
+        cfg.tier_up,
+        cfg.tier_availability or "1.0",
+    )
+
+
+class VirtualClockPolicy(RoundPolicy):
+    """Availability by a seeded draw, optional deadline (drop stragglers or fit their budget)."""
+
+    def __init__(
+        self,
+        profiles: Sequence[TierProfile],
+        cost: CostFn,
+        local_epochs: int,
+        seed: int,
+        deadline: float = 0.0,
+        deadline_policy: str = "drop",
+        examples_estimate: int = 0,
+    ) -> None:
+        if deadline_policy not in ("drop", "fit"):
+            raise ValueError(f"deadline_policy must be drop or fit, got {deadline_policy!r}")
+        self.profiles = {p.beta: p for p in profiles}
+        self.cost = cost
+        self.local_epochs = local_epochs
+        self.seed = seed
+        self.deadline = deadline or None
+        self.deadline_policy = deadline_policy
+        self.examples: dict[int, int] = {}
+        self.examples_estimate = examples_estimate
+
+    def profile(self, beta: float) -> TierProfile:
+        # A deployment node may state a budget that is not one of the run's tiers.
+        return self.profiles.get(beta) or default_profile(beta)
+
+    def available(self, server_round: int, node_id: int, info: NodeInfo) -> bool:
+        key = info.partition if info.partition is not None else node_id
+        return is_available(self.seed, server_round, key, self.profile(info.beta).availability)
+
+    def budget(self, server_round: int, node_id: int, info: NodeInfo) -> float:
+        if self.deadline is None or self.deadline_policy != "fit":
+            return info.beta
+        n = self.examples.get(node_id, self.examples_estimate)
+
+        def cost_at(beta: float) -> tuple[int, int, int]:
+            fwd, down, up = self.cost(beta)
+            return training_macs(fwd, n, self.local_epochs), down, up
+
+        grid = sorted(b for b in self.profiles if b <= info.beta)
+        fitted = fit_budget(self.deadline, self.profile(info.beta), cost_at, grid or [info.beta])
+        # Nothing fits: train at the smallest budget and let the deadline drop it if late.
+        return fitted if fitted is not None else min(grid or [info.beta])
+
+    def admit(self, server_round: int, clients: list[dict[str, Any]]) -> tuple[set[int], float]:
+        times = {}
+        for row in clients:
+            node, beta = row["node-id"], float(row["rank-fraction"])
+            self.examples[node] = int(row["num-examples"])
+            fwd, _, _ = self.cost(beta)
+            t = client_time(
+                training_macs(fwd, int(row["num-examples"]), self.local_epochs),
+                int(row["bytes-down"]),
+                int(row["bytes-up"]),
+                self.profile(float(row["tier-beta"])),
+            )
+            row["virtual-seconds"] = t.total
+            times[node] = t
+        kept, dropped = apply_deadline(times, self.deadline)
+        for row in clients:
+            row["dropped"] = row["node-id"] in dropped
+        return set(kept), round_duration(times, kept)

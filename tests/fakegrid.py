@@ -1,0 +1,76 @@
+"""An in-process Grid for tests: delivers messages to the ClientApp handlers directly."""
+
+from collections.abc import Callable
+
+from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from client import client_app
+from server.strategy import CONFIG_KEY
+
+Handler = Callable[[Message, Context], Message]
+
+
+class FakeGrid(Grid):
+    """Delivers messages to the ClientApp handlers in-process; records what went out and back."""
+
+    def __init__(
+        self, node_configs: dict[int, dict], run_config: dict, train: Handler | None = None
+    ) -> None:
+        self.node_configs = node_configs
+        self.run_config = run_config
+        self.handlers: dict[str, Handler] = {
+            MessageType.QUERY: client_app.query,
+            MessageType.TRAIN: train or client_app.train_fn,
+            MessageType.EVALUATE: client_app.evaluate_fn,
+        }
+        self.sent: list[Message] = []
+        self.replies: list[Message] = []
+
+    def context(self, node_id: int) -> Context:
+        return Context(
+            run_id=1,
+            node_id=node_id,
+            node_config=dict(self.node_configs[node_id]),
+            state=RecordDict(),
+            run_config=dict(self.run_config),
+        )
+
+    def get_node_ids(self):
+        return list(self.node_configs)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for msg in messages:
+            self.sent.append(msg)
+            node = msg.metadata.dst_node_id
+            reply = self.handlers[msg.metadata.message_type](msg, self.context(node))
+            assert reply.metadata.src_node_id == node
+            replies.append(reply)
+        self.replies += replies
+        return replies
+
+    def sent_of(self, message_type: str, server_round: int) -> list[Message]:
+        return [
+            m
+            for m in self.sent
+            if m.metadata.message_type == message_type
+            and m.content[CONFIG_KEY]["server-round"] == server_round
+        ]
+
+    # Not used by the strategy.
+    def set_run(self, run):
+        raise NotImplementedError
+
+    @property
+    def run(self):
+        raise NotImplementedError
+
+    def create_message(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def push_messages(self, messages):
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):
+        raise NotImplementedError

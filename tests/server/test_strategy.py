@@ -1,0 +1,482 @@
+"""Tests for server.strategy.NestedFedAvg over an in-process fake grid running the ClientApp.
+
+The fake grid hands every message straight to the handler functions of client/client_app.py
+(``query``, ``train_fn``, ``evaluate_fn``) with a hand-built Flower Context, so a round runs the
+real client code on a tiny random IDX dataset without Ray or a SuperLink.
+"""
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ConfigRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from client import client_app
+from client.local_data import local_splits
+from maestro_common.config import METHODS, RunConfig
+from maestro_common.data import write_idx
+from maestro_common.prefix import budget_shapes, leading_block
+from maestro_common.tiers import resolve_budget
+from server.evaluation import ModelOps
+from server.strategy import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    METRICS_KEY,
+    NestedFedAvg,
+    RoundLog,
+    from_record,
+    to_record,
+)
+from tests.fakegrid import FakeGrid, Handler
+
+NUM_TRAIN, NUM_TEST = 400, 100
+# The baseline that trains the whole dense model everywhere ("dense" in older trees).
+DENSE_METHOD = next(m for m in METHODS if m in ("fedavg-all", "dense"))
+FACTORED = {"conv2", "fc1", "fc2"}  # lenet5's factored layers (first conv and head stay dense)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A tiny Fashion-MNIST-shaped IDX sample: random images, labels 0..9."""
+    folder = tmp_path_factory.mktemp("idx")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", NUM_TRAIN), ("t10k", NUM_TEST)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), "u1"))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n).astype("u1"))
+    return str(folder)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    # Two intra-op threads on a shared 2-core machine oversubscribe it badly (5x slower here).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _task_identity(monkeypatch):
+    # Instruction messages read run/node/task ids from the process's TaskIdentity, which the
+    # Flower runtime sets; there is no runtime here.
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+
+@pytest.fixture(scope="module")
+def cfg(data_dir):
+    return RunConfig(
+        model="lenet5",
+        data_dir=data_dir,
+        tier_fractions="0.25,0.5,1.0",
+        batch_size=32,
+        partitioning="iid",
+        device="cpu",
+        clients_per_round=4,
+        max_test_examples=50,
+    )
+
+
+@pytest.fixture(scope="module")
+def ops(cfg):
+    return ModelOps(cfg)
+
+
+def _partition_nodes(n: int, first_id: int = 1_000_003) -> dict[int, dict]:
+    # Node ids unrelated to partition ids, as Flower draws them.
+    return {first_id + 7919 * i: {"partition-id": i, "num-partitions": n} for i in range(n)}
+
+
+def _strategy(ops: ModelOps, cfg: RunConfig, clients_per_eval: int = 0) -> NestedFedAvg:
+    return NestedFedAvg(ops.axes, cfg.clients_per_round, clients_per_eval, cfg.seed)
+
+
+def _copy(arrays):
+    return {k: np.array(v, copy=True) for k, v in arrays.items()}
+
+
+def _assert_bit_equal(a, b):
+    assert set(a) == set(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        assert a[k].tobytes() == b[k].tobytes(), k
+
+
+# ----- (a) configure_train ------------------------------------------------------------------
+
+
+def test_configure_train_sends_each_node_its_own_prefix(cfg, ops):
+    nodes = _partition_nodes(4)
+    grid = FakeGrid(nodes, cfg.to_run_config())
+    strategy = _strategy(ops, cfg)
+    init = ops.initial_arrays()
+    messages = list(strategy.configure_train(1, to_record(init), ConfigRecord({"extra": 3}), grid))
+    assert sorted(m.metadata.dst_node_id for m in messages) == sorted(nodes)
+    global_shapes = {k: v.shape for k, v in init.items()}
+    betas = set()
+    for msg in messages:
+        node = msg.metadata.dst_node_id
+        assert msg.metadata.message_type == MessageType.TRAIN
+        beta, tier = resolve_budget(nodes[node], cfg.tiers, cfg.shares, cfg.seed)
+        assert (strategy.nodes[node].beta, strategy.nodes[node].tier) == (beta, tier)
+        assert strategy.nodes[node].partition == nodes[node]["partition-id"]
+        config = msg.content[CONFIG_KEY]
+        assert config["rank-fraction"] == beta
+        assert config["server-round"] == 1 and config["extra"] == 3
+        arrays = from_record(msg.content[ARRAYS_KEY])
+        expected = budget_shapes(global_shapes, ops.axes, beta)
+        assert {k: v.shape for k, v in arrays.items()} == expected
+        for key, arr in arrays.items():
+            np.testing.assert_array_equal(arr, init[key][leading_block(arr.shape)])
+        # Spot-check the rank axes by hand: u (out, R) axis 1; conv v (R, in, kh, kw) axis 0.
+        k = {0.25: 30, 0.5: 60, 1.0: 120}[beta]
+        assert arrays["fc1.u"].shape == (120, k) and arrays["fc1.v"].shape == (400, k)
+        k = {0.25: 4, 0.5: 8, 1.0: 16}[beta]
+        assert arrays["conv2.v"].shape == (k, 6, 5, 5) and arrays["conv2.u"].shape == (16, k)
+        betas.add(beta)
+    assert betas == set(cfg.tiers)  # 4 partitions, 3 equal shares: counts 2, 1, 1
+
+
+def test_configure_train_samples_clients_per_round_by_partition(cfg, ops):
+    nodes = _partition_nodes(6)
+    strategy = NestedFedAvg(ops.axes, clients_per_round=2, seed=cfg.seed)
+    grid = FakeGrid(nodes, cfg.to_run_config())
+    record = to_record(ops.initial_arrays())
+    picked = {
+        rnd: sorted(
+            nodes[m.metadata.dst_node_id]["partition-id"]
+            for m in strategy.configure_train(rnd, record, ConfigRecord({}), grid)
+        )
+        for rnd in (1, 2, 3)
+    }
+    assert all(len(p) == 2 for p in picked.values())
+    # Other node ids for the same partitions: the same partitions are picked.
+    other = _partition_nodes(6, first_id=17)
+    strategy2 = NestedFedAvg(ops.axes, clients_per_round=2, seed=cfg.seed)
+    grid2 = FakeGrid(other, cfg.to_run_config())
+    for rnd, parts in picked.items():
+        msgs = strategy2.configure_train(rnd, record, ConfigRecord({}), grid2)
+        assert sorted(other[m.metadata.dst_node_id]["partition-id"] for m in msgs) == parts
+    # Discovery asked each node once only.
+    assert len([m for m in grid.sent if m.metadata.message_type == MessageType.QUERY]) == 6
+
+
+def test_dense_method_sends_every_node_the_whole_model(cfg):
+    dense_cfg = cfg.replace(method=DENSE_METHOD)
+    dense_ops = ModelOps(dense_cfg)
+    assert dense_ops.axes == {}
+    grid = FakeGrid(_partition_nodes(4), dense_cfg.to_run_config())
+    strategy = _strategy(dense_ops, dense_cfg)
+    init = dense_ops.initial_arrays()
+    messages = list(strategy.configure_train(1, to_record(init), ConfigRecord({}), grid))
+    assert {strategy.nodes[m.metadata.dst_node_id].beta for m in messages} == set(cfg.tiers)
+    for msg in messages:
+        arrays = from_record(msg.content[ARRAYS_KEY])
+        _assert_bit_equal(arrays, init)
+
+
+# ----- (b) full rounds ----------------------------------------------------------------------
+
+
+def test_run_two_rounds_over_the_fake_grid(cfg, ops):
+    nodes = _partition_nodes(4)
+    grid = FakeGrid(nodes, cfg.to_run_config())
+    strategy = _strategy(ops, cfg, clients_per_eval=4)
+    init = ops.initial_arrays()
+    logs: list[RoundLog] = []
+    out = strategy.run(
+        grid,
+        init,
+        num_rounds=2,
+        train_config=ConfigRecord({}),
+        on_round_end=lambda log, arrays, start: logs.append(log),
+    )
+    assert [log.server_round for log in logs] == [1, 2]
+    assert {k: v.shape for k, v in out.items()} == {k: v.shape for k, v in init.items()}
+    for key, arr in out.items():
+        assert arr.dtype == init[key].dtype
+        assert np.all(np.isfinite(arr)), key
+    changed = [k for k in init if not np.array_equal(out[k], init[k])]
+    assert set(changed) == set(init)  # every array was trained by someone
+    # The initial arrays passed in are not modified.
+    _assert_bit_equal(init, ops.initial_arrays())
+    for log in logs:
+        assert log.rejected == []
+        assert len(log.clients) == 4
+        parts = sorted(c["partition-id"] for c in log.clients)
+        assert parts == [0, 1, 2, 3]
+        for c in log.clients:
+            assert c["num-examples"] > 0 and np.isfinite(c["train-loss"])
+            assert c["rank-fraction"] == strategy.nodes[c["node-id"]].beta
+            assert c["bytes-down"] == c["bytes-up"]  # the reply is the prefix it was sent
+        # Federated evaluation on local splits: one entry per budget in use.
+        assert set(log.federated) == {"0.25", "0.5", "1"}
+        for m in log.federated.values():
+            assert 0.0 <= m["accuracy"] <= 1.0 and m["num-examples"] > 0
+    # Smaller budgets download fewer bytes.
+    by_beta = {c["rank-fraction"]: c["bytes-down"] for c in logs[-1].clients}
+    assert by_beta[0.25] < by_beta[0.5] < by_beta[1.0]
+    # The tiers the server evaluates centrally are finite too.
+    tiers = ops.evaluate_tiers(out, cfg.tiers)
+    assert set(tiers) == {"0.25", "0.5", "1"}
+    assert all(np.isfinite(t["loss"]) for t in tiers.values())
+    assert tiers["0.25"]["params"] < tiers["1"]["params"]
+
+
+def test_local_splits_partition_the_training_set(cfg):
+    seen = []
+    for pid in range(4):
+        train, val = local_splits(cfg, pid, 4)
+        assert len(train) > 0 and len(val) > 0
+        seen.append(len(train) + len(val))
+    assert sum(seen) == NUM_TRAIN
+    with pytest.raises(ValueError, match="partition-id"):
+        local_splits(cfg, 4, 4)
+
+
+def test_query_reports_tier_and_partition(cfg):
+    grid = FakeGrid({5: {"partition-id": 2, "num-partitions": 3}}, cfg.to_run_config())
+    grid.node_configs[6] = {"rank-fraction": 0.3}
+    strategy = NestedFedAvg({}, 1)
+    strategy.discover(grid)
+    beta, tier = resolve_budget(grid.node_configs[5], cfg.tiers, cfg.shares, cfg.seed)
+    assert (strategy.nodes[5].beta, strategy.nodes[5].tier, strategy.nodes[5].partition) == (
+        beta,
+        tier,
+        2,
+    )
+    assert (strategy.nodes[6].beta, strategy.nodes[6].tier, strategy.nodes[6].partition) == (
+        0.3,
+        None,
+        None,
+    )
+    strategy.discover(grid)  # known nodes are not asked again
+    assert len(grid.sent) == 2
+
+
+# ----- (c) bad replies --------------------------------------------------------------------
+
+
+def _echo(corrupt: Callable[[dict, dict], None] | None = None) -> Handler:
+    """A train handler that skips training: replies with the received arrays + 0.5."""
+
+    def handler(msg: Message, context: Context) -> Message:
+        arrays = {
+            k: v + np.asarray(0.5, v.dtype) for k, v in from_record(msg.content[ARRAYS_KEY]).items()
+        }
+        metrics = {"num-examples": 10, "train-loss": 1.0}
+        if corrupt is not None:
+            corrupt(arrays, metrics)
+        content = RecordDict({ARRAYS_KEY: to_record(arrays), METRICS_KEY: MetricRecord(metrics)})
+        return Message(content, reply_to=msg)
+
+    return handler
+
+
+def _nan(arrays, metrics):
+    arrays["fc1.u"][0, 0] = np.nan
+
+
+def _inf(arrays, metrics):
+    arrays["fc3.bias"][1] = np.inf
+
+
+def _oversize(arrays, metrics):
+    # Fits the global fc1.u (120, 120) but not this node's budget (120, 60).
+    arrays["fc1.u"] = np.ones((120, arrays["fc1.u"].shape[1] + 1), np.float32)
+
+
+def _beyond_global(arrays, metrics):
+    arrays["conv1.bias"] = np.ones(7, np.float32)  # global (6,)
+
+
+def _missing(arrays, metrics):
+    del arrays["fc2.v"]
+
+
+def _unknown(arrays, metrics):
+    arrays["fc9.w"] = np.ones(3, np.float32)
+
+
+def _zero_examples(arrays, metrics):
+    metrics["num-examples"] = 0
+
+
+def _negative_examples(arrays, metrics):
+    metrics["num-examples"] = -5
+
+
+def _no_examples(arrays, metrics):
+    del metrics["num-examples"]
+
+
+def _int_arrays(arrays, metrics):
+    arrays["fc2.bias"] = arrays["fc2.bias"].astype(np.int32)
+
+
+BAD = [
+    (_nan, "non-finite"),
+    (_inf, "non-finite"),
+    (_oversize, "budget"),
+    (_beyond_global, "larger than the global"),
+    (_missing, "missing keys: 'fc2.v'"),
+    (_unknown, "unknown keys: 'fc9.w'"),
+    (_zero_examples, "num-examples"),
+    (_negative_examples, "num-examples"),
+    (_no_examples, "num-examples"),
+    (_int_arrays, "dtype"),
+]
+
+ONE_NODE = {4242: {"rank-fraction": 0.5, "partition-id": 0, "num-partitions": 1}}
+
+
+def test_echo_reply_is_accepted_and_changes_the_model(cfg, ops):
+    """The control for the rejection tests: an honest reply does move the global arrays."""
+    grid = FakeGrid(ONE_NODE, cfg.to_run_config(), train=_echo())
+    strategy = _strategy(ops, cfg)
+    init = ops.initial_arrays()
+    out = strategy.run(grid, init, 1, ConfigRecord({}))
+    assert strategy.round_log.rejected == []
+    assert len(strategy.round_log.clients) == 1
+    np.testing.assert_allclose(out["fc1.u"][:, :60], init["fc1.u"][:, :60] + 0.5, rtol=1e-6)
+    np.testing.assert_array_equal(out["fc1.u"][:, 60:], init["fc1.u"][:, 60:])  # not covered
+    np.testing.assert_allclose(out["fc3.weight"], init["fc3.weight"] + 0.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("corrupt,reason", BAD, ids=[c.__name__.strip("_") for c, _ in BAD])
+def test_bad_reply_rejected_and_global_unchanged(cfg, ops, corrupt, reason):
+    grid = FakeGrid(ONE_NODE, cfg.to_run_config(), train=_echo(corrupt))
+    strategy = _strategy(ops, cfg)
+    init = ops.initial_arrays()
+    before = _copy(init)
+    out = strategy.run(grid, init, 1, ConfigRecord({}))
+    log = strategy.round_log
+    assert len(log.rejected) == 1
+    node, why = log.rejected[0]
+    assert node == 4242
+    assert reason in why
+    assert log.clients == []
+    _assert_bit_equal(out, before)
+    _assert_bit_equal(strategy.global_arrays, before)
+
+
+def test_bad_reply_left_out_of_a_mixed_round(cfg, ops):
+    nodes = {
+        1: {"rank-fraction": 1.0, "partition-id": 0, "num-partitions": 2},
+        2: {"rank-fraction": 1.0, "partition-id": 1, "num-partitions": 2},
+    }
+
+    def train(msg, context):
+        corrupt = _nan if context.node_id == 2 else None
+        return _echo(corrupt)(msg, context)
+
+    grid = FakeGrid(nodes, cfg.to_run_config(), train=train)
+    strategy = _strategy(ops, cfg)
+    init = ops.initial_arrays()
+    out = strategy.run(grid, init, 1, ConfigRecord({}))
+    assert [n for n, _ in strategy.round_log.rejected] == [2]
+    assert [c["node-id"] for c in strategy.round_log.clients] == [1]
+    for key in init:
+        np.testing.assert_allclose(out[key], init[key] + 0.5, rtol=1e-6, atol=1e-7)
+
+
+def test_client_error_reply_rejected(cfg, ops):
+    def failing(msg, context):
+        # What Flower hands the server when a ClientApp raised.
+        return Message(Error(code=0, reason="boom"), reply_to=msg)
+
+    grid = FakeGrid(ONE_NODE, cfg.to_run_config(), train=failing)
+    strategy = _strategy(ops, cfg)
+    init = ops.initial_arrays()
+    out = strategy.run(grid, init, 1, ConfigRecord({}))
+    assert strategy.round_log.rejected == [(4242, "client error: boom")]
+    _assert_bit_equal(out, init)
+
+
+# ----- (d) all full budget: plain weighted FedAvg ------------------------------------------
+
+
+def test_full_budget_aggregate_is_weighted_fedavg(cfg, ops):
+    weights = {11: 10, 22: 30, 33: 60}
+    nodes = {
+        node: {"rank-fraction": 1.0, "partition-id": i, "num-partitions": 3}
+        for i, node in enumerate(weights)
+    }
+
+    def train(msg, context):
+        reply = client_app.train_fn(msg, context)
+        reply.content[METRICS_KEY]["num-examples"] = weights[context.node_id]
+        return reply
+
+    grid = FakeGrid(nodes, cfg.to_run_config(), train=train)
+    strategy = _strategy(ops, cfg)
+    init = ops.initial_arrays()
+    out = strategy.run(grid, init, 1, ConfigRecord({}))
+    replies = [r for r in grid.replies if r.metadata.message_type == MessageType.TRAIN]
+    assert len(replies) == 3 and strategy.round_log.rejected == []
+    got = {r.metadata.src_node_id: from_record(r.content[ARRAYS_KEY]) for r in replies}
+    for arrays in got.values():  # full budget: every reply carries the full shapes
+        assert {k: v.shape for k, v in arrays.items()} == {k: v.shape for k, v in init.items()}
+    total = sum(weights.values())
+    for key in init:
+        expected = sum(weights[n] * got[n][key].astype(np.float64) for n in got) / total
+        np.testing.assert_allclose(out[key], expected, rtol=1e-5, atol=1e-6, err_msg=key)
+        assert out[key].dtype == init[key].dtype
+    # The weights matter: the unweighted mean is measurably different.
+    plain = sum(got[n]["fc1.u"].astype(np.float64) for n in got) / 3
+    assert np.abs(out["fc1.u"] - plain).max() > 1e-5
+
+
+# ----- (e) shrinking ----------------------------------------------------------------------
+
+
+def test_shrink_with_huge_eps_reduces_every_factored_layer_to_rank_one(cfg, ops):
+    shrink_ops = ModelOps(cfg.replace(shrink_eps=1e9))
+    init = shrink_ops.initial_arrays()
+    assert shrink_ops.ranks(init) == {"conv2": 16, "fc1": 120, "fc2": 84}
+    shrunk = shrink_ops.shrink(init)
+    assert shrink_ops.ranks(shrunk) == dict.fromkeys(FACTORED, 1)
+    assert shrunk["conv2.v"].shape == (1, 6, 5, 5) and shrunk["conv2.u"].shape == (16, 1)
+    assert shrunk["fc1.u"].shape == (120, 1) and shrunk["fc1.v"].shape == (400, 1)
+    assert shrunk["fc2.u"].shape == (84, 1) and shrunk["fc2.v"].shape == (120, 1)
+    # The kept component is the leading one, unchanged; dense arrays are untouched.
+    np.testing.assert_array_equal(shrunk["fc1.u"], init["fc1.u"][:, :1])
+    np.testing.assert_array_equal(shrunk["conv1.weight"], init["conv1.weight"])
+    # eps = 0 keeps everything.
+    keep_all = ModelOps(cfg.replace(shrink_eps=0.0))
+    assert keep_all.ranks(keep_all.shrink(init)) == {"conv2": 16, "fc1": 120, "fc2": 84}
+
+
+def test_shrunk_shapes_travel_in_the_next_round(cfg, ops):
+    shrink_ops = ModelOps(cfg.replace(shrink_eps=1e9))
+    nodes = _partition_nodes(3)
+    grid = FakeGrid(nodes, cfg.to_run_config())
+    strategy = _strategy(shrink_ops, cfg)
+    logs: list[RoundLog] = []
+    out = strategy.run(
+        grid,
+        shrink_ops.initial_arrays(),
+        num_rounds=2,
+        train_config=ConfigRecord({}),
+        shrink_fn=shrink_ops.shrink,
+        shrink_every=1,
+        on_round_end=lambda log, arrays, start: logs.append(log),
+    )
+    assert [log.shrunk for log in logs] == [True, True]
+    round1 = grid.sent_of(MessageType.TRAIN, 1)
+    round2 = grid.sent_of(MessageType.TRAIN, 2)
+    assert len(round1) == len(round2) == 3
+    assert max(from_record(m.content[ARRAYS_KEY])["fc1.u"].shape[1] for m in round1) == 120
+    for msg in round2:
+        arrays = from_record(msg.content[ARRAYS_KEY])
+        assert arrays["conv2.v"].shape == (1, 6, 5, 5)
+        assert arrays["conv2.u"].shape == (16, 1)
+        assert arrays["fc1.u"].shape == (120, 1) and arrays["fc1.v"].shape == (400, 1)
+        assert arrays["fc2.u"].shape == (84, 1) and arrays["fc2.v"].shape == (120, 1)
+    # Round 2's replies were accepted at the shrunk shapes.
+    assert logs[1].rejected == [] and len(logs[1].clients) == 3
+    assert shrink_ops.ranks(out) == dict.fromkeys(FACTORED, 1)
+    assert all(np.all(np.isfinite(a)) for a in out.values())

@@ -1,0 +1,284 @@
+"""A real deployment: one SuperLink, three SuperNodes (one per tier), `flwr run` against them.
+
+Everything runs on 127.0.0.1 with free ports and a temporary FLWR_HOME per process. A ClientApp
+that raises does not fail `flwr run`, so the test asserts on the run's results files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from maestro_common.data.idx import read_idx, write_idx
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN_DIR = Path(sys.executable).parent  # the virtualenv's bin folder, if pytest runs from one
+BETAS = (0.25, 0.5, 1.0)
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+NUM_TRAIN, NUM_TEST = 480, 300
+STARTUP_TIMEOUT = 30.0  # seconds for the SuperLink to accept connections
+RUN_TIMEOUT = 190.0  # seconds for `flwr run` (the whole test must stay under 4 minutes)
+STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL at teardown
+
+
+def _executable(name: str) -> str | None:
+    """``name`` from PATH, else from the interpreter's bin folder (an unactivated venv)."""
+    return shutil.which(name) or shutil.which(name, path=str(BIN_DIR))
+
+
+pytestmark = pytest.mark.skipif(
+    _executable("flower-superlink") is None,
+    reason="flower-superlink is not on PATH (install flwr>=1.41 or activate the virtualenv)",
+)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _free_ports(n: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(_free_port())
+    return sorted(ports)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"flower-superlink exited with {proc.returncode}:\n{_tail(log)}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    pytest.fail(f"flower-superlink did not listen on {port} within {timeout}s:\n{_tail(log)}")
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return f"({path.name}: no log)"
+    text = path.read_text(errors="replace").splitlines()
+    return f"--- {path.name} ---\n" + "\n".join(text[-lines:])
+
+
+def _write_sample(folder: Path) -> Path:
+    """A small Fashion-MNIST sample in IDX format (random images where the set is missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", NUM_TRAIN), ("t10k", NUM_TEST)):
+        for kind in ("images-idx3", "labels-idx1"):
+            name = f"{split}-{kind}-ubyte.gz"
+            src = FMNIST / name
+            if src.exists():
+                array = read_idx(src)[:n]
+            elif kind.startswith("images"):
+                array = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+            else:
+                array = (np.arange(n) % 10).astype(np.uint8)
+            write_idx(folder / name, array)
+    return folder
+
+
+class Processes:
+    """Processes started by the test; ``stop`` ends them and everything they started."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+
+    def start(self, cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, killed as one at teardown
+            )
+        self.procs.append(proc)
+        self.logs.append(log)
+        return proc
+
+    def stop(self) -> None:
+        # SuperExec, flwr-serverapp and flwr-clientapp run in sessions of their own: collect
+        # every descendant before the parents go, then signal groups and stragglers alike.
+        found: dict[int, psutil.Process] = {}
+        for proc in self.procs:
+            try:
+                parent = psutil.Process(proc.pid)
+                for p in [parent, *parent.children(recursive=True)]:
+                    found[p.pid] = p
+            except psutil.NoSuchProcess:
+                pass
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for proc in self.procs:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, sig)
+            for p in found.values():
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.send_signal(sig)
+            _, alive = psutil.wait_procs(list(found.values()), timeout=STOP_TIMEOUT)
+            if not alive and all(proc.poll() is not None for proc in self.procs):
+                break
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=STOP_TIMEOUT)
+
+    def tails(self) -> str:
+        return "\n".join(_tail(log) for log in self.logs)
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    procs = Processes()
+    try:
+        yield procs
+    finally:
+        procs.stop()
+
+
+def _env(home: Path) -> dict[str, str]:
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(
+        {
+            "PATH": f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}",
+            "FLWR_HOME": str(home),
+            # Never `uv sync` the app's dependencies at run time: they are installed already.
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "OMP_NUM_THREADS": "1",  # three ClientApps and a ServerApp share a few cores
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def test_deployment_three_tiers(tmp_path: Path, processes: Processes) -> None:
+    start = time.monotonic()
+    data_dir = _write_sample(tmp_path / "data")
+    out_dir = tmp_path / "out"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    link_port, *node_ports = _free_ports(1 + len(BETAS))
+
+    # The SuperLink serves its Fleet, Control and Runtime APIs on one HTTP port (--port).
+    link_log = logs / "superlink.log"
+    link = processes.start(
+        [
+            _executable("flower-superlink") or "flower-superlink",
+            "--insecure",
+            "--disable-runtime-dependency-installation",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(link_port),
+        ],
+        link_log,
+        _env(tmp_path / "home-superlink"),
+    )
+    _wait_for_port(link_port, link, link_log, STARTUP_TIMEOUT)
+
+    # One SuperNode per tier; each needs its own Runtime API --port on a shared host.
+    for i, (beta, port) in enumerate(zip(BETAS, node_ports, strict=True)):
+        node_config = f"partition-id={i} num-partitions={len(BETAS)} rank-fraction={beta}"
+        processes.start(
+            [
+                _executable("flower-supernode") or "flower-supernode",
+                "--insecure",
+                "--superlink",
+                f"127.0.0.1:{link_port}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--node-config",
+                node_config,
+            ],
+            logs / f"supernode-{i}.log",
+            _env(tmp_path / f"home-supernode-{i}"),
+        )
+
+    # `flwr run . <connection>` reads the connection from $FLWR_HOME/config.toml.
+    cli_home = tmp_path / "home-cli"
+    cli_env = _env(cli_home)
+    (cli_home / "config.toml").write_text(
+        '[superlink]\ndefault = "maestro-test"\n\n'
+        f'[superlink.maestro-test]\naddress = "127.0.0.1:{link_port}"\ninsecure = true\n'
+    )
+    run_config = (
+        f"num-rounds=2 clients-per-round=3 min-nodes=3 data-dir='{data_dir}' "
+        f"output-dir='{out_dir}' max-test-examples={NUM_TEST} "
+        "tier-fractions='0.25,0.5,1.0' batch-size=32 round-timeout=120.0"
+    )
+    run_log = logs / "flwr-run.log"
+    budget = RUN_TIMEOUT - (time.monotonic() - start)
+    with run_log.open("wb") as out:
+        try:
+            result = subprocess.run(
+                [
+                    _executable("flwr") or "flwr",
+                    "run",
+                    ".",
+                    "maestro-test",
+                    "--stream",
+                    "--run-config",
+                    run_config,
+                ],
+                cwd=ROOT,
+                env=cli_env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=budget,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"flwr run did not finish within {budget:.0f}s\n{processes.tails()}")
+    logs_text = f"{_tail(run_log, 80)}\n{processes.tails()}"
+    assert result.returncode == 0, f"flwr run exited with {result.returncode}\n{logs_text}"
+
+    # The results files, not the exit status: a failing ClientApp does not fail `flwr run`.
+    folder = out_dir / "maestro-cnn-fashion-mnist-seed0"
+    metrics = folder / "metrics.jsonl"
+    assert metrics.exists(), f"no {metrics}\n{logs_text}"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    assert [r["round"] for r in rows] == [1, 2], logs_text
+    for row in rows:
+        where = f"round {row['round']}"
+        assert row["rejected"] == [], f"{where}: rejected replies {row['rejected']}\n{logs_text}"
+        clients = row["clients"]
+        assert len(clients) == 3, f"{where}: {len(clients)} clients\n{logs_text}"
+        by_beta = {float(c["rank-fraction"]): c for c in clients}
+        assert set(by_beta) == set(BETAS), f"{where}: rank fractions {sorted(by_beta)}"
+        assert sorted(c["partition-id"] for c in clients) == [0, 1, 2], where
+        up = [by_beta[b]["bytes-up"] for b in BETAS]
+        assert up[0] < up[1] < up[2], f"{where}: bytes-up {up} for β {BETAS}"
+        for c in clients:
+            assert c["num-examples"] > 0, f"{where}: {c}"
+            assert np.isfinite(c["train-loss"]), f"{where}: {c}"
+        tiers = row["tiers"]
+        assert {float(k) for k in tiers} == set(BETAS), f"{where}: tiers {sorted(tiers)}"
+        for key, m in tiers.items():
+            assert 0.0 <= m["accuracy"] <= 1.0, f"{where}: β={key} accuracy {m['accuracy']}"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["num-rounds"] == 2 and config["min-nodes"] == 3, config
+    assert (folder / "summary.md").exists()
