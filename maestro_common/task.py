@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from functools import lru_cache
+
 import torch
 from torch import nn
 
@@ -16,8 +19,17 @@ def build_run_model(cfg: RunConfig) -> nn.Module:
     """The run's global model, seeded so every party builds the same one.
 
     maestro: factored at the initial ranks; fjord, heterofl, fedavg-fit: width-sliceable;
-    fedavg-all: the plain dense model.
+    fedavg-all: the plain dense model. A fresh copy of a per-process template: a client builds
+    one per message, and the SVD of decomposition would otherwise run every time.
     """
+    return copy.deepcopy(_template(cfg.method, cfg.model, cfg.dataset, cfg.rank_fraction, cfg.seed))
+
+
+@lru_cache(maxsize=8)
+def _template(method: str, model_name: str, dataset: str, rank_fraction: float, seed: int):
+    cfg = RunConfig(
+        method=method, model=model_name, dataset=dataset, rank_fraction=rank_fraction, seed=seed
+    )
     info = DATASET_INFO[cfg.dataset]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)

@@ -84,6 +84,9 @@ def main(grid: Grid, context: Context) -> None:
     previous = recorder.rows()
     clock = {"virtual": previous[-1].get("virtual-clock", 0.0) if previous else 0.0}
 
+    def evaluate_round(rnd: int) -> bool:
+        return rnd % cfg.eval_every == 0 or rnd == cfg.num_rounds
+
     def on_round_end(round_log: RoundLog, new_arrays: dict[str, np.ndarray], start: float) -> None:
         rnd = round_log.server_round
         state["arrays"] = new_arrays
@@ -101,7 +104,7 @@ def main(grid: Grid, context: Context) -> None:
             "aggregate-seconds": round_log.aggregate_seconds,
             "train-seconds": round_log.train_seconds,
         }
-        if rnd % cfg.eval_every == 0 or rnd == cfg.num_rounds:
+        if evaluate_round(rnd):
             betas = sorted(set(cfg.tiers) | {n.beta for n in strategy.nodes.values()})
             eval_start = time.perf_counter()
             row["tiers"] = ops.evaluate_tiers(new_arrays, betas)
@@ -121,6 +124,7 @@ def main(grid: Grid, context: Context) -> None:
         shrink_fn=ops.shrink if cfg.factored else None,
         shrink_every=cfg.shrink_every,
         on_round_end=on_round_end,
+        evaluate_round=evaluate_round,
     )
     rows = recorder.rows()
     table = write_summary(folder, rows, f"{cfg.name}: {cfg.method} {cfg.model} on {cfg.dataset}")

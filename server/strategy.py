@@ -340,11 +340,13 @@ class NestedFedAvg(FedAvg):
         shrink_fn: Callable[[Arrays], Arrays] | None = None,
         shrink_every: int = 0,
         on_round_end: Callable[[RoundLog, Arrays, float], None] | None = None,
+        evaluate_round: Callable[[int], bool] = lambda rnd: True,
     ) -> Arrays:
         """Run rounds ``start_round+1 .. num_rounds``; ``on_round_end`` checkpoints each one.
 
         Unlike FedAvg.start this keeps numpy arrays between rounds, applies server-side
         shrinking every ``shrink_every`` rounds, and can resume after a finished round.
+        Federated evaluation runs on the rounds where ``evaluate_round(rnd)`` is true.
         """
         self.global_arrays = {k: np.array(v) for k, v in initial_arrays.items()}
         for rnd in range(start_round + 1, num_rounds + 1):
@@ -363,7 +365,7 @@ class NestedFedAvg(FedAvg):
             if shrink_fn is not None and shrink_every and rnd % shrink_every == 0:
                 self.global_arrays = shrink_fn(self.global_arrays)
                 self.round_log.shrunk = True
-            if self.clients_per_eval:
+            if self.clients_per_eval and evaluate_round(rnd):
                 eval_replies = grid.send_and_receive(
                     self.configure_evaluate(rnd, record, ConfigRecord(dict(train_config)), grid),
                     timeout=timeout,
