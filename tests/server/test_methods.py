@@ -94,3 +94,13 @@ def test_width_methods_are_matched_to_maestro_macs(fmnist_sample):
         assert got <= target
         assert fit.method_budget(beta) == fjord.method_budget(0.25)
     assert fjord.method_budget(0.25) < fjord.method_budget(0.5) < fjord.method_budget(1.0) == 1.0
+
+
+def test_same_seed_gives_the_same_rounds(fmnist_sample):
+    """Reproducible on CPU: partitions, tiers, sampling and training all follow the seed."""
+    _, _, logs_a, a = run_method("maestro", fmnist_sample)
+    _, _, logs_b, b = run_method("maestro", fmnist_sample)
+    for key in a["final"]:
+        np.testing.assert_array_equal(a["final"][key], b["final"][key])
+    loss = [[c["train-loss"] for c in log.clients] for log in logs_a]
+    assert loss == [[c["train-loss"] for c in log.clients] for log in logs_b]

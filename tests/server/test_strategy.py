@@ -480,3 +480,23 @@ def test_shrunk_shapes_travel_in_the_next_round(cfg, ops):
     assert logs[1].rejected == [] and len(logs[1].clients) == 3
     assert shrink_ops.ranks(out) == dict.fromkeys(FACTORED, 1)
     assert all(np.all(np.isfinite(a)) for a in out.values())
+
+
+def test_reply_from_a_node_not_sampled_this_round_is_refused(cfg, ops):
+    nodes = _partition_nodes(6)
+    grid = FakeGrid(nodes, cfg.to_run_config())
+    strategy = NestedFedAvg(ops.axes, 2, 0, cfg.seed)
+    strategy.global_arrays = ops.initial_arrays()
+    record = to_record(strategy.global_arrays)
+    first = list(strategy.configure_train(1, record, ConfigRecord({}), grid))
+    old_replies = grid.send_and_receive(first)
+    second = list(strategy.configure_train(2, record, ConfigRecord({}), grid))
+    now = {m.metadata.dst_node_id for m in second}
+    stale = [r for r in old_replies if r.metadata.src_node_id not in now]
+    assert stale, "pick a seed where round 2 samples other nodes than round 1"
+    before = _copy(strategy.global_arrays)
+    strategy.round_log = RoundLog(2)
+    strategy.aggregate_train(2, stale)
+    assert {n for n, _ in strategy.round_log.rejected} == {r.metadata.src_node_id for r in stale}
+    assert all("unsent node" in reason for _, reason in strategy.round_log.rejected)
+    _assert_bit_equal(strategy.global_arrays, before)

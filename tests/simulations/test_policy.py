@@ -1,0 +1,75 @@
+from server.strategy import NodeInfo
+from simulations.clock import training_macs
+from simulations.policy import VirtualClockPolicy
+from simulations.profiles import TierProfile
+
+FAST = TierProfile(beta=1.0, share=1, speed=1e9, down_bps=1e6, up_bps=1e6, availability=1.0)
+SLOW = TierProfile(beta=0.5, share=1, speed=1e8, down_bps=1e5, up_bps=1e5, availability=0.5)
+
+
+def cost(beta: float) -> tuple[int, int, int]:
+    # forward MACs per example and bytes both ways grow with the budget
+    return int(1e6 * beta), int(1e6 * beta), int(1e6 * beta)
+
+
+def row(node: int, beta: float, n: int = 100) -> dict:
+    _, down, up = cost(beta)
+    return {
+        "node-id": node,
+        "rank-fraction": beta,
+        "tier-beta": beta,
+        "num-examples": n,
+        "bytes-down": down,
+        "bytes-up": up,
+    }
+
+
+def test_client_times_and_round_duration_without_deadline():
+    policy = VirtualClockPolicy([FAST, SLOW], cost, local_epochs=1, seed=0)
+    kept, duration = policy.admit(1, rows := [row(1, 1.0), row(2, 0.5)])
+    # fast: 3·1e6·100 MACs / 1e9 + 1e6/1e6 + 1e6/1e6 = 0.3 + 2 = 2.3 s
+    # slow: 3·5e5·100 / 1e8 + 5e5/1e5 + 5e5/1e5 = 1.5 + 10 = 11.5 s
+    assert kept == {1, 2}
+    assert abs(rows[0]["virtual-seconds"] - 2.3) < 1e-9
+    assert abs(rows[1]["virtual-seconds"] - 11.5) < 1e-9
+    assert abs(duration - 11.5) < 1e-9
+    assert training_macs(10, 5, 2) == 300
+
+
+def test_deadline_drops_stragglers_and_round_ends_at_the_last_kept():
+    policy = VirtualClockPolicy([FAST, SLOW], cost, local_epochs=1, seed=0, deadline=5.0)
+    kept, duration = policy.admit(1, rows := [row(1, 1.0), row(2, 0.5)])
+    assert kept == {1} and abs(duration - 2.3) < 1e-9
+    assert [r["dropped"] for r in rows] == [False, True]
+
+
+def test_fit_policy_lowers_the_budget_to_meet_the_deadline():
+    slow_full = TierProfile(beta=1.0, share=1, speed=1e8, down_bps=1e5, up_bps=1e5, availability=1)
+    tiers = [
+        TierProfile(beta=b, share=1, speed=1e8, down_bps=1e5, up_bps=1e5, availability=1)
+        for b in (0.25, 0.5)
+    ] + [slow_full]
+    policy = VirtualClockPolicy(
+        tiers,
+        cost,
+        local_epochs=1,
+        seed=0,
+        deadline=6.0,
+        deadline_policy="fit",
+        examples_estimate=100,
+    )
+    info = NodeInfo(beta=1.0, tier=2, partition=0)
+    # β=1: 3 + 20 = 23 s; β=0.5: 11.5 s; β=0.25: 0.75 + 5 = 5.75 s ≤ 6
+    assert policy.budget(1, 7, info) == 0.25
+    drop = VirtualClockPolicy(tiers, cost, local_epochs=1, seed=0, deadline=6.0)
+    assert drop.budget(1, 7, info) == 1.0
+
+
+def test_availability_is_a_seeded_draw_per_partition():
+    policy = VirtualClockPolicy([FAST, SLOW], cost, local_epochs=1, seed=3)
+    info = NodeInfo(beta=0.5, tier=1, partition=4)
+    draws = [policy.available(r, node_id=99, info=info) for r in range(400)]
+    again = [policy.available(r, node_id=12345, info=info) for r in range(400)]
+    assert draws == again  # keyed by partition, not by Flower's node id
+    assert 0.4 < sum(draws) / len(draws) < 0.6
+    assert all(policy.available(r, 1, NodeInfo(1.0, 0, 0)) for r in range(50))
