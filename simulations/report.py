@@ -19,6 +19,8 @@ from typing import Any
 import matplotlib
 import numpy as np
 
+from simulations.clock import time_to_accuracy
+
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt
 
@@ -104,9 +106,11 @@ def _tiers(runs: Sequence[Run]) -> list[str]:
 
 
 def _client_tier(client: dict[str, Any]) -> str | None:
-    """A client entry's tier label: its ``tier``, else its rank fraction as ``f"{β:g}"``."""
+    """A client entry's tier label: its ``tier``/``tier-beta``, else its rank fraction."""
     if "tier" in client:
         return str(client["tier"])
+    if "tier-beta" in client:  # the node's tier; rank-fraction may be lowered by a deadline
+        return f"{float(client['tier-beta']):g}"
     if "rank-fraction" in client:
         return f"{float(client['rank-fraction']):g}"
     return None
@@ -176,6 +180,52 @@ def comparison_table(runs: Sequence[Run]) -> str:
                 f"| {method} | {tier} | {100 * mean:.2f} ± {100 * std:.2f} | {len(accs)} "
                 f"| {macs} | {params} | {shown_bytes} |"
             )
+    return "\n".join(lines)
+
+
+def _hours_to(group: Sequence[Run], tier: str, target: float) -> str:
+    """Mean virtual hours until ``tier`` reaches ``target`` (* if some seeds never did)."""
+    times = [time_to_accuracy(run.rows, tier, target) for run in group]
+    reached = [t for t in times if t is not None]
+    if not reached:
+        return "not reached"
+    return f"{np.mean(reached) / 3600:.2f}" + ("" if len(reached) == len(times) else "*")
+
+
+def timing_table(runs: Sequence[Run], concurrency: int, target: float) -> str:
+    """Markdown table of time per method: wall and virtual seconds per round, where the wall
+    time went, and virtual time until the full and the smallest tier reach ``target``.
+
+    Client compute per round is the sum of the clients' train-seconds divided by
+    ``concurrency`` (clients that train at once); harness overhead is the rest of the round's
+    wall time once client compute, centralized evaluation and aggregation are taken out
+    (Flower/Ray dispatch, serialisation, model building, data loading and waiting).
+    """
+    lines = [
+        "| method | wall s/round | client compute s/round | eval s/round | aggregation % "
+        f"| overhead % | virtual s/round | virtual h to {100 * target:.0f}% (full / smallest) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    tiers = _tiers(runs)
+    for method, group in _by_method(runs).items():
+        rows = [r for run in group for r in run.rows]
+        if not rows:
+            continue
+        wall = sum(r.get("wall-seconds", 0.0) for r in rows)
+        compute = sum(c.get("train-seconds", 0.0) for r in rows for c in r.get("clients", []))
+        compute /= max(concurrency, 1)
+        evals = sum(r.get("eval-seconds", 0.0) for r in rows)
+        agg = sum(r.get("aggregate-seconds", 0.0) for r in rows)
+        virtual = sum(r.get("virtual-seconds", 0.0) for r in rows)
+        overhead = max(wall - compute - evals - agg, 0.0)
+        n = len(rows)
+
+        share = 100 / wall if wall else 0.0
+        lines.append(
+            f"| {method} | {wall / n:.2f} | {compute / n:.2f} | {evals / n:.2f} "
+            f"| {agg * share:.2f} | {overhead * share:.1f} | {virtual / n:.1f} "
+            f"| {_hours_to(group, tiers[-1], target)} / {_hours_to(group, tiers[0], target)} |"
+        )
     return "\n".join(lines)
 
 
@@ -286,7 +336,12 @@ def plot_accuracy_vs_virtual_time(runs: Sequence[Run], path: Path | str) -> Path
 
 
 def write_report(
-    folders: Iterable[Path | str], out_dir: Path | str, title: str, command: str
+    folders: Iterable[Path | str],
+    out_dir: Path | str,
+    title: str,
+    command: str,
+    concurrency: int = 1,
+    target: float = 0.8,
 ) -> Path:
     """Write ``out_dir/report.md`` and its four PNGs; return the report's path.
 
@@ -300,6 +355,10 @@ def write_report(
         The report's heading.
     command : str
         The exact command line that produced the runs, quoted in the report so it can be rerun.
+    concurrency : int
+        Clients that trained at the same time (for the time table).
+    target : float
+        Accuracy whose virtual time-to-reach the time table reports.
     """
     runs = load_runs(folders)
     out = Path(out_dir)
@@ -315,10 +374,14 @@ def write_report(
         f"Command:\n\n```\n{command}\n```\n\n"
         f"Runs: {len(runs)} (seeds per method: {seeds}).\n\n"
         f"{comparison_table(runs)}\n\n"
+        f"{timing_table(runs, concurrency, target)}\n\n"
         "Accuracy is on the centralized test set at the last evaluated round; ± is the sample "
         "standard deviation over the n seeds. MACs and params are those of each method's model "
         "at that tier. Virtual time comes from assumed device profiles (simulations/profiles.py), "
-        "not measurements.\n\n"
+        "not measurements. Time: client compute is the clients' train-seconds summed and divided "
+        f"by the {concurrency} clients that trained at once; overhead is the rest of the wall "
+        "time once compute, centralized evaluation and aggregation are taken out; * marks a "
+        "target not reached by every seed.\n\n"
         f"{figures}\n"
     )
     path = out / "report.md"

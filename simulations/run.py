@@ -191,6 +191,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="fast",
         help="glibc malloc tuning for the clients (see docs/results.md)",
     )
+    p.add_argument(
+        "--target-accuracy",
+        type=float,
+        default=0.8,
+        help="accuracy whose virtual time-to-reach the report gives",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/compare"))
     p.add_argument("--title", default="")
     args = p.parse_args(argv)
@@ -247,7 +253,19 @@ def main(argv: list[str] | None = None) -> Path:
     from simulations.report import write_report
 
     title = args.title or f"{args.conf.stem}: {', '.join(args.methods)}"
-    report = write_report(folders, out_dir, title, command)
+    # Clients that train at once: Ray packs them by the CPUs (and GPU share) each one asks for.
+    slots = (os.cpu_count() or 1) // max(args.cpus_per_client, 1)
+    if args.gpus_per_client > 0:
+        slots = min(slots, int(1 / args.gpus_per_client))
+    per_round = int(configs[0].get("clients-per-round", RunConfig().clients_per_round))
+    report = write_report(
+        folders,
+        out_dir,
+        title,
+        command,
+        concurrency=max(1, min(slots, per_round)),
+        target=args.target_accuracy,
+    )
     print(report.read_text().split("\n\n", 2)[-1] if report.exists() else "")
     (out_dir / "harness.json").write_text(json.dumps(vars(args), default=str, indent=1))
     print(f"report: {report}")

@@ -114,3 +114,27 @@ def test_write_report(folders, tmp_path):
         png = tmp_path / "out" / name
         assert f"]({name})" in text
         assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_timing_table_splits_wall_time(tmp_path):
+    from simulations.report import Run, timing_table
+
+    rows = [
+        {
+            "round": r,
+            "wall-seconds": 10.0,
+            "eval-seconds": 2.0,
+            "aggregate-seconds": 0.5,
+            "virtual-seconds": 100.0,
+            "virtual-clock": 100.0 * r,
+            "clients": [{"train-seconds": 3.0}, {"train-seconds": 3.0}],
+            "tiers": {"0.5": {"accuracy": 0.5 + 0.2 * r}, "1": {"accuracy": 0.7 + 0.1 * r}},
+        }
+        for r in (1, 2)
+    ]
+    run = Run(tmp_path, {"method": "maestro", "seed": 0}, rows)
+    table = timing_table([run], concurrency=2, target=0.85)
+    line = next(x for x in table.splitlines() if x.startswith("| maestro"))
+    # per round: wall 10, compute 6/2 = 3, eval 2, aggregation 0.5 (5 %), overhead 4.5 (45 %)
+    # 85 %: the full tier at round 2 (200 s), the smallest at round 2 (0.9 ≥ 0.85, 200 s)
+    assert line == "| maestro | 10.00 | 3.00 | 2.00 | 5.00 | 45.0 | 100.0 | 0.06 / 0.06 |"
