@@ -119,15 +119,6 @@ def count_params(
     return total
 
 
-def _rank_axes(layer: LowRankLayer) -> dict[str, int]:
-    """Axis of each factor along which a rank prefix is taken (see maestro_common.layers)."""
-    if isinstance(layer, LowRankConv2d):
-        return {"u": 1, "v": 0}
-    if isinstance(layer, LowRankLinear):
-        return {"u": 1, "v": 1}
-    raise ValueError(f"unknown factored layer type {type(layer).__name__}")
-
-
 def payload_bytes(
     model: nn.Module, beta: float = 1.0, input_shape: Sequence[int] | None = None
 ) -> int:
@@ -155,7 +146,7 @@ def payload_bytes(
     for name, layer in low_rank_layers(model).items():
         cap = budget_rank(layer.rank, beta)
         prefix = f"{name}." if name else ""
-        for key, axis in _rank_axes(layer).items():
+        for key, axis in layer.rank_axes.items():
             shape = list(state[prefix + key].shape)
             shape[axis] = cap
             cut[prefix + key] = tuple(shape)

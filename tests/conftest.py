@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from flwr.supercore.task_identity import TaskIdentity
 
 from maestro_common.data import read_idx, write_idx
 
@@ -33,3 +35,20 @@ def write_fmnist_sample(folder: Path, n_train: int, n_test: int, seed: int = 0) 
 def fmnist_sample(tmp_path_factory) -> Path:
     """A folder with 2,400 train and 400 test images in the four standard IDX files."""
     return write_fmnist_sample(tmp_path_factory.mktemp("fmnist"), 2400, 400)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread: two oversubscribe this 2-core machine badly (5x slower seen here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def task_identity(monkeypatch):
+    """Instruction messages read run/node/task ids that only the Flower runtime sets."""
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)

@@ -12,24 +12,14 @@ from maestro_common.codec import (
     payload_nbytes,
     prefix_axes,
 )
-from maestro_common.config import METHODS, RunConfig
+from maestro_common.config import RunConfig
 from maestro_common.decompose import decompose
 from maestro_common.layers import LowRankConv2d, LowRankLinear, low_rank_layers, use_budget
 from maestro_common.models import build_model
 from maestro_common.prefix import budget_dim, budget_shapes, leading_block, take_prefix
 from maestro_common.task import build_run_model, input_shape, resolve_device
 
-# The baseline that trains the whole dense model everywhere ("dense" in older trees).
-DENSE_METHOD = next(m for m in METHODS if m in ("fedavg-all", "dense"))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # SVDs of lenet5 on a shared 2-core machine: two intra-op threads oversubscribe it badly.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----- prefix ---------------------------------------------------------------------------------
@@ -288,7 +278,7 @@ def test_build_run_model_factored_or_dense():
         "fc1": 60,
         "fc2": 42,
     }
-    dense = build_run_model(RunConfig(model="lenet5", method=DENSE_METHOD))
+    dense = build_run_model(RunConfig(model="lenet5", method="fedavg-all"))
     assert low_rank_layers(dense) == {}
     plain = build_model("lenet5", 10, 1, 28)
     assert set(model_arrays(dense)) == set(model_arrays(plain))

@@ -3,31 +3,15 @@ ClientApp code (in-process fake grid), on a small local sample of Fashion-MNIST.
 
 import numpy as np
 import pytest
-import torch
-from flwr.supercore.task_identity import TaskIdentity
 
 from maestro_common.config import METHODS, RunConfig
 from server.evaluation import ModelOps
 from server.server_app import make_strategy
 from tests.fakegrid import FakeGrid
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "task_identity")
+
 TIERS = (0.25, 0.5, 1.0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _task_identity(monkeypatch):
-    # Instruction messages read ids that the Flower runtime sets; there is none here.
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 def run_method(method: str, data_dir) -> tuple[ModelOps, dict, list, dict]:

@@ -9,13 +9,11 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-import torch
 from flwr.app import ConfigRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from client import client_app
 from client.local_data import local_splits
-from maestro_common.config import METHODS, RunConfig
+from maestro_common.config import RunConfig
 from maestro_common.data import write_idx
 from maestro_common.prefix import budget_shapes, leading_block
 from maestro_common.tiers import resolve_budget
@@ -31,9 +29,9 @@ from server.strategy import (
 )
 from tests.fakegrid import FakeGrid, Handler
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "task_identity")
+
 NUM_TRAIN, NUM_TEST = 400, 100
-# The baseline that trains the whole dense model everywhere ("dense" in older trees).
-DENSE_METHOD = next(m for m in METHODS if m in ("fedavg-all", "dense"))
 FACTORED = {"conv2", "fc1", "fc2"}  # lenet5's factored layers (first conv and head stay dense)
 
 
@@ -46,24 +44,6 @@ def data_dir(tmp_path_factory):
         write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), "u1"))
         write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n).astype("u1"))
     return str(folder)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # Two intra-op threads on a shared 2-core machine oversubscribe it badly (5x slower here).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _task_identity(monkeypatch):
-    # Instruction messages read run/node/task ids from the process's TaskIdentity, which the
-    # Flower runtime sets; there is no runtime here.
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +145,7 @@ def test_configure_train_samples_clients_per_round_by_partition(cfg, ops):
 
 
 def test_dense_method_sends_every_node_the_whole_model(cfg):
-    dense_cfg = cfg.replace(method=DENSE_METHOD)
+    dense_cfg = cfg.replace(method="fedavg-all")
     dense_ops = ModelOps(dense_cfg)
     assert dense_ops.axes == {}
     grid = FakeGrid(_partition_nodes(4), dense_cfg.to_run_config())
