@@ -78,12 +78,23 @@ class ModelOps:
         return dict(global_shapes)
 
     def _forward_macs(self, budget: float, ranks: tuple[int, ...]) -> int:
+        # MACs depend on shapes only: give the factors these ranks, their values do not matter
+        # (every reader of the model's values loads the arrays first).
+        for layer, k in zip(low_rank_layers(self.model).values(), ranks, strict=True):
+            if layer.rank != k:
+                layer.resize(k)
         return count_macs(self.model, self.shape, budget)
+
+    def _rank_key(self, arrays: Mapping[str, np.ndarray]) -> tuple[int, ...]:
+        """The kept ranks, read off the factors' shapes without loading anything."""
+        return tuple(
+            arrays[f"{n}.u" if n else "u"].shape[layer.rank_axes["u"]]
+            for n, layer in low_rank_layers(self.model).items()
+        )
 
     def forward_macs(self, arrays: Mapping[str, np.ndarray], beta: float) -> int:
         """MACs of one forward pass of one example through tier β's sub-model."""
-        ranks = self.load(arrays)
-        return self._macs_at_budget(self.method_budget(beta), tuple(ranks.values()))
+        return self._macs_at_budget(self.method_budget(beta), self._rank_key(arrays))
 
     # ----- arrays ↔ model ----------------------------------------------------------------------
     def load(self, arrays: Mapping[str, np.ndarray]) -> dict[str, int]:
@@ -122,7 +133,7 @@ class ModelOps:
 
         Keys are the tier labels ``f"{β:g}"``; ``budget`` is what the method trains at β.
         """
-        ranks = self.load(arrays)
+        self.load(arrays)
         test = self._test_set()
         global_shapes = array_shapes(arrays)
         out = {}
@@ -135,7 +146,7 @@ class ModelOps:
                 "loss": loss,
                 "budget": budget,
                 "params": count_params(self.model, budget),
-                "macs": self._macs_at_budget(budget, tuple(ranks.values())),
+                "macs": count_macs(self.model, self.shape, budget),
                 "bytes-down": payload,
                 "bytes-up": payload,
             }
