@@ -13,6 +13,7 @@ from client.local_data import local_splits
 from maestro_common.codec import load_arrays, load_leading_blocks, model_arrays, payload_nbytes
 from maestro_common.config import RunConfig
 from maestro_common.layers import low_rank_layers
+from maestro_common.malloc import tune_malloc
 from maestro_common.prefix import take_prefix
 from maestro_common.samplers import WidthSampler, make_sampler
 from maestro_common.task import build_run_model, resolve_device
@@ -22,6 +23,7 @@ from maestro_common.training import TrainSettings, evaluate, train
 ARRAYS_KEY, CONFIG_KEY, METRICS_KEY = "arrays", "config", "metrics"
 
 app = ClientApp()
+tune_malloc()  # once per client process (see maestro_common.malloc)
 
 
 def _partition(context: Context) -> tuple[int, int]:

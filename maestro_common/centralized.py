@@ -30,6 +30,7 @@ from maestro_common.accounting import count_macs, count_params
 from maestro_common.data import DATASET_INFO, load_dataset
 from maestro_common.decompose import decompose
 from maestro_common.layers import low_rank_layers
+from maestro_common.malloc import tune_malloc
 from maestro_common.models import MODEL_NAMES, build_model
 from maestro_common.samplers import SAMPLER_NAMES, make_sampler
 from maestro_common.shrinking import shrink
@@ -213,6 +214,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[Row]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
+    tune_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
     train_ds = load_dataset(args.dataset, "train", args.data_dir)

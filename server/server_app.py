@@ -12,6 +12,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from maestro_common.config import RunConfig
+from maestro_common.malloc import tune_malloc
 from server.evaluation import ModelOps
 from server.report import plot_accuracy, write_summary
 from server.results import RunRecorder
@@ -67,6 +68,7 @@ def make_strategy(
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = RunConfig.from_run_config(context.run_config)
+    tune_malloc()  # evaluation batches of 1000: 1.7-1.8x faster with memory kept (docs/results.md)
     folder = run_folder(cfg)
     recorder = RunRecorder(folder, cfg.to_run_config(), resume=cfg.resume)
     log(INFO, "run folder: %s (starting after round %d)", folder, recorder.start_round)

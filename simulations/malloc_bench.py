@@ -5,6 +5,7 @@ for a fixed number of steps on random data, as a client does; settings alternate
 load change on the machine hits both. Run it on an otherwise idle machine::
 
     python -m simulations.malloc_bench --model cnn --steps 150 --repeats 3
+    python -m simulations.malloc_bench --model cnn --steps 5 --repeats 3 --mode eval
 """
 
 from __future__ import annotations
@@ -24,29 +25,41 @@ from maestro_common.decompose import decompose
 from maestro_common.layers import low_rank_layers
 from maestro_common.models import build_model
 from maestro_common.samplers import make_sampler
-from maestro_common.training import TrainSettings, train
-model_name, steps, factored = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+from maestro_common.training import TrainSettings, evaluate, train
+model_name, steps, factored, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
 torch.set_num_threads(1)
 torch.manual_seed(0)
+if mode.endswith("-mallopt"):
+    from maestro_common.malloc import tune_malloc
+    assert tune_malloc()
+    mode = mode.removesuffix("-mallopt")
 model = build_model(model_name)
 sampler = None
 if factored:
     decompose(model)
     sampler = make_sampler("maestro", {n: m.rank for n, m in low_rank_layers(model).items()})
-x, y = torch.randn(32 * steps, 1, 28, 28), torch.randint(0, 10, (32 * steps,))
-train(model, x[:320], y[:320], TrainSettings(batch_size=32), sampler)  # warm-up
-t = time.perf_counter()
-train(model, x, y, TrainSettings(batch_size=32), sampler)
+if mode == "train":
+    x, y = torch.randn(32 * steps, 1, 28, 28), torch.randint(0, 10, (32 * steps,))
+    train(model, x[:320], y[:320], TrainSettings(batch_size=32), sampler)  # warm-up
+    t = time.perf_counter()
+    train(model, x, y, TrainSettings(batch_size=32), sampler)
+else:  # the server's evaluation: batches of 1000, far above glibc's mmap threshold
+    x, y = torch.randn(1000 * steps, 1, 28, 28), torch.randint(0, 10, (1000 * steps,))
+    evaluate(model, x[:1000], y[:1000])
+    t = time.perf_counter()
+    evaluate(model, x, y, batch_size=1000)
 print(json.dumps({"seconds": time.perf_counter() - t}))
 """
 
 
-def measure(model: str, steps: int, factored: bool, fast: bool) -> float:
+def measure(model: str, steps: int, factored: bool, fast: bool, mode: str = "train") -> float:
     env = {k: v for k, v in os.environ.items() if k not in FAST_MALLOC}
-    if fast:
+    if fast and not mode.endswith("-mallopt"):
         env.update(FAST_MALLOC)
+    elif not fast:
+        mode = mode.removesuffix("-mallopt")
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, model, str(steps), "1" if factored else "0"],
+        [sys.executable, "-c", CHILD, model, str(steps), "1" if factored else "0", mode],
         env=env,
         capture_output=True,
         text=True,
@@ -65,17 +78,28 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dense", action="store_true", help="train the dense model (default: Maestro)")
+    p.add_argument(
+        "--mode",
+        choices=("train", "eval", "train-mallopt", "eval-mallopt"),
+        default="train",
+        help="train: client steps of batch 32; eval: evaluation batches of 1000; with "
+        "-mallopt, 'fast' applies the settings by mallopt() instead of the environment",
+    )
     args = p.parse_args(argv)
     times: dict[str, list[float]] = {"default": [], "fast": []}
     for _ in range(args.repeats):
         for name in ("default", "fast"):
-            times[name].append(measure(args.model, args.steps, not args.dense, name == "fast"))
+            times[name].append(
+                measure(args.model, args.steps, not args.dense, name == "fast", args.mode)
+            )
     med = {k: statistics.median(v) for k, v in times.items()}
     kind = "dense" if args.dense else "maestro"
-    print(
-        f"{args.model} ({kind}), {args.steps} steps of batch 32, 1 thread, median of "
-        f"{args.repeats} runs each:"
+    what = (
+        "training steps of batch 32"
+        if args.mode.startswith("train")
+        else "evaluation batches of 1000"
     )
+    print(f"{args.model} ({kind}), {args.steps} {what}, 1 thread, median of {args.repeats} runs:")
     for name, v in times.items():
         print(f"  {name:8s} {med[name]:.2f} s   (runs: {', '.join(f'{t:.2f}' for t in v)})")
     print(f"  default / fast = {med['default'] / med['fast']:.2f}x")
