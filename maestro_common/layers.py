@@ -345,10 +345,3 @@ def use_ranks(model: nn.Module, ranks: dict[str, int]) -> Iterator[None]:
     finally:
         for name, m in layers.items():
             m._active_rank = previous[name]
-
-
-@contextmanager
-def use_budget(model: nn.Module, beta: float) -> Iterator[None]:
-    """Run ``model`` as the nested sub-model of budget β."""
-    with use_ranks(model, budget_ranks(model, beta)):
-        yield

@@ -2,8 +2,9 @@ import pytest
 import torch
 from torch import nn
 
+from maestro_common.budget import use_budget
 from maestro_common.decompose import decompose, default_skip, merge_is_cheaper, to_dense
-from maestro_common.layers import LowRankConv2d, LowRankLinear, low_rank_layers, use_budget
+from maestro_common.layers import LowRankConv2d, LowRankLinear, low_rank_layers
 
 
 def small_net() -> nn.Sequential:

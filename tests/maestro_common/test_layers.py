@@ -3,13 +3,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maestro_common.budget import use_budget
 from maestro_common.layers import (
     LowRankConv2d,
     LowRankLinear,
     budget_rank,
     budget_ranks,
     low_rank_layers,
-    use_budget,
     use_ranks,
 )
 

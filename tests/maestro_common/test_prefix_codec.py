@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from maestro_common.budget import use_budget
 from maestro_common.codec import (
     array_shapes,
     load_arrays,
@@ -14,7 +15,7 @@ from maestro_common.codec import (
 )
 from maestro_common.config import RunConfig
 from maestro_common.decompose import decompose
-from maestro_common.layers import LowRankConv2d, LowRankLinear, low_rank_layers, use_budget
+from maestro_common.layers import LowRankConv2d, LowRankLinear, low_rank_layers
 from maestro_common.models import build_model
 from maestro_common.prefix import budget_dim, budget_shapes, leading_block, take_prefix
 from maestro_common.task import build_run_model, input_shape, resolve_device

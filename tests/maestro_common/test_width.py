@@ -277,12 +277,12 @@ def test_use_budget_covers_width_and_factored_models() -> None:
     loss, _ = evaluate(model, x, y, 0.2)
     assert loss == pytest.approx(nn.functional.cross_entropy(out, y).item(), rel=1e-5)
 
-    # For a factored model it is exactly the rank-only context of maestro_common.layers.
+    # For a factored model it is exactly the rank context at ⌈β·r_l⌉ of maestro_common.layers.
     factored = decompose(build_model("lenet5"))
     x = torch.randn(8, *SHAPE)
     with use_budget(factored, 0.3):
         ours = factored(x)
-    with layers.use_budget(factored, 0.3):
+    with layers.use_ranks(factored, layers.budget_ranks(factored, 0.3)):
         theirs = factored(x)
     assert torch.equal(ours, theirs)
     with pytest.raises(ValueError, match="budget"), use_budget(nn.Linear(2, 2), 1.5):

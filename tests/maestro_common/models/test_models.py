@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from maestro_common.budget import use_budget
 from maestro_common.decompose import decompose, default_skip
-from maestro_common.layers import LowRankLayer, low_rank_layers, use_budget
+from maestro_common.layers import LowRankLayer, low_rank_layers
 from maestro_common.models import MODEL_NAMES, build_model
 
 # Small geometries keep the whole file fast on two cores.
