@@ -103,6 +103,15 @@ def rounds_done(folder: Path) -> int:
     return len([x for x in path.read_text().splitlines() if x.strip()])
 
 
+def progress_line(name: str, rnd: int, total: int, done: int, accuracy: str, elapsed: float) -> str:
+    """One progress line: rounds done, the last evaluated accuracy, time spent and left."""
+    if rnd > done:
+        left = f"~{elapsed / (rnd - done) * (total - rnd) / 60:.1f} min left"
+    else:
+        left = "time left: after the first round"
+    return f"[{name}] round {rnd}/{total} | {accuracy or '…'} | {elapsed / 60:.1f} min, {left}"
+
+
 def run_one(link: LocalSuperLink, cfg: dict, out_dir: Path, federation: str) -> Path:
     """One `flwr run` with live progress; returns the run folder."""
     name = cfg["run-name"]
@@ -130,7 +139,7 @@ def run_one(link: LocalSuperLink, cfg: dict, out_dir: Path, federation: str) -> 
         "--federation-config",
         federation,
     ]
-    start, rnd, last_acc = time.monotonic(), done, ""
+    start, rnd, last_acc, shown = time.monotonic(), done, "", None
     with (
         open(log_path, "a") as log,
         subprocess.Popen(
@@ -146,12 +155,11 @@ def run_one(link: LocalSuperLink, cfg: dict, out_dir: Path, federation: str) -> 
                 rnd, last_acc = int(m.group(1)), m.group(2).strip()
             else:
                 continue
-            elapsed = time.monotonic() - start
-            per_round = elapsed / max(rnd - done, 1)
-            left = per_round * (total - rnd) if rnd > done else float("nan")
+            if (rnd, last_acc) == shown:
+                continue  # "[ROUND k+1]" right after round k's accuracy: nothing new to show
+            shown = (rnd, last_acc)
             print(
-                f"[{name}] round {rnd}/{total} | {last_acc or '…'} | "
-                f"{elapsed / 60:.1f} min, ~{left / 60:.1f} min left",
+                progress_line(name, rnd, total, done, last_acc, time.monotonic() - start),
                 flush=True,
             )
     finished = rounds_done(folder)
