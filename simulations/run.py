@@ -1,4 +1,5 @@
-"""Run an experiment for several methods and seeds through `flwr run`, then one comparison report.
+"""Run an experiment for several methods and seeds through `flwr run`, then one comparison report
+(over every run in the output folder, so seeds added later join it).
 
 Each (method, seed) is one Flower run on a managed local SuperLink that this harness starts on
 free ports with its own FLWR_HOME, so it never reuses a SuperLink started elsewhere. Progress
@@ -266,6 +267,8 @@ def main(argv: list[str] | None = None) -> Path:
     if args.gpus_per_client > 0:
         slots = min(slots, int(1 / args.gpus_per_client))
     per_round = int(configs[0].get("clients-per-round", RunConfig().clients_per_round))
+    # Every run in this --out folder, not only this call's: seeds added later join the report.
+    folders = sorted(p for p in (out_dir / "runs").iterdir() if (p / "metrics.jsonl").exists())
     report = write_report(
         folders,
         out_dir,
