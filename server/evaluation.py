@@ -106,10 +106,9 @@ class ModelOps:
         return {n: m.rank for n, m in low_rank_layers(self.model).items()}
 
     def ranks(self, arrays: Mapping[str, np.ndarray]) -> dict[str, int]:
-        """Kept rank of every factored layer, read off the arrays."""
-        if not self.cfg.factored:
-            return {}
-        return self.load(arrays)
+        """Kept rank of every factored layer, read off the arrays' shapes (nothing is loaded)."""
+        names = low_rank_layers(self.model)
+        return dict(zip(names, self._rank_key(arrays), strict=True))
 
     def shrink(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Server-side progressive shrinking from the aggregated factors' importance."""
