@@ -10,15 +10,19 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from client.local_data import local_splits
-from maestro_common.codec import load_arrays, load_leading_blocks, model_arrays, payload_nbytes
+from maestro_common.codec import model_arrays
 from maestro_common.config import RunConfig
-from maestro_common.layers import low_rank_layers
 from maestro_common.malloc import tune_malloc
-from maestro_common.prefix import take_prefix
-from maestro_common.samplers import WidthSampler, make_sampler
-from maestro_common.task import build_run_model, resolve_device
+from maestro_common.prefix import array_shapes, payload_nbytes, take_prefix
+from maestro_common.task import (
+    build_run_model,
+    load_run_config,
+    resolve_device,
+    run_method,
+    train_settings,
+)
 from maestro_common.tiers import resolve_budget
-from maestro_common.training import TrainSettings, evaluate, train
+from maestro_common.training import evaluate, train
 
 ARRAYS_KEY, CONFIG_KEY, METRICS_KEY = "arrays", "config", "metrics"
 
@@ -41,27 +45,15 @@ def _model_from(
 ) -> tuple[torch.nn.Module, dict[str, tuple[int, ...]]]:
     """The model holding the received sub-model, and the shapes received."""
     arrays = {k: v.numpy() for k, v in msg.content[ARRAYS_KEY].items()}
-    model = build_run_model(cfg)
-    if cfg.factored:
-        load_arrays(model, arrays)  # the factors shrink to the received rank prefix
-    else:
-        load_leading_blocks(model, arrays)  # width: full shapes, only the leading block is used
-    return model.to(device), {k: tuple(v.shape) for k, v in arrays.items()}
+    model = run_method(cfg).load(build_run_model(cfg), arrays)
+    return model.to(device), array_shapes(arrays)
 
 
 def _sampler(cfg: RunConfig, model: torch.nn.Module, config: ConfigRecord, seed: int):
-    """Which sub-model each local step trains."""
+    """Which sub-model each local step trains: the run's method decides."""
     budget = float(config["budget"])
-    if cfg.factored:
-        # The received prefix *is* the budget: sample within all of it.
-        ranks = {n: m.rank for n, m in low_rank_layers(model).items()}
-        return make_sampler(cfg.sampler, ranks, beta=1.0, seed=seed)
-    if cfg.method == "fjord":
-        # Ordered dropout over widths: p per batch from the tiers' widths up to this client's.
-        return WidthSampler(list(config["budget-grid"]), max_width=budget, seed=seed)
-    if cfg.width_sliced:
-        return WidthSampler([budget], max_width=budget, seed=seed)  # static width
-    return None
+    grid = list(config.get("budget-grid", [budget]))
+    return run_method(cfg).sampler(model, cfg.sampler, budget, grid, seed)
 
 
 def _seed(cfg: RunConfig, server_round: int, partition_id: int) -> int:
@@ -72,7 +64,7 @@ def _seed(cfg: RunConfig, server_round: int, partition_id: int) -> int:
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Tell the server this node's budget β, tier and partition."""
-    cfg = RunConfig.from_run_config(context.run_config)
+    cfg = load_run_config(context.run_config)
     beta, tier = resolve_budget(context.node_config, cfg.tiers, cfg.shares, cfg.seed)
     part = int(context.node_config.get("partition-id", -1))
     info = ConfigRecord(
@@ -84,7 +76,7 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train_fn(msg: Message, context: Context) -> Message:
     """Train the received prefix for E local epochs inside its budget; reply with the prefix."""
-    cfg = RunConfig.from_run_config(context.run_config)
+    cfg = load_run_config(context.run_config)
     config = msg.content[CONFIG_KEY]
     server_round = int(config["server-round"])
     device = resolve_device(cfg)
@@ -94,15 +86,7 @@ def train_fn(msg: Message, context: Context) -> Message:
     seed = _seed(cfg, server_round, partition_id)
     torch.manual_seed(seed)
     sampler = _sampler(cfg, model, config, seed)
-    settings = TrainSettings(
-        epochs=cfg.local_epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        lasso=cfg.lasso if cfg.factored else 0.0,
-    )
+    settings = train_settings(cfg)
     result = train(model, train_ds.images, train_ds.labels, settings, sampler, seed, device)
     arrays = take_prefix(model_arrays(model), shapes)
     metrics = MetricRecord(
@@ -123,13 +107,13 @@ def train_fn(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate_fn(msg: Message, context: Context) -> Message:
     """Accuracy and loss of the received prefix on this client's validation split."""
-    cfg = RunConfig.from_run_config(context.run_config)
+    cfg = load_run_config(context.run_config)
     device = resolve_device(cfg)
     partition_id, num_partitions = _partition(context)
     _, val_ds = local_splits(cfg, partition_id, num_partitions)
     model, _ = _model_from(msg, cfg, device)
-    # A factored model was cut to its prefix on loading; a width model runs at its width.
-    budget = float(msg.content[CONFIG_KEY]["budget"]) if cfg.width_sliced else 1.0
+    # The same sub-model the server evaluates for this tier (see Method.loaded_budget).
+    budget = run_method(cfg).loaded_budget(float(msg.content[CONFIG_KEY]["budget"]))
     loss, acc = evaluate(model, val_ds.images, val_ds.labels, budget, device=device)
     metrics = MetricRecord({"num-examples": len(val_ds), "eval-loss": loss, "eval-accuracy": acc})
     return Message(RecordDict({METRICS_KEY: metrics}), reply_to=msg)

@@ -1,4 +1,4 @@
-"""Budget accounting of (possibly factored or width) models: parameters, MACs and payload at β.
+"""Budget accounting of (possibly factored or width) models: parameters and MACs at β.
 
 A factored layer at budget β uses its first cap = ``budget_rank(rank, β)`` components; a width
 layer (:mod:`maestro_common.width`) at budget β uses the leading block ``[:out_k, :in_k, ...]`` of
@@ -15,8 +15,7 @@ lets :func:`count_macs` be checked against :func:`count_macs_flop_counter`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from math import prod
 from typing import Any
 
@@ -30,18 +29,13 @@ from maestro_common.layers import (
     LowRankLayer,
     LowRankLinear,
     budget_rank,
-    low_rank_layers,
 )
 from maestro_common.models.transformer import ScaledDotProductAttention
-from maestro_common.prefix import leading_block
+from maestro_common.prefix import check_budget, state_key
+from maestro_common.probe import eval_mode, probe_input
 from maestro_common.width import WidthLayer, width_layers, width_shapes
 
-__all__ = ["count_macs", "count_macs_flop_counter", "count_params", "payload_bytes"]
-
-
-def _check_beta(beta: float) -> None:
-    if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0.0 < beta <= 1.0:
-        raise ValueError(f"budget must be in (0, 1], got {beta!r}")
+__all__ = ["count_macs", "count_macs_flop_counter", "count_params"]
 
 
 def _width_cut(
@@ -52,7 +46,7 @@ def _width_cut(
     if not layers:
         return {}
     keys = {
-        f"{name}.{key}" if name else key
+        state_key(name, key)
         for name, layer in layers.items()
         for key in ("weight", "bias")
         if getattr(layer, key) is not None
@@ -94,18 +88,17 @@ def count_params(
     cap·(out + fan_in) + bias with cap = ``budget_rank(layer.rank, beta)``, plus for each width
     layer the entries of the leading blocks of its weight and bias that the sub-model uses.
     """
-    _check_beta(beta)
+    check_budget(beta)
     cut = _width_cut(model, beta, input_shape)
     total = 0
     seen: set[int] = set()
     for name, module in model.named_modules():
         if isinstance(module, WidthLayer):
-            prefix = f"{name}." if name else ""
             for key in ("weight", "bias"):
                 p = getattr(module, key)
                 if p is not None and id(p) not in seen:
                     seen.add(id(p))
-                    total += prod(cut[prefix + key])
+                    total += prod(cut[state_key(name, key)])
             continue
         if isinstance(module, LowRankLayer):
             cap = budget_rank(module.rank, beta)
@@ -117,65 +110,6 @@ def count_params(
                 seen.add(id(p))
                 total += p.numel()
     return total
-
-
-def payload_bytes(
-    model: nn.Module, beta: float = 1.0, input_shape: Sequence[int] | None = None
-) -> int:
-    """Bytes of the model's state dict as sent to a client of budget β.
-
-    Parameters
-    ----------
-    model:
-        A dense, factored or width model.
-    beta:
-        Budget in (0, 1].
-    input_shape:
-        As for :func:`count_params`: needed for a width model at β < 1 only.
-
-    Returns
-    -------
-    Sum over state-dict entries of numel · element size, where each factored layer's ``u`` and
-    ``v`` are cut to their first cap components on the rank axis, each width layer's ``weight``
-    and ``bias`` to the leading blocks the sub-model uses, and every other entry (buffers
-    included) is whole.
-    """
-    _check_beta(beta)
-    state = model.state_dict()
-    cut = _width_cut(model, beta, input_shape)
-    for name, layer in low_rank_layers(model).items():
-        cap = budget_rank(layer.rank, beta)
-        prefix = f"{name}." if name else ""
-        for key, axis in layer.rank_axes.items():
-            shape = list(state[prefix + key].shape)
-            shape[axis] = cap
-            cut[prefix + key] = tuple(shape)
-    total = 0
-    for key, tensor in state.items():
-        if key in cut:
-            tensor = tensor[leading_block(cut[key])]
-        total += tensor.numel() * tensor.element_size()
-    return total
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    # Eval so that BatchNorm neither fails on a 1×1 batch of one nor updates its running stats;
-    # each module's own flag is restored, since model.train(mode) would flatten mixed modes.
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-
-
-def _probe(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
-    p = next(iter(model.parameters()), None)
-    device = p.device if p is not None else torch.device("cpu")
-    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    return torch.zeros((1, *input_shape), device=device, dtype=dtype)
 
 
 def _layer_macs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
@@ -226,7 +160,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int], beta: float = 1.0) 
     attention B·heads·N²·(d_k + d_v). For width layers, in and out are the widths used at β.
     Other operations are ignored (see the module docstring).
     """
-    _check_beta(beta)
+    check_budget(beta)
     total = 0
 
     def hook(module: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
@@ -239,8 +173,8 @@ def count_macs(model: nn.Module, input_shape: Sequence[int], beta: float = 1.0) 
         if isinstance(m, _COUNTED)
     ]
     try:
-        with _eval_mode(model), use_budget(model, beta), torch.no_grad():
-            model(_probe(model, input_shape))
+        with eval_mode(model), use_budget(model, beta), torch.no_grad():
+            model(probe_input(model, input_shape))
     finally:
         for h in handles:
             h.remove()
@@ -264,8 +198,8 @@ def count_macs_flop_counter(model: nn.Module, input_shape: Sequence[int], beta: 
     ``FlopCounterMode``'s total FLOPs of one forward pass of a single sample, halved (it counts a
     multiply-accumulate as two FLOPs).
     """
-    _check_beta(beta)
+    check_budget(beta)
     counter = FlopCounterMode(display=False)
-    with _eval_mode(model), use_budget(model, beta), torch.no_grad(), counter:
-        model(_probe(model, input_shape))
+    with eval_mode(model), use_budget(model, beta), torch.no_grad(), counter:
+        model(probe_input(model, input_shape))
     return counter.get_total_flops() // 2

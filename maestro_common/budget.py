@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from torch import nn
 
 from maestro_common.layers import budget_ranks, use_ranks
+from maestro_common.prefix import check_budget
 from maestro_common.width import use_width
 
 __all__ = ["use_budget"]
@@ -36,7 +37,6 @@ def use_budget(model: nn.Module, beta: float) -> Iterator[None]:
     ValueError
         If β is not in (0, 1].
     """
-    if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0.0 < beta <= 1.0:
-        raise ValueError(f"budget must be in (0, 1], got {beta!r}")
+    check_budget(beta)
     with use_ranks(model, budget_ranks(model, beta)), use_width(model, beta):
         yield

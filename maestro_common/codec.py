@@ -1,7 +1,8 @@
-"""The wire codec: a model ↔ named numpy arrays, whole or cut to a budget's prefix.
+"""The wire codec: a model ↔ named numpy arrays, and loading received prefixes into a model.
 
 Keys are ``state_dict`` names. A factored layer's ``u`` and ``v`` are cut along their rank axis;
-every other array travels whole (DESIGN.md §3). Nothing here knows about Flower.
+every other array travels whole (docs/architecture.md, "The prefix rule"). Nothing here knows
+about Flower.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from maestro_common.layers import low_rank_layers
-from maestro_common.prefix import budget_shapes, leading_block, take_prefix
+from maestro_common.prefix import is_leading_block, leading_block, state_key
 
 
 def model_arrays(model: nn.Module) -> dict[str, np.ndarray]:
@@ -25,25 +26,9 @@ def prefix_axes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     """For each factored layer's ``u`` and ``v``, the axis that a rank budget cuts."""
     axes: dict[str, tuple[int, ...]] = {}
     for name, layer in low_rank_layers(model).items():
-        prefix = f"{name}." if name else ""
         for param, axis in layer.rank_axes.items():
-            axes[prefix + param] = (axis,)
+            axes[state_key(name, param)] = (axis,)
     return axes
-
-
-def array_shapes(arrays: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in arrays.items()}
-
-
-def model_arrays_at_budget(model: nn.Module, beta: float) -> dict[str, np.ndarray]:
-    """The arrays a tier of budget β receives: factored layers cut to ⌈β·r_l⌉ components."""
-    arrays = model_arrays(model)
-    return take_prefix(arrays, budget_shapes(array_shapes(arrays), prefix_axes(model), beta))
-
-
-def payload_nbytes(arrays: Mapping[str, np.ndarray]) -> int:
-    """Bytes of the array data of a payload."""
-    return int(sum(a.nbytes for a in arrays.values()))
 
 
 @torch.no_grad()
@@ -60,12 +45,12 @@ def load_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module
     if missing or unknown:
         raise ValueError(f"arrays do not match the model: missing {missing}, unknown {unknown}")
     for name, layer in low_rank_layers(model).items():
-        prefix = f"{name}." if name else ""
-        u = arrays[prefix + "u"]
+        key = state_key(name, "u")
+        u = arrays[key]
         k = u.shape[layer.rank_axes["u"]] if u.ndim == 2 else -1
         if not 1 <= k <= layer.max_rank:
             raise ValueError(
-                f"{prefix}u has shape {tuple(u.shape)}: its rank axis must hold 1..{layer.max_rank}"
+                f"{key} has shape {tuple(u.shape)}: its rank axis must hold 1..{layer.max_rank}"
             )
         if k != layer.rank:
             layer.resize(k)
@@ -95,9 +80,7 @@ def load_leading_blocks(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> n
         raise ValueError(f"arrays do not match the model: missing {missing}, unknown {unknown}")
     for key, tensor in state.items():
         arr = np.asarray(arrays[key])
-        if arr.ndim != tensor.ndim or any(
-            a > t for a, t in zip(arr.shape, tensor.shape, strict=True)
-        ):
+        if not is_leading_block(arr.shape, tuple(tensor.shape)):
             raise ValueError(
                 f"{key}: shape {arr.shape} is not a leading block of {tuple(tensor.shape)}"
             )

@@ -1,7 +1,10 @@
 """The one typed run configuration, parsed once from Flower's ``run_config`` (kebab-case keys).
 
 Flower run-config values are scalars, so lists (tier fractions, shares) travel as comma strings.
-Unknown keys and bad values raise :class:`ConfigError` naming what is allowed.
+Unknown keys and bad values raise :class:`ConfigError` naming what is allowed. This module is a
+leaf (no torch, models or data): names of methods, models, datasets, samplers and partitionings
+are checked against their registries where those are built
+(:func:`maestro_common.task.check_names`).
 """
 
 from __future__ import annotations
@@ -12,17 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from maestro_common.data import DATASET_INFO
-from maestro_common.data.partition import SCHEMES
-from maestro_common.models import MODEL_NAMES
-from maestro_common.samplers import SAMPLER_NAMES
-
-# maestro: nested low-rank factors (this project). The baselines share the strategy and the
-# leading-block aggregation: fjord (width ordered dropout, p sampled per batch up to the tier's
-# width), heterofl (static width per tier), fedavg-all (the dense model, trained by every client
-# whatever its budget), fedavg-fit (a dense model narrow enough for the weakest tier, for all).
-METHODS = ("maestro", "fjord", "heterofl", "fedavg-all", "fedavg-fit")
-WIDTH_METHODS = ("fjord", "heterofl", "fedavg-fit")
+from maestro_common.prefix import is_budget
 
 
 class ConfigError(ValueError):
@@ -42,9 +35,9 @@ class RunConfig:
     """Everything a run needs; field ``foo_bar`` is run-config key ``foo-bar``."""
 
     # What is trained
-    method: str = "maestro"  # one of METHODS
+    method: str = "maestro"  # one of maestro_common.methods.METHODS
     model: str = "cnn"  # one of maestro_common.models.MODEL_NAMES
-    dataset: str = "fashion-mnist"
+    dataset: str = "fashion-mnist"  # one of maestro_common.data.DATASET_INFO
     data_dir: str = ""  # folder with the dataset's files ("" = default search path)
     rank_fraction: float = 1.0  # initial kept rank of each factored layer, as a fraction of full
     # Federation
@@ -104,20 +97,6 @@ class RunConfig:
                     math.isfinite(value), f"{f.name.replace('_', '-')} must be finite, got {value}"
                 )
 
-        check(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
-        check(self.model in MODEL_NAMES, f"model must be one of {MODEL_NAMES}, got {self.model!r}")
-        check(
-            self.dataset in DATASET_INFO,
-            f"dataset must be one of {tuple(DATASET_INFO)}, got {self.dataset!r}",
-        )
-        check(
-            self.sampler in SAMPLER_NAMES,
-            f"sampler must be one of {SAMPLER_NAMES}, got {self.sampler!r}",
-        )
-        check(
-            self.partitioning in SCHEMES,
-            f"partitioning must be one of {SCHEMES}, got {self.partitioning!r}",
-        )
         check(
             self.deadline_policy in ("drop", "fit"),
             f"deadline-policy must be drop or fit, got {self.deadline_policy!r}",
@@ -128,7 +107,7 @@ class RunConfig:
             f"device must be auto, cpu or cuda, got {self.device!r}",
         )
         check(
-            0 < self.rank_fraction <= 1,
+            is_budget(self.rank_fraction),
             f"rank-fraction must be in (0, 1], got {self.rank_fraction}",
         )
         for key in (
@@ -164,7 +143,7 @@ class RunConfig:
         )
         tiers = parse_floats(self.tier_fractions, "tier-fractions")
         check(
-            bool(tiers) and all(0 < t <= 1 for t in tiers),
+            bool(tiers) and all(is_budget(t) for t in tiers),
             f"tier-fractions must be numbers in (0, 1], got {self.tier_fractions!r}",
         )
         check(
@@ -181,16 +160,6 @@ class RunConfig:
         total = sum(shares)
         object.__setattr__(self, "tiers", tiers)
         object.__setattr__(self, "shares", tuple(s / total for s in shares))
-
-    @property
-    def factored(self) -> bool:
-        """Whether the model is trained in factored (nested low-rank) form."""
-        return self.method == "maestro"
-
-    @property
-    def width_sliced(self) -> bool:
-        """Whether tiers get width prefixes (channels/units) of a dense model."""
-        return self.method in WIDTH_METHODS
 
     @property
     def name(self) -> str:

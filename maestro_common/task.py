@@ -1,26 +1,61 @@
-"""The model and device of a run, built the same way on the server and on every client."""
+"""The run's model, device, names and training settings, the same on the server and every client."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 import torch
 from torch import nn
 
-from maestro_common.config import RunConfig
+from maestro_common.config import ConfigError, RunConfig
 from maestro_common.data import DATASET_INFO
-from maestro_common.decompose import decompose
-from maestro_common.models import build_model
-from maestro_common.width import make_width_sliceable
+from maestro_common.data.partition import SCHEMES
+from maestro_common.methods import Method, get_method
+from maestro_common.models import MODEL_NAMES, build_model
+from maestro_common.samplers import SAMPLER_NAMES
+from maestro_common.training import TrainSettings
+
+
+def check_names(cfg: RunConfig) -> None:
+    """Check the run's names against the registries of what they name.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key, the value and what is allowed.
+    """
+    get_method(cfg.method)
+    for key, value, allowed in (
+        ("model", cfg.model, MODEL_NAMES),
+        ("dataset", cfg.dataset, tuple(DATASET_INFO)),
+        ("sampler", cfg.sampler, SAMPLER_NAMES),
+        ("partitioning", cfg.partitioning, SCHEMES),
+    ):
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {tuple(allowed)}, got {value!r}")
+
+
+def load_run_config(run_config: Mapping[str, Any]) -> RunConfig:
+    """Parse Flower's run_config and check its names: what the ServerApp and ClientApp read."""
+    cfg = RunConfig.from_run_config(run_config)
+    check_names(cfg)
+    return cfg
+
+
+def run_method(cfg: RunConfig) -> Method:
+    """The run's :class:`~maestro_common.methods.Method`."""
+    return get_method(cfg.method)
 
 
 def build_run_model(cfg: RunConfig) -> nn.Module:
     """The run's global model, seeded so every party builds the same one.
 
-    maestro: factored at the initial ranks; fjord, heterofl, fedavg-fit: width-sliceable;
-    fedavg-all: the plain dense model. A fresh copy of a per-process template: a client builds
-    one per message, and the SVD of decomposition would otherwise run every time.
+    The method prepares the dense model (:meth:`~maestro_common.methods.Method.prepare`). A fresh
+    copy of a per-process template: a client builds one per message, and the SVD of
+    decomposition would otherwise run every time.
     """
     return copy.deepcopy(_template(cfg.method, cfg.model, cfg.dataset, cfg.rank_fraction, cfg.seed))
 
@@ -30,20 +65,31 @@ def _template(method: str, model_name: str, dataset: str, rank_fraction: float, 
     cfg = RunConfig(
         method=method, model=model_name, dataset=dataset, rank_fraction=rank_fraction, seed=seed
     )
+    check_names(cfg)
     info = DATASET_INFO[cfg.dataset]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, info.num_classes, info.in_channels, info.image_size)
-        if cfg.factored:
-            decompose(model, rank_fraction=cfg.rank_fraction)
-        elif cfg.width_sliced:
-            make_width_sliceable(model, input_shape(cfg))
+        run_method(cfg).prepare(model, input_shape(cfg), cfg.rank_fraction)
     return model
 
 
 def input_shape(cfg: RunConfig) -> tuple[int, int, int]:
     info = DATASET_INFO[cfg.dataset]
     return (info.in_channels, info.image_size, info.image_size)
+
+
+def train_settings(cfg: RunConfig) -> TrainSettings:
+    """Local training hyper-parameters of a run; the lasso only where the method uses it."""
+    return TrainSettings(
+        epochs=cfg.local_epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        lasso=cfg.lasso if run_method(cfg).uses_lasso else 0.0,
+    )
 
 
 def resolve_device(cfg: RunConfig) -> torch.device:

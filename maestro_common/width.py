@@ -18,10 +18,8 @@ together, and the transformer's attention ties the head split to the embedding w
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from fractions import Fraction
 from typing import Any
 
 import torch
@@ -30,7 +28,8 @@ from torch import nn
 
 from maestro_common.layers import LowRankLayer
 from maestro_common.models.transformer import ScaledDotProductAttention
-from maestro_common.prefix import budget_dim
+from maestro_common.prefix import budget_dim, check_budget, state_key
+from maestro_common.probe import eval_mode, probe_input
 
 __all__ = [
     "WidthConv2d",
@@ -38,7 +37,6 @@ __all__ = [
     "WidthLinear",
     "make_width_sliceable",
     "use_width",
-    "width_for_macs",
     "width_layers",
     "width_shapes",
 ]
@@ -58,12 +56,6 @@ _REFUSED: tuple[type[nn.Module], ...] = (
     ScaledDotProductAttention,
     nn.MultiheadAttention,
 )
-
-
-def _check_width(width: float) -> float:
-    if isinstance(width, bool) or not isinstance(width, int | float) or not 0.0 < width <= 1.0:
-        raise ValueError(f"width must be in (0, 1], got {width!r}")
-    return float(width)
 
 
 class WidthLayer:
@@ -233,8 +225,8 @@ def make_width_sliceable(model: nn.Module, input_shape: Sequence[int] | None = N
         already are width layers are kept as they are.
     input_shape:
         Optional shape of one sample without the batch axis, stored as
-        ``model.width_input_shape``: :func:`maestro_common.accounting.count_params` and
-        ``payload_bytes`` need it at β < 1 (a linear's input width after a flatten depends on
+        ``model.width_input_shape``: :func:`maestro_common.accounting.count_params` needs it
+        at β < 1 (a linear's input width after a flatten depends on
         the feature-map size) and fall back to it when not given one.
 
     Returns
@@ -287,7 +279,7 @@ def use_width(model: nn.Module, width: float) -> Iterator[None]:
     width:
         p in (0, 1]: each non-classifier width layer uses ⌈p·C_out⌉ outputs.
     """
-    width = _check_width(width)
+    width = check_budget(width, "width")
     layers = list(width_layers(model).values())
     previous = [layer.active_width for layer in layers]
     try:
@@ -325,10 +317,7 @@ def width_shapes(
     ValueError
         If a width layer is not reached by the forward pass (its used block is undefined).
     """
-    # Imported here: accounting imports the budget context, which imports this module.
-    from maestro_common.accounting import _eval_mode, _probe
-
-    width = _check_width(width)
+    width = check_budget(width, "width")
     layers = width_layers(model)
     used: dict[str, dict[str, tuple[int, ...]]] = {}
 
@@ -343,8 +332,8 @@ def width_shapes(
 
     handles = [m.register_forward_pre_hook(recorder(n)) for n, m in layers.items()]
     try:
-        with _eval_mode(model), use_width(model, width), torch.no_grad():
-            model(_probe(model, input_shape))
+        with eval_mode(model), use_width(model, width), torch.no_grad():
+            model(probe_input(model, input_shape))
     finally:
         for h in handles:
             h.remove()
@@ -352,90 +341,8 @@ def width_shapes(
     if missing:
         raise ValueError(f"width layers {missing} were not reached by a forward pass")
     cut = {
-        f"{name}.{key}" if name else key: shape
+        state_key(name, key): shape
         for name, shapes in used.items()
         for key, shape in shapes.items()
     }
     return {key: cut.get(key, tuple(t.shape)) for key, t in model.state_dict().items()}
-
-
-def _breakpoints(model: nn.Module) -> list[Fraction]:
-    # ⌈p·C⌉ = j exactly for p in ((j-1)/C, j/C], so the configuration of out-widths only changes
-    # at the fractions j/C of the non-classifier layers' output sizes.
-    sizes = {m.out_size for m in width_layers(model).values() if not m.fixed_out}
-    points = {Fraction(j, c) for c in sizes for j in range(1, c + 1)}
-    return sorted(points | {Fraction(1)})
-
-
-def _shortest_decimal(low: Fraction, high: Fraction) -> Fraction:
-    # The smallest decimal with the fewest digits in (low, high]: a readable label of the interval.
-    for digits in range(1, 16):
-        scale = 10**digits
-        candidate = Fraction(math.floor(low * scale) + 1, scale)
-        if candidate <= high:
-            return candidate
-    return high
-
-
-def width_for_macs(model: nn.Module, input_shape: Sequence[int], target_macs: float) -> float:
-    """The widest width-p sub-model whose MACs stay within a target.
-
-    Parameters
-    ----------
-    model:
-        A width model (from :func:`make_width_sliceable`).
-    input_shape:
-        Shape of one sample without the batch axis.
-    target_macs:
-        MAC budget of one forward pass of one sample, as counted by
-        :func:`maestro_common.accounting.count_macs`.
-
-    Returns
-    -------
-    A width p in (0, 1] that selects the largest channel configuration with
-    ``count_macs(model, input_shape, p) <= target_macs``. All p in an interval (b', b] between
-    consecutive breakpoints j/C select the same sub-model; the value returned is the smallest
-    decimal with the fewest digits in that interval (e.g. 0.201 rather than 103/512), checked to
-    select the same configuration. If even the narrowest sub-model (one channel per layer)
-    exceeds the target, the narrowest is returned anyway: a client always trains something.
-
-    Notes
-    -----
-    Bisection over the finite sorted breakpoints, with an exact MAC count at each probe; this
-    relies on MACs growing with width, which holds for every feed-forward Conv/Linear stack.
-    """
-    # Imported here: accounting imports the budget context, which imports this module.
-    from maestro_common.accounting import count_macs
-
-    if isinstance(target_macs, bool) or not isinstance(target_macs, int | float):
-        raise ValueError(f"target_macs must be a number, got {target_macs!r}")
-    if not width_layers(model):
-        raise ValueError("width_for_macs needs a width model; call make_width_sliceable first")
-    points = _breakpoints(model)
-
-    def macs(i: int) -> int:
-        return count_macs(model, input_shape, float(points[i]))
-
-    lo, hi = 0, len(points) - 1  # answer index: the largest i with macs(i) ≤ target, else 0
-    if macs(hi) <= target_macs:
-        lo = hi
-    else:
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if macs(mid) <= target_macs:
-                lo = mid
-            else:
-                hi = mid - 1
-    high = points[lo]
-    low = points[lo - 1] if lo > 0 else Fraction(0)
-    label = float(_shortest_decimal(low, high))
-    config = _out_config(model, float(high))
-    # Float rounding of the label must not move it into a neighbouring configuration.
-    return label if _out_config(model, label) == config else float(high)
-
-
-def _out_config(model: nn.Module, width: float) -> tuple[int, ...]:
-    return tuple(
-        m.out_size if m.fixed_out else budget_dim(m.out_size, width)
-        for m in width_layers(model).values()
-    )

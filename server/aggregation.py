@@ -1,8 +1,9 @@
 """Nested aggregation: FedAvg over leading blocks of different sizes.
 
 A reply's array is read as the leading block ``global[:a0, :a1, ...]`` of the global array with
-the same key (DESIGN.md §3). Every coordinate of the new global array is the weighted mean, with
-the reply's num-examples as weight, over the replies whose block covers it::
+the same key (docs/architecture.md, "The prefix rule"). Every coordinate of the new global array
+is the weighted mean, with the reply's num-examples as weight, over the replies whose block
+covers it::
 
     new[idx] = Σ_c w_c A_c[idx] / Σ_c w_c        (over clients c whose block covers idx)
 
@@ -24,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from maestro_common.prefix import leading_block
+from maestro_common.prefix import is_leading_block, leading_block
 
 
 def aggregate_nested(
@@ -86,7 +87,7 @@ def _aggregate_key(
     wsum = np.zeros(glob.shape, dtype=np.float64)
     for arr, w in contributions:
         arr = np.asarray(arr)
-        if arr.ndim != glob.ndim or any(a > g for a, g in zip(arr.shape, glob.shape, strict=True)):
+        if not is_leading_block(arr.shape, glob.shape):
             raise ValueError(
                 f"{key!r}: reply shape {arr.shape} is not a leading block of {glob.shape}"
             )

@@ -14,22 +14,16 @@ import numpy as np
 import torch
 
 from maestro_common.accounting import count_macs, count_params
-from maestro_common.codec import (
-    array_shapes,
-    load_arrays,
-    load_leading_blocks,
-    model_arrays,
-    payload_nbytes,
-    prefix_axes,
-)
+from maestro_common.codec import model_arrays, prefix_axes
 from maestro_common.config import RunConfig
 from maestro_common.data import ArrayDataset, load_dataset
 from maestro_common.layers import low_rank_layers
-from maestro_common.prefix import budget_shapes, take_prefix
+from maestro_common.methods import MAC_REFERENCE
+from maestro_common.prefix import array_shapes, payload_nbytes, state_key, take_prefix
 from maestro_common.shrinking import shrink
-from maestro_common.task import build_run_model, input_shape, resolve_device
+from maestro_common.task import build_run_model, input_shape, resolve_device, run_method
 from maestro_common.training import evaluate
-from maestro_common.width import width_for_macs, width_shapes
+from maestro_common.width_match import width_for_macs
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -37,15 +31,14 @@ Shapes = dict[str, tuple[int, ...]]
 class ModelOps:
     """Model-specific operations of one run, over numpy arrays in and out.
 
-    A tier is named by its budget label β (a rank fraction). What the label means depends on
-    the method (:meth:`method_budget`): Maestro trains rank fraction β; FjORD and HeteroFL train
-    the widest width whose MACs fit Maestro's MACs at β (methods compared at matched MACs);
-    fedavg-all trains everything; fedavg-fit trains the width matched to the weakest tier.
+    A tier is named by its budget label β (a rank fraction); what the label means is the run's
+    :class:`~maestro_common.methods.Method`'s to say (:meth:`method_budget`).
     """
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg)
+        self.method = run_method(cfg)
         self.model = build_run_model(cfg).to(self.device)
         self.axes = prefix_axes(self.model)
         self.shape = input_shape(cfg)
@@ -59,23 +52,20 @@ class ModelOps:
     @cache  # noqa: B019 (one ModelOps per run; the cache lives as long as the run)
     def method_budget(self, beta: float) -> float:
         """The method's own budget for tier label β: a rank fraction or a width."""
-        method = self.cfg.method
-        if method == "maestro":
-            return beta
-        if method == "fedavg-all":
-            return 1.0
-        if method == "fedavg-fit":
-            beta = min(self.cfg.tiers)
-        reference = build_run_model(self.cfg.replace(method="maestro"))
+        return self.method.budget(beta, self.cfg.tiers, self._matched_width)
+
+    def _matched_width(self, beta: float) -> float:
+        # Methods are compared at matched MACs: the widest width within the reference's MACs.
+        reference = build_run_model(self.cfg.replace(method=MAC_REFERENCE))
         return width_for_macs(self.model, self.shape, count_macs(reference, self.shape, beta))
 
     def shapes(self, global_shapes: Shapes, beta: float) -> Shapes:
         """The array shapes of tier β's sub-model, given the global arrays' shapes."""
-        if self.cfg.factored:
-            return budget_shapes(global_shapes, self.axes, beta)
-        if self.cfg.width_sliced:
-            return width_shapes(self.model, self.method_budget(beta), self.shape)
-        return dict(global_shapes)
+        return self.method.shapes(self.model, global_shapes, self.method_budget(beta), self.shape)
+
+    def payload_nbytes(self, arrays: Mapping[str, np.ndarray], beta: float) -> int:
+        """Bytes of the arrays tier β receives (and sends back)."""
+        return payload_nbytes(take_prefix(arrays, self.shapes(array_shapes(arrays), beta)))
 
     def _forward_macs(self, budget: float, ranks: tuple[int, ...]) -> int:
         # MACs depend on shapes only: give the factors these ranks, their values do not matter
@@ -88,7 +78,7 @@ class ModelOps:
     def _rank_key(self, arrays: Mapping[str, np.ndarray]) -> tuple[int, ...]:
         """The kept ranks, read off the factors' shapes without loading anything."""
         return tuple(
-            arrays[f"{n}.u" if n else "u"].shape[layer.rank_axes["u"]]
+            arrays[state_key(n, "u")].shape[layer.rank_axes["u"]]
             for n, layer in low_rank_layers(self.model).items()
         )
 
@@ -99,10 +89,7 @@ class ModelOps:
     # ----- arrays ↔ model ----------------------------------------------------------------------
     def load(self, arrays: Mapping[str, np.ndarray]) -> dict[str, int]:
         """Load the global arrays into the server's model; returns the kept ranks."""
-        if self.cfg.factored:
-            load_arrays(self.model, arrays)
-        else:
-            load_leading_blocks(self.model, arrays)
+        self.method.load(self.model, arrays)
         return {n: m.rank for n, m in low_rank_layers(self.model).items()}
 
     def ranks(self, arrays: Mapping[str, np.ndarray]) -> dict[str, int]:
@@ -134,12 +121,11 @@ class ModelOps:
         """
         self.load(arrays)
         test = self._test_set()
-        global_shapes = array_shapes(arrays)
         out = {}
         for beta in betas:
             budget = self.method_budget(beta)
             loss, acc = evaluate(self.model, test.images, test.labels, budget, device=self.device)
-            payload = payload_nbytes(take_prefix(arrays, self.shapes(global_shapes, beta)))
+            payload = self.payload_nbytes(arrays, beta)
             out[f"{beta:g}"] = {
                 "accuracy": acc,
                 "loss": loss,

@@ -1,4 +1,6 @@
-"""What a run leaves behind (DESIGN.md §5): config.json, metrics.jsonl, summary.md, checkpoint.pt.
+"""What a run leaves behind: config.json, metrics.jsonl, summary.md, checkpoint.pt.
+
+The files and their roles are described in docs/architecture.md ("What a run leaves behind").
 
 The checkpoint is written before the round's metrics line, each by write-then-rename, so a crash
 at any point leaves a consistent pair: resume drops metric lines past the checkpoint's round.

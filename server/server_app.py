@@ -13,11 +13,12 @@ from flwr.serverapp import Grid, ServerApp
 
 from maestro_common.config import RunConfig
 from maestro_common.malloc import tune_malloc
+from maestro_common.task import load_run_config
 from server.evaluation import ModelOps
+from server.policy import VirtualClockPolicy, run_profiles
 from server.report import plot_accuracy, write_summary
 from server.results import RunRecorder
 from server.strategy import NestedFedAvg, RoundLog
-from simulations.policy import VirtualClockPolicy, run_profiles
 
 app = ServerApp()
 
@@ -43,8 +44,7 @@ def make_strategy(
     def cost(beta: float) -> tuple[int, int, int]:
         """Forward MACs per example and payload bytes of tier β's sub-model, for the clock."""
         arrays = state["arrays"]
-        shapes = ops.shapes({k: v.shape for k, v in arrays.items()}, beta)
-        nbytes = int(sum(np.prod(s) * arrays[k].itemsize for k, s in shapes.items()))
+        nbytes = ops.payload_nbytes(arrays, beta)
         return ops.forward_macs(arrays, beta), nbytes, nbytes
 
     policy = VirtualClockPolicy(
@@ -67,7 +67,7 @@ def make_strategy(
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    cfg = RunConfig.from_run_config(context.run_config)
+    cfg = load_run_config(context.run_config)
     tune_malloc()  # evaluation batches of 1000: 1.7-1.8x faster with memory kept (docs/results.md)
     folder = run_folder(cfg)
     recorder = RunRecorder(folder, cfg.to_run_config(), resume=cfg.resume)
@@ -123,7 +123,7 @@ def main(grid: Grid, context: Context) -> None:
         train_config,
         start_round=recorder.start_round,
         timeout=cfg.round_timeout,
-        shrink_fn=ops.shrink if cfg.factored else None,
+        shrink_fn=ops.shrink if ops.method.shrinks else None,
         shrink_every=cfg.shrink_every,
         on_round_end=on_round_end,
         evaluate_round=evaluate_round,

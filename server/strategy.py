@@ -29,7 +29,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from maestro_common.prefix import budget_shapes, take_prefix
+from maestro_common.prefix import budget_shapes, payload_nbytes, take_prefix
 from server.aggregation import aggregate_nested
 from server.sampling import sample_nodes
 from server.validation import Reply, filter_valid
@@ -207,7 +207,7 @@ class NestedFedAvg(FedAvg):
             node_config["rank-fraction"] = beta
             node_config["budget"] = float(self.budget_fn(beta))
             payload = take_prefix(self.global_arrays, budget)
-            self._bytes_down[node] = int(sum(a.nbytes for a in payload.values()))
+            self._bytes_down[node] = payload_nbytes(payload)
             content = RecordDict({ARRAYS_KEY: to_record(payload), CONFIG_KEY: node_config})
             messages.append(Message(content, dst_node_id=node, message_type=message_type))
         return messages

@@ -19,7 +19,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 
-from simulations.clock import time_to_accuracy
+from simulations.time_to_accuracy import time_to_accuracy
 
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt

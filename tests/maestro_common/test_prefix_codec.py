@@ -5,22 +5,30 @@ import pytest
 import torch
 
 from maestro_common.budget import use_budget
-from maestro_common.codec import (
-    array_shapes,
-    load_arrays,
-    model_arrays,
-    model_arrays_at_budget,
-    payload_nbytes,
-    prefix_axes,
-)
+from maestro_common.codec import load_arrays, model_arrays, prefix_axes
 from maestro_common.config import RunConfig
 from maestro_common.decompose import decompose
 from maestro_common.layers import LowRankConv2d, LowRankLinear, low_rank_layers
+from maestro_common.methods import METHODS
 from maestro_common.models import build_model
-from maestro_common.prefix import budget_dim, budget_shapes, leading_block, take_prefix
+from maestro_common.prefix import (
+    array_shapes,
+    budget_dim,
+    budget_shapes,
+    leading_block,
+    payload_nbytes,
+    take_prefix,
+)
 from maestro_common.task import build_run_model, input_shape, resolve_device
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def model_arrays_at_budget(model, beta):
+    """The arrays a Maestro tier of budget β receives, cut by the method the apps use."""
+    arrays = model_arrays(model)
+    shapes = METHODS["maestro"].shapes(model, array_shapes(arrays), beta, input_shape=())
+    return take_prefix(arrays, shapes)
 
 
 # ----- prefix ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ F32 = np.float32
 
 
 def _reference(global_arrays, replies):
-    """Per-coordinate loop that spells out DESIGN.md §3, for comparison on small arrays."""
+    """Per-coordinate loop spelling out the prefix rule (docs/architecture.md), for comparison."""
     out = {}
     for key, glob in global_arrays.items():
         new = glob.copy()

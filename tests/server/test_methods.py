@@ -1,10 +1,15 @@
-"""Every method of the comparison runs 2 rounds through the ServerApp's strategy and the real
-ClientApp code (in-process fake grid), on a small local sample of Fashion-MNIST."""
+"""Every registered method runs 2 rounds through the ServerApp's strategy and the real ClientApp
+code (in-process fake grid), on a small local sample of Fashion-MNIST."""
 
 import numpy as np
 import pytest
+import torch
 
-from maestro_common.config import METHODS, RunConfig
+from maestro_common.config import RunConfig
+from maestro_common.methods import METHODS, Method
+from maestro_common.prefix import array_shapes, take_prefix
+from maestro_common.task import build_run_model
+from maestro_common.training import evaluate
 from server.evaluation import ModelOps
 from server.server_app import make_strategy
 from tests.fakegrid import FakeGrid
@@ -14,18 +19,23 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread", "task_identity")
 TIERS = (0.25, 0.5, 1.0)
 
 
-def run_method(method: str, data_dir) -> tuple[ModelOps, dict, list, dict]:
-    cfg = RunConfig(
+def cfg_of(method: str, data_dir) -> RunConfig:
+    return RunConfig(
         method=method,
         model="lenet5",
         data_dir=str(data_dir),
         tier_fractions=",".join(map(str, TIERS)),
         clients_per_round=6,
+        clients_per_eval=3,
         partitioning="iid",
         max_test_examples=200,
         device="cpu",
         lr=0.05,
     )
+
+
+def run_method(method: str, data_dir) -> tuple[ModelOps, dict, list, dict]:
+    cfg = cfg_of(method, data_dir)
     ops = ModelOps(cfg)
     start = ops.initial_arrays()
     state = {"arrays": start}
@@ -43,7 +53,7 @@ def run_method(method: str, data_dir) -> tuple[ModelOps, dict, list, dict]:
     return ops, start, logs, ops.evaluate_tiers(final, TIERS) | {"final": final}
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", list(METHODS))
 def test_each_method_trains_two_rounds(method, fmnist_sample):
     _, start, logs, result = run_method(method, fmnist_sample)
     final = result.pop("final")
@@ -62,8 +72,11 @@ def test_each_method_trains_two_rounds(method, fmnist_sample):
         # fedavg-all: the whole model everywhere; fedavg-fit: the weakest tier's model everywhere.
         assert up[0.25] == up[0.5] == up[1.0]
         assert macs[0.25] == macs[1.0]
-    for m in result.values():
-        assert 0.0 <= m["accuracy"] <= 1.0
+    # Federated evaluation on local splits ran on the received sub-models and reported a loss.
+    assert logs[-1].federated and all(m["num-examples"] > 0 for m in logs[-1].federated.values())
+    # Two short rounds: the loss of the tiers' sub-models moved below the untrained model's.
+    untrained = ModelOps(cfg_of(method, fmnist_sample)).evaluate_tiers(start, TIERS)
+    assert min(m["loss"] for m in result.values()) < min(m["loss"] for m in untrained.values())
 
 
 def test_width_methods_are_matched_to_maestro_macs(fmnist_sample):
@@ -88,3 +101,31 @@ def test_same_seed_gives_the_same_rounds(fmnist_sample):
         np.testing.assert_array_equal(a["final"][key], b["final"][key])
     loss = [[c["train-loss"] for c in log.clients] for log in logs_a]
     assert loss == [[c["train-loss"] for c in log.clients] for log in logs_b]
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_client_and_server_evaluate_the_same_sub_model(method, fmnist_sample):
+    """A tier's received arrays, loaded as the client loads them and run at the method's
+    loaded budget, compute what the server's global model computes at the tier's budget."""
+    cfg = cfg_of(method, fmnist_sample)
+    ops = ModelOps(cfg)
+    arrays = ops.initial_arrays()
+    test = ops._test_set()
+    for beta in TIERS:
+        server = ops.evaluate_tiers(arrays, [beta])[f"{beta:g}"]
+        received = take_prefix(arrays, ops.shapes(array_shapes(arrays), beta))
+        model = ops.method.load(build_run_model(cfg), received)
+        loss, acc = evaluate(
+            model, test.images, test.labels, ops.method.loaded_budget(server["budget"])
+        )
+        assert acc == server["accuracy"]
+        assert loss == pytest.approx(server["loss"], rel=1e-5)
+
+
+def test_registry_names_match_and_methods_are_distinct():
+    assert all(name == m.name and isinstance(m, Method) for name, m in METHODS.items())
+    # Lasso and shrinking act on factored layers: only the factored method has them.
+    assert {n for n, m in METHODS.items() if m.uses_lasso or m.shrinks} == {"maestro"}
+    model = build_run_model(RunConfig(model="lenet5", method="maestro"))
+    assert any(k.endswith(".u") for k in model.state_dict())
+    assert torch.is_tensor(next(iter(model.state_dict().values())))

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from simulations.clock import (
+from server.clock import (
     ClientTime,
     apply_deadline,
     client_time,
     fit_budget,
     is_available,
     round_duration,
-    time_to_accuracy,
     training_macs,
 )
-from simulations.profiles import TierProfile
+from server.profiles import TierProfile
 
 
 def profile(beta=1.0, speed=1e9, down=1e6, up=5e5, availability=1.0) -> TierProfile:
@@ -93,17 +92,3 @@ def test_is_available_is_reproducible_and_has_the_right_frequency():
     assert len({is_available(1, r, 0, 0.5) for r in range(1, 50)}) == 2
     with pytest.raises(ValueError, match="availability"):
         is_available(0, 1, 0, 1.5)
-
-
-def test_time_to_accuracy():
-    rows = [
-        {"round": 1, "virtual-clock": 10.0},
-        {"round": 2, "virtual-clock": 20.0, "tiers": {"0.2": {"accuracy": 0.5}}},
-        {"round": 3, "virtual-clock": 30.0, "tiers": {"0.2": {"accuracy": 0.75}}},
-        {"round": 4, "virtual-clock": 40.0, "tiers": {"0.2": {"accuracy": 0.8}}},
-    ]
-    assert time_to_accuracy(rows, "0.2", 0.7) == 30.0
-    assert time_to_accuracy(rows, "0.2", 0.75) == 30.0  # reaching exactly the target counts
-    assert time_to_accuracy(rows, "0.2", 0.5) == 20.0
-    assert time_to_accuracy(rows, "0.2", 0.9) is None
-    assert time_to_accuracy(rows, "1", 0.1) is None

@@ -1,7 +1,7 @@
+from server.clock import training_macs
+from server.policy import VirtualClockPolicy
+from server.profiles import TierProfile
 from server.strategy import NodeInfo
-from simulations.clock import training_macs
-from simulations.policy import VirtualClockPolicy
-from simulations.profiles import TierProfile
 
 FAST = TierProfile(beta=1.0, share=1, speed=1e9, down_bps=1e6, up_bps=1e6, availability=1.0)
 SLOW = TierProfile(beta=0.5, share=1, speed=1e8, down_bps=1e5, up_bps=1e5, availability=0.5)

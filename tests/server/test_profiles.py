@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from simulations.profiles import (
+from server.profiles import (
     DEFAULT_AVAILABILITY,
     DEFAULT_DOWN_BPS,
     DEFAULT_FRACTIONS,

@@ -11,8 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from maestro_common.config import RunConfig
-from server.strategy import NodeInfo, RoundPolicy
-from simulations.clock import (
+from server.clock import (
     apply_deadline,
     client_time,
     fit_budget,
@@ -20,7 +19,8 @@ from simulations.clock import (
     round_duration,
     training_macs,
 )
-from simulations.profiles import TierProfile, default_profile, profiles_from_strings
+from server.profiles import TierProfile, default_profile, profiles_from_strings
+from server.strategy import NodeInfo, RoundPolicy
 
 # (forward MACs per example, bytes down, bytes up) of the sub-model of a tier budget β
 CostFn = Callable[[float], tuple[int, int, int]]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
-from simulations.profiles import TierProfile
+from server.profiles import TierProfile
 
 K = TypeVar("K", bound=Hashable)
 
@@ -149,28 +149,3 @@ def is_available(seed: int, server_round: int, partition_id: int, availability: 
         raise ValueError(f"availability must be in [0, 1], got {availability}")
     rng = np.random.default_rng([seed, server_round, partition_id, _AVAILABILITY_STREAM])
     return bool(rng.random() < availability)
-
-
-def time_to_accuracy(rows: Sequence[dict[str, Any]], tier: str, target: float) -> float | None:
-    """Virtual seconds since the start until ``tier`` first reaches ``target`` accuracy.
-
-    Parameters
-    ----------
-    rows : Sequence[dict]
-        ``metrics.jsonl`` rows in round order; rows without ``"tiers"`` (not evaluated) are
-        skipped.
-    tier : str
-        Tier label, as in ``row["tiers"]`` (e.g. ``"0.2"``).
-    target : float
-        Accuracy in [0, 1].
-
-    Returns
-    -------
-    float | None
-        ``row["virtual-clock"]`` of the first row with accuracy ≥ target; None if never reached.
-    """
-    for row in rows:
-        metrics = (row.get("tiers") or {}).get(tier)
-        if metrics is not None and metrics["accuracy"] >= target:
-            return float(row["virtual-clock"])
-    return None

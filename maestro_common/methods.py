@@ -1,0 +1,194 @@
+"""What a training method means, in one object per method, and the registry of methods.
+
+The server and every client call the same :class:`Method` object, so they cannot disagree on
+what a tier receives, how received arrays are loaded or at which budget a sub-model runs. A new
+method is one subclass and one entry in :data:`METHODS`.
+
+Budgets. A tier is named by its label β (a rank fraction). :meth:`Method.budget` turns the label
+into what the method trains: a rank fraction (Maestro) or a width (the FjORD / HeteroFL
+baselines, matched to Maestro's MACs at β). The tier's sub-model is the global model run at that
+budget. A model loaded from the arrays a tier *received* runs the same sub-model at
+:meth:`Method.loaded_budget`: 1.0 for Maestro, whose received factors are already cut to the
+budget, and the budget itself for width and dense models, which keep their full shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar
+
+import numpy as np
+from torch import nn
+
+from maestro_common.codec import load_arrays, load_leading_blocks, prefix_axes
+from maestro_common.config import ConfigError
+from maestro_common.decompose import decompose
+from maestro_common.layers import low_rank_layers
+from maestro_common.prefix import budget_shapes
+from maestro_common.samplers import RankSampler, WidthSampler, make_sampler
+from maestro_common.width import make_width_sliceable, width_shapes
+
+Shapes = dict[str, tuple[int, ...]]
+Sampler = RankSampler | WidthSampler
+# The widest width whose MACs fit the MAC-reference method's MACs at a tier label β.
+MatchedWidth = Callable[[float], float]
+
+
+class Method:
+    """One training method: the base behaviour is a dense model trained whole by every tier."""
+
+    name: ClassVar[str]
+    # Whether the group lasso term of local training, and server-side progressive shrinking,
+    # apply (both act on factored layers only).
+    uses_lasso: ClassVar[bool] = False
+    shrinks: ClassVar[bool] = False
+
+    def prepare(
+        self, model: nn.Module, input_shape: Sequence[int], rank_fraction: float
+    ) -> nn.Module:
+        """Turn a freshly built dense model into this method's global model, in place."""
+        return model
+
+    def budget(self, beta: float, tiers: Sequence[float], matched_width: MatchedWidth) -> float:
+        """What this method trains for tier label β: a rank fraction or a width in (0, 1]."""
+        return 1.0
+
+    def shapes(
+        self, model: nn.Module, global_shapes: Shapes, budget: float, input_shape: Sequence[int]
+    ) -> Shapes:
+        """The shapes of the arrays a tier of this budget receives (leading blocks)."""
+        return dict(global_shapes)
+
+    def load(self, model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module:
+        """Load global or received arrays into a model built by :meth:`prepare`."""
+        return load_leading_blocks(model, arrays)
+
+    def loaded_budget(self, budget: float) -> float:
+        """The budget at which a model loaded from a tier's received arrays runs its sub-model."""
+        return budget
+
+    def sampler(
+        self,
+        model: nn.Module,
+        sampler_name: str,
+        budget: float,
+        budget_grid: Sequence[float],
+        seed: int,
+    ) -> Sampler | None:
+        """Which sub-model each local step trains (None: the whole received model)."""
+        return None
+
+
+class Maestro(Method):
+    """Nested low-rank factors W = U Vᵀ; a tier trains the first ⌈β·r⌉ components of each."""
+
+    name = "maestro"
+    uses_lasso = True
+    shrinks = True
+
+    def prepare(
+        self, model: nn.Module, input_shape: Sequence[int], rank_fraction: float
+    ) -> nn.Module:
+        return decompose(model, rank_fraction=rank_fraction)
+
+    def budget(self, beta: float, tiers: Sequence[float], matched_width: MatchedWidth) -> float:
+        return beta
+
+    def shapes(
+        self, model: nn.Module, global_shapes: Shapes, budget: float, input_shape: Sequence[int]
+    ) -> Shapes:
+        return budget_shapes(global_shapes, prefix_axes(model), budget)
+
+    def load(self, model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module:
+        return load_arrays(model, arrays)  # the factors take the ranks the arrays carry
+
+    def loaded_budget(self, budget: float) -> float:
+        return 1.0  # the received prefix *is* the budget
+
+    def sampler(
+        self,
+        model: nn.Module,
+        sampler_name: str,
+        budget: float,
+        budget_grid: Sequence[float],
+        seed: int,
+    ) -> Sampler | None:
+        # Ordered dropout over ranks, sampled within all of the received prefix.
+        ranks = {n: m.rank for n, m in low_rank_layers(model).items()}
+        return make_sampler(sampler_name, ranks, beta=1.0, seed=seed)
+
+
+class HeteroFL(Method):
+    """Width baseline: a static width per tier, matched to Maestro's MACs at β."""
+
+    name = "heterofl"
+
+    def prepare(
+        self, model: nn.Module, input_shape: Sequence[int], rank_fraction: float
+    ) -> nn.Module:
+        return make_width_sliceable(model, input_shape)
+
+    def budget(self, beta: float, tiers: Sequence[float], matched_width: MatchedWidth) -> float:
+        return matched_width(beta)
+
+    def shapes(
+        self, model: nn.Module, global_shapes: Shapes, budget: float, input_shape: Sequence[int]
+    ) -> Shapes:
+        return width_shapes(model, budget, input_shape)
+
+    def sampler(
+        self,
+        model: nn.Module,
+        sampler_name: str,
+        budget: float,
+        budget_grid: Sequence[float],
+        seed: int,
+    ) -> Sampler | None:
+        return WidthSampler([budget], max_width=budget, seed=seed)
+
+
+class FjORD(HeteroFL):
+    """Width ordered dropout: each batch's width p is drawn from the tiers' widths up to its own."""
+
+    name = "fjord"
+
+    def sampler(
+        self,
+        model: nn.Module,
+        sampler_name: str,
+        budget: float,
+        budget_grid: Sequence[float],
+        seed: int,
+    ) -> Sampler | None:
+        return WidthSampler(list(budget_grid), max_width=budget, seed=seed)
+
+
+class FedAvgFit(HeteroFL):
+    """A dense model narrow enough for the weakest tier, trained by every client."""
+
+    name = "fedavg-fit"
+
+    def budget(self, beta: float, tiers: Sequence[float], matched_width: MatchedWidth) -> float:
+        return matched_width(min(tiers))
+
+
+class FedAvgAll(Method):
+    """The dense model trained by every client whatever its budget (the unconstrained reference)."""
+
+    name = "fedavg-all"
+
+
+METHODS: dict[str, Method] = {
+    m.name: m for m in (Maestro(), FjORD(), HeteroFL(), FedAvgAll(), FedAvgFit())
+}
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+# The width baselines are compared with this method at matched MACs.
+MAC_REFERENCE = Maestro.name
+
+
+def get_method(name: str) -> Method:
+    """The registered method called ``name``; ConfigError names the allowed ones otherwise."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"method must be one of {METHOD_NAMES}, got {name!r}") from None

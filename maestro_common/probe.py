@@ -1,0 +1,31 @@
+"""Dry forward passes for shape and cost questions: eval mode and a zero input of one sample."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` in eval mode, then restore each module's own training flag."""
+    # Eval so that BatchNorm neither fails on a 1×1 batch of one nor updates its running stats;
+    # each module's own flag is restored, since model.train(mode) would flatten mixed modes.
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def probe_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
+    """A zero batch of one sample of ``input_shape``, on the model's device and dtype."""
+    p = next(iter(model.parameters()), None)
+    device = p.device if p is not None else torch.device("cpu")
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    return torch.zeros((1, *input_shape), device=device, dtype=dtype)
