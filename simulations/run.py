@@ -32,7 +32,9 @@ from pathlib import Path
 import psutil
 import tomli_w
 
-from maestro_common.config import METHODS, ConfigError, RunConfig
+from maestro_common.config import ConfigError, RunConfig
+from maestro_common.methods import METHOD_NAMES as METHODS
+from maestro_common.task import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -93,7 +95,7 @@ def run_config_for(base: dict, method: str, seed: int, out_dir: Path, sets: dict
         "run-name": f"{method}-seed{seed}",
         "output-dir": str(out_dir / "runs"),
     }
-    RunConfig.from_run_config(cfg)  # fail here, with the key named, not inside Flower
+    load_run_config(cfg)  # fail here, with the key named, not inside Flower
     return cfg
 
 

@@ -1,0 +1,93 @@
+"""The import rule, read off the source (AST): layers import only downward.
+
+maestro_common (the core) imports none of server, client or simulations; server and client never
+import each other; only simulations and tests import simulations; and the core's modules import
+each other without a cycle. Imports inside functions count too.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("maestro_common", "server", "client", "simulations")
+# package -> packages it must never import
+FORBIDDEN = {
+    "maestro_common": {"server", "client", "simulations"},
+    "server": {"client", "simulations"},
+    "client": {"server", "simulations"},
+    "simulations": set(),
+}
+
+
+def modules(package: str) -> Iterator[tuple[str, Path]]:
+    for path in sorted((ROOT / package).rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        yield ".".join(parts[:-1] if parts[-1] == "__init__" else parts), path
+
+
+def imported(path: Path, module: str) -> set[str]:
+    """Every absolute module name ``path`` imports (relative imports resolved)."""
+    names = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            names.add(base)
+            names |= {f"{base}.{alias.name}" for alias in node.names}
+    return names
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_packages_import_only_downward(package):
+    bad = [
+        f"{module} imports {name}"
+        for module, path in modules(package)
+        for name in sorted(imported(path, module))
+        if name.split(".")[0] in FORBIDDEN[package]
+    ]
+    assert not bad, "imports against the layering rule (docs/architecture.md):\n" + "\n".join(bad)
+
+
+def test_the_core_has_no_import_cycle():
+    core = dict(modules("maestro_common"))
+    graph = {
+        m: {n for n in imported(p, m) if n in core and n != m and not m.startswith(n + ".")}
+        for m, p in core.items()
+    }
+    # Depth-first search for a back edge; the cycle found is reported.
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                return [*stack[stack.index(n) :], n]
+            if n not in state and (cycle := visit(n)):
+                return cycle
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (cycle := visit(m)):
+            pytest.fail("import cycle in maestro_common: " + " -> ".join(cycle))
+
+
+def test_the_rule_catches_a_forbidden_import(tmp_path):
+    """The checker itself sees function-local and relative imports."""
+    path = tmp_path / "x.py"
+    path.write_text("def f():\n    from simulations.policy import VirtualClockPolicy\nfrom . import y\n")
+    names = imported(path, "server.x")
+    assert "simulations.policy" in names and "server.y" in names
