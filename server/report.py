@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from logging import WARNING
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on servers and CI
-import matplotlib.pyplot as plt
+from flwr.common.logger import log
 
 
 def _last_eval(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -54,9 +52,18 @@ def write_summary(folder: Path, rows: Sequence[dict[str, Any]], title: str) -> s
 
 
 def plot_accuracy(folder: Path, rows: Sequence[dict[str, Any]]) -> Path | None:
-    """accuracy.png: test accuracy per round for every tier."""
+    """accuracy.png: test accuracy per round for every tier (None without matplotlib)."""
     evaluated = [r for r in rows if r.get("tiers")]
     if not evaluated:
+        return None
+    try:
+        # Optional (the `plots` extra), so that a light install can run the ServerApp.
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no display on servers and CI
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log(WARNING, "accuracy.png skipped: matplotlib is not installed (extra `plots`)")
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     betas = sorted({b for r in evaluated for b in r["tiers"]}, key=float)

@@ -8,6 +8,8 @@ each other without a cycle. Imports inside functions count too.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,6 +90,22 @@ def test_the_core_has_no_import_cycle():
 def test_the_rule_catches_a_forbidden_import(tmp_path):
     """The checker itself sees function-local and relative imports."""
     path = tmp_path / "x.py"
-    path.write_text("def f():\n    from simulations.policy import VirtualClockPolicy\nfrom . import y\n")
+    path.write_text(
+        "def f():\n    from simulations.policy import VirtualClockPolicy\nfrom . import y\n"
+    )
     names = imported(path, "server.x")
     assert "simulations.policy" in names and "server.y" in names
+
+
+def test_the_apps_load_without_the_harness_dependencies():
+    """A SuperNode install has no `sim` extra: the apps must not import what it brings."""
+    code = (
+        "import sys, client.client_app, server.server_app; "
+        "print([m for m in ('matplotlib', 'ray', 'tomli_w', 'psutil', 'simulations') "
+        "if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout

@@ -195,7 +195,9 @@ def test_run_two_rounds_over_the_fake_grid(cfg, ops):
         # Federated evaluation on local splits: one entry per budget in use.
         assert set(log.federated) == {"0.25", "0.5", "1"}
         for m in log.federated.values():
-            assert 0.0 <= m["accuracy"] <= 1.0 and m["num-examples"] > 0
+            # Weighted by examples: accuracy × examples is the whole number of right answers.
+            right = m["accuracy"] * m["num-examples"]
+            assert m["num-examples"] > 0 and right == pytest.approx(round(right))
     # Smaller budgets download fewer bytes.
     by_beta = {c["rank-fraction"]: c["bytes-down"] for c in logs[-1].clients}
     assert by_beta[0.25] < by_beta[0.5] < by_beta[1.0]
