@@ -50,7 +50,7 @@ class RunConfig:
     tier_fractions: str = "0.2,0.4,0.6,0.8,1.0"
     tier_shares: str = ""  # "" = equal shares
     # Device profiles of the tiers for the virtual clock (comma lists, one value per tier or one
-    # for all; "" = simulations.profiles defaults) and the round deadline
+    # for all; "" = server.profiles defaults) and the round deadline
     tier_speeds: str = ""  # MAC/s of local training
     tier_down: str = ""  # download bandwidth, bytes/s
     tier_up: str = ""  # upload bandwidth, bytes/s

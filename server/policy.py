@@ -31,7 +31,6 @@ def run_profiles(cfg: RunConfig) -> tuple[TierProfile, ...]:
     otherwise, so a deployment with default settings never skips a real device."""
     return profiles_from_strings(
         cfg.tier_fractions,
-        cfg.tier_shares,
         cfg.tier_speeds,
         cfg.tier_down,
         cfg.tier_up,
@@ -50,7 +49,6 @@ class VirtualClockPolicy(RoundPolicy):
         seed: int,
         deadline: float = 0.0,
         deadline_policy: str = "drop",
-        examples_estimate: int = 0,
     ) -> None:
         if deadline_policy not in ("drop", "fit"):
             raise ValueError(f"deadline_policy must be drop or fit, got {deadline_policy!r}")
@@ -60,8 +58,8 @@ class VirtualClockPolicy(RoundPolicy):
         self.seed = seed
         self.deadline = deadline or None
         self.deadline_policy = deadline_policy
+        # Local examples of each node, learnt from its train replies (unknown: 0, transfers only).
         self.examples: dict[int, int] = {}
-        self.examples_estimate = examples_estimate
 
     def profile(self, beta: float) -> TierProfile:
         # A deployment node may state a budget that is not one of the run's tiers.
@@ -74,7 +72,7 @@ class VirtualClockPolicy(RoundPolicy):
     def budget(self, server_round: int, node_id: int, info: NodeInfo) -> float:
         if self.deadline is None or self.deadline_policy != "fit":
             return info.beta
-        n = self.examples.get(node_id, self.examples_estimate)
+        n = self.examples.get(node_id, 0)
 
         def cost_at(beta: float) -> tuple[int, int, int]:
             fwd, down, up = self.cost(beta)

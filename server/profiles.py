@@ -1,7 +1,7 @@
-"""Device tiers as profile data: rank budget, population share, compute speed, bandwidth, uptime.
+"""Device tiers as profile data: rank budget, compute speed, bandwidth, uptime.
 
 Device heterogeneity is data, as in FedScale's client metadata: a tier is a rank budget β plus the
-numbers the virtual clock (``simulations.clock``) turns into seconds. Nothing here sleeps or
+numbers the virtual clock (:mod:`server.clock`) turns into seconds. Nothing here sleeps or
 measures anything.
 
 Default 5-tier phone population, weakest to strongest. These are **assumed, illustrative values**
@@ -18,8 +18,9 @@ tier   β      speed (MAC/s)    down (B/s)            up (B/s)              avai
 4      1.0    32e9             12.5e6 (100 Mbit/s)   6.25e6 (50 Mbit/s)    1.00
 =====  =====  ===============  ====================  ====================  ============
 
-Shares default to equal. Speed is sustained multiply-accumulates per second of local training
-(well below a phone's peak), upload is half of download as on most consumer links.
+A tier's share of the population is not a profile field: it is the run config's ``tier-shares``
+(:mod:`maestro_common.tiers` assigns tiers). Speed is sustained multiply-accumulates per second of
+local training (well below a phone's peak), upload is half of download as on most consumer links.
 
 For a tier whose β is not in the table, a default is interpolated by β: log-linearly for speed and
 bandwidth (each step up doubles, roughly), linearly for availability, clamped at both ends.
@@ -40,7 +41,6 @@ DEFAULT_SPEEDS: tuple[float, ...] = (2e9, 4e9, 8e9, 16e9, 32e9)  # MAC/s
 DEFAULT_DOWN_BPS: tuple[float, ...] = (1.25e6, 2.5e6, 5e6, 7.5e6, 12.5e6)  # bytes/s
 DEFAULT_UP_BPS: tuple[float, ...] = (0.625e6, 1.25e6, 2.5e6, 3.75e6, 6.25e6)  # bytes/s
 DEFAULT_AVAILABILITY: tuple[float, ...] = (0.8, 0.85, 0.9, 0.95, 1.0)
-DEFAULT_SHARE = 1.0
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,6 @@ class TierProfile:
     ----------
     beta : float
         Rank budget, the fraction of every factored layer's rank the tier trains, in (0, 1].
-    share : float
-        Relative share of the population (≥ 0; normalised over tiers by the caller).
     speed : float
         Sustained local-training compute in MAC/s (> 0).
     down_bps, up_bps : float
@@ -62,7 +60,6 @@ class TierProfile:
     """
 
     beta: float
-    share: float
     speed: float
     down_bps: float
     up_bps: float
@@ -73,7 +70,7 @@ class TierProfile:
             if not ok:
                 raise ValueError(f"TierProfile {message}")
 
-        for name in ("beta", "share", "speed", "down_bps", "up_bps", "availability"):
+        for name in ("beta", "speed", "down_bps", "up_bps", "availability"):
             value = getattr(self, name)
             check(
                 not isinstance(value, bool) and isinstance(value, int | float),
@@ -81,7 +78,6 @@ class TierProfile:
             )
             check(math.isfinite(value), f"{name} must be finite, got {value!r}")
         check(0 < self.beta <= 1, f"beta must be in (0, 1], got {self.beta}")
-        check(self.share >= 0, f"share must be ≥ 0, got {self.share}")
         check(self.speed > 0, f"speed must be > 0 MAC/s, got {self.speed}")
         check(self.down_bps > 0, f"down_bps must be > 0 bytes/s, got {self.down_bps}")
         check(self.up_bps > 0, f"up_bps must be > 0 bytes/s, got {self.up_bps}")
@@ -102,7 +98,6 @@ def default_profile(beta: float) -> TierProfile:
 
     return TierProfile(
         beta=float(beta),
-        share=DEFAULT_SHARE,
         speed=log_interp(DEFAULT_SPEEDS),
         down_bps=log_interp(DEFAULT_DOWN_BPS),
         up_bps=log_interp(DEFAULT_UP_BPS),
@@ -127,7 +122,6 @@ def _per_tier(text: str, key: str, n: int) -> tuple[float, ...] | None:
 
 def profiles_from_strings(
     fractions: str = "",
-    shares: str = "",
     speeds: str = "",
     down: str = "",
     up: str = "",
@@ -140,10 +134,10 @@ def profiles_from_strings(
     fractions : str
         Rank budgets β of the tiers (key ``tier-fractions``); "" means the 5 default tiers. This
         string fixes the number of tiers.
-    shares, speeds, down, up, availability : str
-        Per-tier shares, MAC/s, download and upload bytes/s, and probability online (keys
-        ``tier-shares``, ``tier-speeds``, ``tier-down``, ``tier-up``,
-        ``tier-availability``). "" means each tier's default; a single value applies to every tier.
+    speeds, down, up, availability : str
+        Per-tier MAC/s, download and upload bytes/s, and probability online (keys
+        ``tier-speeds``, ``tier-down``, ``tier-up``, ``tier-availability``). "" means each
+        tier's default; a single value applies to every tier.
 
     Returns
     -------
@@ -161,7 +155,6 @@ def profiles_from_strings(
     if any(not 0 < b <= 1 for b in betas):
         raise ValueError(f"tier-fractions must all be in (0, 1], got {list(betas)}")
     given = {
-        "share": _per_tier(shares, "tier-shares", n),
         "speed": _per_tier(speeds, "tier-speeds", n),
         "down_bps": _per_tier(down, "tier-down", n),
         "up_bps": _per_tier(up, "tier-up", n),
@@ -175,6 +168,4 @@ def profiles_from_strings(
             for name, values in given.items()
         }
         profiles.append(TierProfile(beta=float(beta), **fields))
-    if sum(p.share for p in profiles) <= 0:
-        raise ValueError(f"tier-shares must have a positive sum, got {shares!r}")
     return tuple(profiles)

@@ -377,7 +377,7 @@ def write_report(
         f"{timing_table(runs, concurrency, target)}\n\n"
         "Accuracy is on the centralized test set at the last evaluated round; ± is the sample "
         "standard deviation over the n seeds. MACs and params are those of each method's model "
-        "at that tier. Virtual time comes from assumed device profiles (simulations/profiles.py), "
+        "at that tier. Virtual time comes from assumed device profiles (server/profiles.py), "
         "not measurements. Time: client compute is the clients' train-seconds summed and divided "
         f"by the {concurrency} clients that trained at once; overhead is the rest of the wall "
         "time once compute, centralized evaluation and aggregation are taken out; * marks a "

@@ -17,9 +17,7 @@ from server.profiles import TierProfile
 
 
 def profile(beta=1.0, speed=1e9, down=1e6, up=5e5, availability=1.0) -> TierProfile:
-    return TierProfile(
-        beta=beta, share=1.0, speed=speed, down_bps=down, up_bps=up, availability=availability
-    )
+    return TierProfile(beta=beta, speed=speed, down_bps=down, up_bps=up, availability=availability)
 
 
 def test_training_macs_is_three_forward_passes():

@@ -3,8 +3,8 @@ from server.policy import VirtualClockPolicy
 from server.profiles import TierProfile
 from server.strategy import NodeInfo
 
-FAST = TierProfile(beta=1.0, share=1, speed=1e9, down_bps=1e6, up_bps=1e6, availability=1.0)
-SLOW = TierProfile(beta=0.5, share=1, speed=1e8, down_bps=1e5, up_bps=1e5, availability=0.5)
+FAST = TierProfile(beta=1.0, speed=1e9, down_bps=1e6, up_bps=1e6, availability=1.0)
+SLOW = TierProfile(beta=0.5, speed=1e8, down_bps=1e5, up_bps=1e5, availability=0.5)
 
 
 def cost(beta: float) -> tuple[int, int, int]:
@@ -44,9 +44,9 @@ def test_deadline_drops_stragglers_and_round_ends_at_the_last_kept():
 
 
 def test_fit_policy_lowers_the_budget_to_meet_the_deadline():
-    slow_full = TierProfile(beta=1.0, share=1, speed=1e8, down_bps=1e5, up_bps=1e5, availability=1)
+    slow_full = TierProfile(beta=1.0, speed=1e8, down_bps=1e5, up_bps=1e5, availability=1)
     tiers = [
-        TierProfile(beta=b, share=1, speed=1e8, down_bps=1e5, up_bps=1e5, availability=1)
+        TierProfile(beta=b, speed=1e8, down_bps=1e5, up_bps=1e5, availability=1)
         for b in (0.25, 0.5)
     ] + [slow_full]
     policy = VirtualClockPolicy(
@@ -56,11 +56,15 @@ def test_fit_policy_lowers_the_budget_to_meet_the_deadline():
         seed=0,
         deadline=6.0,
         deadline_policy="fit",
-        examples_estimate=100,
     )
     info = NodeInfo(beta=1.0, tier=2, partition=0)
+    # Before its first reply the node's examples are unknown (0): only transfers count.
+    assert policy.budget(1, 7, info) == 0.25  # β=0.5: 10 s of transfer; β=0.25: 5 s ≤ 6
+    policy.admit(1, [row(7, 1.0, n=100)])  # the policy learns its 100 examples
     # β=1: 3 + 20 = 23 s; β=0.5: 11.5 s; β=0.25: 0.75 + 5 = 5.75 s ≤ 6
-    assert policy.budget(1, 7, info) == 0.25
+    assert policy.budget(2, 7, info) == 0.25
+    policy.admit(2, [row(7, 0.25, n=1000)])  # 1000 examples: β=0.25 takes 7.5 + 5 s
+    assert policy.budget(3, 7, info) == 0.25  # nothing fits: the smallest budget
     drop = VirtualClockPolicy(tiers, cost, local_epochs=1, seed=0, deadline=6.0)
     assert drop.budget(1, 7, info) == 1.0
 

@@ -18,7 +18,7 @@ from server.profiles import (
     profiles_from_strings,
 )
 
-GOOD = {"beta": 0.5, "share": 1.0, "speed": 1e9, "down_bps": 1e6, "up_bps": 1e6, "availability": 1}
+GOOD = {"beta": 0.5, "speed": 1e9, "down_bps": 1e6, "up_bps": 1e6, "availability": 1}
 
 
 def test_valid_profile_is_frozen():
@@ -32,7 +32,6 @@ def test_valid_profile_is_frozen():
     [
         ("beta", 0.0, "beta must be in (0, 1]"),
         ("beta", 1.5, "beta must be in (0, 1]"),
-        ("share", -1.0, "share must be ≥ 0"),
         ("speed", 0.0, "speed must be > 0"),
         ("down_bps", -5.0, "down_bps must be > 0"),
         ("up_bps", 0.0, "up_bps must be > 0"),
@@ -41,7 +40,6 @@ def test_valid_profile_is_frozen():
         ("speed", math.inf, "speed must be finite"),
         ("beta", math.nan, "beta must be finite"),
         ("speed", "fast", "speed must be a number"),
-        ("share", True, "share must be a number"),
     ],
 )
 def test_invalid_profile_says_what_is_wrong(field, value, words):
@@ -50,13 +48,12 @@ def test_invalid_profile_says_what_is_wrong(field, value, words):
 
 
 def test_defaults_are_the_documented_table():
-    profiles = profiles_from_strings("", "", "", "", "", "")
+    profiles = profiles_from_strings("", "", "", "", "")
     assert [p.beta for p in profiles] == list(DEFAULT_FRACTIONS)
     assert [p.speed for p in profiles] == pytest.approx(DEFAULT_SPEEDS)
     assert [p.down_bps for p in profiles] == pytest.approx(DEFAULT_DOWN_BPS)
     assert [p.up_bps for p in profiles] == pytest.approx(DEFAULT_UP_BPS)
     assert [p.availability for p in profiles] == pytest.approx(DEFAULT_AVAILABILITY)
-    assert all(p.share == 1.0 for p in profiles)
     # Weakest to strongest: nothing gets slower as β grows.
     for a, b in itertools.pairwise(profiles):
         assert a.speed < b.speed and a.down_bps < b.down_bps and a.up_bps < b.up_bps
@@ -72,9 +69,8 @@ def test_default_profile_interpolates_by_beta():
 
 
 def test_single_value_applies_to_every_tier_and_lists_are_per_tier():
-    profiles = profiles_from_strings("0.25,1", "3,1", "1e9", "2e6,4e6", "1e6", "0.5,1")
+    profiles = profiles_from_strings("0.25,1", "1e9", "2e6,4e6", "1e6", "0.5,1")
     assert [p.beta for p in profiles] == [0.25, 1.0]
-    assert [p.share for p in profiles] == [3.0, 1.0]
     assert [p.speed for p in profiles] == [1e9, 1e9]
     assert [p.down_bps for p in profiles] == [2e6, 4e6]
     assert [p.up_bps for p in profiles] == [1e6, 1e6]
@@ -82,7 +78,7 @@ def test_single_value_applies_to_every_tier_and_lists_are_per_tier():
 
 
 def test_empty_keys_take_each_tiers_default():
-    profiles = profiles_from_strings("0.2,1", "", "", "", "", "")
+    profiles = profiles_from_strings("0.2,1", "", "", "", "")
     assert [p.speed for p in profiles] == pytest.approx([2e9, 32e9])
     assert [p.availability for p in profiles] == pytest.approx([0.8, 1.0])
 
@@ -90,7 +86,6 @@ def test_empty_keys_take_each_tiers_default():
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
-        ({"shares": "1,2"}, "tier-shares"),
         ({"speeds": "1e9,2e9,3e9,4e9"}, "tier-speeds"),
         ({"down": "1,2"}, "tier-down"),
         ({"up": "1,2,3,4,5,6"}, "tier-up"),
@@ -107,7 +102,5 @@ def test_bad_values_are_refused():
         profiles_from_strings(speeds="fast")
     with pytest.raises(ValueError, match="tier-fractions must all be in"):
         profiles_from_strings(fractions="0.5,2")
-    with pytest.raises(ValueError, match="positive sum"):
-        profiles_from_strings(shares="0")
     with pytest.raises(ValueError, match="availability must be in"):
         profiles_from_strings(availability="0")
