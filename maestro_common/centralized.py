@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from maestro_common.accounting import count_macs, count_params
+from maestro_common.config import RunConfig
 from maestro_common.data import DATASET_INFO, load_dataset
 from maestro_common.decompose import decompose
 from maestro_common.layers import low_rank_layers
@@ -184,15 +185,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", default="dense,maestro", help=f"comma list of {METHODS}")
     p.add_argument("--seeds", type=_ints, default=[0])
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.02)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--max-grad-norm", type=float, default=5.0, help="clip gradients (0: off)")
-    p.add_argument("--sampler", default="maestro", choices=SAMPLER_NAMES)
-    p.add_argument("--rank-fraction", type=float, default=1.0, help="initial kept rank fraction")
+    # Hyper-parameter defaults are the federated run's (TrainSettings takes the run config's).
+    train, run = TrainSettings(), RunConfig()
+    p.add_argument("--batch-size", type=int, default=train.batch_size)
+    p.add_argument("--lr", type=float, default=train.lr)
+    p.add_argument("--momentum", type=float, default=train.momentum)
+    p.add_argument("--weight-decay", type=float, default=train.weight_decay)
+    p.add_argument(
+        "--max-grad-norm", type=float, default=train.max_grad_norm, help="clip gradients (0: off)"
+    )
+    p.add_argument("--sampler", default=run.sampler, choices=SAMPLER_NAMES)
+    p.add_argument(
+        "--rank-fraction", type=float, default=run.rank_fraction, help="initial kept rank fraction"
+    )
+    # maestro-gl is the method with the lasso on, so its λ is not the run config's 0 (off).
     p.add_argument("--lasso", type=float, default=1e-4, help="λ of the group lasso (maestro-gl)")
-    p.add_argument("--shrink-eps", type=float, default=1e-2, help="ε of shrinking (maestro-gl)")
+    p.add_argument(
+        "--shrink-eps", type=float, default=run.shrink_eps, help="ε of shrinking (maestro-gl)"
+    )
     p.add_argument("--betas", type=_floats, default=[0.25, 0.5, 0.75, 1.0])
     p.add_argument("--limit-train", type=int, default=0, help="use only the first N train images")
     p.add_argument("--limit-test", type=int, default=0, help="use only the first N test images")

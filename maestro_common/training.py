@@ -14,22 +14,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from maestro_common.budget import use_budget
+from maestro_common.config import RunConfig
 from maestro_common.layers import low_rank_layers
 from maestro_common.regularizers import group_lasso
 from maestro_common.samplers import RankSampler, WidthSampler
 
+# The one source of hyper-parameter defaults: the run config's (the centralized CLI takes these).
+_RUN = RunConfig()
+
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Hyper-parameters of local training."""
+    """Hyper-parameters of local training; defaults are the run config's."""
 
-    epochs: int = 1  # passes over the local data
-    batch_size: int = 32
-    lr: float = 0.05  # SGD learning rate
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lasso: float = 0.0  # λ of the hierarchical group lasso (0: off)
-    max_grad_norm: float = 0.0  # 0: no clipping
+    epochs: int = _RUN.local_epochs  # passes over the local data
+    batch_size: int = _RUN.batch_size
+    lr: float = _RUN.lr  # SGD learning rate
+    momentum: float = _RUN.momentum
+    weight_decay: float = _RUN.weight_decay
+    lasso: float = _RUN.lasso  # λ of the hierarchical group lasso (0: off)
+    max_grad_norm: float = _RUN.max_grad_norm  # 0: no clipping
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1:

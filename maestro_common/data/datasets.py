@@ -1,10 +1,11 @@
-"""In-memory image datasets (Fashion-MNIST, CIFAR-10) and fast minibatch iteration.
+"""In-memory image datasets (Fashion-MNIST, CIFAR-10).
 
 Both datasets are small enough (at most 60k images) to hold entirely in memory as
 normalised float32 tensors, so there is no per-sample ``__getitem__`` and no
-``torch.utils.data.DataLoader``: :func:`batches` slices the tensors directly, which for
-in-memory data is one to two orders of magnitude faster than a DataLoader (that one
-collates a Python list of per-sample tensors for every batch).
+``torch.utils.data.DataLoader``: local training slices the tensors directly
+(:func:`maestro_common.training.train`), which for in-memory data is one to two orders of
+magnitude faster than a DataLoader (that one collates a Python list of per-sample tensors for
+every batch).
 
 Fashion-MNIST is read from the IDX files when they are available locally (no network
 needed) and otherwise downloaded from the Hugging Face hub. CIFAR-10 always comes from the
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,6 @@ __all__ = [
     "ArrayDataset",
     "DatasetInfo",
     "DatasetUnavailableError",
-    "batches",
     "hf_to_array_dataset",
     "load_cifar10",
     "load_dataset",
@@ -145,52 +145,6 @@ class ArrayDataset:
             num_classes=self.num_classes,
             name=self.name,
         )
-
-
-def batches(
-    ds: ArrayDataset,
-    batch_size: int,
-    shuffle: bool = False,
-    generator: torch.Generator | None = None,
-    drop_last: bool = False,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(images, labels)`` minibatches by slicing the in-memory tensors.
-
-    This replaces ``torch.utils.data.DataLoader`` for :class:`ArrayDataset`: there is no
-    per-sample indexing or collation, so an epoch over 60k Fashion-MNIST images costs
-    milliseconds of data handling rather than seconds.
-
-    Parameters
-    ----------
-    ds : ArrayDataset
-        Dataset to iterate over; batches live on the same device as ``ds``.
-    batch_size : int
-        Samples per batch (the last one may be smaller unless ``drop_last``).
-    shuffle : bool
-        Visit samples in a random order (a fresh permutation on every call).
-    generator : torch.Generator or None
-        CPU generator for the permutation, for reproducible shuffling.
-    drop_last : bool
-        Skip a final batch smaller than ``batch_size``.
-
-    Yields
-    ------
-    tuple of torch.Tensor
-        ``(x, y)`` with ``x`` of shape (B, C, H, W) and ``y`` of shape (B,).
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n = len(ds)
-    stop = n - n % batch_size if drop_last else n
-    if not shuffle:
-        # Plain slices are views: no copy at all.
-        for start in range(0, stop, batch_size):
-            yield ds.images[start : start + batch_size], ds.labels[start : start + batch_size]
-        return
-    order = torch.randperm(n, generator=generator).to(ds.labels.device)
-    for start in range(0, stop, batch_size):
-        idx = order[start : start + batch_size]
-        yield ds.images[idx], ds.labels[idx]
 
 
 def _normalise(images_u8: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -209,30 +209,3 @@ def test_array_dataset_validation_and_subset():
         D.ArrayDataset(ds.images.double(), ds.labels, 3, "x")
     with pytest.raises(ValueError, match="N, C, H, W"):
         D.ArrayDataset(ds.images[:, 0], ds.labels, 3, "x")
-
-
-def test_batches_sequential_and_drop_last():
-    ds = _toy(10)
-    got = list(D.batches(ds, 4))
-    assert [len(y) for _, y in got] == [4, 4, 2]
-    torch.testing.assert_close(torch.cat([x for x, _ in got]), ds.images)
-    assert [len(y) for _, y in D.batches(ds, 4, drop_last=True)] == [4, 4]
-    with pytest.raises(ValueError, match="batch_size"):
-        next(D.batches(ds, 0))
-
-
-def test_batches_shuffle_is_reproducible_and_complete():
-    ds = _toy(10)
-
-    def order(seed):
-        g = torch.Generator().manual_seed(seed)
-        xs = [x for x, _ in D.batches(ds, 3, shuffle=True, generator=g)]
-        return torch.cat(xs)[:, 0, 0, 0]
-
-    a, b, c = order(0), order(0), order(1)
-    torch.testing.assert_close(a, b)
-    assert not torch.equal(a, c)
-    torch.testing.assert_close(a.sort().values, ds.images[:, 0, 0, 0])
-    # Images and labels stay paired under shuffling.
-    for x, y in D.batches(ds, 3, shuffle=True, generator=torch.Generator().manual_seed(2)):
-        torch.testing.assert_close((x[:, 0, 0, 0] / 4).long() % 3, y)
