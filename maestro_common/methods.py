@@ -29,7 +29,9 @@ from maestro_common.samplers import RankSampler, WidthSampler, make_sampler
 from maestro_common.width import make_width_sliceable, width_shapes
 
 Shapes = dict[str, tuple[int, ...]]
-Sampler = RankSampler | WidthSampler
+Shape = Sequence[int]
+Grid = Sequence[float]
+Sampler = RankSampler | WidthSampler | None
 # The widest width whose MACs fit the MAC-reference method's MACs at a tier label β.
 MatchedWidth = Callable[[float], float]
 
@@ -43,21 +45,17 @@ class Method:
     uses_lasso: ClassVar[bool] = False
     shrinks: ClassVar[bool] = False
 
-    def prepare(
-        self, model: nn.Module, input_shape: Sequence[int], rank_fraction: float
-    ) -> nn.Module:
+    def prepare(self, model: nn.Module, input_shape: Shape, rank_fraction: float) -> nn.Module:
         """Turn a freshly built dense model into this method's global model, in place."""
         return model
 
-    def budget(self, beta: float, tiers: Sequence[float], matched_width: MatchedWidth) -> float:
+    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
         """What this method trains for tier label β: a rank fraction or a width in (0, 1]."""
         return 1.0
 
-    def shapes(
-        self, model: nn.Module, global_shapes: Shapes, budget: float, input_shape: Sequence[int]
-    ) -> Shapes:
+    def shapes(self, model: nn.Module, shapes: Shapes, budget: float, input_shape: Shape) -> Shapes:
         """The shapes of the arrays a tier of this budget receives (leading blocks)."""
-        return dict(global_shapes)
+        return dict(shapes)
 
     def load(self, model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module:
         """Load global or received arrays into a model built by :meth:`prepare`."""
@@ -67,15 +65,12 @@ class Method:
         """The budget at which a model loaded from a tier's received arrays runs its sub-model."""
         return budget
 
-    def sampler(
-        self,
-        model: nn.Module,
-        sampler_name: str,
-        budget: float,
-        budget_grid: Sequence[float],
-        seed: int,
-    ) -> Sampler | None:
-        """Which sub-model each local step trains (None: the whole received model)."""
+    def sampler(self, model: nn.Module, name: str, budget: float, grid: Grid, seed: int) -> Sampler:
+        """Which sub-model each local step trains (None: the whole received model).
+
+        ``name`` is the run's rank sampler (``sampler`` key), ``grid`` the budgets of all tiers
+        (the server's ``budget-grid``), ``budget`` this client's.
+        """
         return None
 
 
@@ -86,18 +81,14 @@ class Maestro(Method):
     uses_lasso = True
     shrinks = True
 
-    def prepare(
-        self, model: nn.Module, input_shape: Sequence[int], rank_fraction: float
-    ) -> nn.Module:
+    def prepare(self, model: nn.Module, input_shape: Shape, rank_fraction: float) -> nn.Module:
         return decompose(model, rank_fraction=rank_fraction)
 
-    def budget(self, beta: float, tiers: Sequence[float], matched_width: MatchedWidth) -> float:
+    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
         return beta
 
-    def shapes(
-        self, model: nn.Module, global_shapes: Shapes, budget: float, input_shape: Sequence[int]
-    ) -> Shapes:
-        return budget_shapes(global_shapes, prefix_axes(model), budget)
+    def shapes(self, model: nn.Module, shapes: Shapes, budget: float, input_shape: Shape) -> Shapes:
+        return budget_shapes(shapes, prefix_axes(model), budget)
 
     def load(self, model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module:
         return load_arrays(model, arrays)  # the factors take the ranks the arrays carry
@@ -105,17 +96,10 @@ class Maestro(Method):
     def loaded_budget(self, budget: float) -> float:
         return 1.0  # the received prefix *is* the budget
 
-    def sampler(
-        self,
-        model: nn.Module,
-        sampler_name: str,
-        budget: float,
-        budget_grid: Sequence[float],
-        seed: int,
-    ) -> Sampler | None:
+    def sampler(self, model: nn.Module, name: str, budget: float, grid: Grid, seed: int) -> Sampler:
         # Ordered dropout over ranks, sampled within all of the received prefix.
         ranks = {n: m.rank for n, m in low_rank_layers(model).items()}
-        return make_sampler(sampler_name, ranks, beta=1.0, seed=seed)
+        return make_sampler(name, ranks, beta=1.0, seed=seed)
 
 
 class HeteroFL(Method):
@@ -123,27 +107,16 @@ class HeteroFL(Method):
 
     name = "heterofl"
 
-    def prepare(
-        self, model: nn.Module, input_shape: Sequence[int], rank_fraction: float
-    ) -> nn.Module:
+    def prepare(self, model: nn.Module, input_shape: Shape, rank_fraction: float) -> nn.Module:
         return make_width_sliceable(model, input_shape)
 
-    def budget(self, beta: float, tiers: Sequence[float], matched_width: MatchedWidth) -> float:
+    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
         return matched_width(beta)
 
-    def shapes(
-        self, model: nn.Module, global_shapes: Shapes, budget: float, input_shape: Sequence[int]
-    ) -> Shapes:
+    def shapes(self, model: nn.Module, shapes: Shapes, budget: float, input_shape: Shape) -> Shapes:
         return width_shapes(model, budget, input_shape)
 
-    def sampler(
-        self,
-        model: nn.Module,
-        sampler_name: str,
-        budget: float,
-        budget_grid: Sequence[float],
-        seed: int,
-    ) -> Sampler | None:
+    def sampler(self, model: nn.Module, name: str, budget: float, grid: Grid, seed: int) -> Sampler:
         return WidthSampler([budget], max_width=budget, seed=seed)
 
 
@@ -152,15 +125,8 @@ class FjORD(HeteroFL):
 
     name = "fjord"
 
-    def sampler(
-        self,
-        model: nn.Module,
-        sampler_name: str,
-        budget: float,
-        budget_grid: Sequence[float],
-        seed: int,
-    ) -> Sampler | None:
-        return WidthSampler(list(budget_grid), max_width=budget, seed=seed)
+    def sampler(self, model: nn.Module, name: str, budget: float, grid: Grid, seed: int) -> Sampler:
+        return WidthSampler(list(grid), max_width=budget, seed=seed)
 
 
 class FedAvgFit(HeteroFL):
@@ -168,7 +134,7 @@ class FedAvgFit(HeteroFL):
 
     name = "fedavg-fit"
 
-    def budget(self, beta: float, tiers: Sequence[float], matched_width: MatchedWidth) -> float:
+    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
         return matched_width(min(tiers))
 
 

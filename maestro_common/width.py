@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +70,21 @@ class WidthLayer:
     active_width: float | None
     fixed_out: bool
 
+    def __init__(self, *args: Any, fixed_out: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # the torch layer's own arguments
+        self.fixed_out = fixed_out
+        self.active_width = None
+
+    def _adopt(self, module: nn.Conv2d | nn.Linear) -> Self:
+        # Share the module's parameter objects (optimisers keep working) and its mode.
+        self.weight = module.weight
+        self.bias = module.bias
+        self.train(module.training)
+        return self
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, fixed_out={self.fixed_out}"
+
     @property
     def out_size(self) -> int:
         """Output channels (units) of the full layer."""
@@ -118,11 +133,9 @@ class WidthConv2d(WidthLayer, nn.Conv2d):
     """
 
     def __init__(self, *args: Any, fixed_out: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, fixed_out=fixed_out, **kwargs)
         if self.groups != 1:
             raise ValueError(f"WidthConv2d supports groups=1 only, got groups={self.groups}")
-        self.fixed_out = fixed_out
-        self.active_width = None
 
     def _input_width(self, x: torch.Tensor) -> int:
         return x.shape[1] if x.dim() == 4 else x.shape[0]  # batched (B, C, H, W) or (C, H, W)
@@ -147,13 +160,7 @@ class WidthConv2d(WidthLayer, nn.Conv2d):
             device="meta",  # no allocation: the parameters are replaced right away
             fixed_out=fixed_out,
         )
-        layer.weight = conv.weight
-        layer.bias = conv.bias
-        layer.train(conv.training)
-        return layer
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, fixed_out={self.fixed_out}"
+        return layer._adopt(conv)
 
 
 class WidthLinear(WidthLayer, nn.Linear):
@@ -162,11 +169,6 @@ class WidthLinear(WidthLayer, nn.Linear):
     Same parameters and state-dict keys as ``nn.Linear``; input features are taken from the
     input's last axis, output units are ⌈width·out_features⌉ unless ``fixed_out``.
     """
-
-    def __init__(self, *args: Any, fixed_out: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fixed_out = fixed_out
-        self.active_width = None
 
     def _input_width(self, x: torch.Tensor) -> int:
         return x.shape[-1]
@@ -185,13 +187,7 @@ class WidthLinear(WidthLayer, nn.Linear):
             device="meta",
             fixed_out=fixed_out,
         )
-        layer.weight = linear.weight
-        layer.bias = linear.bias
-        layer.train(linear.training)
-        return layer
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, fixed_out={self.fixed_out}"
+        return layer._adopt(linear)
 
 
 def _check_supported(model: nn.Module) -> None:

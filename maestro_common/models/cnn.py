@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maestro_common.models.init import torch_default_init
+
 
 class FedAvgCNN(nn.Module):
     """conv(in→32, 5, pad 2) → pool → conv(32→64, 5, pad 2) → pool → fc 512 → fc classes."""
@@ -27,15 +29,8 @@ class FedAvgCNN(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """PyTorch's default init (uniform, bound 1/√fan_in), as the reference implementations use.
-
-        A factored layer's effective step size grows with its singular values (the gradient of
-        U Vᵀ scales with ‖U‖² + ‖V‖²); Kaiming-normal init put fc1's top singular value near 2,
-        and SGD at lr 0.05 then diverged on the factored model while the dense one trained.
-        """
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d | nn.Linear):
-                m.reset_parameters()
+        """PyTorch's default init (see :func:`~maestro_common.models.init.torch_default_init`)."""
+        torch_default_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (B, 32, S/2, S/2)
