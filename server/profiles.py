@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from maestro_common.config import parse_floats
+from maestro_common.prefix import check_budget, is_budget
 
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
 DEFAULT_SPEEDS: tuple[float, ...] = (2e9, 4e9, 8e9, 16e9, 32e9)  # MAC/s
@@ -77,7 +78,7 @@ class TierProfile:
                 f"{name} must be a number, got {value!r}",
             )
             check(math.isfinite(value), f"{name} must be finite, got {value!r}")
-        check(0 < self.beta <= 1, f"beta must be in (0, 1], got {self.beta}")
+        check(is_budget(self.beta), f"beta must be in (0, 1], got {self.beta}")
         check(self.speed > 0, f"speed must be > 0 MAC/s, got {self.speed}")
         check(self.down_bps > 0, f"down_bps must be > 0 bytes/s, got {self.down_bps}")
         check(self.up_bps > 0, f"up_bps must be > 0 bytes/s, got {self.up_bps}")
@@ -89,8 +90,7 @@ class TierProfile:
 
 def default_profile(beta: float) -> TierProfile:
     """The assumed default profile of a tier with budget ``beta`` (see the module docstring)."""
-    if not 0 < beta <= 1:
-        raise ValueError(f"beta must be in (0, 1], got {beta}")
+    check_budget(beta, "beta")
 
     def log_interp(table: Sequence[float]) -> float:
         # Geometric in β: the defaults double per step, so interpolate their logarithms.
@@ -152,7 +152,7 @@ def profiles_from_strings(
     """
     betas = parse_floats(fractions, "tier-fractions") or DEFAULT_FRACTIONS
     n = len(betas)
-    if any(not 0 < b <= 1 for b in betas):
+    if not all(is_budget(b) for b in betas):
         raise ValueError(f"tier-fractions must all be in (0, 1], got {list(betas)}")
     given = {
         "speed": _per_tier(speeds, "tier-speeds", n),
