@@ -16,17 +16,13 @@ from client.local_data import local_splits
 from maestro_common.config import RunConfig
 from maestro_common.data import write_idx
 from maestro_common.prefix import budget_shapes, leading_block
+from maestro_common.protocol import ARRAYS as ARRAYS_KEY
+from maestro_common.protocol import CONFIG as CONFIG_KEY
+from maestro_common.protocol import METRICS as METRICS_KEY
+from maestro_common.protocol import from_record, to_record
 from maestro_common.tiers import resolve_budget
 from server.evaluation import ModelOps
-from server.strategy import (
-    ARRAYS_KEY,
-    CONFIG_KEY,
-    METRICS_KEY,
-    NestedFedAvg,
-    RoundLog,
-    from_record,
-    to_record,
-)
+from server.strategy import NestedFedAvg, RoundLog
 from tests.fakegrid import FakeGrid, Handler
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "task_identity")
