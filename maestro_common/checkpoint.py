@@ -48,7 +48,7 @@ def write_checkpoint(
 ) -> None:
     """Write a checkpoint atomically (write a temporary file, then rename over ``path``)."""
     path = Path(path)
-    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    arrays = {k: np.asarray(v, order="C") for k, v in arrays.items()}
     for key, arr in arrays.items():
         if arr.dtype.kind not in _KINDS:
             raise CheckpointError(f"{path}: array {key!r} has dtype {arr.dtype}, not numeric")
@@ -179,7 +179,7 @@ def _digest(server_round: int, config: Mapping[str, Any], arrays: Mapping[str, n
     h = hashlib.sha256()
     h.update(json.dumps({"round": server_round, "config": config}, sort_keys=True).encode())
     for key in sorted(arrays):
-        arr = np.ascontiguousarray(arrays[key])
+        arr = np.asarray(arrays[key], order="C")
         h.update(json.dumps([key, arr.dtype.str, list(arr.shape)]).encode())
         h.update(arr.tobytes())
     return h.hexdigest()
