@@ -12,6 +12,7 @@ from flwr.app import ConfigRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
+from maestro_common import protocol as P
 from maestro_common.checkpoint import check_arrays
 from maestro_common.config import ConfigError, RunConfig
 from maestro_common.malloc import tune_malloc
@@ -120,7 +121,7 @@ def make_strategy(
         update_cap=cfg.update_cap,
     )
     # FjORD samples its width per batch from the tiers' widths (up to the client's own).
-    train_config = ConfigRecord({"budget-grid": [ops.method_budget(b) for b in cfg.tiers]})
+    train_config = ConfigRecord({P.BUDGET_GRID: [ops.method_budget(b) for b in cfg.tiers]})
     return strategy, train_config
 
 

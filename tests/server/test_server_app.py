@@ -120,6 +120,11 @@ def test_trained_rounds_count_their_valid_replies(data_dir, tmp_path):
     _main(cfg, train=_echo())
     (row,) = _rows(cfg)
     assert row["valid-replies"] == 2 and "no-valid-reply" not in row
+    # The echo replies carry neither rank-fraction nor bytes-up: the virtual clock prices each
+    # node from what the server itself sent and received.
+    for client in row["clients"]:
+        assert client["virtual-seconds"] > 0
+        assert client["bytes-up"] == client["bytes-down"] > 0
     assert "no valid reply" not in (server_app.run_folder(cfg) / SUMMARY).read_text()
 
 
