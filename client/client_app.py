@@ -6,14 +6,16 @@ import resource
 import zlib
 
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from client.local_data import local_splits
+from maestro_common import protocol as P
 from maestro_common.codec import model_arrays
 from maestro_common.config import RunConfig
 from maestro_common.malloc import tune_malloc
-from maestro_common.prefix import array_shapes, payload_nbytes, take_prefix
+from maestro_common.prefix import array_shapes, take_prefix
+from maestro_common.protocol import Instruction
 from maestro_common.task import (
     build_run_model,
     load_run_config,
@@ -23,8 +25,6 @@ from maestro_common.task import (
 )
 from maestro_common.tiers import resolve_budget
 from maestro_common.training import evaluate, train
-
-ARRAYS_KEY, CONFIG_KEY, METRICS_KEY = "arrays", "config", "metrics"
 
 app = ClientApp()
 tune_malloc()  # once per client process (see maestro_common.malloc)
@@ -41,19 +41,17 @@ def _partition(context: Context) -> tuple[int, int]:
 
 
 def _model_from(
-    msg: Message, cfg: RunConfig, device: torch.device
+    arrays: dict, cfg: RunConfig, device: torch.device
 ) -> tuple[torch.nn.Module, dict[str, tuple[int, ...]]]:
     """The model holding the received sub-model, and the shapes received."""
-    arrays = {k: v.numpy() for k, v in msg.content[ARRAYS_KEY].items()}
     model = run_method(cfg).load(build_run_model(cfg), arrays)
     return model.to(device), array_shapes(arrays)
 
 
-def _sampler(cfg: RunConfig, model: torch.nn.Module, config: ConfigRecord, seed: int):
+def _sampler(cfg: RunConfig, model: torch.nn.Module, task: Instruction, seed: int):
     """Which sub-model each local step trains: the run's method decides."""
-    budget = float(config["budget"])
-    grid = list(config.get("budget-grid", [budget]))
-    return run_method(cfg).sampler(model, cfg.sampler, budget, grid, seed)
+    grid = list(task.budget_grid) or [task.budget]
+    return run_method(cfg).sampler(model, cfg.sampler, task.budget, grid, seed)
 
 
 def _seed(cfg: RunConfig, server_round: int, partition_id: int) -> int:
@@ -66,42 +64,34 @@ def query(msg: Message, context: Context) -> Message:
     """Tell the server this node's budget β, tier and partition."""
     cfg = load_run_config(context.run_config)
     beta, tier = resolve_budget(context.node_config, cfg.tiers, cfg.shares, cfg.seed)
-    part = int(context.node_config.get("partition-id", -1))
-    info = ConfigRecord(
-        {"rank-fraction": beta, "tier": -1 if tier is None else tier, "partition-id": part}
+    part = context.node_config.get(P.PARTITION_ID)
+    return Message(
+        P.encode_tier_reply(beta, tier, None if part is None else int(part)), reply_to=msg
     )
-    return Message(RecordDict({CONFIG_KEY: info}), reply_to=msg)
 
 
 @app.train()
 def train_fn(msg: Message, context: Context) -> Message:
     """Train the received prefix for E local epochs inside its budget; reply with the prefix."""
     cfg = load_run_config(context.run_config)
-    config = msg.content[CONFIG_KEY]
-    server_round = int(config["server-round"])
+    task = P.decode_instruction(msg)
     device = resolve_device(cfg)
     partition_id, num_partitions = _partition(context)
     train_ds, _ = local_splits(cfg, partition_id, num_partitions)
-    model, shapes = _model_from(msg, cfg, device)
-    seed = _seed(cfg, server_round, partition_id)
+    model, shapes = _model_from(task.arrays, cfg, device)
+    seed = _seed(cfg, task.server_round, partition_id)
     torch.manual_seed(seed)
-    sampler = _sampler(cfg, model, config, seed)
+    sampler = _sampler(cfg, model, task, seed)
     settings = train_settings(cfg)
     result = train(model, train_ds.images, train_ds.labels, settings, sampler, seed, device)
     arrays = take_prefix(model_arrays(model), shapes)
-    metrics = MetricRecord(
-        {
-            "num-examples": result.num_examples,
-            "train-loss": result.loss,
-            "train-seconds": result.seconds,
-            # The process's peak resident set (Linux reports KiB); psutil has no peak on Linux.
-            "peak-rss-mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "bytes-up": payload_nbytes(arrays),
-            "rank-fraction": float(config["rank-fraction"]),
-        }
-    )
-    record = ArrayRecord({k: Array(v) for k, v in arrays.items()})
-    return Message(RecordDict({ARRAYS_KEY: record, METRICS_KEY: metrics}), reply_to=msg)
+    extra = {
+        P.TRAIN_SECONDS: result.seconds,
+        # The process's peak resident set (Linux reports KiB); psutil has no peak on Linux.
+        P.PEAK_RSS_MB: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    content = P.encode_train_reply(arrays, result.num_examples, result.loss, extra)
+    return Message(content, reply_to=msg)
 
 
 @app.evaluate()
@@ -111,9 +101,9 @@ def evaluate_fn(msg: Message, context: Context) -> Message:
     device = resolve_device(cfg)
     partition_id, num_partitions = _partition(context)
     _, val_ds = local_splits(cfg, partition_id, num_partitions)
-    model, _ = _model_from(msg, cfg, device)
+    task = P.decode_instruction(msg)
+    model, _ = _model_from(task.arrays, cfg, device)
     # The same sub-model the server evaluates for this tier (see Method.loaded_budget).
-    budget = run_method(cfg).loaded_budget(float(msg.content[CONFIG_KEY]["budget"]))
+    budget = run_method(cfg).loaded_budget(task.budget)
     loss, acc = evaluate(model, val_ds.images, val_ds.labels, budget, device=device)
-    metrics = MetricRecord({"num-examples": len(val_ds), "eval-loss": loss, "eval-accuracy": acc})
-    return Message(RecordDict({METRICS_KEY: metrics}), reply_to=msg)
+    return Message(P.encode_eval_reply(len(val_ds), loss, acc), reply_to=msg)

@@ -82,6 +82,10 @@ class RunConfig:
     output_dir: str = "runs"
     run_name: str = ""  # "" = method-model-dataset-seed
     resume: bool = False
+    # Trust boundary (docs/trust.md)
+    weight_cap: float = 2.0  # a reply weighs at most this × the round's median num-examples
+    update_cap: float = 2.0  # a reply's update RMS is cut to this × the round's median (0 = off)
+    node_wait: float = 300.0  # seconds to wait for min-nodes nodes before round 1
     tiers: tuple[float, ...] = field(init=False, default=())
     shares: tuple[float, ...] = field(init=False, default=())
 
@@ -128,6 +132,11 @@ class RunConfig:
                 getattr(self, key) >= 0,
                 f"{key.replace('_', '-')} must be ≥ 0, got {getattr(self, key)}",
             )
+        for key in ("weight_cap", "update_cap", "node_wait"):
+            check(
+                getattr(self, key) >= 0,
+                f"{key.replace('_', '-')} must be ≥ 0, got {getattr(self, key)}",
+            )
         for key in ("lr", "alpha", "round_timeout"):
             check(
                 getattr(self, key) > 0,
@@ -138,6 +147,11 @@ class RunConfig:
                 getattr(self, key) >= 0,
                 f"{key.replace('_', '-')} must be ≥ 0, got {getattr(self, key)}",
             )
+        check(
+            not set(self.run_name) & {"/", "\\"} and self.run_name not in (".", ".."),
+            f"run-name must be a plain folder name (no '/', '\\', '.' or '..'), got "
+            f"{self.run_name!r}",
+        )
         check(
             0 <= self.val_fraction < 1, f"val-fraction must be in [0, 1), got {self.val_fraction}"
         )

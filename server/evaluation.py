@@ -104,7 +104,8 @@ class ModelOps:
         return model_arrays(self.model)
 
     # ----- evaluation ------------------------------------------------------------------------
-    def _test_set(self) -> ArrayDataset:
+    def test_set(self) -> ArrayDataset:
+        """The centralized test split (loaded once; the ServerApp loads it before round 1)."""
         if self._test is None:
             test = load_dataset(self.cfg.dataset, "test", self.cfg.data_dir or None)
             if self.cfg.max_test_examples:
@@ -120,7 +121,7 @@ class ModelOps:
         Keys are the tier labels ``f"{β:g}"``; ``budget`` is what the method trains at β.
         """
         self.load(arrays)
-        test = self._test_set()
+        test = self.test_set()
         out = {}
         for beta in betas:
             budget = self.method_budget(beta)

@@ -47,6 +47,13 @@ def write_summary(folder: Path, rows: Sequence[dict[str, Any]], title: str) -> s
         f"({wall / max(len(rows), 1):.2f} s per round); aggregation {agg:.2f} s "
         f"({100 * agg / wall if wall else 0:.2f} % of round time).\n"
     )
+    empty = [r["round"] for r in rows if r.get("no-valid-reply")]
+    if empty:
+        text += (
+            f"\n**Rounds with no valid reply** (the global model was kept unchanged): "
+            f"{', '.join(map(str, empty))} of {len(rows)}"
+            + (": this run never trained.\n" if len(empty) == len(rows) else ".\n")
+        )
     (folder / "summary.md").write_text(text)
     return table
 

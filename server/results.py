@@ -1,9 +1,10 @@
-"""What a run leaves behind: config.json, metrics.jsonl, summary.md, checkpoint.pt.
+"""What a run leaves behind: config.json, metrics.jsonl, summary.md, checkpoint.npz.
 
 The files and their roles are described in docs/architecture.md ("What a run leaves behind").
 
-The checkpoint is written before the round's metrics line, each by write-then-rename, so a crash
-at any point leaves a consistent pair: resume drops metric lines past the checkpoint's round.
+The checkpoint (:mod:`maestro_common.checkpoint`: arrays and JSON, no pickle, with a checksum) is
+written before the round's metrics line, each by write-then-rename, so a crash at any point
+leaves a consistent pair: resume drops metric lines past the checkpoint's round.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-CHECKPOINT, METRICS, CONFIG, SUMMARY = "checkpoint.pt", "metrics.jsonl", "config.json", "summary.md"
+from maestro_common.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+
+CHECKPOINT = "checkpoint.npz"
+METRICS, CONFIG, SUMMARY = "metrics.jsonl", "config.json", "summary.md"
+# The pickle checkpoint of earlier versions: never loaded (unpickling can run code).
+OLD_CHECKPOINT = "checkpoint.pt"
 
 
 class ResumeError(RuntimeError):
@@ -37,17 +42,16 @@ def save_checkpoint(
     folder: Path, server_round: int, arrays: Mapping[str, np.ndarray], config: Mapping[str, Any]
 ) -> None:
     """Arrays + the round they finished + the run config, atomically."""
-    state = {"round": server_round, "arrays": dict(arrays), "config": dict(config)}
-    _atomic_write(folder / CHECKPOINT, lambda f: torch.save(state, f))
+    write_checkpoint(folder / CHECKPOINT, server_round, arrays, config)
 
 
-def load_checkpoint(folder: Path) -> dict[str, Any]:
-    # weights_only=False: the file holds numpy arrays and plain dicts this project wrote itself.
-    return torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=False)
+def load_checkpoint(folder: Path) -> Checkpoint:
+    """The folder's verified checkpoint (:func:`maestro_common.checkpoint.read_checkpoint`)."""
+    return read_checkpoint(folder / CHECKPOINT)
 
 
 # Keys that may differ on resume; everything else must match the checkpoint's run.
-RESUMABLE_CHANGES = {"num-rounds", "resume", "round-timeout", "device", "eval-every"}
+RESUMABLE_CHANGES = {"num-rounds", "resume", "round-timeout", "device", "eval-every", "node-wait"}
 
 
 def check_resumable(saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
@@ -73,11 +77,17 @@ class RunRecorder:
         self.start_round = 0
         self.initial_arrays: dict[str, np.ndarray] | None = None
         has_checkpoint = (folder / CHECKPOINT).exists()
+        if (folder / OLD_CHECKPOINT).exists() and not has_checkpoint:
+            raise ResumeError(
+                f"{folder / OLD_CHECKPOINT} is a checkpoint of the old pickle format, which is no "
+                f"longer read (loading a pickle can run code); the format is now {CHECKPOINT}. "
+                "Start the run again in another folder (or another run-name)"
+            )
         if resume and has_checkpoint:
             state = load_checkpoint(folder)
-            check_resumable(state["config"], self.config)
-            self.start_round = int(state["round"])
-            self.initial_arrays = state["arrays"]
+            check_resumable(state.config, self.config)
+            self.start_round = state.round
+            self.initial_arrays = state.arrays
             self._truncate_metrics(self.start_round)
         elif (folder / METRICS).exists() and resume:
             raise ResumeError(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from logging import INFO
+from collections.abc import Sequence
+from logging import INFO, WARNING
 from pathlib import Path
 
 import numpy as np
@@ -11,33 +12,86 @@ from flwr.app import ConfigRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from maestro_common.config import RunConfig
+from maestro_common import protocol as P
+from maestro_common.checkpoint import check_arrays
+from maestro_common.config import ConfigError, RunConfig
 from maestro_common.malloc import tune_malloc
 from maestro_common.task import load_run_config
 from server.evaluation import ModelOps
 from server.policy import VirtualClockPolicy, run_profiles
+from server.profiles import TierProfile
 from server.report import plot_accuracy, write_summary
-from server.results import RunRecorder
+from server.results import CHECKPOINT, RunRecorder
 from server.strategy import NestedFedAvg, RoundLog
 
 app = ServerApp()
 
 
-def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> None:
-    """Block until ``minimum`` nodes are connected (deployment nodes join over time)."""
+def wait_for_nodes(grid: Grid, minimum: int, timeout: float, every: float = 10.0) -> None:
+    """Wait at most ``timeout`` s for ``minimum`` nodes, logging the count every ``every`` s.
+
+    Raises
+    ------
+    TimeoutError
+        If fewer than ``minimum`` nodes are connected when the time is up.
+    """
     deadline = time.monotonic() + timeout
-    while len(list(grid.get_node_ids())) < minimum:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"fewer than min-nodes={minimum} nodes connected after {timeout}s")
-        time.sleep(1.0)
+    next_log = time.monotonic()
+    while (connected := len(list(grid.get_node_ids()))) < minimum:
+        now = time.monotonic()
+        if now >= deadline:
+            raise TimeoutError(
+                f"only {connected} of min-nodes={minimum} nodes connected after node-wait="
+                f"{timeout:g} s: start more SuperNodes (or lower min-nodes, or raise node-wait)"
+            )
+        if now >= next_log:
+            log(
+                WARNING,
+                "waiting for nodes: %d of min-nodes=%d connected (giving up in %.0f s)",
+                connected,
+                minimum,
+                deadline - now,
+            )
+            next_log = now + every
+        time.sleep(min(1.0, max(deadline - now, 0.0)))
 
 
 def run_folder(cfg: RunConfig) -> Path:
-    return Path(cfg.output_dir).expanduser().resolve() / cfg.name
+    """``output-dir/run-name``, refused unless it is a folder directly inside ``output-dir``."""
+    out = Path(cfg.output_dir).expanduser().resolve()
+    folder = (out / cfg.name).resolve()
+    if folder.parent != out:
+        raise ConfigError(
+            f"run-name {cfg.name!r} must name a folder directly inside output-dir {out} "
+            f"(it resolves to {folder})"
+        )
+    return folder
+
+
+def preflight(cfg: RunConfig) -> tuple[Path, ModelOps, tuple[TierProfile, ...]]:
+    """Every check that can fail before round 1, run before the run folder is touched.
+
+    The run folder stays inside ``output-dir``; an explicit ``data-dir`` exists; the tier profile
+    strings parse; the model builds; the test split loads.
+    """
+    folder = run_folder(cfg)
+    if cfg.data_dir and not Path(cfg.data_dir).expanduser().is_dir():
+        raise ConfigError(f"data-dir {cfg.data_dir!r} is not a folder (leave it empty to search)")
+    try:
+        profiles = run_profiles(cfg)
+    except ValueError as err:
+        raise ConfigError(f"bad tier profile: {err}") from err
+    ops = ModelOps(cfg)
+    test = ops.test_set()
+    log(INFO, "preflight passed: %d test examples, %d tier profiles", len(test), len(profiles))
+    return folder, ops, profiles
 
 
 def make_strategy(
-    cfg: RunConfig, ops: ModelOps, state: dict[str, dict[str, np.ndarray]]
+    cfg: RunConfig,
+    ops: ModelOps,
+    state: dict[str, dict[str, np.ndarray]],
+    profiles: Sequence[TierProfile] | None = None,
 ) -> tuple[NestedFedAvg, ConfigRecord]:
     """The run's strategy and train config; ``state["arrays"]`` tracks the global arrays."""
 
@@ -48,20 +102,26 @@ def make_strategy(
         return ops.forward_macs(arrays, beta), nbytes, nbytes
 
     policy = VirtualClockPolicy(
-        run_profiles(cfg), cost, cfg.local_epochs, cfg.seed, cfg.deadline, cfg.deadline_policy
+        profiles if profiles is not None else run_profiles(cfg),
+        cost,
+        cfg.local_epochs,
+        cfg.seed,
+        cfg.deadline,
+        cfg.deadline_policy,
     )
     strategy = NestedFedAvg(
         ops.axes,
         cfg.clients_per_round,
         cfg.clients_per_eval,
         cfg.seed,
-        min_available_nodes=cfg.min_nodes,
         shapes_fn=ops.shapes,
         budget_fn=ops.method_budget,
         policy=policy,
+        weight_cap=cfg.weight_cap,
+        update_cap=cfg.update_cap,
     )
     # FjORD samples its width per batch from the tiers' widths (up to the client's own).
-    train_config = ConfigRecord({"budget-grid": [ops.method_budget(b) for b in cfg.tiers]})
+    train_config = ConfigRecord({P.BUDGET_GRID: [ops.method_budget(b) for b in cfg.tiers]})
     return strategy, train_config
 
 
@@ -69,17 +129,20 @@ def make_strategy(
 def main(grid: Grid, context: Context) -> None:
     cfg = load_run_config(context.run_config)
     tune_malloc()  # evaluation batches of 1000: 1.7-1.8x faster with memory kept (docs/results.md)
-    folder = run_folder(cfg)
+    folder, ops, profiles = preflight(cfg)
     recorder = RunRecorder(folder, cfg.to_run_config(), resume=cfg.resume)
     log(INFO, "run folder: %s (starting after round %d)", folder, recorder.start_round)
-    ops = ModelOps(cfg)
-    arrays = recorder.initial_arrays or ops.initial_arrays()
+    arrays = ops.initial_arrays()
+    if recorder.initial_arrays is not None:
+        # Keys, dtypes and shapes against the model before any round trains on them.
+        check_arrays(folder / CHECKPOINT, recorder.initial_arrays, arrays, ops.axes)
+        arrays = recorder.initial_arrays
     if recorder.start_round >= cfg.num_rounds:
         log(INFO, "all %d rounds are already done", cfg.num_rounds)
         return
     state = {"arrays": arrays}
-    strategy, train_config = make_strategy(cfg, ops, state)
-    wait_for_nodes(grid, cfg.min_nodes, cfg.round_timeout)
+    strategy, train_config = make_strategy(cfg, ops, state, profiles)
+    wait_for_nodes(grid, cfg.min_nodes, cfg.node_wait)
     strategy.discover(grid, timeout=cfg.round_timeout)
     if not strategy.nodes:
         raise RuntimeError("no node reported its tier; see the client logs")
@@ -98,6 +161,8 @@ def main(grid: Grid, context: Context) -> None:
             "ranks": ops.ranks(new_arrays),
             "clients": round_log.clients,
             "rejected": [[int(n), reason] for n, reason in round_log.rejected],
+            "eval-rejected": [[int(n), reason] for n, reason in round_log.eval_rejected],
+            "valid-replies": round_log.valid_replies,
             "federated": round_log.federated,
             "shrunk": round_log.shrunk,
             "dropped": [int(n) for n in round_log.dropped],
@@ -106,6 +171,8 @@ def main(grid: Grid, context: Context) -> None:
             "aggregate-seconds": round_log.aggregate_seconds,
             "train-seconds": round_log.train_seconds,
         }
+        if not round_log.valid_replies:
+            row["no-valid-reply"] = True
         if evaluate_round(rnd):
             betas = sorted(set(cfg.tiers) | {n.beta for n in strategy.nodes.values()})
             eval_start = time.perf_counter()

@@ -1,10 +1,13 @@
-"""NestedFedAvg: FedAvg where every node trains the prefix of its own budget.
+"""NestedFedAvg: federated averaging where every node trains the prefix of its own budget.
 
-It extends Flower's FedAvg: ``configure_train`` builds one message per node carrying the leading
-blocks of its budget; ``aggregate_train`` validates every reply against what that node was sent
-and averages each coordinate over the replies that cover it (:mod:`server.aggregation`). The
-strategy holds numpy arrays only: no torch, no architecture. What depends on the model (shrinking,
-centralized evaluation, checkpoints) comes in as callables.
+A Flower :class:`~flwr.serverapp.strategy.Strategy`: ``configure_train`` builds one message per
+node carrying the leading blocks of its budget; ``aggregate_train`` reads every reply through the
+train-reply contract (:mod:`maestro_common.protocol`), validates its arrays against what that node
+was sent (:mod:`server.validation`), bounds its influence (:mod:`server.influence`) and averages
+each coordinate over the replies that cover it (:mod:`server.aggregation`). A reply that breaks
+any of these is left out with its reason; no single reply can end the round. The strategy holds
+numpy arrays only: no torch, no architecture. What depends on the model (shrinking, centralized
+evaluation, checkpoints) comes in as callables.
 """
 
 from __future__ import annotations
@@ -16,34 +19,21 @@ from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import (
-    Array,
-    ArrayRecord,
-    ConfigRecord,
-    Message,
-    MessageType,
-    MetricRecord,
-    RecordDict,
-)
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import Strategy
 
+from maestro_common import protocol as P
 from maestro_common.prefix import budget_shapes, payload_nbytes, take_prefix
+from maestro_common.protocol import Rejected, TrainReply, from_record, to_record
 from server.aggregation import aggregate_nested
+from server.influence import cap_weights, clip_updates
 from server.sampling import sample_nodes
 from server.validation import Reply, filter_valid
 
-ARRAYS_KEY, CONFIG_KEY, METRICS_KEY = "arrays", "config", "metrics"
 Arrays = dict[str, np.ndarray]
-
-
-def to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
-
-
-def from_record(record: ArrayRecord) -> Arrays:
-    return {k: v.numpy() for k, v in record.items()}
+Shapes = dict[str, tuple[int, ...]]
 
 
 @dataclass
@@ -53,6 +43,16 @@ class NodeInfo:
     beta: float
     tier: int | None
     partition: int | None
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What the server sent one node this round: the server's own facts about its reply."""
+
+    shapes: Shapes
+    beta: float  # the tier budget it trains at (a deadline may lower it below the node's)
+    budget: float  # the method's budget at beta
+    bytes_down: int
 
 
 class RoundPolicy:
@@ -82,15 +82,17 @@ class RoundLog:
     clients: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
     federated: dict[str, dict[str, float]] = field(default_factory=dict)
+    eval_rejected: list[tuple[int, str]] = field(default_factory=list)
     dropped: list[int] = field(default_factory=list)  # stragglers past a deadline
+    valid_replies: int = 0  # train replies accepted and aggregated
     virtual_seconds: float = 0.0
     aggregate_seconds: float = 0.0
     train_seconds: float = 0.0  # from sending the train messages until the last reply
     shrunk: bool = False
 
 
-class NestedFedAvg(FedAvg):
-    """FedAvg over nested prefixes with per-node budgets.
+class NestedFedAvg(Strategy):
+    """Federated averaging over nested prefixes with per-node budgets.
 
     Parameters
     ----------
@@ -109,6 +111,10 @@ class NestedFedAvg(FedAvg):
         for the width baselines). Default: identity.
     policy:
         Availability, per-round budget and admission of replies (see :class:`RoundPolicy`).
+    weight_cap, update_cap:
+        The influence bound (:mod:`server.influence`): a reply weighs at most ``weight_cap``
+        times the round's low median num-examples, and its update's RMS is scaled to at most
+        ``update_cap`` times the round's low median. 0 turns a cap off.
     """
 
     def __init__(
@@ -117,21 +123,16 @@ class NestedFedAvg(FedAvg):
         clients_per_round: int,
         clients_per_eval: int = 0,
         seed: int = 0,
-        min_available_nodes: int = 2,
-        shapes_fn: Callable[[dict[str, tuple[int, ...]], float], dict[str, tuple[int, ...]]]
-        | None = None,
+        shapes_fn: Callable[[Shapes, float], Shapes] | None = None,
         budget_fn: Callable[[float], float] | None = None,
         policy: RoundPolicy | None = None,
+        weight_cap: float = 2.0,
+        update_cap: float = 2.0,
     ) -> None:
-        super().__init__(
-            fraction_train=1.0,
-            fraction_evaluate=1.0 if clients_per_eval else 0.0,
-            min_train_nodes=1,
-            min_available_nodes=min_available_nodes,
-            weighted_by_key="num-examples",
-            arrayrecord_key=ARRAYS_KEY,
-            configrecord_key=CONFIG_KEY,
-        )
+        if weight_cap < 0 or update_cap < 0:
+            raise ValueError(
+                f"weight_cap and update_cap must be ≥ 0, got {weight_cap}, {update_cap}"
+            )
         self.prefix_axes = dict(prefix_axes)
         self.clients_per_round = clients_per_round
         self.clients_per_eval = clients_per_eval
@@ -141,38 +142,44 @@ class NestedFedAvg(FedAvg):
         )
         self.budget_fn = budget_fn or (lambda beta: beta)
         self.policy = policy or RoundPolicy()
+        self.weight_cap = weight_cap
+        self.update_cap = update_cap
         self.nodes: dict[int, NodeInfo] = {}
         self.global_arrays: Arrays = {}
-        self._sent: dict[int, dict[str, tuple[int, ...]]] = {}
-        self._bytes_down: dict[int, int] = {}
+        self._sent: dict[int, Sent] = {}  # this round's train messages
+        self._eval_sent: dict[int, Sent] = {}  # this round's evaluate messages
         self.round_log = RoundLog(0)
+
+    def summary(self) -> None:
+        log(
+            INFO,
+            "NestedFedAvg: %d clients per round, %d per evaluation, weight cap %g, update cap %g",
+            self.clients_per_round,
+            self.clients_per_eval,
+            self.weight_cap,
+            self.update_cap,
+        )
 
     # ----- nodes ---------------------------------------------------------------------------
     def discover(self, grid: Grid, timeout: float = 60.0) -> None:
-        """Ask every node not yet known for its budget (a QUERY message answered by the client)."""
+        """Ask every node not yet known for its budget (a QUERY message answered by the client).
+
+        A reply that breaks the query contract leaves its node unknown (it is asked again before
+        the next round); it never ends the run.
+        """
         new = [n for n in grid.get_node_ids() if n not in self.nodes]
         if not new:
             return
         msgs = [
-            Message(
-                RecordDict({CONFIG_KEY: ConfigRecord({})}),
-                dst_node_id=n,
-                message_type=MessageType.QUERY,
-            )
-            for n in new
+            Message(P.encode_query(), dst_node_id=n, message_type=MessageType.QUERY) for n in new
         ]
         for reply in grid.send_and_receive(msgs, timeout=timeout):
             node = reply.metadata.src_node_id
-            if reply.has_error():
-                log(WARNING, "node %s did not report its tier: %s", node, reply.error.reason)
-                continue
-            info = reply.content[CONFIG_KEY]
-            beta = float(info["rank-fraction"])
-            tier = int(info["tier"])
-            part = int(info["partition-id"])
-            self.nodes[node] = NodeInfo(
-                beta, None if tier < 0 else tier, None if part < 0 else part
-            )
+            info = P.decode_tier_reply(reply)
+            if isinstance(info, Rejected):
+                log(WARNING, "node %s: tier reply refused: %s", node, info.reason)
+            elif node in new:
+                self.nodes[node] = NodeInfo(info.beta, info.tier, info.partition)
         log(
             INFO,
             "nodes known: %d; budgets: %s",
@@ -192,6 +199,8 @@ class NestedFedAvg(FedAvg):
         self, node_ids: Iterable[int], config: ConfigRecord, server_round: int, message_type: str
     ) -> list[Message]:
         shapes = {k: tuple(v.shape) for k, v in self.global_arrays.items()}
+        sent = self._sent if message_type == MessageType.TRAIN else self._eval_sent
+        sent.clear()  # a reply counts only from a node sent this kind of message this round
         messages = []
         for node in node_ids:
             info = self.nodes[node]
@@ -200,15 +209,11 @@ class NestedFedAvg(FedAvg):
                 if message_type == MessageType.TRAIN
                 else info.beta
             )
-            budget = self.shapes_fn(shapes, beta)
-            self._sent[node] = budget
-            node_config = ConfigRecord(dict(config))
-            node_config["server-round"] = server_round
-            node_config["rank-fraction"] = beta
-            node_config["budget"] = float(self.budget_fn(beta))
-            payload = take_prefix(self.global_arrays, budget)
-            self._bytes_down[node] = payload_nbytes(payload)
-            content = RecordDict({ARRAYS_KEY: to_record(payload), CONFIG_KEY: node_config})
+            budget_shape = self.shapes_fn(shapes, beta)
+            budget = float(self.budget_fn(beta))
+            payload = take_prefix(self.global_arrays, budget_shape)
+            sent[node] = Sent(budget_shape, beta, budget, payload_nbytes(payload))
+            content = P.encode_instruction(payload, server_round, beta, budget, dict(config))
             messages.append(Message(content, dst_node_id=node, message_type=message_type))
         return messages
 
@@ -220,76 +225,85 @@ class NestedFedAvg(FedAvg):
         if not self.global_arrays:
             self.global_arrays = from_record(arrays)
         self.discover(grid)
-        self._sent.clear()  # a reply counts only from a node sampled in this round
         nodes = self._sample(server_round, self.clients_per_round, purpose=0)
         log(INFO, "configure_train: %d of %d nodes", len(nodes), len(self.nodes))
         return self._messages(nodes, config, server_round, MessageType.TRAIN)
 
+    def _read_train_replies(
+        self, replies: Iterable[Message]
+    ) -> tuple[dict[int, TrainReply], list[tuple[int, str]]]:
+        """Each reply through the train-reply contract; at most one reply per node sent to."""
+        read: dict[int, TrainReply] = {}
+        rejected: list[tuple[int, str]] = []
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if node not in self._sent:
+                outcome: TrainReply | Rejected = Rejected("reply from an unsent node")
+            elif node in read or any(n == node for n, _ in rejected):
+                outcome = Rejected("second reply from the node this round")
+            else:
+                outcome = P.decode_train_reply(msg)
+            if isinstance(outcome, Rejected):
+                log(WARNING, "node %s: train reply refused: %s", node, outcome.reason)
+                rejected.append((node, outcome.reason))
+            else:
+                read[node] = outcome
+        return read, rejected
+
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Validate every reply, leave out the bad ones, then nested aggregation."""
+        """Read and validate every reply, leave out the bad ones, bound, then nested average."""
         start = time.perf_counter()
-        candidates: list[Reply] = []
-        rejected: list[tuple[int, str]] = []
-        metrics_by_node: dict[int, dict[str, Any]] = {}
-        for msg in replies:
-            node = msg.metadata.src_node_id
-            if msg.has_error():
-                rejected.append((node, f"client error: {msg.error.reason}"))
-                log(WARNING, "node %s failed to train: %s", node, msg.error.reason)
-                continue
-            content = msg.content
-            if node not in self._sent or ARRAYS_KEY not in content or METRICS_KEY not in content:
-                rejected.append((node, "reply without arrays or metrics, or from an unsent node"))
-                continue
-            metrics = dict(content[METRICS_KEY])
-            metrics_by_node[node] = metrics
-            candidates.append(
-                Reply(
-                    node,
-                    from_record(content[ARRAYS_KEY]),
-                    metrics.get("num-examples"),
-                    self._sent[node],
-                )
-            )
+        read, rejected = self._read_train_replies(replies)
+        candidates = [
+            Reply(node, r.arrays, r.num_examples, self._sent[node].shapes)
+            for node, r in read.items()
+        ]
         accepted, bad = filter_valid(self.global_arrays, candidates)
         rejected += bad
-        rows = [self._client_row(r.node_id, metrics_by_node[r.node_id]) for r in accepted]
-        kept, virtual = self.policy.admit(server_round, rows)
+        rows = {r.node_id: self._client_row(r.node_id, read[r.node_id]) for r in accepted}
+        kept, virtual = self.policy.admit(server_round, list(rows.values()))
         self.round_log.dropped = [r.node_id for r in accepted if r.node_id not in kept]
         self.round_log.virtual_seconds = virtual
         accepted = [r for r in accepted if r.node_id in kept]
+        weights = cap_weights([float(r.num_examples) for r in accepted], self.weight_cap)
+        arrays, scales = clip_updates(
+            self.global_arrays, [r.arrays for r in accepted], self.update_cap
+        )
+        for r, weight, scale in zip(accepted, weights, scales, strict=True):
+            rows[r.node_id]["weight"] = weight
+            rows[r.node_id]["update-scale"] = scale
         if accepted:
             self.global_arrays = aggregate_nested(
-                self.global_arrays, [(r.arrays, float(r.num_examples)) for r in accepted]
+                self.global_arrays, list(zip(arrays, weights, strict=True))
             )
         else:
             log(WARNING, "round %d: no valid reply; the global model is kept", server_round)
         log_ = self.round_log
         log_.rejected = rejected
+        log_.valid_replies = len(accepted)
         log_.aggregate_seconds += time.perf_counter() - start
-        log_.clients += rows  # stragglers too (marked by the policy): they cost a download
-        total = sum(float(r.num_examples) for r in accepted)
+        log_.clients += rows.values()  # stragglers too (marked by the policy): they cost a download
         summary = MetricRecord({"num-accepted": len(accepted), "num-rejected": len(rejected)})
         if accepted:
-            summary["train-loss"] = (
-                sum(
-                    float(metrics_by_node[r.node_id].get("train-loss", 0.0)) * float(r.num_examples)
-                    for r in accepted
-                )
-                / total
-            )
+            losses = [read[r.node_id].train_loss for r in accepted]
+            summary["train-loss"] = float(np.average(losses, weights=weights))
         return to_record(self.global_arrays), summary
 
-    def _client_row(self, node: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
-        info = self.nodes[node]
+    def _client_row(self, node: int, reply: TrainReply) -> dict[str, Any]:
+        """The client's metrics, then the server's own facts written over them."""
+        info, sent = self.nodes[node], self._sent[node]
         return {
-            "node-id": node,
-            "partition-id": info.partition,
-            "tier-beta": info.beta,
-            "bytes-down": self._bytes_down[node],
-            **metrics,
+            **reply.metrics,
+            P.NODE_ID: node,
+            P.PARTITION_ID: info.partition,
+            P.TIER: info.tier,
+            P.TIER_BETA: info.beta,
+            P.RANK_FRACTION: sent.beta,
+            P.BUDGET: sent.budget,
+            P.BYTES_DOWN: sent.bytes_down,
+            P.BYTES_UP: payload_nbytes(reply.arrays),
         }
 
     # ----- federated evaluation -------------------------------------------------------------
@@ -304,20 +318,30 @@ class NestedFedAvg(FedAvg):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        """Example-weighted accuracy and loss per budget on the clients' local splits."""
+        """Example-weighted accuracy and loss per budget on the clients' local splits.
+
+        Replies that break the evaluate-reply contract, come from a node not asked this round or
+        repeat a node are left out (``round_log.eval_rejected``).
+        """
         sums: dict[float, list[float]] = {}
+        seen: set[int] = set()
+        rejected: list[tuple[int, str]] = []
         for msg in replies:
-            if msg.has_error() or METRICS_KEY not in msg.content:
+            node = msg.metadata.src_node_id
+            if node not in self._eval_sent or node in seen:
+                reply: P.EvalReply | Rejected = Rejected("unexpected or repeated evaluate reply")
+            else:
+                reply = P.decode_eval_reply(msg)
+            seen.add(node)
+            if isinstance(reply, Rejected):
+                log(WARNING, "node %s: evaluate reply refused: %s", node, reply.reason)
+                rejected.append((node, reply.reason))
                 continue
-            m = msg.content[METRICS_KEY]
-            n = float(m.get("num-examples", 0))
-            if not np.isfinite(n) or n <= 0:
-                continue
-            beta = self.nodes[msg.metadata.src_node_id].beta
-            s = sums.setdefault(beta, [0.0, 0.0, 0.0])
-            s[0] += n
-            s[1] += n * float(m["eval-accuracy"])
-            s[2] += n * float(m["eval-loss"])
+            s = sums.setdefault(self._eval_sent[node].beta, [0.0, 0.0, 0.0])
+            s[0] += reply.num_examples
+            s[1] += reply.num_examples * reply.accuracy
+            s[2] += reply.num_examples * reply.loss
+        self.round_log.eval_rejected = rejected
         self.round_log.federated = {
             f"{beta:g}": {"accuracy": a / n, "loss": lo / n, "num-examples": n}
             for beta, (n, a, lo) in sorted(sums.items())
@@ -344,7 +368,7 @@ class NestedFedAvg(FedAvg):
     ) -> Arrays:
         """Run rounds ``start_round+1 .. num_rounds``; ``on_round_end`` checkpoints each one.
 
-        Unlike FedAvg.start this keeps numpy arrays between rounds, applies server-side
+        Unlike ``Strategy.start`` this keeps numpy arrays between rounds, applies server-side
         shrinking every ``shrink_every`` rounds, and can resume after a finished round.
         Federated evaluation runs on the rounds where ``evaluate_round(rnd)`` is true.
         """

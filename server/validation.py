@@ -13,8 +13,8 @@ A reply is accepted only if all of these hold, otherwise :class:`InvalidReply` n
   a float64 value that overflows float32 is not: each means the codec or the model disagrees.
 - **values**: all finite (no NaN, no Inf).
 - **num-examples**: a real number (``bool`` is not), finite, ``> 0`` and ``<= MAX_NUM_EXAMPLES``
-  (1e9, far above any device's dataset), so one reply cannot claim the whole average. Fractions
-  are allowed, since the value is only a weight.
+  (1e9, far above any device's dataset). Fractions are allowed, since the value is only a weight.
+  A valid value can still be a lie: :mod:`server.influence` bounds what one reply weighs.
 """
 
 from collections.abc import Hashable, Mapping, Sequence
@@ -24,7 +24,7 @@ from logging import WARNING
 import numpy as np
 from flwr.common.logger import log
 
-MAX_NUM_EXAMPLES = 1e9
+from maestro_common.protocol import MAX_NUM_EXAMPLES
 
 
 class InvalidReply(ValueError):

@@ -46,9 +46,23 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+IDENTITY = ("run_id", "node_id", "task_id")
+
+
 @pytest.fixture
-def task_identity(monkeypatch):
-    """Instruction messages read run/node/task ids that only the Flower runtime sets."""
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+def task_identity():
+    """Instruction messages read run/node/task ids that only the Flower runtime sets.
+
+    Set through ``TaskIdentity``'s public class properties and put back afterwards;
+    tests/test_flower_canary.py fails with a clear message if Flower moves them.
+    """
+    before = {}
+    for name in IDENTITY:
+        try:
+            before[name] = getattr(TaskIdentity, name)
+        except RuntimeError:  # unset: the getter refuses to return None
+            before[name] = None
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    yield
+    for name, value in before.items():
+        setattr(TaskIdentity, name, value)

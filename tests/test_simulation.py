@@ -53,7 +53,7 @@ def test_simulation_three_tiers_then_resume(flwr_env, fmnist_sample, tmp_path):
     )
     log = flwr_run(flwr_env, f"{common} num-rounds=1", supernodes=6)
     folder = out_dir / "sim"
-    assert (folder / "checkpoint.pt").exists(), log[-3000:]
+    assert (folder / "checkpoint.npz").exists(), log[-3000:]
     first = rows(folder)
     assert [r["round"] for r in first] == [1], log[-3000:]
 

@@ -170,11 +170,12 @@ def _candidate_dirs(data_dir: str | Path | None) -> list[Path]:
     """Directories to search, most specific first; each base also gets common sub-layouts."""
     bases: list[Path] = []
     if data_dir is not None:
-        bases.append(Path(data_dir))
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        bases.append(Path(env))
-    bases.append(DEFAULT_FASHION_MNIST_DIR)
+        bases.append(Path(data_dir))  # an explicit folder is the only place searched
+    else:
+        env = os.environ.get(DATA_DIR_ENV)
+        if env:
+            bases.append(Path(env))
+        bases.append(DEFAULT_FASHION_MNIST_DIR)
     dirs: list[Path] = []
     for base in bases:
         # Also accept a shared data root holding several datasets, and torchvision's layout.
@@ -226,11 +227,11 @@ def load_fashion_mnist(split: str, data_dir: str | Path | None = None) -> ArrayD
     """Load a Fashion-MNIST split, preferring local IDX files over the network.
 
     The standard IDX files (``train-images-idx3-ubyte[.gz]`` etc.) are searched for in
-    ``data_dir``, then ``$MAESTRO_DATA_DIR``, then ``/usr/share/datasets/fashion-mnist``
-    (each directory also with the sub-folders ``fashion-mnist/`` and
-    ``FashionMNIST/raw/``). If none holds them, the split is downloaded from the
-    Hugging Face hub (``zalando-datasets/fashion_mnist``). Results are cached
-    in-process, keyed by file path.
+    ``data_dir`` only when it is given; otherwise in ``$MAESTRO_DATA_DIR``, then
+    ``/usr/share/datasets/fashion-mnist`` (each directory also with the sub-folders
+    ``fashion-mnist/`` and ``FashionMNIST/raw/``), and if none holds them the split is
+    downloaded from the Hugging Face hub (``zalando-datasets/fashion_mnist``). Results are
+    cached in-process, keyed by file path.
 
     Parameters
     ----------
@@ -249,8 +250,9 @@ def load_fashion_mnist(split: str, data_dir: str | Path | None = None) -> ArrayD
     ValueError
         If ``split`` is unknown or a found IDX file is malformed.
     DatasetUnavailableError
-        If no local files exist and the hub download fails (e.g. offline); the message
-        lists where it looked and how to get the data.
+        If ``data_dir`` is given and does not hold the files, or no local files exist and the
+        hub download fails (e.g. offline); the message lists where it looked and how to get
+        the data.
 
     Notes
     -----
@@ -262,6 +264,19 @@ def load_fashion_mnist(split: str, data_dir: str | Path | None = None) -> ArrayD
     found = _find_idx_pair(split, dirs)
     if found is not None:
         return _load_fashion_mnist_idx(*found)
+    if data_dir is not None:
+        # An explicit folder is never silently replaced by another copy of the data.
+        images_name, labels_name = _FMNIST_FILES[split]
+        looked = "\n".join(f"  - {d}" for d in dirs)
+        state = (
+            "holds neither" if Path(data_dir).is_dir() else "does not exist, so it holds neither"
+        )
+        raise DatasetUnavailableError(
+            f"Fashion-MNIST {split!r} split not found: data-dir {data_dir} {state} "
+            f"{images_name}[.gz] nor {labels_name}[.gz]. Looked in:\n{looked}\n"
+            "Point data-dir at the folder holding the four IDX files, or leave it empty to "
+            f"search {DATA_DIR_ENV}, {DEFAULT_FASHION_MNIST_DIR} and the Hugging Face hub."
+        )
     try:
         return _load_fashion_mnist_from_hub(split)
     except Exception as exc:

@@ -110,7 +110,7 @@ def test_client_and_server_evaluate_the_same_sub_model(method, fmnist_sample):
     cfg = cfg_of(method, fmnist_sample)
     ops = ModelOps(cfg)
     arrays = ops.initial_arrays()
-    test = ops._test_set()
+    test = ops.test_set()
     for beta in TIERS:
         server = ops.evaluate_tiers(arrays, [beta])[f"{beta:g}"]
         received = take_prefix(arrays, ops.shapes(array_shapes(arrays), beta))

@@ -68,11 +68,11 @@ def test_record_round_writes_checkpoint_and_metrics(tmp_path):
     rec = _run_rounds(folder, _config(), [1, 2])
     assert [r["round"] for r in rec.rows()] == [1, 2]
     state = load_checkpoint(folder)
-    assert state["round"] == 2
-    assert state["config"] == _config()
+    assert state.round == 2
+    assert state.config == _config()
     for key, arr in _arrays(2.0).items():
-        np.testing.assert_array_equal(state["arrays"][key], arr)
-        assert state["arrays"][key].dtype == arr.dtype
+        np.testing.assert_array_equal(state.arrays[key], arr)
+        assert state.arrays[key].dtype == arr.dtype
     assert not list(folder.glob("*.tmp"))  # write-then-rename left no temp file
 
 
@@ -105,7 +105,7 @@ def test_resume_loads_arrays_and_start_round(tmp_path):
     # Recording goes on after the checkpoint.
     rec.record_round(4, _arrays(4.0), _row(4))
     assert [r["round"] for r in rec.rows()] == [1, 2, 3, 4]
-    assert load_checkpoint(folder)["round"] == 4
+    assert load_checkpoint(folder).round == 4
 
 
 def test_resume_drops_metric_lines_past_the_checkpoint(tmp_path):
@@ -115,7 +115,7 @@ def test_resume_drops_metric_lines_past_the_checkpoint(tmp_path):
     with open(folder / METRICS, "a") as f:
         f.write(json.dumps(_row(3)) + "\n")
     assert [r["round"] for r in rec.rows()] == [1, 2, 3]
-    assert load_checkpoint(folder)["round"] == 2
+    assert load_checkpoint(folder).round == 2
     resumed = RunRecorder(folder, _config(), resume=True)
     assert resumed.start_round == 2
     assert [r["round"] for r in resumed.rows()] == [1, 2]
@@ -187,10 +187,10 @@ def test_resume_with_more_rounds(tmp_path):
 def test_save_and_load_checkpoint(tmp_path):
     save_checkpoint(tmp_path, 7, _arrays(1.5), {"a": 1})
     state = load_checkpoint(tmp_path)
-    assert state["round"] == 7 and state["config"] == {"a": 1}
-    np.testing.assert_array_equal(state["arrays"]["fc.bias"], _arrays(1.5)["fc.bias"])
+    assert state.round == 7 and state.config == {"a": 1}
+    np.testing.assert_array_equal(state.arrays["fc.bias"], _arrays(1.5)["fc.bias"])
     save_checkpoint(tmp_path, 8, _arrays(2.5), {"a": 1})  # overwrite in place
-    assert load_checkpoint(tmp_path)["round"] == 8
+    assert load_checkpoint(tmp_path).round == 8
 
 
 # ----- report -----------------------------------------------------------------------------
@@ -271,5 +271,5 @@ def test_resume_without_checkpoint_but_with_metrics_is_refused(tmp_path):
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "metrics.jsonl").write_text('{"round": 1}\n')
-    with pytest.raises(ResumeError, match=r"no checkpoint\.pt"):
+    with pytest.raises(ResumeError, match=r"no checkpoint\.npz"):
         RunRecorder(folder, {"seed": 0}, resume=True)

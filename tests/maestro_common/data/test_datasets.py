@@ -101,15 +101,31 @@ def test_dataset_info_registry():
     assert set(D.DATASET_INFO) == {"fashion-mnist", "cifar10"}
 
 
+@pytest.mark.parametrize("exists", [False, True])
+def test_explicit_data_dir_without_the_files_is_an_error_not_a_fallback(
+    tmp_path, monkeypatch, exists
+):
+    _write_sample(tmp_path / "envdir", n=12, seed=1)  # a copy that must not be used instead
+    monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path / "envdir"))
+    given = tmp_path / "given"
+    if exists:
+        given.mkdir()
+    with pytest.raises(D.DatasetUnavailableError) as info:
+        D.load_fashion_mnist("train", data_dir=given)
+    msg = str(info.value)
+    assert str(given) in msg and "train-images-idx3-ubyte" in msg
+    assert ("does not exist" in msg) is not exists
+    assert str(tmp_path / "envdir") not in msg.split("Looked in:")[1].split("Point")[0]
+
+
 def test_missing_data_error_message(tmp_path, monkeypatch):
     monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path / "envdir"))
     with pytest.raises(D.DatasetUnavailableError) as info:
-        D.load_fashion_mnist("train", data_dir=tmp_path / "given")
+        D.load_fashion_mnist("train")
     msg = str(info.value)
     assert isinstance(info.value, RuntimeError)
     assert isinstance(info.value.__cause__, ConnectionError)
     for expected in (
-        str(tmp_path / "given"),
         str(tmp_path / "envdir"),
         str(tmp_path / "no-system-copy"),
         "train-images-idx3-ubyte",

@@ -1,0 +1,173 @@
+"""Tests for server.server_app: fail before round 1, bounded wait, empty rounds flagged, resume."""
+
+import json
+
+import numpy as np
+import pytest
+from flwr.app import Context, RecordDict
+
+from maestro_common.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from maestro_common.config import ConfigError, RunConfig
+from maestro_common.data import write_idx
+from server import server_app
+from server.results import CHECKPOINT, METRICS, OLD_CHECKPOINT, SUMMARY, ResumeError
+from tests.fakegrid import FakeGrid
+from tests.server.test_strategy import _echo, _nan
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "task_identity")
+
+NODES = {11: {"partition-id": 0, "num-partitions": 2}, 22: {"partition-id": 1, "num-partitions": 2}}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("idx")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 200), ("t10k", 60)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), "u1"))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n).astype("u1"))
+    return folder
+
+
+def _cfg(data, tmp_path, **changes) -> RunConfig:
+    base = {
+        "model": "lenet5",
+        "data_dir": str(data),
+        "tier_fractions": "0.5,1.0",
+        "clients_per_round": 2,
+        "num_rounds": 2,
+        "max_test_examples": 30,
+        "device": "cpu",
+        "output_dir": str(tmp_path / "runs"),
+        "run_name": "r",
+        "node_wait": 5.0,
+    }
+    return RunConfig(**{**base, **changes})
+
+
+def _main(cfg: RunConfig, train=None, nodes=None) -> FakeGrid:
+    grid = FakeGrid(nodes or NODES, cfg.to_run_config(), train=train)
+    server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
+    return grid
+
+
+def _rows(cfg: RunConfig) -> list[dict]:
+    path = server_app.run_folder(cfg) / METRICS
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+# ----- fail fast --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "a\\\\b"])
+def test_run_name_that_leaves_output_dir_is_refused(name):
+    with pytest.raises(ConfigError, match="run-name must be a plain folder name"):
+        RunConfig(run_name=name)
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        ({"data_dir": "/no/such/folder"}, "data-dir '/no/such/folder' is not a folder"),
+        ({"tier_speeds": "1e9,2e9,3e9"}, "bad tier profile: tier-speeds must have 2 values"),
+        ({"tier_availability": "0"}, "bad tier profile: TierProfile availability"),
+    ],
+)
+def test_bad_setting_fails_before_anything_is_sent_or_written(data_dir, tmp_path, changes, match):
+    cfg = _cfg(data_dir, tmp_path, **changes)
+    grid = FakeGrid(NODES, cfg.to_run_config())
+    with pytest.raises(ConfigError, match=match):
+        server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
+    assert grid.sent == [] and not (tmp_path / "runs").exists()
+
+
+def test_corrupt_test_split_fails_before_anything_is_sent_or_written(data_dir, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in data_dir.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03garbage")
+    cfg = _cfg(broken, tmp_path)
+    grid = FakeGrid(NODES, cfg.to_run_config())
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte"):
+        server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
+    assert grid.sent == [] and not (tmp_path / "runs").exists()
+
+
+def test_fewer_nodes_than_min_nodes_stops_after_node_wait(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, min_nodes=3, node_wait=0.2)
+    with pytest.raises(TimeoutError, match="only 2 of min-nodes=3 nodes connected"):
+        _main(cfg)
+
+
+# ----- rounds without a valid reply -------------------------------------------------------
+
+
+def test_rounds_without_a_valid_reply_are_flagged(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path)
+    _main(cfg, train=_echo(_nan))
+    rows = _rows(cfg)
+    assert [r["valid-replies"] for r in rows] == [0, 0]
+    assert all(r["no-valid-reply"] is True for r in rows)
+    assert all(len(r["rejected"]) == 2 for r in rows)
+    summary = (server_app.run_folder(cfg) / SUMMARY).read_text()
+    assert "Rounds with no valid reply" in summary and "1, 2 of 2" in summary
+    assert "never trained" in summary
+
+
+def test_trained_rounds_count_their_valid_replies(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, num_rounds=1)
+    _main(cfg, train=_echo())
+    (row,) = _rows(cfg)
+    assert row["valid-replies"] == 2 and "no-valid-reply" not in row
+    # The echo replies carry neither rank-fraction nor bytes-up: the virtual clock prices each
+    # node from what the server itself sent and received.
+    for client in row["clients"]:
+        assert client["virtual-seconds"] > 0
+        assert client["bytes-up"] == client["bytes-down"] > 0
+    assert "no valid reply" not in (server_app.run_folder(cfg) / SUMMARY).read_text()
+
+
+# ----- resume -----------------------------------------------------------------------------
+
+
+def _finished_round(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, num_rounds=1)
+    _main(cfg, train=_echo())
+    return cfg, server_app.run_folder(cfg) / CHECKPOINT
+
+
+@pytest.mark.parametrize("damage", ["nan", "shape", "key"])
+def test_resume_from_a_bad_checkpoint_fails_before_any_round(data_dir, tmp_path, damage):
+    cfg, path = _finished_round(data_dir, tmp_path)
+    ckpt = read_checkpoint(path)
+    arrays = dict(ckpt.arrays)
+    if damage == "nan":
+        arrays["fc1.u"] = np.full_like(arrays["fc1.u"], np.nan)
+    elif damage == "shape":
+        arrays["fc3.weight"] = np.zeros((10, 85), np.float32)
+    else:
+        arrays["extra"] = np.zeros(2, np.float32)
+    write_checkpoint(path, ckpt.round, arrays, ckpt.config)  # well formed, checksum right
+    rows_before = _rows(cfg)
+    resumed = cfg.replace(num_rounds=2, resume=True)
+    grid = FakeGrid(NODES, resumed.to_run_config(), train=_echo())
+    with pytest.raises(CheckpointError, match=str(path)):
+        server_app.main(grid, Context(1, 0, {}, RecordDict(), resumed.to_run_config()))
+    assert grid.sent == [] and _rows(cfg) == rows_before
+
+
+def test_resume_with_a_good_checkpoint_continues(data_dir, tmp_path):
+    cfg, path = _finished_round(data_dir, tmp_path)
+    _main(cfg.replace(num_rounds=2, resume=True), train=_echo())
+    assert [r["round"] for r in _rows(cfg)] == [1, 2]
+    assert read_checkpoint(path).round == 2
+
+
+def test_an_old_pickle_checkpoint_is_never_loaded(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, resume=True)
+    folder = server_app.run_folder(cfg)
+    folder.mkdir(parents=True)
+    (folder / OLD_CHECKPOINT).write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(ResumeError, match="old pickle format"):
+        _main(cfg)
