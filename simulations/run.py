@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 import tomllib
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,26 +74,38 @@ def free_port() -> int:
 
 
 class LocalSuperLink:
-    """Environment for `flwr run` against a managed SuperLink of our own; stops it on exit.
+    """A managed local SuperLink of our own for `flwr run`; stopped with all it started on exit.
 
-    Everything started with ``env`` carries a marker in its environment, so on exit the
-    SuperLink and whatever it started (flwr-simulation, Ray) are found and stopped even after
+    The harness starts it itself, with the command `flwr run` would use for its managed local
+    SuperLink (same ports, same FLWR_HOME paths), and waits up to ``startup_timeout`` seconds for
+    it: `flwr run` gives up after 15 s, too short on a loaded machine, and then finds it running
+    and uses it. Everything started with ``env`` carries a marker in its environment, so on exit
+    the SuperLink and whatever it started (flwr-simulation, Ray) are found and stopped even after
     they were detached and re-parented.
     """
 
     def __init__(
-        self, home: Path, fast_malloc: bool, base_env: Mapping[str, str] | None = None
+        self,
+        home: Path,
+        fast_malloc: bool,
+        base_env: Mapping[str, str] | None = None,
+        startup_timeout: float = 300.0,
     ) -> None:
         base = dict(os.environ if base_env is None else base_env)
         self.marker = base.setdefault(MARKER, os.urandom(16).hex())
+        self.home = home
+        self.http_port = free_port()
+        self.control_port = free_port()
+        self.startup_timeout = startup_timeout
         self.env = {
             **base,
             "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}",
             "FLWR_HOME": str(home),
-            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
-            "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(self.http_port),
+            "FLWR_LOCAL_CONTROL_API_PORT": str(self.control_port),
             # Run in this environment instead of `uv sync`-ing the requirements per run.
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
             "PYTHONUNBUFFERED": "1",
             # One torch thread per process unless asked otherwise: clients share the cores.
             "OMP_NUM_THREADS": base.get("OMP_NUM_THREADS", "1"),
@@ -100,7 +113,46 @@ class LocalSuperLink:
         if fast_malloc:
             self.env.update(FAST_MALLOC)
 
+    def _healthy(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.http_port}/health"
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
     def __enter__(self) -> LocalSuperLink:
+        runtime = self.home / "local-superlink"
+        runtime.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            str(BIN / "flower-superlink"),
+            "--insecure",
+            "--simulation",
+            "--isolation",
+            "subprocess",
+            "--control-api-address",
+            f"127.0.0.1:{self.control_port}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.http_port),
+            "--database",
+            str(runtime / "state.db"),
+            "--log-file",
+            str(runtime / "superlink.log"),
+        ]
+        self.proc = subprocess.Popen(
+            cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        while not self._healthy():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise HarnessError(
+                    f"the local SuperLink did not start within {self.startup_timeout:.0f} s "
+                    f"(exit code {self.proc.poll()}); see {runtime / 'superlink.log'}"
+                )
+            time.sleep(0.5)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -437,6 +489,33 @@ def prepare(args: argparse.Namespace, out_dir: Path) -> tuple[list[dict], dict, 
     return configs, federation, flwr_federation
 
 
+def run_planned(
+    link: LocalSuperLink,
+    cfg: dict,
+    out_dir: Path,
+    flwr_federation: str,
+    plan: Plan,
+    request: Mapping[str, Any],
+    invocation: tuple[str, str],
+) -> str | None:
+    """Skip, start or resume one run as planned; the failure message, or None.
+
+    ``invocation`` is (command, commit), recorded with the run before it trains.
+    """
+    name = cfg["run-name"]
+    if plan.action == "skip":
+        print(f"[{name}] already finished ({plan.done} rounds, same request): skipped")
+        return None
+    command, commit = invocation
+    provenance.write_record(out_dir / "runs" / name, request, command, commit, plan.done + 1)
+    try:
+        run_one(link, cfg, out_dir, flwr_federation, plan)
+    except HarnessError as err:
+        print(f"FAILED: {err}", flush=True)
+        return str(err)
+    return None
+
+
 def main(argv: list[str] | None = None) -> Path:
     """Run the experiment; exit non-zero when a request is refused or a run failed."""
     args = parse_args(argv)
@@ -462,33 +541,53 @@ def main(argv: list[str] | None = None) -> Path:
     except HarnessError as err:
         sys.exit(f"refused: {err}")
     failures = []
-    if any(p.action != "skip" for p in plans.values()):
-        # What follows changes the runs: a report of the old state must not survive it.
-        for stale in ("report.md", "results.csv"):
-            (out_dir / stale).unlink(missing_ok=True)
-    with (
-        ProcessGuard() as guard,
-        LocalSuperLink(out_dir / ".flwr-home", args.malloc == "fast", guard.env) as link,
-    ):
+    if all(p.action == "skip" for p in plans.values()):
         for cfg in configs:
-            name = cfg["run-name"]
-            plan = plans[name]
-            folder = out_dir / "runs" / name
-            if plan.action == "skip":
-                print(f"[{name}] already finished ({plan.done} rounds, same request): skipped")
-                continue
-            provenance.write_record(folder, requests[name], command, commit, plan.done + 1)
-            try:
-                run_one(link, cfg, out_dir, flwr_federation, plan)
-            except HarnessError as err:
-                print(f"FAILED: {err}", flush=True)
-                failures.append(str(err))
+            print(f"[{cfg['run-name']}] already finished (same request): skipped", flush=True)
+    else:
+        failures = train(args, out_dir, configs, plans, requests, flwr_federation, command, commit)
     report = write_comparison(args, out_dir, configs, commit)
-    (out_dir / "harness.json").write_text(json.dumps(vars(args), default=str, indent=1))
+    (out_dir / "harness-args.json").write_text(json.dumps(vars(args), default=str, indent=1))
     print(f"report: {report}")
     if failures:
         sys.exit("failed runs:\n" + "\n".join(f"  - {f}" for f in failures))
     return report
+
+
+def train(
+    args: argparse.Namespace,
+    out_dir: Path,
+    configs: list[dict],
+    plans: Mapping[str, Plan],
+    requests: Mapping[str, dict],
+    flwr_federation: str,
+    command: str,
+    commit: str,
+) -> list[str]:
+    """Every planned run on one local SuperLink; the failure messages."""
+    # What follows changes the runs: a report of the old state must not survive it.
+    for stale in ("report.md", "results.csv"):
+        (out_dir / stale).unlink(missing_ok=True)
+    failures = []
+    with ProcessGuard() as guard:
+        try:
+            with LocalSuperLink(out_dir / ".flwr-home", args.malloc == "fast", guard.env) as link:
+                for cfg in configs:
+                    name = cfg["run-name"]
+                    failure = run_planned(
+                        link,
+                        cfg,
+                        out_dir,
+                        flwr_federation,
+                        plans[name],
+                        requests[name],
+                        (command, commit),
+                    )
+                    if failure:
+                        failures.append(failure)
+        except HarnessError as err:
+            failures.append(str(err))
+    return failures
 
 
 def write_comparison(
@@ -506,6 +605,9 @@ def write_comparison(
     runs_dir = out_dir / "runs"
     found = runs_dir.iterdir() if runs_dir.exists() else []
     folders = sorted(p for p in found if read_rows(p))
+    if not folders:
+        print("no run recorded any round: no report")
+        return out_dir / "report.md"
     report = write_report(
         folders,
         out_dir,

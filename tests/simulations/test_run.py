@@ -68,7 +68,7 @@ def test_supernodes_below_min_nodes_are_refused(tmp_path):
     args = _args(tmp_path, "--supernodes", "3", "--set", "min-nodes=4")
     with pytest.raises(HarnessError, match="--supernodes 3 is below min-nodes=4"):
         prepare(args, tmp_path / "out")
-    configs, federation, flwr = prepare(_args(tmp_path, "--supernodes", "4"), tmp_path / "out")
+    _configs, federation, flwr = prepare(_args(tmp_path, "--supernodes", "4"), tmp_path / "out")
     assert federation["num-supernodes"] == 4 and "num-supernodes=4" in flwr
     assert "malloc" not in flwr  # a harness setting, not Flower's
 
@@ -131,14 +131,14 @@ def test_same_request_is_skipped_or_resumed_another_is_refused(tmp_path):
     with pytest.raises(HarnessError, match=r"run-config.lr: 0.1 -> 0.2"):
         plan_run(folder, _request(lr=0.2), 3)
     other_fed = provenance.make_request({"num-rounds": 3, "lr": 0.1}, {"num-supernodes": 20})
-    with pytest.raises(HarnessError, match="federation.num-supernodes: 10 -> 20"):
+    with pytest.raises(HarnessError, match=r"federation\.num-supernodes: 10 -> 20"):
         plan_run(folder, other_fed, 3)
     with pytest.raises(HarnessError, match="holds 2 rounds but num-rounds=1"):
         plan_run(folder, _request(**{"num-rounds": 1}), 1)
     _fake_run(tmp_path / "done", range(1, 4), _request())
     assert plan_run(tmp_path / "done", _request(), 3).action == "skip"
     _fake_run(tmp_path / "old", range(1, 4), None)
-    with pytest.raises(HarnessError, match="without a harness.json"):
+    with pytest.raises(HarnessError, match=r"without a harness\.json"):
         plan_run(tmp_path / "old", _request(), 3)
 
 
