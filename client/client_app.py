@@ -112,6 +112,8 @@ def train_fn(msg: Message, context: Context) -> Message:
             "train-seconds": result.seconds,
             # The process's peak resident set (Linux reports KiB); psutil has no peak on Linux.
             "peak-rss-mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            # Results depend on it (floating-point order); the harness pins it per client.
+            "torch-threads": torch.get_num_threads(),
             "bytes-up": payload_nbytes(arrays),
             "rank-fraction": float(config["rank-fraction"]),
         }

@@ -90,6 +90,7 @@ class LocalSuperLink:
         fast_malloc: bool,
         base_env: Mapping[str, str] | None = None,
         startup_timeout: float = 300.0,
+        threads: int = 1,
     ) -> None:
         base = dict(os.environ if base_env is None else base_env)
         self.marker = base.setdefault(MARKER, os.urandom(16).hex())
@@ -107,8 +108,11 @@ class LocalSuperLink:
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
             "FLWR_DISABLE_UPDATE_CHECK": "1",
             "PYTHONUNBUFFERED": "1",
-            # One torch thread per process unless asked otherwise: clients share the cores.
-            "OMP_NUM_THREADS": base.get("OMP_NUM_THREADS", "1"),
+            # Torch threads per process, pinned whatever the caller's environment says: the
+            # thread count changes a client's floating-point results (and so a run's figures),
+            # and more threads than reserved cores oversubscribe the machine.
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
         }
         if fast_malloc:
             self.env.update(FAST_MALLOC)
@@ -484,8 +488,10 @@ def prepare(args: argparse.Namespace, out_dir: Path) -> tuple[list[dict], dict, 
         "client-resources-num-cpus": args.cpus_per_client,
         "client-resources-num-gpus": args.gpus_per_client,
         "malloc": args.malloc,
+        "torch-threads": args.cpus_per_client,
     }
-    flwr_federation = " ".join(f"{k}={v}" for k, v in federation.items() if k != "malloc")
+    harness_only = ("malloc", "torch-threads")
+    flwr_federation = " ".join(f"{k}={v}" for k, v in federation.items() if k not in harness_only)
     return configs, federation, flwr_federation
 
 
@@ -571,7 +577,12 @@ def train(
     failures = []
     with ProcessGuard() as guard:
         try:
-            with LocalSuperLink(out_dir / ".flwr-home", args.malloc == "fast", guard.env) as link:
+            with LocalSuperLink(
+                out_dir / ".flwr-home",
+                args.malloc == "fast",
+                guard.env,
+                threads=args.cpus_per_client,
+            ) as link:
                 for cfg in configs:
                     name = cfg["run-name"]
                     failure = run_planned(

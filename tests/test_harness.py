@@ -93,7 +93,7 @@ def test_report_provenance_then_skip_then_refusal(tmp_path, fmnist_sample):
     call = record["invocations"][0]
     assert f"| maestro-seed0 | 1–2 | `{call['command']}` | {call['commit']} |" in report
     assert "\x1b[" not in (out / "logs" / "maestro-seed0.log").read_text()
-    assert (out / "results.csv").read_text().count("\n") == 1 + 2  # header + β 0.5 and 1 at 2
+    assert (out / "results.csv").read_text().count("\n") == 1 + 2 * 2  # 2 rounds × 2 tiers
 
     again = harness(out, fmnist_sample)
     text, _ = again.communicate(timeout=300)
