@@ -33,13 +33,14 @@ PR_SET_CHILD_SUBREAPER = 36
 HANDLED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
-def become_subreaper() -> bool:
-    """Adopt orphaned descendants (Linux only); False where not supported."""
+def become_subreaper(on: bool = True) -> bool:
+    """Adopt orphaned descendants (``on``) or stop adopting them (Linux only); False where not
+    supported."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
 
@@ -123,3 +124,4 @@ class ProcessGuard:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
         atexit.unregister(self._atexit)
+        become_subreaper(False)
