@@ -89,6 +89,8 @@ def train_fn(msg: Message, context: Context) -> Message:
         P.TRAIN_SECONDS: result.seconds,
         # The process's peak resident set (Linux reports KiB); psutil has no peak on Linux.
         P.PEAK_RSS_MB: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # Results depend on it (floating-point order); the harness pins it per client.
+        P.TORCH_THREADS: torch.get_num_threads(),
     }
     content = P.encode_train_reply(arrays, result.num_examples, result.loss, extra)
     return Message(content, reply_to=msg)

@@ -1,4 +1,10 @@
-"""A client's local data: its partition of the training set, split into train and validation."""
+"""A client's local data: its partition of the training set, split into train and validation.
+
+In simulation many clients share a process. A client reads only its own rows: partitions are
+computed from the labels alone, and the images come from a memory-mapped uint8 cache of the
+split (:mod:`maestro_common.data.raw`), so a process holds its clients' rows, not the whole
+training set. Without local files (hub download), the whole split is loaded as before.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,14 @@ import torch
 
 from maestro_common.config import RunConfig
 from maestro_common.data import ArrayDataset, load_dataset, partition_indices, train_val_split
+from maestro_common.data.raw import local_raw_split, rows_dataset
+
+
+def _labels(dataset: str, data_dir: str) -> np.ndarray:
+    raw = local_raw_split(dataset, "train", data_dir or None)
+    if raw is not None:
+        return raw.labels
+    return load_dataset(dataset, "train", data_dir or None).labels.numpy()
 
 
 @lru_cache(maxsize=4)
@@ -16,8 +30,8 @@ def _partitions(
     dataset: str, data_dir: str, num_partitions: int, scheme: str, alpha: float, k: int, seed: int
 ) -> tuple[np.ndarray, ...]:
     # Every client of a simulation shares one process per worker: partition once, reuse.
-    train = load_dataset(dataset, "train", data_dir or None)
-    return tuple(partition_indices(train.labels.numpy(), num_partitions, scheme, alpha, k, seed))
+    labels = _labels(dataset, data_dir)
+    return tuple(partition_indices(labels, num_partitions, scheme, alpha, k, seed))
 
 
 def local_splits(
@@ -35,6 +49,9 @@ def local_splits(
         cfg.classes_per_partition,
         cfg.seed,
     )
-    train = load_dataset(cfg.dataset, "train", cfg.data_dir or None)
     tr, va = train_val_split(parts[partition_id], cfg.val_fraction, seed=cfg.seed + partition_id)
+    raw = local_raw_split(cfg.dataset, "train", cfg.data_dir or None)
+    if raw is not None:
+        return rows_dataset(raw, tr, cfg.dataset), rows_dataset(raw, va, cfg.dataset)
+    train = load_dataset(cfg.dataset, "train", cfg.data_dir or None)
     return train.subset(torch.as_tensor(tr)), train.subset(torch.as_tensor(va))

@@ -42,6 +42,7 @@ TIER, PARTITION_ID = "tier", "partition-id"
 # Reply metric keys.
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS, TRAIN_SECONDS, PEAK_RSS_MB = "train-loss", "train-seconds", "peak-rss-mb"
+TORCH_THREADS = "torch-threads"
 EVAL_LOSS, EVAL_ACCURACY = "eval-loss", "eval-accuracy"
 
 # A reply's num-examples above this is refused: far above any device's dataset.

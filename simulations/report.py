@@ -5,6 +5,11 @@ Each run folder holds ``config.json`` (the run config, with ``method`` and ``see
 tiers' budgets as strings ("0.2" .. "1") and are the same for every method; the MACs and params
 behind a label differ per method (a width prefix for FjORD/HeteroFL, a rank prefix for Maestro,
 the whole model for FedAvg).
+
+The headline accuracy of a run is the mean over its last K evaluations (one evaluation is noisy:
+a few pp between neighbouring evaluations is common with non-IID clients), then mean ± sample std
+over seeds. :func:`load_frame` gives any set of runs as a tidy pandas DataFrame (one row per
+run × evaluated round × tier) for your own figures; the report writes it as ``results.csv``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import Any
 
 import matplotlib
 import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from simulations.time_to_accuracy import time_to_accuracy
 
@@ -26,13 +33,19 @@ import matplotlib.pyplot as plt
 
 METHOD_ORDER = ("maestro", "fjord", "heterofl", "fedavg-all", "fedavg-fit")
 PLOTS = {
-    "accuracy-per-round.png": "Test accuracy per round, one panel per tier (mean over seeds)",
-    "accuracy-vs-macs.png": "Final test accuracy against forward MACs at each tier",
+    "accuracy-per-round.png": "Test accuracy per round, one panel per tier (mean over seeds, "
+    "band: min to max over seeds)",
+    "accuracy-vs-macs.png": "Headline test accuracy against forward MACs at each tier",
     "bytes-per-round.png": "Bytes down + up per client per round, by tier",
     "accuracy-vs-virtual-time.png": "Accuracy of the full and the smallest tier against the "
     "virtual clock",
 }
 _MARKERS = "osD^v<>ph*"
+# One marker and line style per method, so methods whose curves coincide stay distinguishable.
+_METHOD_STYLE = {
+    m: (_MARKERS[i], ("-", "--", "-.", ":")[i % 4]) for i, m in enumerate(METHOD_ORDER)
+}
+RECORD = "harness.json"  # simulations.provenance.RECORD (not imported: keeps this module light)
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,16 @@ class Run:
     def evaluated(self) -> list[dict[str, Any]]:
         """Rows with per-tier evaluation."""
         return [r for r in self.rows if r.get("tiers")]
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        """The harness's record of the run (request, commands, commits), if it has one."""
+        path = self.folder / RECORD
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def last_evaluations(self, k: int) -> list[dict[str, Any]]:
+        """The last ``k`` evaluated rows (fewer when the run evaluated fewer times)."""
+        return self.evaluated[-k:]
 
     @property
     def final(self) -> dict[str, Any] | None:
@@ -123,10 +146,14 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), std
 
 
-def final_accuracy(runs: Sequence[Run], tier: str) -> list[float]:
-    """Final accuracy at ``tier`` of every run that evaluated it."""
-    finals = [run.final for run in runs]
-    return [f["tiers"][tier]["accuracy"] for f in finals if f and tier in f["tiers"]]
+def final_accuracy(runs: Sequence[Run], tier: str, last_k: int = 1) -> list[float]:
+    """Per run that evaluated ``tier``: its mean accuracy over its last ``last_k`` evaluations."""
+    out = []
+    for run in runs:
+        accs = [r["tiers"][tier]["accuracy"] for r in run.evaluated if tier in r["tiers"]]
+        if accs:
+            out.append(float(np.mean(accs[-last_k:])))
+    return out
 
 
 def bytes_per_client_round(runs: Sequence[Run], tier: str) -> float | None:
@@ -154,21 +181,23 @@ def _tier_cost(runs: Sequence[Run], tier: str) -> tuple[int, int] | None:
     return None
 
 
-def comparison_table(runs: Sequence[Run]) -> str:
+def comparison_table(runs: Sequence[Run], last_k: int = 1) -> str:
     """Markdown table: one line per method × tier.
 
-    Columns: final test accuracy (mean ± sample std over n seeds, in %), the method's forward
-    MACs and params at that tier, and the mean bytes down + up per participating client per round.
+    Columns: test accuracy (each run's mean over its last ``last_k`` evaluations, then mean ±
+    sample std over n seeds, in %), the method's forward MACs and params at that tier, and the
+    mean bytes down + up per participating client per round.
     """
+    head = "final accuracy" if last_k == 1 else f"accuracy, mean of last {last_k} evals,"
     lines = [
-        "| method | tier β | final accuracy % (mean ± std) | n | MACs | params "
+        f"| method | tier β | {head} % (mean ± std over seeds) | n | MACs | params "
         "| bytes/client/round (down+up) |",
         "|---|---|---|---|---|---|---|",
     ]
     tiers = _tiers(runs)
     for method, group in _by_method(runs).items():
         for tier in tiers:
-            accs = final_accuracy(group, tier)
+            accs = final_accuracy(group, tier, last_k)
             if not accs:
                 continue
             mean, std = _mean_std(accs)
@@ -231,17 +260,45 @@ def timing_table(runs: Sequence[Run], concurrency: int, target: float) -> str:
 
 def _mean_curve(
     runs: Sequence[Run], tier: str, x_key: str = "round"
-) -> tuple[list[float], list[float]]:
-    """Per round, mean over seeds of ``x_key`` and of the accuracy at ``tier``."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per round: mean over seeds of ``x_key``, and the mean, min and max accuracy (%) at ``tier``.
+
+    Only rounds evaluated by every run that evaluated the tier at all count, so a band never
+    narrows because a seed is missing from a round.
+    """
     xs: dict[int, list[float]] = defaultdict(list)
     ys: dict[int, list[float]] = defaultdict(list)
-    for run in runs:
+    seen = [run for run in runs if any(tier in r["tiers"] for r in run.evaluated)]
+    for run in seen:
         for row in run.evaluated:
             if tier in row["tiers"] and row.get(x_key) is not None:
                 xs[row["round"]].append(float(row[x_key]))
-                ys[row["round"]].append(float(row["tiers"][tier]["accuracy"]))
-    rounds = sorted(xs)
-    return [float(np.mean(xs[r])) for r in rounds], [100 * float(np.mean(ys[r])) for r in rounds]
+                ys[row["round"]].append(100 * float(row["tiers"][tier]["accuracy"]))
+    rounds = [r for r in sorted(xs) if len(ys[r]) == len(seen)]
+    x = np.array([np.mean(xs[r]) for r in rounds])
+    y = [np.asarray(ys[r]) for r in rounds]
+    return (
+        x,
+        np.array([v.mean() for v in y]),
+        np.array([v.min() for v in y]),
+        np.array([v.max() for v in y]),
+    )
+
+
+def _style(method: str, index: int) -> dict[str, Any]:
+    marker, line = _METHOD_STYLE.get(method, (_MARKERS[index % len(_MARKERS)], "-"))
+    return {"marker": marker, "linestyle": line, "markersize": 4, "label": method}
+
+
+def _curves(ax: plt.Axes, runs: Sequence[Run], tier: str, x_key: str, scale: float) -> None:
+    """A line per method (mean over seeds) with a band from the lowest to the highest seed."""
+    for i, (method, group) in enumerate(_by_method(runs).items()):
+        x, mean, low, high = _mean_curve(group, tier, x_key)
+        if not len(x):
+            continue
+        (line,) = ax.plot(x / scale, mean, **_style(method, i))
+        if len(group) > 1:
+            ax.fill_between(x / scale, low, high, color=line.get_color(), alpha=0.2, lw=0)
 
 
 def _save(fig: plt.Figure, path: Path | str) -> Path:
@@ -253,37 +310,41 @@ def _save(fig: plt.Figure, path: Path | str) -> Path:
 
 
 def plot_accuracy_per_round(runs: Sequence[Run], path: Path | str) -> Path:
-    """One panel per tier, a line per method: test accuracy per round, mean over seeds."""
+    """One panel per tier, a line per method: test accuracy per round, mean over seeds, with a
+    band from the lowest to the highest seed."""
     tiers = _tiers(runs) or ["1"]
     fig, axes = plt.subplots(
         1, len(tiers), figsize=(3.2 * len(tiers), 3.2), sharey=True, squeeze=False
     )
     for ax, tier in zip(axes[0], tiers, strict=True):
-        for method, group in _by_method(runs).items():
-            x, y = _mean_curve(group, tier)
-            if x:
-                ax.plot(x, y, marker=".", label=method)
+        _curves(ax, runs, tier, "round", 1.0)
         ax.set_title(f"tier β={tier}")
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (%)")
     axes[0][-1].legend(fontsize="small")
     return _save(fig, path)
 
 
-def plot_accuracy_vs_macs(runs: Sequence[Run], path: Path | str) -> Path:
-    """Final accuracy against forward MACs: a line per method, a marker shape per tier."""
+def plot_accuracy_vs_macs(runs: Sequence[Run], path: Path | str, last_k: int = 1) -> Path:
+    """Headline accuracy against forward MACs: a line per method, a marker shape per tier."""
     tiers = _tiers(runs)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method, group in _by_method(runs).items():
+    for i, (method, group) in enumerate(_by_method(runs).items()):
         pts = []
         for tier in tiers:
-            accs, cost = final_accuracy(group, tier), _tier_cost(group, tier)
+            accs, cost = final_accuracy(group, tier, last_k), _tier_cost(group, tier)
             if accs and cost:
                 pts.append((cost[0], 100 * _mean_std(accs)[0], tier))
         if not pts:
             continue
-        (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], label=method)
+        (line,) = ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            label=method,
+            ls=_style(method, i)["linestyle"],
+        )
         for macs, acc, tier in pts:
             marker = _MARKERS[tiers.index(tier) % len(_MARKERS)]
             ax.plot(macs, acc, marker=marker, color=line.get_color(), linestyle="none")
@@ -294,7 +355,7 @@ def plot_accuracy_vs_macs(runs: Sequence[Run], path: Path | str) -> Path:
         )
     ax.set_xscale("log")
     ax.set_xlabel("forward MACs per example (log)")
-    ax.set_ylabel("final test accuracy (%)")
+    ax.set_ylabel("headline test accuracy (%)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small", ncol=2)
     return _save(fig, path)
@@ -323,10 +384,7 @@ def plot_accuracy_vs_virtual_time(runs: Sequence[Run], path: Path | str) -> Path
     shown = [tiers[-1], tiers[0]] if len(tiers) > 1 else tiers or ["1"]
     fig, axes = plt.subplots(1, len(shown), figsize=(5 * len(shown), 3.6), squeeze=False)
     for ax, tier in zip(axes[0], shown, strict=True):
-        for method, group in _by_method(runs).items():
-            x, y = _mean_curve(group, tier, x_key="virtual-clock")
-            if x:
-                ax.plot(np.asarray(x) / 3600, y, marker=".", label=method)
+        _curves(ax, runs, tier, "virtual-clock", 3600.0)
         ax.set_title(f"tier β={tier}")
         ax.set_xlabel("virtual clock (hours)")
         ax.grid(alpha=0.3)
@@ -335,55 +393,158 @@ def plot_accuracy_vs_virtual_time(runs: Sequence[Run], path: Path | str) -> Path
     return _save(fig, path)
 
 
+def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
+    """A tidy DataFrame: one row per run × evaluated round × tier.
+
+    Columns: run (folder name), method, seed, round, tier (label, e.g. "0.2"), beta (float),
+    accuracy, loss, macs, params, virtual-clock (s), wall-seconds.
+    """
+    records = [
+        {
+            "run": run.folder.name,
+            "method": run.method,
+            "seed": run.seed,
+            "round": int(row["round"]),
+            "tier": tier,
+            "beta": float(tier),
+            "accuracy": m.get("accuracy"),
+            "loss": m.get("loss"),
+            "macs": m.get("macs"),
+            "params": m.get("params"),
+            "virtual-clock": row.get("virtual-clock"),
+            "wall-seconds": row.get("wall-seconds"),
+        }
+        for run in runs
+        for row in run.evaluated
+        for tier, m in sorted(row["tiers"].items(), key=lambda kv: float(kv[0]))
+    ]
+    columns = ["run", "method", "seed", "round", "tier", "beta", "accuracy", "loss", "macs"]
+    columns += ["params", "virtual-clock", "wall-seconds"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def run_folders(paths: Iterable[Path | str]) -> list[Path]:
+    """Run folders from paths that are run folders or harness output folders (with ``runs/``)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if (path / "metrics.jsonl").exists():
+            found.append(path)
+        elif (path / "runs").is_dir():
+            found += sorted(p for p in (path / "runs").iterdir() if (p / "metrics.jsonl").exists())
+        else:
+            raise FileNotFoundError(f"{path} is neither a run folder nor a harness --out folder")
+    return found
+
+
+def load_frame(*paths: Path | str) -> pd.DataFrame:
+    """Any set of runs as a tidy DataFrame (see :func:`runs_frame`).
+
+    ``paths`` are run folders or harness ``--out`` folders, e.g.
+    ``load_frame("runs/compare")``.
+    """
+    return runs_frame(load_runs(run_folders(paths)))
+
+
+def provenance_section(runs: Sequence[Run], commit: str) -> str:
+    """Which command and code commit trained which rounds of which run."""
+    lines = [f"Report written at commit `{commit or 'unknown'}`.", ""]
+    lines += ["| run | rounds | command | commit |", "|---|---|---|---|"]
+    for run in sorted(runs, key=lambda r: r.folder.name):
+        record = run.record
+        last = run.rows[-1]["round"] if run.rows else 0
+        if not record or not record.get("invocations"):
+            lines.append(f"| {run.folder.name} | 1–{last} | unknown (no {RECORD}) | unknown |")
+            continue
+        calls = record["invocations"]
+        for i, call in enumerate(calls):
+            first = call["from-round"]
+            end = calls[i + 1]["from-round"] - 1 if i + 1 < len(calls) else last
+            if end < first:
+                continue  # an invocation that recorded no round (failed, or stopped early)
+            lines.append(
+                f"| {run.folder.name} | {first}–{end} | `{call['command']}` | {call['commit']} |"
+            )
+    return "\n".join(lines)
+
+
 def write_report(
     folders: Iterable[Path | str],
     out_dir: Path | str,
     title: str,
-    command: str,
+    commit: str = "",
     concurrency: int = 1,
     target: float = 0.8,
+    last_k: int = 3,
 ) -> Path:
-    """Write ``out_dir/report.md`` and its four PNGs; return the report's path.
+    """Write ``out_dir/report.md``, its four PNGs and ``results.csv``; return the report's path.
 
     Parameters
     ----------
     folders : Iterable[Path | str]
-        Run folders, each with ``config.json`` and ``metrics.jsonl``.
+        Run folders, each with ``config.json`` and ``metrics.jsonl`` (and the harness's
+        ``harness.json`` naming the commands and commits that trained it).
     out_dir : Path | str
-        Where report.md and the plots go (created if needed).
+        Where report.md, the plots and results.csv go (created if needed).
     title : str
         The report's heading.
-    command : str
-        The exact command line that produced the runs, quoted in the report so it can be rerun.
+    commit : str
+        The code commit the report is written at.
     concurrency : int
         Clients that trained at the same time (for the time table).
     target : float
         Accuracy whose virtual time-to-reach the time table reports.
+    last_k : int
+        The headline accuracy of a run is its mean over its last ``last_k`` evaluations.
     """
     runs = load_runs(folders)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    runs_frame(runs).to_csv(out / "results.csv", index=False)
     plot_accuracy_per_round(runs, out / "accuracy-per-round.png")
-    plot_accuracy_vs_macs(runs, out / "accuracy-vs-macs.png")
+    plot_accuracy_vs_macs(runs, out / "accuracy-vs-macs.png", last_k)
     plot_bytes_per_round(runs, out / "bytes-per-round.png")
     plot_accuracy_vs_virtual_time(runs, out / "accuracy-vs-virtual-time.png")
     seeds = ", ".join(f"{m}: {[r.seed for r in group]}" for m, group in _by_method(runs).items())
     figures = "\n\n".join(f"![{caption}]({name})" for name, caption in PLOTS.items())
     text = (
         f"# {title}\n\n"
-        f"Command:\n\n```\n{command}\n```\n\n"
+        f"{provenance_section(runs, commit)}\n\n"
         f"Runs: {len(runs)} (seeds per method: {seeds}).\n\n"
-        f"{comparison_table(runs)}\n\n"
+        f"{comparison_table(runs, last_k)}\n\n"
         f"{timing_table(runs, concurrency, target)}\n\n"
-        "Accuracy is on the centralized test set at the last evaluated round; ± is the sample "
-        "standard deviation over the n seeds. MACs and params are those of each method's model "
-        "at that tier. Virtual time comes from assumed device profiles (server/profiles.py), "
-        "not measurements. Time: client compute is the clients' train-seconds summed and divided "
-        f"by the {concurrency} clients that trained at once; overhead is the rest of the wall "
-        "time once compute, centralized evaluation and aggregation are taken out; * marks a "
-        "target not reached by every seed.\n\n"
+        "Accuracy is on the centralized test set: each run's mean over its last "
+        f"{last_k} evaluations (one evaluation alone moves by a few pp between neighbouring "
+        "evaluations), then the mean over the n seeds; ± is the sample standard deviation over "
+        "the seeds. The per-round plot's bands span the lowest to the highest seed. MACs and "
+        "params are those of each method's model at that tier. Virtual time comes from assumed "
+        "device profiles (server/profiles.py), not measurements. Time: client compute is "
+        f"the clients' train-seconds summed and divided by the {concurrency} clients that "
+        "trained at once; overhead is the rest of the wall time once compute, centralized "
+        "evaluation and aggregation are taken out; * marks a target not reached by every seed. "
+        "Every number per run, round and tier: `results.csv`.\n\n"
         f"{figures}\n"
     )
     path = out / "report.md"
     path.write_text(text)
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m simulations.report PATH... [--csv FILE]``: the tidy CSV of any runs."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m simulations.report",
+        description="Write the tidy CSV (one row per run × evaluated round × tier) of any runs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("paths", nargs="+", type=Path, help="run folders or harness --out folders")
+    p.add_argument("--csv", type=Path, default=Path("results.csv"), help="CSV file to write")
+    args = p.parse_args(argv)
+    frame = load_frame(*args.paths)
+    frame.to_csv(args.csv, index=False)
+    print(f"{len(frame)} rows from {frame['run'].nunique()} runs: {args.csv}")
+
+
+if __name__ == "__main__":
+    main()

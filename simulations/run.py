@@ -2,10 +2,18 @@
 (over every run in the output folder, so seeds added later join it).
 
 Each (method, seed) is one Flower run on a managed local SuperLink that this harness starts on
-free ports with its own FLWR_HOME, so it never reuses a SuperLink started elsewhere. Progress
-(rounds done, last accuracy, time left) is printed while a run goes; full logs go to
-``<out>/logs/``. A finished run is skipped and a partial one resumed when the harness is run
-again with the same ``--out``.
+free ports with its own FLWR_HOME, so it never reuses a SuperLink started elsewhere. Progress is
+read from each run's metrics.jsonl: a start-up phase (SuperLink, simulation engine, clients),
+then rounds with the last accuracy and the time left (from the rounds' own wall time, start-up
+excluded). Full logs, without terminal colour codes, go to ``<out>/logs/``.
+
+Each run folder keeps its full request (every run-config key, the federation settings) and the
+commands and commits that trained it (``harness.json``). Run again with the same ``--out``, a
+finished run is skipped and a partial one resumed only if the request is the same (``num-rounds``
+may grow); any other difference is refused with the settings that differ named: use another
+``--out`` for another experiment. Every process the harness starts (SuperLink, flwr-simulation,
+Ray) is stopped when it ends, also on SIGTERM, SIGHUP or Ctrl-C. The harness exits non-zero when
+a run failed or never trained (no round with a valid reply).
 
 Example::
 
@@ -25,21 +33,29 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import tomllib
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import psutil
 import tomli_w
 
 from maestro_common.config import ConfigError, RunConfig
 from maestro_common.methods import METHOD_NAMES as METHODS
 from maestro_common.task import load_run_config
+from server.policy import run_profiles
+from simulations import provenance
+from simulations.procs import MARKER, ProcessGuard, marked, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ROUND_RE = re.compile(r"\[ROUND (\d+)/(\d+)\]")
-ACC_RE = re.compile(r"round (\d+) test accuracy: (.*)")
+ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+POLL_SECONDS = 2.0
+STARTUP_EVERY = 30.0  # seconds between start-up progress lines
 
 # glibc returns freed memory to the kernel eagerly and maps big blocks afresh each step; these
 # keep it (see docs/results.md for the measured effect on training steps).
@@ -50,6 +66,10 @@ FAST_MALLOC = {
 }
 
 
+class HarnessError(RuntimeError):
+    """A request the harness refuses, or a run that failed; the message says which and why."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,36 +77,97 @@ def free_port() -> int:
 
 
 class LocalSuperLink:
-    """Environment for `flwr run` against a managed SuperLink of our own; stops it on exit."""
+    """A managed local SuperLink of our own for `flwr run`; stopped with all it started on exit.
 
-    def __init__(self, home: Path, fast_malloc: bool) -> None:
+    The harness starts it itself, with the command `flwr run` would use for its managed local
+    SuperLink (same ports, same FLWR_HOME paths), and waits up to ``startup_timeout`` seconds for
+    it: `flwr run` gives up after 15 s, too short on a loaded machine, and then finds it running
+    and uses it. Everything started with ``env`` carries a marker in its environment, so on exit
+    the SuperLink and whatever it started (flwr-simulation, Ray) are found and stopped even after
+    they were detached and re-parented.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        fast_malloc: bool,
+        base_env: Mapping[str, str] | None = None,
+        startup_timeout: float = 300.0,
+        threads: int = 1,
+    ) -> None:
+        base = dict(os.environ if base_env is None else base_env)
+        self.marker = base.setdefault(MARKER, os.urandom(16).hex())
+        self.home = home
+        self.http_port = free_port()
         self.control_port = free_port()
+        self.startup_timeout = startup_timeout
         self.env = {
-            **os.environ,
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            **base,
+            "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}",
             "FLWR_HOME": str(home),
-            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(self.http_port),
             "FLWR_LOCAL_CONTROL_API_PORT": str(self.control_port),
             # Run in this environment instead of `uv sync`-ing the requirements per run.
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
             "PYTHONUNBUFFERED": "1",
+            # Torch threads per process, pinned whatever the caller's environment says: the
+            # thread count changes a client's floating-point results (and so a run's figures),
+            # and more threads than reserved cores oversubscribe the machine.
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
         }
         if fast_malloc:
             self.env.update(FAST_MALLOC)
 
+    def _healthy(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.http_port}/health"
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
     def __enter__(self) -> LocalSuperLink:
+        runtime = self.home / "local-superlink"
+        runtime.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            str(BIN / "flower-superlink"),
+            "--insecure",
+            "--simulation",
+            "--isolation",
+            "subprocess",
+            "--control-api-address",
+            f"127.0.0.1:{self.control_port}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.http_port),
+            "--database",
+            str(runtime / "state.db"),
+            "--log-file",
+            str(runtime / "superlink.log"),
+        ]
+        self.proc = subprocess.Popen(
+            cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        while not self._healthy():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise HarnessError(
+                    f"the local SuperLink did not start within {self.startup_timeout:.0f} s "
+                    f"(exit code {self.proc.poll()}); see {runtime / 'superlink.log'}"
+                )
+            time.sleep(0.5)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for proc in psutil.process_iter(["cmdline"]):
-            cmd = " ".join(proc.info["cmdline"] or [])
-            if "flower-superlink" in cmd and f"127.0.0.1:{self.control_port}" in cmd:
-                for p in [*proc.children(recursive=True), proc]:
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        p.kill()
+        stop(marked(self.marker))
 
 
 def run_config_for(base: dict, method: str, seed: int, out_dir: Path, sets: dict) -> dict:
+    """One run's run config; checked here (keys, values, tier profiles), not inside Flower."""
     cfg = {
         **base,
         **sets,
@@ -95,38 +176,154 @@ def run_config_for(base: dict, method: str, seed: int, out_dir: Path, sets: dict
         "run-name": f"{method}-seed{seed}",
         "output-dir": str(out_dir / "runs"),
     }
-    load_run_config(cfg)  # fail here, with the key named, not inside Flower
+    parsed = load_run_config(cfg)  # fail here, with the key named, not inside Flower
+    # The same parser the ServerApp uses, so a bad tier-speeds string fails before Flower starts.
+    try:
+        run_profiles(parsed)
+    except ValueError as err:
+        raise ConfigError(f"tier profiles: {err}") from err
     return cfg
 
 
-def rounds_done(folder: Path) -> int:
+def read_rows(folder: Path) -> list[dict[str, Any]]:
+    """The metrics rows recorded so far (a line being written is skipped)."""
     path = folder / "metrics.jsonl"
     if not path.exists():
-        return 0
-    return len([x for x in path.read_text().splitlines() if x.strip()])
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows
 
 
-def progress_line(name: str, rnd: int, total: int, done: int, accuracy: str, elapsed: float) -> str:
-    """One progress line: rounds done, the last evaluated accuracy, time spent and left."""
-    if rnd > done:
-        left = f"~{elapsed / (rnd - done) * (total - rnd) / 60:.1f} min left"
-    else:
-        left = "time left: after the first round"
-    return f"[{name}] round {rnd}/{total} | {accuracy or '…'} | {elapsed / 60:.1f} min, {left}"
+def rounds_done(folder: Path) -> int:
+    return len(read_rows(folder))
 
 
-def run_one(link: LocalSuperLink, cfg: dict, out_dir: Path, federation: str) -> Path:
-    """One `flwr run` with live progress; returns the run folder."""
+def valid_replies(row: Mapping[str, Any]) -> int:
+    """Train replies accepted and aggregated in a round (older rows: clients not dropped)."""
+    if "valid-replies" in row:
+        return int(row["valid-replies"])
+    return sum(1 for c in row.get("clients", []) if not c.get("dropped"))
+
+
+def never_trained(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """No rows at all, or no round with a valid reply: the model was never trained."""
+    return not rows or all(valid_replies(r) == 0 or r.get("no-valid-reply") for r in rows)
+
+
+def _accuracy(rows: Sequence[Mapping[str, Any]]) -> str:
+    evaluated = [r for r in rows if r.get("tiers")]
+    if not evaluated:
+        return "…"
+    tiers = evaluated[-1]["tiers"]
+    shown = sorted(tiers, key=float)
+    shown = [shown[0], shown[-1]] if len(shown) > 1 else shown
+    return ", ".join(f"β={t}: {100 * tiers[t]['accuracy']:.2f}%" for t in shown)
+
+
+def progress_line(
+    name: str, rows: Sequence[Mapping[str, Any]], total: int, done: int, startup: float
+) -> str:
+    """One progress line read off the metrics rows.
+
+    Before the first new round: the start-up phase and its time. After: rounds done, the last
+    accuracy (smallest and largest tier) and the time left, from the wall time of the rounds
+    trained by this invocation (rounds before ``done`` were resumed, start-up is not counted).
+    """
+    new = [r for r in rows if r["round"] > done]
+    if not new:
+        return f"[{name}] starting up (SuperLink, simulation engine, clients): {startup:.0f} s"
+    rnd = max(r["round"] for r in rows)
+    per_round = sum(float(r.get("wall-seconds", 0.0)) for r in new) / len(new)
+    left = per_round * (total - rnd)
+    return (
+        f"[{name}] round {rnd}/{total} | {_accuracy(rows)} | "
+        f"{per_round:.1f} s/round, ~{left / 60:.1f} min left"
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do with one requested run: ``new``, ``resume`` (after ``done`` rounds), ``skip``."""
+
+    action: str
+    done: int
+
+
+def plan_run(folder: Path, request: Mapping[str, Any], total: int) -> Plan:
+    """Decide whether a requested run is new, resumed or skipped; refuse anything else.
+
+    Raises
+    ------
+    HarnessError
+        When the folder holds results of another request (the differing settings are named),
+        more rounds than requested, or results the harness did not record.
+    """
+    done = rounds_done(folder)
+    record = provenance.read_record(folder)
+    if done == 0 and not (folder / "checkpoint.pt").exists():
+        return Plan("new", 0)
+    if record is None:
+        raise HarnessError(
+            f"{folder} holds results without a {provenance.RECORD} (not written by this harness "
+            "version), so what produced them is unknown: use another --out"
+        )
+    diff = provenance.differences(record["request"], request, ignore=("run-config.num-rounds",))
+    if diff:
+        raise HarnessError(
+            f"{folder} holds results of another request; differing settings: {'; '.join(diff)}. "
+            "Use another --out for another experiment (or the same settings to resume)"
+        )
+    if done > total:
+        raise HarnessError(
+            f"{folder} holds {done} rounds but num-rounds={total} was asked: a report would show "
+            "rounds this command did not ask for; use another --out"
+        )
+    return Plan("skip", done) if done == total else Plan("resume", done)
+
+
+def check_folder(runs_dir: Path, request: Mapping[str, Any], requested: set[str]) -> None:
+    """Runs in the folder that this call does not run must share its settings (all but method,
+    seed and run name), so the report over the folder compares like with like."""
+    if not runs_dir.exists():
+        return
+    ignore = ("run-config.method", "run-config.seed", "run-config.run-name")
+    for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+        if folder.name in requested or not (folder / "metrics.jsonl").exists():
+            continue
+        record = provenance.read_record(folder)
+        if record is None:
+            raise HarnessError(
+                f"{folder} was not recorded by this harness version; use another --out"
+            )
+        diff = provenance.differences(record["request"], request, ignore=ignore)
+        if diff:
+            raise HarnessError(
+                f"run {folder.name} in this --out has other settings ({'; '.join(diff)}): the "
+                "report would compare unlike runs. Run it with these settings too, or use "
+                "another --out"
+            )
+
+
+def _copy_output(stream, log_path: Path) -> None:
+    """Copy the child's output to the log file, without terminal colour codes."""
+    with open(log_path, "a") as log:
+        for line in stream:
+            log.write(ANSI_RE.sub("", line))
+            log.flush()
+
+
+def run_one(link: LocalSuperLink, cfg: dict, out_dir: Path, federation: str, plan: Plan) -> Path:
+    """One `flwr run` with progress read off its metrics.jsonl; returns the run folder."""
     name = cfg["run-name"]
     folder = out_dir / "runs" / name
     total = int(cfg.get("num-rounds", RunConfig().num_rounds))
-    done = rounds_done(folder)
-    if done >= total:
-        print(f"[{name}] already finished ({done} rounds): skipped", flush=True)
-        return folder
-    if done:
+    if plan.action == "resume":
         cfg = {**cfg, "resume": True}
-        print(f"[{name}] resuming after round {done}", flush=True)
+        print(f"[{name}] resuming after round {plan.done}", flush=True)
     conf_path = out_dir / "configs" / f"{name}.toml"
     conf_path.parent.mkdir(parents=True, exist_ok=True)
     conf_path.write_text(tomli_w.dumps(cfg))
@@ -142,59 +339,76 @@ def run_one(link: LocalSuperLink, cfg: dict, out_dir: Path, federation: str) -> 
         "--federation-config",
         federation,
     ]
-    start, rnd, last_acc, shown = time.monotonic(), done, "", None
-    with (
-        open(log_path, "a") as log,
-        subprocess.Popen(
-            cmd, cwd=ROOT, env=link.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        ) as proc,
-    ):
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            if m := ROUND_RE.search(line):
-                rnd = int(m.group(1)) - 1
-            elif m := ACC_RE.search(line):
-                rnd, last_acc = int(m.group(1)), m.group(2).strip()
-            else:
-                continue
-            if (rnd, last_acc) == shown:
-                continue  # "[ROUND k+1]" right after round k's accuracy: nothing new to show
-            shown = (rnd, last_acc)
-            print(
-                progress_line(name, rnd, total, done, last_acc, time.monotonic() - start),
-                flush=True,
-            )
-    finished = rounds_done(folder)
-    if finished < total:
-        raise RuntimeError(f"{name}: {finished} of {total} rounds recorded; see {log_path}")
+    start, shown, shown_at = time.monotonic(), "", -STARTUP_EVERY
+    with subprocess.Popen(
+        cmd, cwd=ROOT, env=link.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        copier = threading.Thread(target=_copy_output, args=(proc.stdout, log_path), daemon=True)
+        copier.start()
+        while True:
+            finished = proc.poll() is not None
+            now = time.monotonic() - start
+            line = progress_line(name, read_rows(folder), total, plan.done, now)
+            starting = "starting up" in line
+            # Rounds are shown on every change, the start-up phase every STARTUP_EVERY seconds.
+            if (starting and now - shown_at >= STARTUP_EVERY) or (not starting and line != shown):
+                print(line, flush=True)
+                shown, shown_at = line, now
+            if finished:
+                break
+            time.sleep(POLL_SECONDS)
+        copier.join(timeout=10)
+    rows = read_rows(folder)
+    if len(rows) < total:
+        raise HarnessError(f"{name}: {len(rows)} of {total} rounds recorded; see {log_path}")
+    if never_trained(rows):
+        raise HarnessError(
+            f"{name}: no round had a valid reply (the model was never trained); see {log_path}"
+        )
     print(f"[{name}] done in {(time.monotonic() - start) / 60:.1f} min", flush=True)
     return folder
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's layout and shows every flag's default."""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m simulations.run",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m simulations.run", description=__doc__, formatter_class=_Formatter
     )
-    p.add_argument("--conf", type=Path, required=True, help="experiment TOML (run-config keys)")
-    p.add_argument("--methods", default="maestro", help=f"comma list of {', '.join(METHODS)}")
-    p.add_argument("--seeds", default="0", help="comma list of seeds")
-    p.add_argument("--supernodes", type=int, default=100, help="simulated SuperNodes (clients)")
-    p.add_argument("--cpus-per-client", type=int, default=1)
+    p.add_argument(
+        "--conf", type=Path, required=True, help="experiment TOML file of run-config keys"
+    )
+    p.add_argument(
+        "--methods", default="maestro", help=f"comma list of methods: {', '.join(METHODS)}"
+    )
+    p.add_argument("--seeds", default="0", help="comma list of integer seeds")
+    p.add_argument(
+        "--supernodes",
+        type=int,
+        default=100,
+        help="simulated SuperNodes (clients); at least the run config's min-nodes",
+    )
+    p.add_argument(
+        "--cpus-per-client",
+        type=int,
+        default=1,
+        help="CPU cores Ray reserves per client (clients training at once = cores / this)",
+    )
     p.add_argument(
         "--gpus-per-client",
         type=float,
         default=None,
-        help="GPU fraction per client (default: 0.2 when CUDA is present, else 0)",
+        help="GPU fraction Ray reserves per client (None: 0.2 when CUDA is present, else 0; "
+        "untested: no GPU was available, see docs/scale.md)",
     )
     p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a run-config key (TOML value), e.g. --set num-rounds=5",
+        help="override a run-config key (TOML value), e.g. --set num-rounds=5; repeatable",
     )
     p.add_argument(
         "--malloc",
@@ -208,8 +422,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.8,
         help="accuracy whose virtual time-to-reach the report gives",
     )
-    p.add_argument("--out", type=Path, default=Path("runs/compare"))
-    p.add_argument("--title", default="")
+    p.add_argument(
+        "--last-evals",
+        type=int,
+        default=3,
+        help="the report's headline accuracy is the mean over each run's last this many "
+        "evaluations",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder")
+    p.add_argument("--title", default="", help="report title (default: conf name and methods)")
     args = p.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in args.methods if m not in METHODS]
@@ -221,6 +442,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     if not args.conf.exists():
         p.error(f"--conf {args.conf} does not exist")
+    if args.supernodes < 1:
+        p.error(f"--supernodes must be ≥ 1, got {args.supernodes}")
+    if args.cpus_per_client < 1:
+        p.error(f"--cpus-per-client must be ≥ 1, got {args.cpus_per_client}")
+    if args.last_evals < 1:
+        p.error(f"--last-evals must be ≥ 1, got {args.last_evals}")
     sets = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -238,29 +465,147 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> Path:
-    args = parse_args(argv)
-    if shutil.which("flwr", path=str(BIN)) is None:
-        sys.exit("the flwr CLI is not installed beside this Python: run `make install` first")
-    out_dir = args.out.expanduser().resolve()
-    base = tomllib.loads(args.conf.read_text())
+def prepare(args: argparse.Namespace, out_dir: Path) -> tuple[list[dict], dict, str]:
+    """Every run's config and the federation settings, all checked before Flower starts."""
+    try:
+        base = tomllib.loads(args.conf.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise HarnessError(f"--conf {args.conf} is not valid TOML: {err}") from err
     try:
         configs = [
             run_config_for(base, m, s, out_dir, args.sets) for s in args.seeds for m in args.methods
         ]
     except ConfigError as err:
-        sys.exit(f"bad experiment config: {err}")
-    federation = (
-        f"num-supernodes={args.supernodes} client-resources-num-cpus="
-        f"{args.cpus_per_client} client-resources-num-gpus={args.gpus_per_client}"
-    )
+        raise HarnessError(f"bad experiment config: {err}") from err
+    min_nodes = RunConfig.from_run_config(configs[0]).min_nodes
+    if args.supernodes < min_nodes:
+        raise HarnessError(
+            f"--supernodes {args.supernodes} is below min-nodes={min_nodes}: the server would "
+            f"wait for nodes that never come; give --supernodes ≥ {min_nodes} or --set "
+            f"min-nodes=<n ≤ {args.supernodes}>"
+        )
+    federation = {
+        "num-supernodes": args.supernodes,
+        "client-resources-num-cpus": args.cpus_per_client,
+        "client-resources-num-gpus": args.gpus_per_client,
+        "malloc": args.malloc,
+        "torch-threads": args.cpus_per_client,
+    }
+    harness_only = ("malloc", "torch-threads")
+    flwr_federation = " ".join(f"{k}={v}" for k, v in federation.items() if k not in harness_only)
+    return configs, federation, flwr_federation
+
+
+def run_planned(
+    link: LocalSuperLink,
+    cfg: dict,
+    out_dir: Path,
+    flwr_federation: str,
+    plan: Plan,
+    request: Mapping[str, Any],
+    invocation: tuple[str, str],
+) -> str | None:
+    """Skip, start or resume one run as planned; the failure message, or None.
+
+    ``invocation`` is (command, commit), recorded with the run before it trains.
+    """
+    name = cfg["run-name"]
+    if plan.action == "skip":
+        print(f"[{name}] already finished ({plan.done} rounds, same request): skipped")
+        return None
+    command, commit = invocation
+    provenance.write_record(out_dir / "runs" / name, request, command, commit, plan.done + 1)
+    try:
+        run_one(link, cfg, out_dir, flwr_federation, plan)
+    except HarnessError as err:
+        print(f"FAILED: {err}", flush=True)
+        return str(err)
+    return None
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Run the experiment; exit non-zero when a request is refused or a run failed."""
+    args = parse_args(argv)
+    if shutil.which("flwr", path=str(BIN)) is None:
+        sys.exit("the flwr CLI is not installed beside this Python: run `make install` first")
+    out_dir = args.out.expanduser().resolve()
     command = "python -m simulations.run " + " ".join(
-        shlex.quote(a) for a in (argv or sys.argv[1:])
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
     )
-    folders = []
-    with LocalSuperLink(out_dir / ".flwr-home", args.malloc == "fast") as link:
+    commit = provenance.git_commit(ROOT)
+    try:
+        configs, federation, flwr_federation = prepare(args, out_dir)
+        requests = {c["run-name"]: provenance.make_request(c, federation) for c in configs}
+        check_folder(out_dir / "runs", next(iter(requests.values())), set(requests))
+        plans = {
+            c["run-name"]: plan_run(
+                out_dir / "runs" / c["run-name"],
+                requests[c["run-name"]],
+                int(c.get("num-rounds", RunConfig().num_rounds)),
+            )
+            for c in configs
+        }
+    except HarnessError as err:
+        sys.exit(f"refused: {err}")
+    failures = []
+    if all(p.action == "skip" for p in plans.values()):
         for cfg in configs:
-            folders.append(run_one(link, cfg, out_dir, federation))
+            print(f"[{cfg['run-name']}] already finished (same request): skipped", flush=True)
+    else:
+        failures = train(args, out_dir, configs, plans, requests, flwr_federation, command, commit)
+    report = write_comparison(args, out_dir, configs, commit)
+    (out_dir / "harness-args.json").write_text(json.dumps(vars(args), default=str, indent=1))
+    print(f"report: {report}")
+    if failures:
+        sys.exit("failed runs:\n" + "\n".join(f"  - {f}" for f in failures))
+    return report
+
+
+def train(
+    args: argparse.Namespace,
+    out_dir: Path,
+    configs: list[dict],
+    plans: Mapping[str, Plan],
+    requests: Mapping[str, dict],
+    flwr_federation: str,
+    command: str,
+    commit: str,
+) -> list[str]:
+    """Every planned run on one local SuperLink; the failure messages."""
+    # What follows changes the runs: a report of the old state must not survive it.
+    for stale in ("report.md", "results.csv"):
+        (out_dir / stale).unlink(missing_ok=True)
+    failures = []
+    with ProcessGuard() as guard:
+        try:
+            with LocalSuperLink(
+                out_dir / ".flwr-home",
+                args.malloc == "fast",
+                guard.env,
+                threads=args.cpus_per_client,
+            ) as link:
+                for cfg in configs:
+                    name = cfg["run-name"]
+                    failure = run_planned(
+                        link,
+                        cfg,
+                        out_dir,
+                        flwr_federation,
+                        plans[name],
+                        requests[name],
+                        (command, commit),
+                    )
+                    if failure:
+                        failures.append(failure)
+        except HarnessError as err:
+            failures.append(str(err))
+    return failures
+
+
+def write_comparison(
+    args: argparse.Namespace, out_dir: Path, configs: list[dict], commit: str
+) -> Path:
+    """The report over every run of the folder (seeds added later join it)."""
     from simulations.report import write_report
 
     title = args.title or f"{args.conf.stem}: {', '.join(args.methods)}"
@@ -269,19 +614,22 @@ def main(argv: list[str] | None = None) -> Path:
     if args.gpus_per_client > 0:
         slots = min(slots, int(1 / args.gpus_per_client))
     per_round = int(configs[0].get("clients-per-round", RunConfig().clients_per_round))
-    # Every run in this --out folder, not only this call's: seeds added later join the report.
-    folders = sorted(p for p in (out_dir / "runs").iterdir() if (p / "metrics.jsonl").exists())
+    runs_dir = out_dir / "runs"
+    found = runs_dir.iterdir() if runs_dir.exists() else []
+    folders = sorted(p for p in found if read_rows(p))
+    if not folders:
+        print("no run recorded any round: no report")
+        return out_dir / "report.md"
     report = write_report(
         folders,
         out_dir,
         title,
-        command,
+        commit=commit,
         concurrency=max(1, min(slots, per_round)),
         target=args.target_accuracy,
+        last_k=args.last_evals,
     )
     print(report.read_text().split("\n\n", 2)[-1] if report.exists() else "")
-    (out_dir / "harness.json").write_text(json.dumps(vars(args), default=str, indent=1))
-    print(f"report: {report}")
     return report
 
 

@@ -66,3 +66,19 @@ def task_identity():
     yield
     for name, value in before.items():
         setattr(TaskIdentity, name, value)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory):
+    """Decoded-dataset cache (maestro_common.data.raw) in a temporary folder, not in ~/.cache;
+    set in os.environ so the processes the end-to-end tests start use it too."""
+    import os
+
+    folder = tmp_path_factory.mktemp("data-cache")
+    before = os.environ.get("MAESTRO_CACHE_DIR")
+    os.environ["MAESTRO_CACHE_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("MAESTRO_CACHE_DIR", None)
+    else:
+        os.environ["MAESTRO_CACHE_DIR"] = before

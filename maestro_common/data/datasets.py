@@ -8,8 +8,10 @@ magnitude faster than a DataLoader (that one collates a Python list of per-sampl
 every batch).
 
 Fashion-MNIST is read from the IDX files when they are available locally (no network
-needed) and otherwise downloaded from the Hugging Face hub. CIFAR-10 always comes from the
-hub (``uoft-cs/cifar10``) and therefore needs network access on first use.
+needed) and otherwise downloaded from the Hugging Face hub. CIFAR-10 is read from the standard
+python archive ``cifar-10-python.tar.gz`` when one is found locally (``data_dir`` or
+``$MAESTRO_DATA_DIR``), and otherwise comes from the hub (``uoft-cs/cifar10``), which needs
+network access on first use.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from maestro_common.data.cifar import find_cifar_archive, read_cifar_archive
 from maestro_common.data.idx import read_idx
 
 __all__ = [
@@ -371,18 +374,34 @@ def _load_from_hub(
     )
 
 
-def load_cifar10(split: str, data_dir: str | Path | None = None) -> ArrayDataset:
-    """Load a CIFAR-10 split from the Hugging Face hub (``uoft-cs/cifar10``).
+@functools.lru_cache(maxsize=4)
+def _load_cifar10_archive(path: Path, split: str) -> ArrayDataset:
+    images, labels = read_cifar_archive(path, split)
+    info = DATASET_INFO["cifar10"]
+    return ArrayDataset(
+        images=_normalise(images, info.mean, info.std),
+        labels=torch.from_numpy(labels),
+        num_classes=info.num_classes,
+        name=f"cifar10/{split}",
+    )
 
-    Needs network access the first time; afterwards the Hugging Face cache is used.
-    Results are also cached in-process.
+
+def load_cifar10(split: str, data_dir: str | Path | None = None) -> ArrayDataset:
+    """Load a CIFAR-10 split: the local python archive if there is one, else the hub.
+
+    ``cifar-10-python.tar.gz`` (the standard archive from the CIFAR-10 page) is searched for in
+    ``data_dir`` and ``$MAESTRO_DATA_DIR`` (each also with a ``cifar10/`` sub-folder; a path to
+    the archive itself works too) and read directly, without network or extraction. Otherwise
+    the split comes from the Hugging Face hub (``uoft-cs/cifar10``), which needs network access
+    the first time. Results are cached in-process.
 
     Parameters
     ----------
     split : {"train", "test"}
         Which split to load (50000 or 10000 images).
     data_dir : str, Path or None
-        Hugging Face cache directory; ``None`` uses the default (``$HF_DATASETS_CACHE``).
+        Folder holding the archive, else the Hugging Face cache directory; ``None`` uses the
+        default (``$HF_DATASETS_CACHE``).
 
     Returns
     -------
@@ -395,6 +414,9 @@ def load_cifar10(split: str, data_dir: str | Path | None = None) -> ArrayDataset
         If the download fails (e.g. offline with an empty cache).
     """
     _check_split(split)
+    archive = find_cifar_archive(data_dir)
+    if archive is not None:
+        return _load_cifar10_archive(archive, split)
     cache_dir = None if data_dir is None else str(data_dir)
     try:
         return _load_from_hub(CIFAR10_HUB_ID, split, "img", "cifar10", cache_dir)
@@ -402,8 +424,9 @@ def load_cifar10(split: str, data_dir: str | Path | None = None) -> ArrayDataset
         raise DatasetUnavailableError(
             f"CIFAR-10 {split!r} split could not be loaded from the Hugging Face hub "
             f"({CIFAR10_HUB_ID}, cache_dir={cache_dir}): {type(exc).__name__}: {exc}\n"
-            "CIFAR-10 needs network access on first use; afterwards it is read from the "
-            "Hugging Face cache (set HF_DATASETS_OFFLINE=1 to use only the cache)."
+            "Without network, put the standard cifar-10-python.tar.gz in data-dir or "
+            "$MAESTRO_DATA_DIR; the hub needs network access on first use, afterwards it is "
+            "read from the Hugging Face cache (set HF_DATASETS_OFFLINE=1 to use only the cache)."
         ) from exc
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from simulations.report import (
     PLOTS,
     bytes_per_client_round,
     comparison_table,
+    final_accuracy,
+    load_frame,
     load_runs,
     write_report,
 )
@@ -103,13 +106,24 @@ def test_bytes_per_client_round(folders):
 
 
 def test_write_report(folders, tmp_path):
-    command = "python -m simulations.compare --methods maestro,fedavg-fit --seeds 0,1"
-    path = write_report(folders, tmp_path / "out", "Maestro vs FedAvg", command)
+    command = "python -m simulations.run --methods maestro,fedavg-fit --seeds 0,1"
+    for folder in folders:  # one invocation trained rounds 1..3 of every run
+        record = {
+            "request": {},
+            "invocations": [{"command": command, "commit": "abc", "from-round": 1}],
+        }
+        (folder / "harness.json").write_text(json.dumps(record))
+    path = write_report(folders, tmp_path / "out", "Maestro vs FedAvg", commit="def", last_k=1)
     text = path.read_text()
     assert path == tmp_path / "out" / "report.md"
     assert text.startswith("# Maestro vs FedAvg\n")
-    assert command in text
+    assert f"| maestro-seed0 | 1–3 | `{command}` | abc |" in text
+    assert "Report written at commit `def`." in text
     assert "| maestro | 0.2 | 72.00 ± 2.83 |" in text
+    frame = pd.read_csv(tmp_path / "out" / "results.csv")
+    # 4 runs × 2 evaluated rounds × 2 tiers
+    assert len(frame) == 16
+    assert set(frame.columns) >= {"run", "method", "seed", "round", "tier", "accuracy"}
     for name in PLOTS:
         png = tmp_path / "out" / name
         assert f"]({name})" in text
@@ -138,3 +152,46 @@ def test_timing_table_splits_wall_time(tmp_path):
     # per round: wall 10, compute 6/2 = 3, eval 2, aggregation 0.5 (5 %), overhead 4.5 (45 %)
     # 85 %: the full tier at round 2 (200 s), the smallest at round 2 (0.9 ≥ 0.85, 200 s)
     assert line == "| maestro | 10.00 | 3.00 | 2.00 | 5.00 | 45.0 | 100.0 | 0.06 / 0.06 |"
+
+
+def test_headline_is_the_mean_of_the_last_k_evaluations(folders):
+    runs = load_runs(folders)
+    # maestro seed 0 at β=0.2: rounds 1 and 3 evaluated, 0.60 then 0.70.
+    assert final_accuracy(runs[:1], "0.2", last_k=1) == pytest.approx([0.70])
+    assert final_accuracy(runs[:1], "0.2", last_k=2) == pytest.approx([0.65])
+    assert final_accuracy(runs[:1], "0.2", last_k=5) == pytest.approx([0.65])
+    table = comparison_table(runs, last_k=2)
+    # seeds: (0.60+0.70)/2 = 0.65 and (0.64+0.74)/2 = 0.69 -> 67.00 ± 2.83
+    assert "| maestro | 0.2 | 67.00 ± 2.83 | 2 |" in table
+    assert "mean of last 2 evals" in table
+
+
+def test_load_frame_is_tidy_and_takes_out_folders(folders):
+    frame = load_frame(folders[0].parent.parent)  # the --out folder holding runs/
+    assert len(frame) == 4 * 2 * 2
+    assert not frame.duplicated(["run", "round", "tier"]).any()
+    row = frame[(frame.run == "maestro-seed1") & (frame["round"] == 3) & (frame.tier == "1")]
+    assert row.accuracy.item() == pytest.approx(0.88)
+    assert sorted(frame["round"].unique()) == [1, 3]
+
+
+def test_provenance_names_the_command_of_each_span_of_rounds(tmp_path):
+    from simulations.report import Run, provenance_section
+
+    record = {
+        "invocations": [
+            {"command": "first", "commit": "c1", "from-round": 1},
+            {"command": "failed", "commit": "c2", "from-round": 3},  # recorded nothing
+            {"command": "resume", "commit": "c2", "from-round": 3},
+        ]
+    }
+    folder = tmp_path / "m-seed0"
+    folder.mkdir()
+    (folder / "harness.json").write_text(json.dumps(record))
+    run = Run(folder, {"method": "m", "seed": 0}, tuple({"round": r} for r in (1, 2, 3, 4)))
+    text = provenance_section([run], "c2")
+    assert "| m-seed0 | 1–2 | `first` | c1 |" in text
+    assert "| m-seed0 | 3–4 | `resume` | c2 |" in text
+    assert "failed" not in text
+    bare = Run(tmp_path, {"method": "m", "seed": 0}, ({"round": 1},))
+    assert "unknown (no harness.json)" in provenance_section([bare], "c2")

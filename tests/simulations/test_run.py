@@ -1,15 +1,39 @@
+import json
+
 import pytest
 
-from simulations.run import parse_args, progress_line, run_config_for
+from simulations import provenance
+from simulations.run import (
+    HarnessError,
+    check_folder,
+    never_trained,
+    parse_args,
+    plan_run,
+    prepare,
+    progress_line,
+    run_config_for,
+)
 
 
-def test_progress_line_estimates_time_left_from_the_rounds_done_in_this_run():
-    assert progress_line("m", 0, 50, 0, "", 30.0) == (
-        "[m] round 0/50 | … | 0.5 min, time left: after the first round"
+def _row(rnd: int, wall: float = 10.0, acc: dict | None = None, clients: int = 2) -> dict:
+    row = {"round": rnd, "wall-seconds": wall, "clients": [{"dropped": False}] * clients}
+    if acc:
+        row["tiers"] = {t: {"accuracy": a} for t, a in acc.items()}
+    return row
+
+
+def test_progress_shows_start_up_then_rounds_with_time_left_from_round_times():
+    assert progress_line("m", [], 50, 0, 42.4) == (
+        "[m] starting up (SuperLink, simulation engine, clients): 42 s"
     )
-    # 10 rounds (of which 4 resumed) took 120 s: 20 s a round, 40 rounds left.
-    assert progress_line("m", 10, 50, 4, "β=1: 80%", 120.0) == (
-        "[m] round 10/50 | β=1: 80% | 2.0 min, ~13.3 min left"
+    # Resumed after round 4: old rows do not count as progress of this invocation.
+    old = [_row(r, wall=99.0) for r in range(1, 5)]
+    assert "starting up" in progress_line("m", old, 50, 4, 5.0)
+    # 6 new rounds of 20 s each (start-up excluded), 40 rounds left: 13.3 min.
+    rows = old + [_row(r, wall=20.0) for r in range(5, 10)]
+    rows.append(_row(10, wall=20.0, acc={"0.2": 0.75, "0.6": 0.7, "1": 0.8}))
+    assert progress_line("m", rows, 50, 4, 999.0) == (
+        "[m] round 10/50 | β=0.2: 75.00%, β=1: 80.00% | 20.0 s/round, ~13.3 min left"
     )
 
 
@@ -21,6 +45,44 @@ def test_run_config_for_names_each_run_and_validates_it(tmp_path):
         run_config_for({}, "maestro", 0, tmp_path, {"num-rounds": 0})
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("tier-speeds", "1e9,fast", "tier-speeds must be comma-separated numbers"),
+        ("tier-down", "1e6,2e6", "tier-down must have 5 values"),
+        ("tier-availability", "1.5", "availability must be in"),
+    ],
+)
+def test_bad_profile_strings_are_refused_before_flower_starts(tmp_path, key, value, message):
+    with pytest.raises(ValueError, match=message):
+        run_config_for({}, "maestro", 0, tmp_path, {key: value})
+
+
+def _args(tmp_path, *extra: str):
+    conf = tmp_path / "x.toml"
+    conf.write_text('model = "cnn"\nnum-rounds = 2\n')
+    return parse_args(["--conf", str(conf), "--out", str(tmp_path / "out"), *extra])
+
+
+def test_supernodes_below_min_nodes_are_refused(tmp_path):
+    args = _args(tmp_path, "--supernodes", "3", "--set", "min-nodes=4")
+    with pytest.raises(HarnessError, match="--supernodes 3 is below min-nodes=4"):
+        prepare(args, tmp_path / "out")
+    _configs, federation, flwr = prepare(_args(tmp_path, "--supernodes", "4"), tmp_path / "out")
+    assert federation["num-supernodes"] == 4 and "num-supernodes=4" in flwr
+    assert "malloc" not in flwr  # a harness setting, not Flower's
+
+
+def test_main_refuses_before_starting_anything(tmp_path, capsys):
+    from simulations.run import main
+
+    conf = tmp_path / "x.toml"
+    conf.write_text("min-nodes = 5\n")
+    with pytest.raises(SystemExit, match="below min-nodes=5"):
+        main(["--conf", str(conf), "--supernodes", "2", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_harness_arguments_are_refused(tmp_path, capsys):
     conf = tmp_path / "x.toml"
     conf.write_text('model = "cnn"\n')
@@ -29,3 +91,68 @@ def test_bad_harness_arguments_are_refused(tmp_path, capsys):
     assert "unknown method(s) ['fedprox']" in capsys.readouterr().err
     args = parse_args(["--conf", str(conf), "--set", "lr=0.1", "--set", "sampler=uniform"])
     assert args.sets == {"lr": 0.1, "sampler": "uniform"}
+
+
+def test_help_shows_every_flag_with_help_and_default(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--supernodes", "--cpus-per-client", "--malloc", "--last-evals", "--out"):
+        assert flag in text
+    assert "(default: 100)" in text and "(default: 3)" in text and "(default: fast)" in text
+
+
+def test_never_trained():
+    assert never_trained([])
+    assert never_trained([_row(1, clients=0), _row(2, clients=0)])
+    assert never_trained([{"round": 1, "valid-replies": 0, "no-valid-reply": True}])
+    assert not never_trained([_row(1, clients=0), _row(2, clients=1)])
+    assert not never_trained([{"round": 1, "valid-replies": 3}])
+
+
+def _request(**changes) -> dict:
+    cfg = {"num-rounds": 3, "lr": 0.1, "method": "maestro", "seed": 0, **changes}
+    return provenance.make_request(cfg, {"num-supernodes": 10, "malloc": "fast"})
+
+
+def _fake_run(folder, rounds: int, request: dict | None) -> None:
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(_row(r)) + "\n" for r in rounds))
+    if request is not None:
+        provenance.write_record(folder, request, "python -m simulations.run ...", "abc", 1)
+
+
+def test_same_request_is_skipped_or_resumed_another_is_refused(tmp_path):
+    folder = tmp_path / "maestro-seed0"
+    assert plan_run(folder, _request(), 3).action == "new"
+    _fake_run(folder, range(1, 3), _request())
+    assert plan_run(folder, _request(), 3).action == "resume"
+    assert plan_run(folder, _request(**{"num-rounds": 9}), 9).done == 2  # more rounds: resume
+    with pytest.raises(HarnessError, match=r"run-config.lr: 0.1 -> 0.2"):
+        plan_run(folder, _request(lr=0.2), 3)
+    other_fed = provenance.make_request({"num-rounds": 3, "lr": 0.1}, {"num-supernodes": 20})
+    with pytest.raises(HarnessError, match=r"federation\.num-supernodes: 10 -> 20"):
+        plan_run(folder, other_fed, 3)
+    with pytest.raises(HarnessError, match="holds 2 rounds but num-rounds=1"):
+        plan_run(folder, _request(**{"num-rounds": 1}), 1)
+    _fake_run(tmp_path / "done", range(1, 4), _request())
+    assert plan_run(tmp_path / "done", _request(), 3).action == "skip"
+    _fake_run(tmp_path / "old", range(1, 4), None)
+    with pytest.raises(HarnessError, match=r"without a harness\.json"):
+        plan_run(tmp_path / "old", _request(), 3)
+
+
+def test_defaults_count_as_settings(tmp_path):
+    # An explicit value equal to the default is the same request; a changed default is not.
+    assert not provenance.differences(_request(), _request(momentum=0.9))
+    assert provenance.differences(_request(), _request(momentum=0.5)) == [
+        "run-config.momentum: 0.9 -> 0.5"
+    ]
+
+
+def test_other_runs_in_the_folder_must_share_the_settings(tmp_path):
+    runs = tmp_path / "runs"
+    _fake_run(runs / "fjord-seed0", range(1, 4), _request(method="fjord"))
+    check_folder(runs, _request(), {"maestro-seed0"})  # another method and seed: fine
+    with pytest.raises(HarnessError, match="fjord-seed0 in this --out has other settings"):
+        check_folder(runs, _request(lr=0.5), {"maestro-seed0"})

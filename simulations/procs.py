@@ -1,0 +1,127 @@
+"""Every process the harness starts ends with it, whatever ends the harness.
+
+`flwr run` starts a detached SuperLink, which starts `flwr-simulation`, which starts Ray (GCS,
+raylet, workers). Detached processes leave the harness's process group and are re-parented when
+their parent exits, so neither a process-group kill nor a walk of the harness's children finds
+them. Two mechanisms do:
+
+- the harness becomes a *child subreaper* (Linux ``prctl(PR_SET_CHILD_SUBREAPER)``), so orphaned
+  descendants are re-parented to it instead of to init and stay in its process tree;
+- every child gets an environment marker (``MAESTRO_HARNESS_ID``), inherited by everything they
+  start, so a process that escaped the tree anyway is still found by its environment.
+
+:class:`ProcessGuard` installs handlers for SIGTERM, SIGHUP and SIGINT that stop that whole set of
+processes (SIGTERM, then SIGKILL after a grace period) and exit with 128 + the signal number, and
+an ``atexit`` fallback for any other exit. Only SIGKILL of the harness itself cannot be handled.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import uuid
+from types import FrameType
+
+import psutil
+
+MARKER = "MAESTRO_HARNESS_ID"
+PR_SET_CHILD_SUBREAPER = 36
+HANDLED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+def become_subreaper(on: bool = True) -> bool:
+    """Adopt orphaned descendants (``on``) or stop adopting them (Linux only); False where not
+    supported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def marked(marker: str) -> list[psutil.Process]:
+    """Processes (other than this one) whose environment carries ``MARKER=marker``."""
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get(MARKER) == marker:
+                found.append(proc)
+    return found
+
+
+def stop(procs: list[psutil.Process], grace: float = 5.0) -> list[psutil.Process]:
+    """SIGTERM every process, SIGKILL those alive after ``grace`` seconds; return survivors."""
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    _, alive = psutil.wait_procs(alive, timeout=grace)
+    return alive
+
+
+class ProcessGuard:
+    """Marks the environment of everything the harness starts and stops it all on exit.
+
+    Use as a context manager around the harness's work; ``env`` is what children must get.
+    """
+
+    def __init__(self, grace: float = 5.0) -> None:
+        self.marker = uuid.uuid4().hex
+        self.grace = grace
+        self.env = {**os.environ, MARKER: self.marker}
+        self._previous: dict[int, object] = {}
+        self._done = False
+
+    def descendants(self) -> list[psutil.Process]:
+        """Every live process the harness started: its process tree plus the marked ones."""
+        me = psutil.Process()
+        procs = {p.pid: p for p in me.children(recursive=True)}
+        for p in marked(self.marker):
+            procs.setdefault(p.pid, p)
+        return list(procs.values())
+
+    def cleanup(self) -> None:
+        """Stop every descendant (twice over: a dying parent may have started one more)."""
+        for _ in range(2):
+            procs = self.descendants()
+            if not procs:
+                break
+            stop(procs, self.grace)
+        self._done = True
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Ignore repeats while cleaning up (a second Ctrl-C must not cut the cleanup short).
+        for sig in HANDLED:
+            signal.signal(sig, signal.SIG_IGN)
+        print(f"harness: got {signal.Signals(signum).name}; stopping its processes", flush=True)
+        self.cleanup()
+        os._exit(128 + signum)
+
+    def __enter__(self) -> ProcessGuard:
+        become_subreaper()
+        for sig in HANDLED:
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+        atexit.register(self._atexit)
+        return self
+
+    def _atexit(self) -> None:
+        if not self._done:
+            self.cleanup()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        atexit.unregister(self._atexit)
+        become_subreaper(False)

@@ -1,0 +1,90 @@
+"""What produced a run: its full request (run config, federation, environment) and the commands
+and code commits that trained it, kept beside its results as ``harness.json``.
+
+The harness skips or resumes a run only when the stored request equals the new one; anything else
+is refused with the differences named (:func:`differences`), so a report never mixes results of
+different settings or quotes a command that did not produce them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from maestro_common.config import RunConfig
+
+RECORD = "harness.json"
+# Keys that legitimately differ between invocations of the same run: `resume` is the harness's own
+# switch, and num-rounds may grow (a resume continues a run to more rounds).
+VOLATILE = ("resume",)
+
+
+def git_commit(root: Path) -> str:
+    """``<sha>`` of the checkout at ``root``, ``<sha>-dirty`` with uncommitted changes to tracked
+    files, or ``unknown`` outside a git checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def make_request(run_config: Mapping[str, Any], federation: Mapping[str, Any]) -> dict[str, Any]:
+    """The full request of one run: every run-config key (defaults filled in) and the federation
+    settings (SuperNodes, resources per client, malloc tuning)."""
+    full = RunConfig.from_run_config(run_config).to_run_config()
+    for key in VOLATILE:
+        full.pop(key, None)
+    return {"run-config": full, "federation": dict(federation)}
+
+
+def _flatten(request: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"{section}.{k}": v for section, keys in request.items() for k, v in keys.items()}
+
+
+def differences(
+    old: Mapping[str, Any], new: Mapping[str, Any], ignore: tuple[str, ...] = ()
+) -> list[str]:
+    """``"key: old -> new"`` for every setting that differs (keys as ``section.key``)."""
+    a, b = _flatten(old), _flatten(new)
+    return [
+        f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}"
+        for k in sorted(set(a) | set(b))
+        if k not in ignore and a.get(k) != b.get(k)
+    ]
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """The run's stored record, or None when the folder has none."""
+    path = folder / RECORD
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); move the run folder away") from err
+
+
+def write_record(
+    folder: Path, request: Mapping[str, Any], command: str, commit: str, first_round: int
+) -> None:
+    """Store the request and add this invocation (command, commit, first round it trains)."""
+    record = read_record(folder) or {"request": dict(request), "invocations": []}
+    record["request"] = dict(request)
+    record["invocations"].append({"command": command, "commit": commit, "from-round": first_round})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")

@@ -1,0 +1,33 @@
+"""ProcessGuard stops what the harness started, also detached and re-parented descendants."""
+
+from __future__ import annotations
+
+import subprocess
+
+import psutil
+
+from simulations.procs import MARKER, ProcessGuard, marked
+
+
+def _detached_sleeper(env: dict) -> int:
+    # The shell starts a sleeper in a new session and exits at once: the sleeper is orphaned,
+    # as the managed SuperLink is when `flwr run` exits.
+    out = subprocess.run(
+        ["bash", "-c", "setsid sleep 300 >/dev/null 2>&1 & echo $!"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout)
+
+
+def test_guard_stops_detached_descendants():
+    with ProcessGuard(grace=2.0) as guard:
+        pid = _detached_sleeper(guard.env)
+        sleeper = psutil.Process(pid)
+        assert sleeper.environ()[MARKER] == guard.marker
+        assert [p.pid for p in marked(guard.marker)] == [pid]
+    gone = not sleeper.is_running() or sleeper.status() == psutil.STATUS_ZOMBIE
+    assert gone, f"pid {pid} survived the guard"
+    assert marked(guard.marker) == []

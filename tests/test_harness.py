@@ -1,0 +1,108 @@
+"""End to end through the harness: report with provenance, skip, refusal, and no process left
+behind after SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TAG = "MAESTRO_TEST_TAG"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("flwr", path=str(BIN)) is None, reason="the flwr CLI is not installed"
+)
+
+
+def harness(out: Path, data: Path, *extra: str, env: dict | None = None, **kw):
+    conf = out.parent / "tiny.toml"
+    conf.write_text(
+        f'model = "lenet5"\ndata-dir = "{data}"\nnum-rounds = 2\nclients-per-round = 2\n'
+        'clients-per-eval = 0\nmax-test-examples = 200\ntier-fractions = "0.5,1.0"\n'
+        'partitioning = "iid"\nmin-nodes = 2\n'
+    )
+    cmd = [sys.executable, "-m", "simulations.run", "--conf", str(conf), "--supernodes", "2"]
+    cmd += ["--out", str(out), "--malloc", "default", *extra]
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
+
+
+def tagged(tag: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(TAG) == tag and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_sigterm_mid_run_leaves_no_process(tmp_path, fmnist_sample):
+    tag = uuid.uuid4().hex
+    proc = harness(tmp_path / "out", fmnist_sample, "--set", "num-rounds=50", env={TAG: tag})
+    try:
+        # Mid-run: once Ray runs under the SuperLink (the processes a cancelled job used to leave).
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            names = " ".join(" ".join(p.cmdline()) for p in tagged(tag) if p.is_running())
+            if "raylet" in names or "ray::" in names:
+                break
+            time.sleep(1)
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+        assert "got SIGTERM; stopping its processes" in out
+        left = tagged(tag)
+        assert left == [], [" ".join(p.cmdline()) for p in left]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in tagged(tag):
+            p.kill()
+
+
+def test_report_provenance_then_skip_then_refusal(tmp_path, fmnist_sample):
+    out = tmp_path / "out"
+    text, _ = harness(out, fmnist_sample).communicate(timeout=900)
+    assert "[maestro-seed0] starting up" in text, text[-3000:]
+    assert "[maestro-seed0] round 2/2" in text, text[-3000:]
+    report = (out / "report.md").read_text()
+    record = json.loads((out / "runs" / "maestro-seed0" / "harness.json").read_text())
+    assert record["request"]["run-config"]["lr"] == 0.02  # defaults filled in
+    assert record["request"]["federation"]["num-supernodes"] == 2
+    call = record["invocations"][0]
+    assert f"| maestro-seed0 | 1–2 | `{call['command']}` | {call['commit']} |" in report
+    assert "\x1b[" not in (out / "logs" / "maestro-seed0.log").read_text()
+    assert (out / "results.csv").read_text().count("\n") == 1 + 2 * 2  # 2 rounds × 2 tiers
+
+    again = harness(out, fmnist_sample)
+    text, _ = again.communicate(timeout=300)
+    assert again.returncode == 0 and "already finished (same request): skipped" in text, text
+
+    changed = harness(out, fmnist_sample, "--set", "lr=0.2")
+    text, _ = changed.communicate(timeout=300)
+    assert changed.returncode != 0
+    assert "run-config.lr: 0.02 -> 0.2" in text, text
+    assert (
+        len(json.loads((out / "runs/maestro-seed0/harness.json").read_text())["invocations"]) == 1
+    )
