@@ -22,12 +22,13 @@ def model_arrays(model: nn.Module) -> dict[str, np.ndarray]:
 
 
 def prefix_axes(model: nn.Module) -> dict[str, tuple[int, ...]]:
-    """For each factored layer's ``u`` and ``v``, the axis that a rank budget cuts."""
+    """For each factored layer's factors (``u``, ``v``, a Tucker ``core``), the axes a rank
+    budget cuts."""
     axes: dict[str, tuple[int, ...]] = {}
     for name, layer in low_rank_layers(model).items():
         prefix = f"{name}." if name else ""
-        for param, axis in layer.rank_axes.items():
-            axes[prefix + param] = (axis,)
+        for param, param_axes in layer.factor_axes().items():
+            axes[prefix + param] = param_axes
     return axes
 
 
@@ -38,7 +39,11 @@ def array_shapes(arrays: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]
 def model_arrays_at_budget(model: nn.Module, beta: float) -> dict[str, np.ndarray]:
     """The arrays a tier of budget β receives: factored layers cut to ⌈β·r_l⌉ components."""
     arrays = model_arrays(model)
-    return take_prefix(arrays, budget_shapes(array_shapes(arrays), prefix_axes(model), beta))
+    quanta = {m.rank_quantum for m in low_rank_layers(model).values()} or {1}
+    if len(quanta) > 1:
+        raise ValueError(f"factored layers disagree on rank_quantum: {sorted(quanta)}")
+    shapes = budget_shapes(array_shapes(arrays), prefix_axes(model), beta, quanta.pop())
+    return take_prefix(arrays, shapes)
 
 
 def payload_nbytes(arrays: Mapping[str, np.ndarray]) -> int:

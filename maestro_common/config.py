@@ -14,6 +14,7 @@ from typing import Any
 
 from maestro_common.data import DATASET_INFO
 from maestro_common.data.partition import SCHEMES
+from maestro_common.decompose import CONV_FACTORIZATIONS
 from maestro_common.models import MODEL_NAMES
 from maestro_common.samplers import SAMPLER_NAMES
 
@@ -89,6 +90,9 @@ class RunConfig:
     output_dir: str = "runs"
     run_name: str = ""  # "" = method-model-dataset-seed
     resume: bool = False
+    # Fast low-rank tiers (maestro only)
+    conv_factorization: str = "svd"  # kxk convs: svd (kxk→r, 1x1 r→out) or tucker (1x1, core, 1x1)
+    rank_quantum: int = 1  # a tier's per-layer ranks are rounded down to multiples of this
     tiers: tuple[float, ...] = field(init=False, default=())
     shares: tuple[float, ...] = field(init=False, default=())
 
@@ -131,7 +135,13 @@ class RunConfig:
             0 < self.rank_fraction <= 1,
             f"rank-fraction must be in (0, 1], got {self.rank_fraction}",
         )
+        check(
+            self.conv_factorization in CONV_FACTORIZATIONS,
+            f"conv-factorization must be one of {CONV_FACTORIZATIONS}, "
+            f"got {self.conv_factorization!r}",
+        )
         for key in (
+            "rank_quantum",
             "num_rounds",
             "clients_per_round",
             "local_epochs",

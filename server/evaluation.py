@@ -72,7 +72,7 @@ class ModelOps:
     def shapes(self, global_shapes: Shapes, beta: float) -> Shapes:
         """The array shapes of tier β's sub-model, given the global arrays' shapes."""
         if self.cfg.factored:
-            return budget_shapes(global_shapes, self.axes, beta)
+            return budget_shapes(global_shapes, self.axes, beta, self.cfg.rank_quantum)
         if self.cfg.width_sliced:
             return width_shapes(self.model, self.method_budget(beta), self.shape)
         return dict(global_shapes)
