@@ -12,6 +12,7 @@ from flwr.clientapp import ClientApp
 from client.local_data import local_splits
 from maestro_common.codec import load_arrays, load_leading_blocks, model_arrays, payload_nbytes
 from maestro_common.config import RunConfig
+from maestro_common.freezing import FreezeSchedule
 from maestro_common.layers import low_rank_layers
 from maestro_common.malloc import tune_malloc
 from maestro_common.prefix import take_prefix
@@ -103,7 +104,19 @@ def train_fn(msg: Message, context: Context) -> Message:
         max_grad_norm=cfg.max_grad_norm,
         lasso=cfg.lasso if cfg.factored else 0.0,
     )
-    result = train(model, train_ds.images, train_ds.labels, settings, sampler, seed, device)
+    # Sequential freezing rotates per local epoch, continuing across rounds.
+    freezing = FreezeSchedule(cfg.freeze, cfg.freeze_groups, cfg.seed) if cfg.factored else None
+    result = train(
+        model,
+        train_ds.images,
+        train_ds.labels,
+        settings,
+        sampler,
+        seed,
+        device,
+        freezing=freezing,
+        period_offset=(server_round - 1) * cfg.local_epochs,
+    )
     arrays = take_prefix(model_arrays(model), shapes)
     metrics = MetricRecord(
         {

@@ -15,6 +15,7 @@ from typing import Any
 from maestro_common.data import DATASET_INFO
 from maestro_common.data.partition import SCHEMES
 from maestro_common.decompose import CONV_FACTORIZATIONS
+from maestro_common.freezing import FREEZE_MODES
 from maestro_common.models import MODEL_NAMES
 from maestro_common.samplers import SAMPLER_NAMES
 
@@ -93,6 +94,8 @@ class RunConfig:
     # Fast low-rank tiers (maestro only)
     conv_factorization: str = "svd"  # kxk convs: svd (kxk→r, 1x1 r→out) or tucker (1x1, core, 1x1)
     rank_quantum: int = 1  # a tier's per-layer ranks are rounded down to multiples of this
+    freeze: str = "none"  # sequential freezing of factors: none, factor or layer (per epoch)
+    freeze_groups: int = 2  # layer groups that freeze in turn (freeze = layer)
     tiers: tuple[float, ...] = field(init=False, default=())
     shares: tuple[float, ...] = field(init=False, default=())
 
@@ -140,8 +143,13 @@ class RunConfig:
             f"conv-factorization must be one of {CONV_FACTORIZATIONS}, "
             f"got {self.conv_factorization!r}",
         )
+        check(
+            self.freeze in FREEZE_MODES,
+            f"freeze must be one of {FREEZE_MODES}, got {self.freeze!r}",
+        )
         for key in (
             "rank_quantum",
+            "freeze_groups",
             "num_rounds",
             "clients_per_round",
             "local_epochs",
