@@ -83,7 +83,19 @@ def train_fn(msg: Message, context: Context) -> Message:
     torch.manual_seed(seed)
     sampler = _sampler(cfg, model, task, seed)
     settings = train_settings(cfg)
-    result = train(model, train_ds.images, train_ds.labels, settings, sampler, seed, device)
+    method = run_method(cfg)
+    result = train(
+        model,
+        train_ds.images,
+        train_ds.labels,
+        settings,
+        sampler,
+        seed,
+        device,
+        # Sequential freezing rotates per local epoch, continuing across rounds.
+        freezing=method.freezing(cfg),
+        period_offset=(task.server_round - 1) * cfg.local_epochs,
+    )
     arrays = take_prefix(model_arrays(model), shapes)
     extra = {
         P.TRAIN_SECONDS: result.seconds,

@@ -33,6 +33,7 @@ from maestro_common.layers import (
 from maestro_common.models.transformer import ScaledDotProductAttention
 from maestro_common.prefix import check_budget, state_key
 from maestro_common.probe import eval_mode, probe_input
+from maestro_common.tucker import TuckerConv2d
 from maestro_common.width import WidthLayer, width_layers, width_shapes
 
 __all__ = ["count_macs", "count_macs_flop_counter", "count_params"]
@@ -85,7 +86,8 @@ def count_params(
     Returns
     -------
     Every parameter of other modules (shared ones once), plus for each factored layer
-    cap·(out + fan_in) + bias with cap = ``budget_rank(layer.rank, beta)``, plus for each width
+    ``params_at(cap)`` + bias with cap = ``budget_rank(layer.rank, beta, layer.rank_quantum)``
+    (cap·(out + fan_in); a Tucker layer adds its cap² core), plus for each width
     layer the entries of the leading blocks of its weight and bias that the sub-model uses.
     """
     check_budget(beta)
@@ -101,8 +103,8 @@ def count_params(
                     total += prod(cut[state_key(name, key)])
             continue
         if isinstance(module, LowRankLayer):
-            cap = budget_rank(module.rank, beta)
-            total += cap * (module.out_dim + module.fan_in)
+            cap = budget_rank(module.rank, beta, module.rank_quantum)
+            total += module.params_at(cap)
             total += module.bias.numel() if module.bias is not None else 0
             continue
         for p in module.parameters(recurse=False):
@@ -129,6 +131,13 @@ def _layer_macs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
         # set by use_budget otherwise, exactly as the forward pass itself does.
         rank = args[1] if len(args) > 1 else kwargs.get("rank")
         k = module._resolve(rank)
+        if isinstance(module, TuckerConv2d):
+            kh, kw = module.kernel_size
+            positions_in = x[:, 0].numel()  # B·H_in·W_in: the first 1x1 runs before the stride
+            positions = out[:, 0].numel()
+            return positions_in * module.in_channels * k + positions * k * (
+                k * kh * kw + module.out_channels
+            )
         if isinstance(module, LowRankConv2d):
             positions = out[:, 0].numel()  # B·H_out·W_out
             return positions * k * (module.fan_in + module.out_dim)
@@ -138,7 +147,14 @@ def _layer_macs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     raise ValueError(f"no MAC formula for {type(module).__name__}")
 
 
-_COUNTED = (nn.Conv2d, nn.Linear, LowRankConv2d, LowRankLinear, ScaledDotProductAttention)
+_COUNTED = (
+    nn.Conv2d,
+    nn.Linear,
+    LowRankConv2d,
+    LowRankLinear,
+    TuckerConv2d,
+    ScaledDotProductAttention,
+)
 
 
 def count_macs(model: nn.Module, input_shape: Sequence[int], beta: float = 1.0) -> int:
@@ -156,7 +172,8 @@ def count_macs(model: nn.Module, input_shape: Sequence[int], beta: float = 1.0) 
     Returns
     -------
     The sum over forward calls of: Conv2d H_out·W_out·out·(in/groups)·kh·kw; Linear
-    tokens·in·out; LowRankConv2d H_out·W_out·k·(in·kh·kw + out); LowRankLinear tokens·k·(in + out);
+    tokens·in·out; LowRankConv2d H_out·W_out·k·(in·kh·kw + out); TuckerConv2d
+    H_in·W_in·in·k + H_out·W_out·k·(k·kh·kw + out); LowRankLinear tokens·k·(in + out);
     attention B·heads·N²·(d_k + d_v). For width layers, in and out are the widths used at β.
     Other operations are ignored (see the module docstring).
     """

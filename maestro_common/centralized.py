@@ -29,8 +29,9 @@ import torch
 from maestro_common.accounting import count_macs, count_params
 from maestro_common.config import RunConfig
 from maestro_common.data import DATASET_INFO, load_dataset
-from maestro_common.decompose import decompose
-from maestro_common.layers import low_rank_layers
+from maestro_common.decompose import CONV_FACTORIZATIONS, decompose
+from maestro_common.freezing import FREEZE_MODES, FreezeSchedule
+from maestro_common.layers import low_rank_layers, set_rank_quantum
 from maestro_common.malloc import tune_malloc
 from maestro_common.models import MODEL_NAMES, build_model
 from maestro_common.samplers import SAMPLER_NAMES, make_sampler
@@ -85,7 +86,11 @@ def run_one(method: str, seed: int, args: argparse.Namespace, train_ds, test_ds)
     torch.manual_seed(seed)
     model = build_model(args.model, info.num_classes, info.in_channels, info.image_size)
     if method != "dense":
-        decompose(model, rank_fraction=args.rank_fraction)
+        decompose(
+            model, rank_fraction=args.rank_fraction, conv_factorization=args.conv_factorization
+        )
+        set_rank_quantum(model, args.rank_quantum)
+    freezing = None if method == "dense" else FreezeSchedule(args.freeze, args.freeze_groups, seed)
     settings = TrainSettings(
         epochs=1,
         batch_size=args.batch_size,
@@ -109,6 +114,8 @@ def run_one(method: str, seed: int, args: argparse.Namespace, train_ds, test_ds)
             sampler,
             seed=seed * 1000 + epoch,
             device=args.device,
+            freezing=freezing,
+            period_offset=epoch,
         )
         seconds += result.seconds
         if method == "maestro-gl" and args.shrink_eps > 0:
@@ -208,6 +215,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit-test", type=int, default=0, help="use only the first N test images")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument(
+        "--conv-factorization",
+        default="svd",
+        choices=CONV_FACTORIZATIONS,
+        help="how kxk convs are factored: svd (kxk→r, 1x1 r→out) or tucker (1x1, kxk core, 1x1)",
+    )
+    p.add_argument(
+        "--rank-quantum", type=int, default=1, help="round tier ranks down to multiples of this"
+    )
+    p.add_argument(
+        "--freeze",
+        default="none",
+        choices=FREEZE_MODES,
+        help="sequential freezing of factors, rotating per epoch",
+    )
+    p.add_argument("--freeze-groups", type=int, default=2, help="layer groups (--freeze layer)")
     p.add_argument("--out", type=Path, default=None, help="folder for rows.json and table.md")
     args = p.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
@@ -218,6 +241,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--betas must lie in (0, 1], got {args.betas}")
     if args.epochs < 1:
         p.error("--epochs must be ≥ 1")
+    if args.rank_quantum < 1 or args.freeze_groups < 1:
+        p.error("--rank-quantum and --freeze-groups must be ≥ 1")
     return args
 
 

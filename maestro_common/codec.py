@@ -23,11 +23,12 @@ def model_arrays(model: nn.Module) -> dict[str, np.ndarray]:
 
 
 def prefix_axes(model: nn.Module) -> dict[str, tuple[int, ...]]:
-    """For each factored layer's ``u`` and ``v``, the axis that a rank budget cuts."""
+    """For each factored layer's factors (``u``, ``v``, a Tucker ``core``), the axes a rank
+    budget cuts."""
     axes: dict[str, tuple[int, ...]] = {}
     for name, layer in low_rank_layers(model).items():
-        for param, axis in layer.rank_axes.items():
-            axes[state_key(name, param)] = (axis,)
+        for param, param_axes in layer.factor_axes().items():
+            axes[state_key(name, param)] = param_axes
     return axes
 
 

@@ -86,6 +86,11 @@ class RunConfig:
     weight_cap: float = 2.0  # a reply weighs at most this × the round's median num-examples
     update_cap: float = 2.0  # a reply's update RMS is cut to this × the round's median (0 = off)
     node_wait: float = 300.0  # seconds to wait for min-nodes nodes before round 1
+    # Fast low-rank tiers (maestro only)
+    conv_factorization: str = "svd"  # kxk convs: svd (kxk→r, 1x1 r→out) or tucker (1x1, core, 1x1)
+    rank_quantum: int = 1  # a tier's per-layer ranks are rounded down to multiples of this
+    freeze: str = "none"  # sequential freezing of factors: none, factor or layer (per epoch)
+    freeze_groups: int = 2  # layer groups that freeze in turn (freeze = layer)
     tiers: tuple[float, ...] = field(init=False, default=())
     shares: tuple[float, ...] = field(init=False, default=())
 
@@ -115,6 +120,8 @@ class RunConfig:
             f"rank-fraction must be in (0, 1], got {self.rank_fraction}",
         )
         for key in (
+            "rank_quantum",
+            "freeze_groups",
             "num_rounds",
             "clients_per_round",
             "local_epochs",

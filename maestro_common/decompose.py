@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from math import prod
 
 from torch import nn
 
 from maestro_common.layers import LowRankConv2d, LowRankLayer, LowRankLinear, low_rank_layers
+from maestro_common.tucker import TuckerConv2d
 
 _FACTORABLE = (nn.Linear, nn.Conv2d)
+# How a kxk convolution (k > 1) is factored: svd (a kxk conv to r channels, then a 1x1 conv to
+# out) or tucker (1x1 in→r, kxk core r→r, 1x1 r→out). Linears and 1x1 convs always use SVD.
+CONV_FACTORIZATIONS = ("svd", "tucker")
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -38,6 +43,7 @@ def decompose(
     model: nn.Module,
     skip: Collection[str] | None = None,
     rank_fraction: float = 1.0,
+    conv_factorization: str = "svd",
 ) -> nn.Module:
     """Replace Linear/Conv2d layers of ``model`` in place by factored layers initialised by SVD.
 
@@ -51,6 +57,8 @@ def decompose(
     rank_fraction:
         Initial kept rank as a fraction of each layer's full rank, in (0, 1]. At 1.0 the factored
         model computes exactly what the dense one did.
+    conv_factorization:
+        One of :data:`CONV_FACTORIZATIONS`: how kxk convolutions (k > 1) are factored.
 
     Returns
     -------
@@ -58,6 +66,10 @@ def decompose(
     """
     if not 0.0 < rank_fraction <= 1.0:
         raise ValueError(f"rank_fraction must be in (0, 1], got {rank_fraction}")
+    if conv_factorization not in CONV_FACTORIZATIONS:
+        raise ValueError(
+            f"conv_factorization must be one of {CONV_FACTORIZATIONS}, got {conv_factorization!r}"
+        )
     names = {n for n, m in model.named_modules() if isinstance(m, _FACTORABLE)}
     skip = default_skip(model) if skip is None else set(skip)
     unknown = skip - names - set(low_rank_layers(model))
@@ -71,16 +83,21 @@ def decompose(
             continue
         if isinstance(module, nn.Conv2d) and module.groups != 1:
             continue  # depthwise/grouped convs stay dense: their factorisation is not a prefix
-        cls = LowRankLinear if isinstance(module, nn.Linear) else LowRankConv2d
+        cls: type[LowRankLayer] = LowRankLinear
         full = min(module.weight.shape[0], module.weight[0].numel())
+        if isinstance(module, nn.Conv2d):
+            cls = LowRankConv2d
+            if conv_factorization == "tucker" and module.weight[0, 0].numel() > 1:
+                cls = TuckerConv2d
+                full = max(module.in_channels, module.out_channels)
         rank = max(1, round(rank_fraction * full))
         _set_submodule(model, name, cls.from_dense(module, rank=rank))
     return model
 
 
 def merge_is_cheaper(layer: LowRankLayer) -> bool:
-    """True when the dense weight has no more entries than the factors: r·(m+n) ≥ m·n."""
-    return layer.rank * (layer.out_dim + layer.fan_in) >= layer.out_dim * layer.fan_in
+    """True when the dense weight has no more entries than the factors (r·(m+n) ≥ m·n for SVD)."""
+    return layer.params_at(layer.rank) >= prod(layer._dense_shape())
 
 
 def to_dense_module(layer: LowRankLayer, rank: int | None = None) -> nn.Module:
@@ -88,7 +105,7 @@ def to_dense_module(layer: LowRankLayer, rank: int | None = None) -> nn.Module:
     bias = layer.bias is not None
     if isinstance(layer, LowRankLinear):
         dense: nn.Module = nn.Linear(layer.in_features, layer.out_features, bias=bias)
-    elif isinstance(layer, LowRankConv2d):
+    elif isinstance(layer, LowRankConv2d | TuckerConv2d):
         dense = nn.Conv2d(
             layer.in_channels,
             layer.out_channels,
@@ -110,8 +127,9 @@ def to_dense_module(layer: LowRankLayer, rank: int | None = None) -> nn.Module:
 def to_dense(model: nn.Module, only_if_cheaper: bool = False) -> nn.Module:
     """Merge factored layers of ``model`` back into dense ones, in place.
 
-    With ``only_if_cheaper`` only layers where r·(m+n) ≥ m·n are merged (the dense form then has
-    no more parameters and MACs than the factored one). Each merged layer uses its active rank
+    With ``only_if_cheaper`` only layers whose dense weight has no more entries than their
+    factors are merged (:func:`merge_is_cheaper`; for timing-based merging see
+    :mod:`maestro_common.merging`). Each merged layer uses its active rank
     if one is set, else every kept component.
     """
     for name, layer in list(low_rank_layers(model).items()):

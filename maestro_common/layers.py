@@ -48,6 +48,8 @@ class LowRankLayer(nn.Module):
     bias: nn.Parameter | None
     max_rank: int
     _active_rank: int | None
+    # Budget ranks are rounded down to multiples of this (see quantize_rank); 1: no rounding.
+    rank_quantum: int = 1
     # The axis of each factor along which components are stacked (a prefix cuts this axis).
     rank_axes: dict[str, int]
 
@@ -64,6 +66,14 @@ class LowRankLayer(nn.Module):
     @property
     def out_dim(self) -> int:
         return self.u.shape[0]
+
+    def factor_axes(self) -> dict[str, tuple[int, ...]]:
+        """For each factor (state-dict key), the axes a rank prefix cuts."""
+        return {name: (axis,) for name, axis in self.rank_axes.items()}
+
+    def params_at(self, k: int) -> int:
+        """Factor entries (bias excluded) that the first ``k`` components use."""
+        return k * (self.out_dim + self.fan_in)
 
     def u_matrix(self) -> torch.Tensor:
         """U as an (out, R) matrix: column j is u_j."""
@@ -115,9 +125,10 @@ class LowRankLayer(nn.Module):
     def resize(self, k: int) -> None:
         """Give the factors room for ``k`` components (values undefined: load them next)."""
         k = _check_rank(k, self.max_rank, type(self).__name__)
-        for name, axis in self.rank_axes.items():
+        for name, axes in self.factor_axes().items():
             shape = list(getattr(self, name).shape)
-            shape[axis] = k
+            for axis in axes:
+                shape[axis] = k
             old = getattr(self, name)
             setattr(self, name, nn.Parameter(old.new_zeros(shape)))
         self._active_rank = None
@@ -320,14 +331,46 @@ def low_rank_layers(model: nn.Module) -> dict[str, LowRankLayer]:
     return {n: m for n, m in model.named_modules() if isinstance(m, LowRankLayer)}
 
 
-def budget_rank(kept_rank: int, beta: float) -> int:
-    """Components a tier of budget β may use in a layer of kept rank r: ⌈β·r⌉, at least 1."""
-    return budget_dim(kept_rank, beta)
+def quantize_rank(cap: int, quantum: int) -> int:
+    """``cap`` rounded down to a multiple of ``quantum``; a cap below one quantum is kept.
+
+    Rank quantization (Hajimolahoseini et al., arXiv 2309.03824): kernels run fastest at channel
+    counts that are multiples of their vector width, so a tier's rank is rounded down to one,
+    never above the budget's cap (and so never above the layer's rank) and never to zero.
+    """
+    if isinstance(quantum, bool) or not isinstance(quantum, int) or quantum < 1:
+        raise ValueError(f"rank quantum must be an int ≥ 1, got {quantum!r}")
+    if cap < 1:
+        raise ValueError(f"rank cap must be ≥ 1, got {cap}")
+    return cap if cap < quantum else cap - cap % quantum
+
+
+def budget_rank(kept_rank: int, beta: float, quantum: int = 1) -> int:
+    """Components a tier of budget β may use in a layer of kept rank r.
+
+    ⌈β·r⌉ (at least 1), rounded down to a multiple of ``quantum`` by :func:`quantize_rank`.
+    """
+    return quantize_rank(budget_dim(kept_rank, beta), quantum)
 
 
 def budget_ranks(model: nn.Module, beta: float) -> dict[str, int]:
-    """Per-layer rank caps ⌈β·r_l⌉ for a budget β."""
-    return {n: budget_rank(m.rank, beta) for n, m in low_rank_layers(model).items()}
+    """Per-layer rank caps ⌈β·r_l⌉ for a budget β, quantized by each layer's ``rank_quantum``."""
+    return {n: budget_rank(m.rank, beta, m.rank_quantum) for n, m in low_rank_layers(model).items()}
+
+
+def set_rank_quantum(model: nn.Module, quantum: int) -> None:
+    """Round every factored layer's budget ranks down to multiples of ``quantum`` from now on."""
+    quantize_rank(1, quantum)  # validates
+    for layer in low_rank_layers(model).values():
+        layer.rank_quantum = quantum
+
+
+def rank_quantum(model: nn.Module) -> int:
+    """The rank quantum every factored layer of ``model`` shares (1 when it has none)."""
+    quanta = {m.rank_quantum for m in low_rank_layers(model).values()} or {1}
+    if len(quanta) > 1:
+        raise ValueError(f"factored layers disagree on rank_quantum: {sorted(quanta)}")
+    return quanta.pop()
 
 
 @contextmanager

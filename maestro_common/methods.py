@@ -21,9 +21,10 @@ import numpy as np
 from torch import nn
 
 from maestro_common.codec import load_arrays, load_leading_blocks, prefix_axes
-from maestro_common.config import ConfigError
+from maestro_common.config import ConfigError, RunConfig
 from maestro_common.decompose import decompose
-from maestro_common.layers import low_rank_layers
+from maestro_common.freezing import FreezeSchedule
+from maestro_common.layers import low_rank_layers, rank_quantum, set_rank_quantum
 from maestro_common.prefix import budget_shapes
 from maestro_common.samplers import RankSampler, WidthSampler, make_sampler
 from maestro_common.width import make_width_sliceable, width_shapes
@@ -45,7 +46,7 @@ class Method:
     uses_lasso: ClassVar[bool] = False
     shrinks: ClassVar[bool] = False
 
-    def prepare(self, model: nn.Module, input_shape: Shape, rank_fraction: float) -> nn.Module:
+    def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
         """Turn a freshly built dense model into this method's global model, in place."""
         return model
 
@@ -65,6 +66,10 @@ class Method:
         """The budget at which a model loaded from a tier's received arrays runs its sub-model."""
         return budget
 
+    def freezing(self, cfg: RunConfig) -> FreezeSchedule | None:
+        """Which factors local training freezes in turn (sequential freezing); None: none."""
+        return None
+
     def sampler(self, model: nn.Module, name: str, budget: float, grid: Grid, seed: int) -> Sampler:
         """Which sub-model each local step trains (None: the whole received model).
 
@@ -81,20 +86,25 @@ class Maestro(Method):
     uses_lasso = True
     shrinks = True
 
-    def prepare(self, model: nn.Module, input_shape: Shape, rank_fraction: float) -> nn.Module:
-        return decompose(model, rank_fraction=rank_fraction)
+    def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
+        decompose(model, rank_fraction=cfg.rank_fraction, conv_factorization=cfg.conv_factorization)
+        set_rank_quantum(model, cfg.rank_quantum)
+        return model
 
     def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
         return beta
 
     def shapes(self, model: nn.Module, shapes: Shapes, budget: float, input_shape: Shape) -> Shapes:
-        return budget_shapes(shapes, prefix_axes(model), budget)
+        return budget_shapes(shapes, prefix_axes(model), budget, rank_quantum(model))
 
     def load(self, model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module:
         return load_arrays(model, arrays)  # the factors take the ranks the arrays carry
 
     def loaded_budget(self, budget: float) -> float:
         return 1.0  # the received prefix *is* the budget
+
+    def freezing(self, cfg: RunConfig) -> FreezeSchedule | None:
+        return FreezeSchedule(cfg.freeze, cfg.freeze_groups, cfg.seed)
 
     def sampler(self, model: nn.Module, name: str, budget: float, grid: Grid, seed: int) -> Sampler:
         # Ordered dropout over ranks, sampled within all of the received prefix.
@@ -107,7 +117,7 @@ class HeteroFL(Method):
 
     name = "heterofl"
 
-    def prepare(self, model: nn.Module, input_shape: Shape, rank_fraction: float) -> nn.Module:
+    def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
         return make_width_sliceable(model, input_shape)
 
     def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:

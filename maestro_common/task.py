@@ -13,6 +13,8 @@ from torch import nn
 from maestro_common.config import ConfigError, RunConfig
 from maestro_common.data import DATASET_INFO
 from maestro_common.data.partition import SCHEMES
+from maestro_common.decompose import CONV_FACTORIZATIONS
+from maestro_common.freezing import FREEZE_MODES
 from maestro_common.methods import Method, get_method
 from maestro_common.models import MODEL_NAMES, build_model
 from maestro_common.samplers import SAMPLER_NAMES
@@ -33,6 +35,8 @@ def check_names(cfg: RunConfig) -> None:
         ("dataset", cfg.dataset, tuple(DATASET_INFO)),
         ("sampler", cfg.sampler, SAMPLER_NAMES),
         ("partitioning", cfg.partitioning, SCHEMES),
+        ("conv-factorization", cfg.conv_factorization, CONV_FACTORIZATIONS),
+        ("freeze", cfg.freeze, FREEZE_MODES),
     ):
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {tuple(allowed)}, got {value!r}")
@@ -57,20 +61,44 @@ def build_run_model(cfg: RunConfig) -> nn.Module:
     copy of a per-process template: a client builds one per message, and the SVD of
     decomposition would otherwise run every time.
     """
-    return copy.deepcopy(_template(cfg.method, cfg.model, cfg.dataset, cfg.rank_fraction, cfg.seed))
+    return copy.deepcopy(
+        _template(
+            cfg.method,
+            cfg.model,
+            cfg.dataset,
+            cfg.rank_fraction,
+            cfg.seed,
+            cfg.conv_factorization,
+            cfg.rank_quantum,
+        )
+    )
 
 
 @lru_cache(maxsize=8)
-def _template(method: str, model_name: str, dataset: str, rank_fraction: float, seed: int):
+def _template(
+    method: str,
+    model_name: str,
+    dataset: str,
+    rank_fraction: float,
+    seed: int,
+    conv_factorization: str,
+    rank_quantum: int,
+):
     cfg = RunConfig(
-        method=method, model=model_name, dataset=dataset, rank_fraction=rank_fraction, seed=seed
+        method=method,
+        model=model_name,
+        dataset=dataset,
+        rank_fraction=rank_fraction,
+        seed=seed,
+        conv_factorization=conv_factorization,
+        rank_quantum=rank_quantum,
     )
     check_names(cfg)
     info = DATASET_INFO[cfg.dataset]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, info.num_classes, info.in_channels, info.image_size)
-        run_method(cfg).prepare(model, input_shape(cfg), cfg.rank_fraction)
+        run_method(cfg).prepare(model, input_shape(cfg), cfg)
     return model
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from maestro_common.budget import use_budget
 from maestro_common.config import RunConfig
+from maestro_common.freezing import FreezeSchedule, freeze
 from maestro_common.layers import low_rank_layers
 from maestro_common.regularizers import group_lasso
 from maestro_common.samplers import RankSampler, WidthSampler
@@ -68,11 +69,15 @@ def train(
     sampler: RankSampler | WidthSampler | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    freezing: FreezeSchedule | None = None,
+    period_offset: int = 0,
 ) -> TrainResult:
     """Train ``model`` in place with one sampled sub-model per step.
 
     ``sampler`` gives each step's sub-model: per-layer ranks or a width (None: the whole model).
     The group lasso is added with weight ``settings.lasso`` when the model has factored layers.
+    ``freezing`` freezes factors in sequence, one period per epoch, counted from
+    ``period_offset`` (the epochs trained before this call).
     """
     model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
@@ -84,12 +89,16 @@ def train(
     )
     use_lasso = settings.lasso > 0 and bool(low_rank_layers(model))
     total, steps, start = 0.0, 0, time.perf_counter()
-    for _ in range(settings.epochs):
+    for epoch in range(settings.epochs):
         for x, y in _batches(images, labels, settings.batch_size, gen):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with sampler.step(model) if sampler is not None else nullcontext():
+            # The graph is built with this period's factors frozen: backward skips their gradients.
+            with (
+                freeze(model, freezing, period_offset + epoch),
+                sampler.step(model) if sampler is not None else nullcontext(),
+            ):
                 loss = F.cross_entropy(model(x), y)
-            objective = loss + settings.lasso * group_lasso(model) if use_lasso else loss
+                objective = loss + settings.lasso * group_lasso(model) if use_lasso else loss
             opt.zero_grad(set_to_none=True)
             objective.backward()
             if settings.max_grad_norm > 0:

@@ -9,7 +9,6 @@ from maestro_common.codec import load_arrays, model_arrays, prefix_axes
 from maestro_common.config import RunConfig
 from maestro_common.decompose import decompose
 from maestro_common.layers import LowRankConv2d, LowRankLinear, low_rank_layers
-from maestro_common.methods import METHODS
 from maestro_common.models import build_model
 from maestro_common.prefix import (
     array_shapes,
@@ -20,15 +19,9 @@ from maestro_common.prefix import (
     take_prefix,
 )
 from maestro_common.task import build_run_model, input_shape, resolve_device
+from tests.received import model_arrays_at_budget
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def model_arrays_at_budget(model, beta):
-    """The arrays a Maestro tier of budget β receives, cut by the method the apps use."""
-    arrays = model_arrays(model)
-    shapes = METHODS["maestro"].shapes(model, array_shapes(arrays), beta, input_shape=())
-    return take_prefix(arrays, shapes)
 
 
 # ----- prefix ---------------------------------------------------------------------------------

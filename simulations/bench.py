@@ -1,0 +1,690 @@
+"""Benchmark suite: measured step time and inference latency per tier, dense vs factored vs width.
+
+Writes ``docs/performance.md`` (tables) and ``runs/bench/bench.json`` (every figure)::
+
+    OMP_NUM_THREADS=1 python -m simulations.bench            # full run
+    OMP_NUM_THREADS=1 python -m simulations.bench --quick    # a short sanity run
+
+Every figure is the median of ``--repeats`` timed calls after ``--warmup`` untimed ones, on one
+torch thread, with glibc malloc tuned as the harness does. A tier runs as the project runs it: a
+factored (svd or tucker) client holds its rank prefix only (the layers truncated to the tier's
+ranks, as :func:`maestro_common.codec.load_arrays` leaves them); a width client (FjORD/HeteroFL)
+holds the whole model and slices it at its width on every call, the width being the one whose MACs
+match the svd tier's (the harness's matched-MACs rule, :func:`maestro_common.width.width_for_macs`).
+
+Sections: per layer type; whole models (train step at ``--batch``, inference at batch 1 and 64,
+with factored tiers also merged by measurement); one Maestro training step against one dense step
+(factorization, sampling and each training objective separated); rank quantization; sequential
+freezing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from maestro_common.accounting import count_macs
+from maestro_common.decompose import decompose
+from maestro_common.freezing import FreezeSchedule, freeze
+from maestro_common.layers import budget_rank, low_rank_layers, set_rank_quantum
+from maestro_common.malloc import tune_malloc
+from maestro_common.merging import clear_cache, merge_faster
+from maestro_common.models import build_model
+from maestro_common.samplers import make_sampler
+from maestro_common.width import make_width_sliceable, use_width, width_for_macs
+
+TIERS = (0.2, 0.4, 0.6, 0.8, 1.0)
+SHAPE = (1, 28, 28)  # Fashion-MNIST
+# name -> (model builder options); ResNet-18 at a quarter of its channels (16..128) keeps a full
+# run within minutes on a 2-core CPU (the full-width one takes ~1 s per step on one thread).
+MODELS: dict[str, dict[str, Any]] = {
+    "lenet5": {},
+    "cnn": {},
+    "resnet18": {"width": 0.25},
+    "transformer": {},
+}
+WIDTH_MODELS = ("lenet5", "cnn")  # width slicing refuses norm layers and attention
+
+
+# ----- timing -------------------------------------------------------------------------------------
+CLOCKS: dict[str, Callable[[], float]] = {
+    # CPU time of the calling thread: with one torch thread all compute runs on it, so this is
+    # the step's own cost, barely moved by other processes sharing the cores (on an idle machine
+    # it equals wall time).
+    "cpu": time.thread_time,
+    "wall": time.perf_counter,
+}
+
+
+@dataclass
+class Timer:
+    """Median of ``repeats`` timed calls after ``warmup`` untimed ones, in ms."""
+
+    warmup: int = 2
+    repeats: int = 5
+    clock: str = "cpu"  # a key of CLOCKS
+
+    def __call__(self, fn: Callable[[], Any]) -> float:
+        now = CLOCKS[self.clock]
+        for _ in range(self.warmup):
+            fn()
+        times = []
+        for _ in range(self.repeats):
+            start = now()
+            fn()
+            times.append(now() - start)
+        return statistics.median(times) * 1e3
+
+
+def train_step_fn(
+    model: nn.Module,
+    batch: int,
+    context: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    objective: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> Callable[[], None]:
+    """One SGD step (forward, backward, update) on a fixed random batch, inside ``context()``."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, *SHAPE, generator=g)
+    y = torch.randint(0, 10, (batch,), generator=g)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    loss_fn = objective or (lambda m, xb, yb: F.cross_entropy(m(xb), yb))
+    model.train()
+
+    def step() -> None:
+        with context():
+            loss = loss_fn(model, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def infer_fn(
+    model: nn.Module, batch: int, context: Callable[[], AbstractContextManager[Any]] = nullcontext
+) -> Callable[[], None]:
+    x = torch.randn(batch, *SHAPE, generator=torch.Generator().manual_seed(1))
+    model.eval()
+
+    def run() -> None:
+        with torch.no_grad(), context():
+            model(x)
+
+    return run
+
+
+# ----- model variants -----------------------------------------------------------------------------
+def dense_model(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(name, 10, SHAPE[0], SHAPE[1], **MODELS[name])
+
+
+def factored_tier(dense: nn.Module, kind: str, beta: float, quantum: int = 1) -> nn.Module:
+    """The model a factored client of budget β holds: every factor cut to the tier's ranks."""
+    model = decompose(copy.deepcopy(dense), conv_factorization=kind)
+    set_rank_quantum(model, quantum)
+    for layer in low_rank_layers(model).values():
+        k = budget_rank(layer.rank, beta, quantum)
+        if k < layer.rank:
+            layer.truncate(k)
+    return model
+
+
+@dataclass
+class Row:
+    """One measured configuration; times in ms, ratios against the dense row of its group."""
+
+    group: str  # model or layer name
+    variant: str  # dense, svd, tucker, width, ...
+    beta: float
+    macs: int
+    train_ms: float | None = None
+    infer1_ms: float | None = None
+    infer64_ms: float | None = None
+    merged1_ms: float | None = None
+    merged64_ms: float | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def measure_model(name: str, tiers: Sequence[float], timer: Timer, batch: int) -> list[Row]:
+    """Dense, svd, tucker and (where supported) width rows of one model at every tier."""
+    dense = dense_model(name)
+    dense_macs = count_macs(dense, SHAPE)
+    rows = [
+        Row(
+            name,
+            "dense",
+            1.0,
+            dense_macs,
+            timer(train_step_fn(copy.deepcopy(dense), batch)),
+            timer(infer_fn(dense, 1)),
+            timer(infer_fn(dense, 64)),
+        )
+    ]
+    svd_macs: dict[float, int] = {}
+    for kind in ("svd", "tucker"):
+        for beta in tiers:
+            model = factored_tier(dense, kind, beta)
+            macs = count_macs(model, SHAPE)
+            if kind == "svd":
+                svd_macs[beta] = macs
+            row = Row(name, kind, beta, macs, timer(train_step_fn(model, batch)))
+            row.infer1_ms, row.infer64_ms = timer(infer_fn(model, 1)), timer(infer_fn(model, 64))
+            for b in (1, 64):
+                merged = copy.deepcopy(model).eval()
+                decisions = merge_faster(merged, torch.randn(b, *SHAPE))
+                setattr(row, f"merged{b}_ms", timer(infer_fn(merged, b)))
+                row.extra[f"merged-layers-{b}"] = sum(decisions.values())
+            row.extra["layers"] = len(low_rank_layers(model))
+            rows.append(row)
+    if name in WIDTH_MODELS:
+        wide = make_width_sliceable(copy.deepcopy(dense), SHAPE)
+        for beta in tiers:
+            w = width_for_macs(wide, SHAPE, svd_macs[beta])
+            ctx = lambda w=w: use_width(wide, w)  # noqa: E731 (a fresh context per call)
+            row = Row(name, "width", beta, count_macs(wide, SHAPE, w), note=f"width {w:g}")
+            row.train_ms = timer(train_step_fn(wide, batch, ctx))
+            row.infer1_ms, row.infer64_ms = (
+                timer(infer_fn(wide, 1, ctx)),
+                timer(infer_fn(wide, 64, ctx)),
+            )
+            rows.append(row)
+    return rows
+
+
+# ----- per layer type -----------------------------------------------------------------------------
+LAYERS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "linear 1024→1024": (lambda: nn.Linear(1024, 1024), (1024,)),
+    "conv3x3 128→128 @16x16": (lambda: nn.Conv2d(128, 128, 3, padding=1), (128, 16, 16)),
+    "conv5x5 32→64 @14x14 (CNN conv2)": (lambda: nn.Conv2d(32, 64, 5, padding=2), (32, 14, 14)),
+}
+
+
+def _narrow(layer: nn.Module, beta: float) -> nn.Module:
+    """The width tier of a single layer: input and output channels cut to ⌈β·C⌉."""
+    cut = lambda c: max(1, -(-round(beta * c * 1e6) // 1_000_000))  # noqa: E731 (⌈β·c⌉)
+    if isinstance(layer, nn.Linear):
+        return nn.Linear(cut(layer.in_features), cut(layer.out_features))
+    return nn.Conv2d(
+        cut(layer.in_channels),
+        cut(layer.out_channels),
+        layer.kernel_size,
+        padding=layer.padding,
+    )
+
+
+def _layer_step(layer: nn.Module, shape: tuple[int, ...], batch: int) -> Callable[[], None]:
+    x = torch.randn(batch, *shape)
+    opt = torch.optim.SGD(layer.parameters(), lr=1e-3)
+
+    def step() -> None:
+        out = layer(x)
+        opt.zero_grad(set_to_none=True)
+        out.square().mean().backward()
+        opt.step()
+
+    return step
+
+
+def measure_layers(tiers: Sequence[float], timer: Timer, batch: int) -> list[Row]:
+    rows = []
+    for name, (make, shape) in LAYERS.items():
+        torch.manual_seed(0)
+        dense = make()
+        variants: list[tuple[str, float, nn.Module, tuple[int, ...]]] = [
+            ("dense", 1.0, dense, shape)
+        ]
+        kinds = ("svd", "tucker") if isinstance(dense, nn.Conv2d) else ("svd",)
+        for kind in kinds:
+            for beta in tiers:
+                model = decompose(
+                    copy.deepcopy(nn.Sequential(dense)), skip=(), conv_factorization=kind
+                )
+                for m in low_rank_layers(model).values():
+                    m.truncate(budget_rank(m.rank, beta))
+                variants.append((kind, beta, model, shape))
+        for beta in tiers:
+            narrow = _narrow(dense, beta)
+            variants.append(("width", beta, narrow, (narrow.weight.shape[1], *shape[1:])))
+        for kind, beta, model, in_shape in variants:
+            macs = count_macs(model, in_shape)
+            x1, x64 = torch.randn(1, *in_shape), torch.randn(64, *in_shape)
+            row = Row(name, kind, beta, macs, timer(_layer_step(model, in_shape, batch)))
+            with torch.no_grad():
+                row.infer1_ms = timer(lambda m=model, x=x1: m(x))
+                row.infer64_ms = timer(lambda m=model, x=x64: m(x))
+            rows.append(row)
+    return rows
+
+
+# ----- Maestro step against dense step -----------------------------------------------------------
+def _one_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+# Training objectives of the maestro method, by name: each computes the loss of one step (inside
+# the sampler's context), running as many forward passes as it needs. New objectives are added
+# here to be benchmarked.
+OBJECTIVES: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "od (one sampled pass)": _one_pass,
+}
+
+
+def measure_overhead(name: str, timer: Timer, batch: int, objectives: Sequence[str]) -> list[Row]:
+    """Dense step; factored step (β=1, no sampler); with the sampler; sampler alone; objectives."""
+    dense = dense_model(name)
+    rows = [Row(name, "dense step", 1.0, count_macs(dense, SHAPE))]
+    rows[0].train_ms = timer(train_step_fn(copy.deepcopy(dense), batch))
+    model = factored_tier(dense, "svd", 1.0)
+    ranks = {n: m.rank for n, m in low_rank_layers(model).items()}
+    macs = count_macs(model, SHAPE)
+    fixed = Row(name, "factored step, no sampler", 1.0, macs)
+    fixed.train_ms = timer(train_step_fn(copy.deepcopy(model), batch))
+    rows.append(fixed)
+    for obj in objectives:
+        sampler = make_sampler("maestro", ranks, seed=0)
+        m = copy.deepcopy(model)
+        row = Row(name, f"maestro step: {obj}", 1.0, macs)
+        row.train_ms = timer(
+            train_step_fn(m, batch, lambda s=sampler, m=m: s.step(m), OBJECTIVES[obj])
+        )
+        rows.append(row)
+    sampler = make_sampler("maestro", ranks, seed=0)
+
+    def sample_only() -> None:
+        for _ in range(100):
+            with sampler.step(model):
+                pass
+
+    alone = Row(name, "sampler + use_ranks alone", 1.0, 0)
+    alone.train_ms = timer(sample_only) / 100
+    rows.append(alone)
+    return rows
+
+
+# ----- rank quantization and sequential freezing ------------------------------------------------
+def measure_quantization(
+    name: str, tiers: Sequence[float], quanta: Sequence[int], timer: Timer, batch: int
+) -> list[Row]:
+    dense = dense_model(name)
+    rows = []
+    for kind in ("svd", "tucker"):
+        for beta in tiers:
+            for q in quanta:
+                model = factored_tier(dense, kind, beta, q)
+                row = Row(name, f"{kind} q={q}", beta, count_macs(model, SHAPE))
+                row.train_ms = timer(train_step_fn(model, batch))
+                row.infer64_ms = timer(infer_fn(model, 64))
+                rows.append(row)
+    return rows
+
+
+def measure_freezing(
+    name: str, tiers: Sequence[float], timer: Timer, batch: int, kind: str = "svd"
+) -> list[Row]:
+    """Train step time with sequential freezing, averaged over one rotation cycle."""
+    dense = dense_model(name)
+    rows = []
+    for beta in tiers:
+        base = factored_tier(dense, kind, beta)
+        for mode in ("none", "factor", "layer"):
+            schedule = FreezeSchedule(mode, groups=2, seed=0)
+            periods = {"none": 1, "factor": 3 if kind == "tucker" else 2, "layer": 2}[mode]
+            times = []
+            for period in range(periods):
+                model = copy.deepcopy(base)
+                ctx = lambda m=model, p=period, s=schedule: freeze(m, s, p)  # noqa: E731
+                times.append(timer(train_step_fn(model, batch, ctx)))
+            row = Row(name, f"{kind} freeze={mode}", beta, count_macs(base, SHAPE))
+            row.train_ms = statistics.mean(times)
+            rows.append(row)
+    return rows
+
+
+# ----- report -------------------------------------------------------------------------------------
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "–" if a is None or b is None or b == 0 else f"{a / b:.2f}"
+
+
+def tier_table(rows: list[Row], merged: bool = True) -> str:
+    """Rows of one group with time ratios against its dense row (ratio < 1: faster)."""
+    dense = next(r for r in rows if r.variant == "dense")
+    head = "| variant | β | MACs ratio | train ms | train ratio | infer b1 ms | b1 ratio "
+    head += "| infer b64 ms | b64 ratio |"
+    sep = "|---|---|---|---|---|---|---|---|---|"
+    if merged:
+        head += " merged b1 ratio | merged b64 ratio |"
+        sep += "---|---|"
+    lines = [head, sep]
+    for r in rows:
+        cells = [
+            f"{r.variant}{' (' + r.note + ')' if r.note else ''}",
+            f"{r.beta:g}",
+            _ratio(r.macs, dense.macs),
+            _fmt(r.train_ms),
+            _ratio(r.train_ms, dense.train_ms),
+            _fmt(r.infer1_ms, 3),
+            _ratio(r.infer1_ms, dense.infer1_ms),
+            _fmt(r.infer64_ms),
+            _ratio(r.infer64_ms, dense.infer64_ms),
+        ]
+        if merged:
+            cells += [
+                _ratio(r.merged1_ms, dense.infer1_ms),
+                _ratio(r.merged64_ms, dense.infer64_ms),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def simple_table(rows: list[Row], base: Row, columns: Sequence[str]) -> str:
+    head = "| model | variant | β | MACs ratio | " + " | ".join(
+        f"{c} ms | {c} ratio" for c in columns
+    )
+    lines = [head + " |", "|" + "---|" * (4 + 2 * len(columns))]
+    for r in rows:
+        cells = [r.group, r.variant, f"{r.beta:g}", _ratio(r.macs, base.macs)]
+        for c in columns:
+            cells += [
+                _fmt(getattr(r, f"{c}_ms"), 3),
+                _ratio(getattr(r, f"{c}_ms"), getattr(base, f"{c}_ms")),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _find(rows: list[Row], group: str, variant: str, beta: float) -> Row | None:
+    return next(
+        (r for r in rows if r.group == group and r.variant == variant and r.beta == beta), None
+    )
+
+
+def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list[str]:
+    """The issue's figures to reach, read off the measured rows (speed-up = dense / tier)."""
+    out = []
+    for name in ("cnn", "resnet18"):
+        dense = _find(models, name, "dense", 1.0)
+        for kind in ("svd", "tucker"):
+            r = _find(models, name, kind, 0.25)
+            if dense is None or r is None:
+                continue
+            train = dense.train_ms / r.train_ms
+            infer = dense.infer64_ms / min(r.infer64_ms, r.merged64_ms or r.infer64_ms)
+            ok = "met" if train >= 2 and infer >= 2 else "MISSED"
+            out.append(
+                f"- {name} {kind} β=0.25: train step {train:.2f}× faster, inference b64 "
+                f"{infer:.2f}× faster (target ≥ 2× both): {ok}"
+            )
+    slow = []
+    for r in models:
+        d = _find(models, r.group, "dense", 1.0)
+        if r.variant not in ("svd", "tucker") or d is None:
+            continue
+        for b in (1, 64):
+            merged, base = getattr(r, f"merged{b}_ms"), getattr(d, f"infer{b}_ms")
+            if merged is not None and merged > base:
+                slow.append(f"{r.group} {r.variant} β={r.beta:g} b{b} ({merged / base:.2f})")
+    out.append(
+        "- no tier slower than dense at inference (merged by measurement): "
+        + ("met" if not slow else f"MISSED by {len(slow)}: " + ", ".join(slow))
+    )
+    losers = []
+    for r in models:
+        if r.variant not in ("svd", "tucker"):
+            continue
+        w = _find(models, r.group, "width", r.beta)
+        if w is not None and r.train_ms > w.train_ms:
+            losers.append(f"{r.group} {r.variant} β={r.beta:g} ({r.train_ms / w.train_ms:.2f}×)")
+    out.append(
+        "- no low-rank tier trains slower than the width tier of equal MACs: "
+        + ("met" if not losers else f"MISSED by {len(losers)}: " + ", ".join(losers))
+    )
+    for name in sorted({r.group for r in overhead}):
+        dense = _find(overhead, name, "dense step", 1.0)
+        fixed = _find(overhead, name, "factored step, no sampler", 1.0)
+        for r in overhead:
+            if r.group == name and r.variant.startswith("maestro step"):
+                out.append(
+                    f"- {name} β=1 {r.variant}: {r.train_ms / dense.train_ms:.2f}× a dense step "
+                    f"(factored without sampler {fixed.train_ms / dense.train_ms:.2f}×; sampling "
+                    f"itself {r.train_ms / fixed.train_ms:.2f}× the factored step; target ≤ 1.2×)"
+                )
+    for r in freezing:
+        if r.variant.endswith("freeze=none"):
+            continue
+        base = _find(
+            freezing, r.group, r.variant.replace("factor", "none").replace("layer", "none"), r.beta
+        )
+        if base is not None:
+            gain = base.train_ms / r.train_ms - 1
+            ok = "met" if gain >= 0.2 else "MISSED"
+            out.append(
+                f"- {r.group} {r.variant} β={r.beta:g}: {100 * gain:+.0f} % training throughput "
+                f"(target ≥ +20 %): {ok}"
+            )
+    return out
+
+
+def load_line() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average unavailable"
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min)"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m simulations.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="tiers 0.25 and 1, 3 repeats: a smoke run")
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma list of {list(MODELS)}")
+    p.add_argument("--batch", type=int, default=32, help="training batch (RunConfig batch-size)")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per figure (median)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
+    p.add_argument(
+        "--clock",
+        default="cpu",
+        choices=sorted(CLOCKS),
+        help="cpu: the thread's CPU time (robust under load); wall: elapsed time",
+    )
+    p.add_argument("--quanta", default="8,16", help="rank quanta compared with q=1")
+    p.add_argument("--objectives", default=",".join(OBJECTIVES), help="training objectives")
+    p.add_argument("--out", type=Path, default=Path("docs/performance.md"))
+    p.add_argument("--json", type=Path, default=Path("runs/bench/bench.json"))
+    args = p.parse_args(argv)
+    args.models = [m for m in args.models.split(",") if m]
+    bad = [m for m in args.models if m not in MODELS]
+    if bad:
+        p.error(f"unknown model(s) {bad}; allowed: {', '.join(MODELS)}")
+    args.objectives = [o for o in args.objectives.split(",") if o]
+    bad = [o for o in args.objectives if o not in OBJECTIVES]
+    if bad:
+        p.error(f"unknown objective(s) {bad}; allowed: {', '.join(OBJECTIVES)}")
+    args.quanta = [int(q) for q in args.quanta.split(",") if q]
+    if args.batch < 1 or args.repeats < 1 or args.warmup < 0 or any(q < 1 for q in args.quanta):
+        p.error("--batch, --repeats and --quanta must be ≥ 1, --warmup ≥ 0")
+    if args.quick:
+        args.repeats, args.warmup = 3, 1
+    return args
+
+
+@contextmanager
+def _section(title: str, lines: list[str]) -> Iterator[None]:
+    start = time.perf_counter()
+    print(f"[bench] {title} ...", flush=True)
+    yield
+    print(f"[bench] {title}: {time.perf_counter() - start:.0f} s", flush=True)
+    lines.append("")
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[Row]]:
+    args = parse_args(argv)
+    tune_malloc()
+    torch.set_num_threads(1)
+    clear_cache()
+    timer = Timer(args.warmup, args.repeats, args.clock)
+    tiers = (0.25, 1.0) if args.quick else tuple(sorted({*TIERS, 0.25}))
+    target_models = [m for m in ("cnn", "resnet18") if m in args.models]
+    started, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load_line()
+    start = time.perf_counter()
+    lines: list[str] = []
+    results: dict[str, list[Row]] = {}
+    with _section("layers", lines):
+        results["layers"] = measure_layers(tiers, timer, args.batch)
+    with _section("models", lines):
+        results["models"] = [
+            r for m in args.models for r in measure_model(m, tiers, timer, args.batch)
+        ]
+    with _section("maestro step", lines):
+        results["overhead"] = [
+            r for m in args.models for r in measure_overhead(m, timer, args.batch, args.objectives)
+        ]
+    q_tiers = (0.25,) if args.quick else (0.2, 0.25, 0.4, 0.6)
+    with _section("rank quantization", lines):
+        results["quantization"] = [
+            r
+            for m in target_models
+            for r in measure_quantization(m, q_tiers, [1, *args.quanta], timer, args.batch)
+        ]
+    with _section("freezing", lines):
+        results["freezing"] = [
+            r
+            for m in target_models
+            for kind in ("svd", "tucker")
+            for r in measure_freezing(m, (0.25, 1.0), timer, args.batch, kind)
+        ]
+    seconds = time.perf_counter() - start
+    report = render(args, results, started, load_before, load_line(), seconds, argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps({k: [asdict(r) for r in v] for k, v in results.items()}, indent=1)
+    )
+    print(f"[bench] wrote {args.out} and {args.json} ({seconds:.0f} s)")
+    return results
+
+
+def render(
+    args: argparse.Namespace,
+    results: dict[str, list[Row]],
+    started: str,
+    load_before: str,
+    load_after: str,
+    seconds: float,
+    argv: list[str] | None,
+) -> str:
+    command = "OMP_NUM_THREADS=1 python -m simulations.bench" + (
+        " " + " ".join(argv) if argv else ""
+    )
+    out = [
+        "# Performance: measured time per tier",
+        "",
+        "Generated by `simulations/bench.py`; do not edit by hand: rerun the command below.",
+        "",
+        f"- Command: `{command}` ({seconds:.0f} s)",
+        f"- Taken: {started}; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} logical CPUs, torch {torch.__version__}, 1 torch thread, "
+        f"training batch {args.batch}, median of {args.repeats} after {args.warmup} warm-up, "
+        f"clock: {args.clock} ({'the thread CPU time' if args.clock == 'cpu' else 'wall time'})",
+        f"- Machine load: before {load_before}; after {load_after}. A load above ~1 on this "
+        "2-core machine means other processes shared the CPU: absolute times are inflated and "
+        "noisy; ratios taken within one run are less distorted but not exact.",
+        "- Ratios are tier / dense of the same model or layer (below 1: faster). A factored "
+        "tier runs its rank prefix only (truncated factors, as a client holds them); a width "
+        "tier slices the whole model at the width whose MACs match the svd tier's. 'merged' "
+        "columns: factored layers whose dense form measured faster at that batch were merged "
+        "(`maestro_common.merging.merge_faster`).",
+        "",
+        "## Targets",
+        "",
+        *targets(results["models"], results["overhead"], results["freezing"]),
+        "",
+        "## Per layer type",
+        "",
+    ]
+    for group in dict.fromkeys(r.group for r in results["layers"]):
+        out += [
+            f"### {group}",
+            "",
+            tier_table([r for r in results["layers"] if r.group == group], False),
+            "",
+        ]
+    out += ["## Whole models (input 1×28×28; ResNet-18 at width 0.25)", ""]
+    for group in dict.fromkeys(r.group for r in results["models"]):
+        out += [
+            f"### {group}",
+            "",
+            tier_table([r for r in results["models"] if r.group == group]),
+            "",
+        ]
+    out += [
+        "## One Maestro training step against one dense step (β = 1, svd, full rank)",
+        "",
+        "'factored step, no sampler': the factorization's own cost; 'maestro step': with the "
+        "Maestro sampler (one layer at a random rank per step, layers sliced to their prefixes) "
+        "and the named objective (its forward passes); 'sampler + use_ranks alone': the sampler "
+        "and the rank context without any compute, per step.",
+        "",
+    ]
+    for group in dict.fromkeys(r.group for r in results["overhead"]):
+        rows = [r for r in results["overhead"] if r.group == group]
+        out += [simple_table(rows, rows[0], ["train"]), ""]
+    if results["quantization"]:
+        out += [
+            "## Rank quantization",
+            "",
+            "Tier ranks rounded down to multiples of q (`rank-quantum`); ratios against q = 1 "
+            "of the same kind and tier.",
+            "",
+        ]
+        for group in dict.fromkeys(
+            (r.group, r.variant.split()[0], r.beta) for r in results["quantization"]
+        ):
+            rows = [
+                r
+                for r in results["quantization"]
+                if (r.group, r.variant.split()[0], r.beta) == group
+            ]
+            out += [simple_table(rows, rows[0], ["train", "infer64"]), ""]
+    if results["freezing"]:
+        out += [
+            "## Sequential freezing",
+            "",
+            "Train step time averaged over one rotation cycle; ratios against no freezing.",
+            "",
+        ]
+        for group in dict.fromkeys(
+            (r.group, r.variant.split()[0], r.beta) for r in results["freezing"]
+        ):
+            rows = [
+                r for r in results["freezing"] if (r.group, r.variant.split()[0], r.beta) == group
+            ]
+            out += [simple_table(rows, rows[0], ["train"]), ""]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()

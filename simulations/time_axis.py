@@ -1,0 +1,81 @@
+"""The comparison's time axis: each method's measured step time per tier, beside its MACs.
+
+Reads the figures :mod:`simulations.bench` saved (``runs/bench/bench.json``) and maps a method to
+the variant its clients run: maestro to the factored variant of its ``conv-factorization`` (svd
+or tucker), fjord / heterofl / fedavg-fit to the width variant (at the width matched to the svd
+tier's MACs, the harness's rule), fedavg-all to the dense model at every tier. Kept apart from the
+harness's report so that either can change without the other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+VARIANT_OF_METHOD = {
+    "fjord": "width",
+    "heterofl": "width",
+    "fedavg-fit": "width",
+    "fedavg-all": "dense",
+}
+
+
+def load_bench(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The saved benchmark rows; a clear error when the benchmark has not been run."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: run `python -m simulations.bench` first to measure step times"
+        )
+    return json.loads(path.read_text())
+
+
+def variant(method: str, conv_factorization: str = "svd") -> str:
+    if method == "maestro":
+        return conv_factorization
+    if method not in VARIANT_OF_METHOD:
+        raise ValueError(
+            f"unknown method {method!r}; known: maestro, {', '.join(VARIANT_OF_METHOD)}"
+        )
+    return VARIANT_OF_METHOD[method]
+
+
+def step_times(
+    bench: Mapping[str, list[dict[str, Any]]],
+    model: str,
+    method: str,
+    conv_factorization: str = "svd",
+) -> dict[float, tuple[float, float]]:
+    """Tier β -> (measured train step ms, MAC ratio to dense) of ``method`` on ``model``."""
+    rows = [r for r in bench["models"] if r["group"] == model]
+    dense = next((r for r in rows if r["variant"] == "dense"), None)
+    if dense is None:
+        raise ValueError(f"no benchmark rows for model {model!r}")
+    kind = variant(method, conv_factorization)
+    if kind == "dense":
+        betas = sorted({r["beta"] for r in rows})
+        return {b: (dense["train_ms"], 1.0) for b in betas}
+    return {
+        r["beta"]: (r["train_ms"], r["macs"] / dense["macs"]) for r in rows if r["variant"] == kind
+    }
+
+
+def time_axis_table(
+    bench: Mapping[str, list[dict[str, Any]]],
+    model: str,
+    methods: Sequence[str],
+    conv_factorization: str = "svd",
+) -> str:
+    """Markdown: one row per tier, per method its measured step ms and MAC ratio."""
+    per_method = {m: step_times(bench, model, m, conv_factorization) for m in methods}
+    betas = sorted({b for times in per_method.values() for b in times})
+    head = "| β | " + " | ".join(f"{m} step ms | {m} MACs ratio" for m in methods) + " |"
+    lines = [head, "|" + "---|" * (1 + 2 * len(methods))]
+    for beta in betas:
+        cells = [f"{beta:g}"]
+        for m in methods:
+            ms, ratio = per_method[m].get(beta, (None, None))
+            cells += ["–", "–"] if ms is None else [f"{ms:.1f}", f"{ratio:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

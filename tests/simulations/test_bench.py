@@ -1,0 +1,77 @@
+"""The benchmark suite's pieces: timer, tier models, target checks, report, arguments."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from maestro_common.layers import budget_rank, low_rank_layers
+from simulations import bench
+from simulations.bench import Row, Timer, factored_tier, parse_args, targets, tier_table
+
+
+def test_timer_takes_the_median_after_warmup(monkeypatch):
+    ticks = iter([0.0, 1.0, 1.0, 4.0, 4.0, 6.0])  # three timed calls: 1, 3, 2 s
+    monkeypatch.setitem(bench.CLOCKS, "fake", lambda: next(ticks))
+    calls = []
+    assert Timer(warmup=2, repeats=3, clock="fake")(lambda: calls.append(1)) == 2000.0
+    assert len(calls) == 5
+
+
+@pytest.mark.parametrize("kind", ["svd", "tucker"])
+def test_factored_tier_holds_the_quantized_prefix(kind):
+    dense = bench.dense_model("lenet5")
+    full = factored_tier(dense, kind, 1.0)
+    tier = factored_tier(dense, kind, 0.4, quantum=4)
+    for name, layer in low_rank_layers(tier).items():
+        assert layer.rank == budget_rank(low_rank_layers(full)[name].rank, 0.4, 4)
+    x = torch.randn(2, *bench.SHAPE)
+    assert tier(x).shape == (2, 10)
+
+
+def rows() -> list[Row]:
+    return [
+        Row("cnn", "dense", 1.0, 100, 10.0, 1.0, 8.0),
+        Row("cnn", "svd", 0.25, 30, 4.0, 0.9, 3.0, merged1_ms=0.8, merged64_ms=3.0),
+        Row("cnn", "tucker", 0.25, 20, 6.0, 1.5, 5.0, merged1_ms=1.2, merged64_ms=5.0),
+        Row("cnn", "width", 0.25, 30, 5.0, 0.5, 2.0),
+    ]
+
+
+def test_targets_report_met_and_missed():
+    overhead = [
+        Row("cnn", "dense step", 1.0, 100, 10.0),
+        Row("cnn", "factored step, no sampler", 1.0, 110, 11.0),
+        Row("cnn", "maestro step: od", 1.0, 110, 12.0),
+    ]
+    freezing = [
+        Row("cnn", "svd freeze=none", 0.25, 30, 10.0),
+        Row("cnn", "svd freeze=factor", 0.25, 30, 8.0),
+        Row("cnn", "svd freeze=layer", 0.25, 30, 9.5),
+    ]
+    lines = targets(rows(), overhead, freezing)
+    text = "\n".join(lines)
+    assert "cnn svd β=0.25: train step 2.50× faster, inference b64 2.67× faster" in text
+    assert "cnn tucker β=0.25: train step 1.67× faster" in text and "MISSED" in text
+    assert "MISSED by 1: cnn tucker β=0.25 b1 (1.20)" in text
+    assert "MISSED by 1: cnn tucker β=0.25 (1.20×)" in text
+    assert "maestro step: od: 1.20× a dense step" in text
+    assert "svd freeze=factor β=0.25: +25 %" in text
+    assert "svd freeze=layer β=0.25: +5 %" in text
+
+
+def test_tier_table_ratios():
+    table = tier_table(rows())
+    assert "| svd | 0.25 | 0.30 | 4.00 | 0.40 |" in table
+    assert table.count("\n") == 5
+
+
+def test_arguments_are_checked():
+    with pytest.raises(SystemExit):
+        parse_args(["--models", "vgg"])
+    with pytest.raises(SystemExit):
+        parse_args(["--objectives", "nope"])
+    with pytest.raises(SystemExit):
+        parse_args(["--repeats", "0"])
+    args = parse_args(["--quick"])
+    assert args.repeats == 3 and args.clock == "cpu"

@@ -1,0 +1,43 @@
+"""The time axis maps methods to benchmark variants and tabulates step time beside MACs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simulations.time_axis import load_bench, step_times, time_axis_table, variant
+
+BENCH = {
+    "models": [
+        {"group": "cnn", "variant": "dense", "beta": 1.0, "macs": 100, "train_ms": 10.0},
+        {"group": "cnn", "variant": "svd", "beta": 0.25, "macs": 30, "train_ms": 6.0},
+        {"group": "cnn", "variant": "tucker", "beta": 0.25, "macs": 20, "train_ms": 5.0},
+        {"group": "cnn", "variant": "width", "beta": 0.25, "macs": 30, "train_ms": 4.0},
+    ]
+}
+
+
+def test_methods_map_to_variants():
+    assert variant("maestro") == "svd"
+    assert variant("maestro", "tucker") == "tucker"
+    assert variant("fjord") == variant("heterofl") == "width"
+    with pytest.raises(ValueError, match="unknown method"):
+        variant("fedprox")
+
+
+def test_step_times_and_table():
+    assert step_times(BENCH, "cnn", "maestro", "tucker") == {0.25: (5.0, 0.2)}
+    assert step_times(BENCH, "cnn", "fedavg-all")[0.25] == (10.0, 1.0)
+    table = time_axis_table(BENCH, "cnn", ["maestro", "fjord"])
+    assert "| 0.25 | 6.0 | 0.30 | 4.0 | 0.30 |" in table
+    with pytest.raises(ValueError, match="no benchmark rows"):
+        step_times(BENCH, "lenet5", "maestro")
+
+
+def test_load_bench(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"simulations\.bench"):
+        load_bench(tmp_path / "missing.json")
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(BENCH))
+    assert load_bench(path) == BENCH
