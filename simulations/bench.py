@@ -26,9 +26,10 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,14 @@ MODELS: dict[str, dict[str, Any]] = {
     "resnet18": {"width": 0.25},
     "transformer": {},
 }
-WIDTH_MODELS = ("lenet5", "cnn")  # width slicing refuses norm layers and attention
+WIDTH_MODELS = ("lenet5", "cnn")
+SECTIONS = (
+    "layers",
+    "models",
+    "overhead",
+    "quantization",
+    "freezing",
+)  # width slicing refuses norm layers and attention
 
 
 # ----- timing -------------------------------------------------------------------------------------
@@ -133,9 +141,17 @@ def dense_model(name: str) -> nn.Module:
     return build_model(name, 10, SHAPE[0], SHAPE[1], **MODELS[name])
 
 
+# (id of the dense model, kind) -> (the dense model, kept alive so its id is not reused; its
+# factored form): the SVDs/HOSVDs of a model are computed once, not once per tier.
+_FACTORED: dict[tuple[int, str], tuple[nn.Module, nn.Module]] = {}
+
+
 def factored_tier(dense: nn.Module, kind: str, beta: float, quantum: int = 1) -> nn.Module:
     """The model a factored client of budget β holds: every factor cut to the tier's ranks."""
-    model = decompose(copy.deepcopy(dense), conv_factorization=kind)
+    key = (id(dense), kind)
+    if key not in _FACTORED:
+        _FACTORED[key] = (dense, decompose(copy.deepcopy(dense), conv_factorization=kind))
+    model = copy.deepcopy(_FACTORED[key][1])
     set_rank_quantum(model, quantum)
     for layer in low_rank_layers(model).values():
         k = budget_rank(layer.rank, beta, quantum)
@@ -443,10 +459,12 @@ def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list
             merged, base = getattr(r, f"merged{b}_ms"), getattr(d, f"infer{b}_ms")
             if merged is not None and merged > base:
                 slow.append(f"{r.group} {r.variant} β={r.beta:g} b{b} ({merged / base:.2f})")
-    out.append(
-        "- no tier slower than dense at inference (merged by measurement): "
-        + ("met" if not slow else f"MISSED by {len(slow)}: " + ", ".join(slow))
-    )
+    factored = [r for r in models if r.variant in ("svd", "tucker")]
+    if factored:
+        out.append(
+            "- no tier slower than dense at inference (merged by measurement): "
+            + ("met" if not slow else f"MISSED by {len(slow)}: " + ", ".join(slow))
+        )
     losers = []
     for r in models:
         if r.variant not in ("svd", "tucker"):
@@ -454,10 +472,11 @@ def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list
         w = _find(models, r.group, "width", r.beta)
         if w is not None and r.train_ms > w.train_ms:
             losers.append(f"{r.group} {r.variant} β={r.beta:g} ({r.train_ms / w.train_ms:.2f}×)")
-    out.append(
-        "- no low-rank tier trains slower than the width tier of equal MACs: "
-        + ("met" if not losers else f"MISSED by {len(losers)}: " + ", ".join(losers))
-    )
+    if any(r.variant == "width" for r in models):
+        out.append(
+            "- no low-rank tier trains slower than the width tier of equal MACs: "
+            + ("met" if not losers else f"MISSED by {len(losers)}: " + ", ".join(losers))
+        )
     for name in sorted({r.group for r in overhead}):
         dense = _find(overhead, name, "dense step", 1.0)
         fixed = _find(overhead, name, "factored step, no sampler", 1.0)
@@ -511,6 +530,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--quanta", default="8,16", help="rank quanta compared with q=1")
     p.add_argument("--objectives", default=",".join(OBJECTIVES), help="training objectives")
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma list of {list(SECTIONS)} (each saved as soon as measured)",
+    )
+    p.add_argument(
+        "--from-json",
+        default="",
+        help="comma list of bench.json files: render one report from them, measure nothing",
+    )
     p.add_argument("--out", type=Path, default=Path("docs/performance.md"))
     p.add_argument("--json", type=Path, default=Path("runs/bench/bench.json"))
     args = p.parse_args(argv)
@@ -522,6 +551,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = [o for o in args.objectives if o not in OBJECTIVES]
     if bad:
         p.error(f"unknown objective(s) {bad}; allowed: {', '.join(OBJECTIVES)}")
+    args.sections = [x for x in args.sections.split(",") if x]
+    bad = [x for x in args.sections if x not in SECTIONS]
+    if bad:
+        p.error(f"unknown section(s) {bad}; allowed: {', '.join(SECTIONS)}")
+    args.from_json = [Path(x) for x in args.from_json.split(",") if x]
     args.quanta = [int(q) for q in args.quanta.split(",") if q]
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0 or any(q < 1 for q in args.quanta):
         p.error("--batch, --repeats and --quanta must be ≥ 1, --warmup ≥ 0")
@@ -530,85 +564,117 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-@contextmanager
-def _section(title: str, lines: list[str]) -> Iterator[None]:
-    start = time.perf_counter()
-    print(f"[bench] {title} ...", flush=True)
-    yield
-    print(f"[bench] {title}: {time.perf_counter() - start:.0f} s", flush=True)
-    lines.append("")
-
-
 def main(argv: list[str] | None = None) -> dict[str, list[Row]]:
     args = parse_args(argv)
+    if args.from_json:
+        rerender(args, args.from_json)
+        print(f"[bench] wrote {args.out} and {args.json} from {len(args.from_json)} file(s)")
+        return {}
     tune_malloc()
     torch.set_num_threads(1)
     clear_cache()
+    _FACTORED.clear()
     timer = Timer(args.warmup, args.repeats, args.clock)
     tiers = (0.25, 1.0) if args.quick else tuple(sorted({*TIERS, 0.25}))
     target_models = [m for m in ("cnn", "resnet18") if m in args.models]
     started, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load_line()
     start = time.perf_counter()
-    lines: list[str] = []
     results: dict[str, list[Row]] = {}
-    with _section("layers", lines):
-        results["layers"] = measure_layers(tiers, timer, args.batch)
-    with _section("models", lines):
-        results["models"] = [
+    # 0.25 of a power-of-two rank is already a multiple of 8: tiers where rounding acts.
+    q_tiers = (0.2,) if args.quick else (0.2, 0.6)
+    sections: dict[str, Callable[[], list[Row]]] = {
+        "layers": lambda: measure_layers(tiers, timer, args.batch),
+        "models": lambda: [
             r for m in args.models for r in measure_model(m, tiers, timer, args.batch)
-        ]
-    with _section("maestro step", lines):
-        results["overhead"] = [
+        ],
+        "overhead": lambda: [
             r for m in args.models for r in measure_overhead(m, timer, args.batch, args.objectives)
-        ]
-    q_tiers = (0.25,) if args.quick else (0.2, 0.25, 0.4, 0.6)
-    with _section("rank quantization", lines):
-        results["quantization"] = [
+        ],
+        "quantization": lambda: [
             r
             for m in target_models
             for r in measure_quantization(m, q_tiers, [1, *args.quanta], timer, args.batch)
-        ]
-    with _section("freezing", lines):
-        results["freezing"] = [
+        ],
+        "freezing": lambda: [
             r
             for m in target_models
             for kind in ("svd", "tucker")
             for r in measure_freezing(m, (0.25, 1.0), timer, args.batch, kind)
-        ]
-    seconds = time.perf_counter() - start
-    report = render(args, results, started, load_before, load_line(), seconds, argv)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps({k: [asdict(r) for r in v] for k, v in results.items()}, indent=1)
-    )
-    print(f"[bench] wrote {args.out} and {args.json} ({seconds:.0f} s)")
+        ],
+    }
+    for name in args.sections:
+        section_start = time.perf_counter()
+        print(f"[bench] {name} ...", flush=True)
+        results[name] = sections[name]()
+        print(f"[bench] {name}: {time.perf_counter() - section_start:.0f} s", flush=True)
+        # Written after every section, so a long run interrupted keeps what it measured.
+        seconds = time.perf_counter() - start
+        meta = {
+            "started": started,
+            "load-before": load_before,
+            "load-after": load_line(),
+            "seconds": seconds,
+            "commands": [" ".join(argv if argv is not None else sys.argv[1:])],
+            "settings": settings_line(args),
+        }
+        write(args, results, meta)
+    print(f"[bench] wrote {args.out} and {args.json} ({time.perf_counter() - start:.0f} s)")
     return results
 
 
-def render(
-    args: argparse.Namespace,
-    results: dict[str, list[Row]],
-    started: str,
-    load_before: str,
-    load_after: str,
-    seconds: float,
-    argv: list[str] | None,
-) -> str:
-    command = "OMP_NUM_THREADS=1 python -m simulations.bench" + (
-        " " + " ".join(argv) if argv else ""
+def write(args: argparse.Namespace, results: dict[str, list[Row]], meta: dict[str, Any]) -> None:
+    """Write the JSON figures and the markdown report."""
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    rows = {k: [asdict(r) for r in v] for k, v in results.items()}
+    args.json.write_text(json.dumps({"meta": meta, **rows}, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(args, results, meta))
+
+
+def rerender(args: argparse.Namespace, paths: Sequence[Path]) -> None:
+    """One report from the JSON of several (partial) runs, e.g. sections run separately."""
+    results: dict[str, list[Row]] = {}
+    metas = []
+    for path in paths:
+        data = json.loads(path.read_text())
+        metas.append(data.pop("meta"))
+        for key, rows in data.items():
+            results.setdefault(key, []).extend(Row(**r) for r in rows)
+    meta = {
+        "started": ", ".join(m["started"] for m in metas),
+        "load-before": "; ".join(m["load-before"] for m in metas),
+        "load-after": "; ".join(m["load-after"] for m in metas),
+        "seconds": sum(m["seconds"] for m in metas),
+        "commands": [c for m in metas for c in m["commands"]],
+        "settings": "; ".join(dict.fromkeys(m["settings"] for m in metas)),
+    }
+    write(args, results, meta)
+
+
+def settings_line(args: argparse.Namespace) -> str:
+    clock = "the thread's CPU time" if args.clock == "cpu" else "wall time"
+    return (
+        f"training batch {args.batch}, median of {args.repeats} after {args.warmup} warm-up, "
+        f"clock: {clock}"
     )
+
+
+def render(args: argparse.Namespace, results: dict[str, list[Row]], meta: dict[str, Any]) -> str:
+    command = " and ".join(
+        f"`OMP_NUM_THREADS=1 python -m simulations.bench{(' ' + c) if c else ''}`"
+        for c in meta["commands"]
+    )
+    started, seconds = meta["started"], meta["seconds"]
+    load_before, load_after = meta["load-before"], meta["load-after"]
     out = [
         "# Performance: measured time per tier",
         "",
         "Generated by `simulations/bench.py`; do not edit by hand: rerun the command below.",
         "",
-        f"- Command: `{command}` ({seconds:.0f} s)",
+        f"- Command: {command} ({seconds:.0f} s)",
         f"- Taken: {started}; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} logical CPUs, torch {torch.__version__}, 1 torch thread, "
-        f"training batch {args.batch}, median of {args.repeats} after {args.warmup} warm-up, "
-        f"clock: {args.clock} ({'the thread CPU time' if args.clock == 'cpu' else 'wall time'})",
+        f"{meta['settings']}",
         f"- Machine load: before {load_before}; after {load_after}. A load above ~1 on this "
         "2-core machine means other processes shared the CPU: absolute times are inflated and "
         "noisy; ratios taken within one run are less distorted but not exact.",
@@ -620,12 +686,14 @@ def render(
         "",
         "## Targets",
         "",
-        *targets(results["models"], results["overhead"], results["freezing"]),
+        *targets(
+            results.get("models", []), results.get("overhead", []), results.get("freezing", [])
+        ),
         "",
         "## Per layer type",
         "",
     ]
-    for group in dict.fromkeys(r.group for r in results["layers"]):
+    for group in dict.fromkeys(r.group for r in results.get("layers", [])):
         out += [
             f"### {group}",
             "",
@@ -633,7 +701,7 @@ def render(
             "",
         ]
     out += ["## Whole models (input 1×28×28; ResNet-18 at width 0.25)", ""]
-    for group in dict.fromkeys(r.group for r in results["models"]):
+    for group in dict.fromkeys(r.group for r in results.get("models", [])):
         out += [
             f"### {group}",
             "",
@@ -649,10 +717,10 @@ def render(
         "and the rank context without any compute, per step.",
         "",
     ]
-    for group in dict.fromkeys(r.group for r in results["overhead"]):
+    for group in dict.fromkeys(r.group for r in results.get("overhead", [])):
         rows = [r for r in results["overhead"] if r.group == group]
         out += [simple_table(rows, rows[0], ["train"]), ""]
-    if results["quantization"]:
+    if results.get("quantization"):
         out += [
             "## Rank quantization",
             "",
@@ -669,7 +737,7 @@ def render(
                 if (r.group, r.variant.split()[0], r.beta) == group
             ]
             out += [simple_table(rows, rows[0], ["train", "infer64"]), ""]
-    if results["freezing"]:
+    if results.get("freezing"):
         out += [
             "## Sequential freezing",
             "",

@@ -94,3 +94,15 @@ def test_model_caps_and_wire_agree(kind, beta):
 def test_run_model_carries_the_quantum():
     m = build_run_model(RunConfig(model="lenet5", rank_quantum=4, conv_factorization="tucker"))
     assert {layer.rank_quantum for layer in low_rank_layers(m).values()} == {4}
+
+
+@pytest.mark.parametrize("beta", [0.2, 0.6])
+def test_server_tier_shapes_match_the_codec_cut(beta):
+    from server.evaluation import ModelOps
+
+    cfg = RunConfig(model="lenet5", rank_quantum=4, conv_factorization="tucker")
+    ops = ModelOps(cfg)
+    arrays = ops.initial_arrays()
+    shapes = ops.shapes({k: v.shape for k, v in arrays.items()}, beta)
+    cut = model_arrays_at_budget(build_run_model(cfg), beta)
+    assert shapes == {k: v.shape for k, v in cut.items()}

@@ -75,3 +75,7 @@ def test_arguments_are_checked():
         parse_args(["--repeats", "0"])
     args = parse_args(["--quick"])
     assert args.repeats == 3 and args.clock == "cpu"
+
+
+def test_targets_say_nothing_about_sections_not_measured():
+    assert targets([], [], []) == []
