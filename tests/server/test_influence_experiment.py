@@ -1,8 +1,9 @@
 """The influence experiment (opt-in, minutes): one of 12 nodes sends noise and claims 1e9 examples.
 
-Runs the ServerApp's ``main`` in-process over the fake grid on real Fashion-MNIST, three times
-with the same seed: without the attacker, with it, and with it and the influence bound off. Set
-``MAESTRO_EXPERIMENTS=1`` to run it; docs/trust.md records its figures and command.
+Runs the ServerApp's ``main`` in-process over the fake grid on real Fashion-MNIST with the same
+seed: without the attacker and with it; with ``MAESTRO_EXPERIMENT_UNBOUNDED=1`` also both without
+the influence bound. Set ``MAESTRO_EXPERIMENTS=1`` to run it; docs/trust.md records its figures
+and command.
 """
 
 import json
