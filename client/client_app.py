@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import sys
 import zlib
 
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.local_data import local_splits
+from client.local_data import local_splits, own_splits
+from maestro_common.autotier import auto_tier, is_auto
 from maestro_common.codec import load_arrays, load_leading_blocks, model_arrays, payload_nbytes
 from maestro_common.config import RunConfig
 from maestro_common.layers import low_rank_layers
@@ -23,17 +26,60 @@ from maestro_common.training import TrainSettings, evaluate, train
 ARRAYS_KEY, CONFIG_KEY, METRICS_KEY = "arrays", "config", "metrics"
 
 app = ClientApp()
-tune_malloc()  # once per client process (see maestro_common.malloc)
+TUNE_MALLOC_ENV = "MAESTRO_TUNE_MALLOC"
+_malloc = {"decided": False}
+
+
+def wants_malloc_tuning(node_config: dict, environ: dict[str, str] = os.environ) -> bool:
+    """Whether this client process tunes glibc malloc (:mod:`maestro_common.malloc`).
+
+    On by default in simulation (Flower's engine runs ClientApps in Ray workers), opt-in on a
+    deployed device: its 256 MiB top pad keeps memory that a 1 GB board needs. Node config
+    ``tune-malloc=true|false`` decides first, then the environment variable
+    ``MAESTRO_TUNE_MALLOC=1|0``.
+    """
+    if "tune-malloc" in node_config:
+        value = node_config["tune-malloc"]
+        if not isinstance(value, bool):
+            raise ValueError(f"node config tune-malloc must be true or false, got {value!r}")
+        return value
+    env = environ.get(TUNE_MALLOC_ENV, "")
+    if env:
+        if env not in ("0", "1"):
+            raise ValueError(f"{TUNE_MALLOC_ENV} must be 0 or 1, got {env!r}")
+        return env == "1"
+    return "ray" in sys.modules
+
+
+def _setup(context: Context) -> None:
+    """Once per client process, on its first message: malloc tuning where wanted."""
+    if not _malloc["decided"]:
+        _malloc["decided"] = True
+        if wants_malloc_tuning(context.node_config):
+            tune_malloc()
 
 
 def _partition(context: Context) -> tuple[int, int]:
     node = context.node_config
     if "partition-id" not in node or "num-partitions" not in node:
         raise ValueError(
-            "this node has no data partition: give the SuperNode --node-config "
-            "'partition-id=<i> num-partitions=<n>' (simulation sets both)"
+            "this node has no data: give the SuperNode --node-config 'data-path=<folder or "
+            ".npz>' or 'partition-id=<i> num-partitions=<n>' (simulation sets both)"
         )
     return int(node["partition-id"]), int(node["num-partitions"])
+
+
+def _splits(cfg: RunConfig, context: Context):
+    """This node's (train, validation) data: its own ``data-path``, else its partition."""
+    path = context.node_config.get("data-path")
+    if path is not None:
+        return own_splits(str(path), cfg.dataset, cfg.val_fraction, cfg.seed)
+    return local_splits(cfg, *_partition(context))
+
+
+def _data_seed_id(context: Context) -> int:
+    # Seeds follow the partition id where there is one (reproducible across runs).
+    return int(context.node_config.get("partition-id", context.node_id))
 
 
 def _model_from(
@@ -71,12 +117,27 @@ def _seed(cfg: RunConfig, server_round: int, partition_id: int) -> int:
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Tell the server this node's budget β, tier and partition."""
+    """Tell the server this node's budget β, tier and partition.
+
+    With ``rank-fraction="auto"`` the node first measures itself, picks its tier
+    (:mod:`maestro_common.autotier`) and adds what it measured to the reply.
+    """
+    _setup(context)
     cfg = RunConfig.from_run_config(context.run_config)
-    beta, tier = resolve_budget(context.node_config, cfg.tiers, cfg.shares, cfg.seed)
+    measured = {}
+    if is_auto(context.node_config):
+        choice = auto_tier(context.node_config, cfg)
+        beta, tier, measured = choice.beta, choice.tier, choice.to_record()
+    else:
+        beta, tier = resolve_budget(context.node_config, cfg.tiers, cfg.shares, cfg.seed)
     part = int(context.node_config.get("partition-id", -1))
     info = ConfigRecord(
-        {"rank-fraction": beta, "tier": -1 if tier is None else tier, "partition-id": part}
+        {
+            "rank-fraction": beta,
+            "tier": -1 if tier is None else tier,
+            "partition-id": part,
+            **measured,
+        }
     )
     return Message(RecordDict({CONFIG_KEY: info}), reply_to=msg)
 
@@ -84,14 +145,14 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train_fn(msg: Message, context: Context) -> Message:
     """Train the received prefix for E local epochs inside its budget; reply with the prefix."""
+    _setup(context)
     cfg = RunConfig.from_run_config(context.run_config)
     config = msg.content[CONFIG_KEY]
     server_round = int(config["server-round"])
     device = resolve_device(cfg)
-    partition_id, num_partitions = _partition(context)
-    train_ds, _ = local_splits(cfg, partition_id, num_partitions)
+    train_ds, _ = _splits(cfg, context)
     model, shapes = _model_from(msg, cfg, device)
-    seed = _seed(cfg, server_round, partition_id)
+    seed = _seed(cfg, server_round, _data_seed_id(context))
     torch.manual_seed(seed)
     sampler = _sampler(cfg, model, config, seed)
     settings = TrainSettings(
@@ -123,10 +184,10 @@ def train_fn(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate_fn(msg: Message, context: Context) -> Message:
     """Accuracy and loss of the received prefix on this client's validation split."""
+    _setup(context)
     cfg = RunConfig.from_run_config(context.run_config)
     device = resolve_device(cfg)
-    partition_id, num_partitions = _partition(context)
-    _, val_ds = local_splits(cfg, partition_id, num_partitions)
+    _, val_ds = _splits(cfg, context)
     model, _ = _model_from(msg, cfg, device)
     # A factored model was cut to its prefix on loading; a width model runs at its width.
     budget = float(msg.content[CONFIG_KEY]["budget"]) if cfg.width_sliced else 1.0

@@ -56,7 +56,10 @@ def resolve_budget(
     if "rank-fraction" in node_config:
         beta = node_config["rank-fraction"]
         if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 < beta <= 1:
-            raise ValueError(f"node config rank-fraction must be a number in (0, 1], got {beta!r}")
+            raise ValueError(
+                f'node config rank-fraction must be a number in (0, 1] or "auto" (the '
+                f"client then measures itself: maestro_common.autotier), got {beta!r}"
+            )
         beta = float(beta)
         return beta, (tiers.index(beta) if beta in tiers else None)
     if "tier" in node_config:

@@ -29,6 +29,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from maestro_common.device_report import decode_auto_tier
 from maestro_common.prefix import budget_shapes, take_prefix
 from server.aggregation import aggregate_nested
 from server.sampling import sample_nodes
@@ -142,6 +143,7 @@ class NestedFedAvg(FedAvg):
         self.budget_fn = budget_fn or (lambda beta: beta)
         self.policy = policy or RoundPolicy()
         self.nodes: dict[int, NodeInfo] = {}
+        self.auto_tiers: dict[int, dict[str, Any]] = {}  # nodes that chose their own tier
         self.global_arrays: Arrays = {}
         self._sent: dict[int, dict[str, tuple[int, ...]]] = {}
         self._bytes_down: dict[int, int] = {}
@@ -173,12 +175,24 @@ class NestedFedAvg(FedAvg):
             self.nodes[node] = NodeInfo(
                 beta, None if tier < 0 else tier, None if part < 0 else part
             )
+            self._record_auto_tier(node, info)
         log(
             INFO,
             "nodes known: %d; budgets: %s",
             len(self.nodes),
             sorted({n.beta for n in self.nodes.values()}),
         )
+
+    def _record_auto_tier(self, node: int, info: Mapping[str, Any]) -> None:
+        """Keep what a node measured to choose its own tier (rank-fraction=auto)."""
+        try:
+            report = decode_auto_tier(info)
+        except ValueError as err:
+            log(WARNING, "node %s: %s", node, err)
+            return
+        if report is not None:
+            self.auto_tiers[node] = report
+            log(INFO, "node %s chose β=%s itself", node, report["beta"])
 
     def _sample(self, server_round: int, k: int, purpose: int) -> list[int]:
         partitions = {
