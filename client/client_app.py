@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import resource
-import sys
 import zlib
 
 import torch
@@ -16,7 +14,7 @@ from maestro_common.autotier import auto_tier, is_auto
 from maestro_common.codec import load_arrays, load_leading_blocks, model_arrays, payload_nbytes
 from maestro_common.config import RunConfig
 from maestro_common.layers import low_rank_layers
-from maestro_common.malloc import tune_malloc
+from maestro_common.malloc import client_wants_tuning, tune_malloc
 from maestro_common.prefix import take_prefix
 from maestro_common.samplers import WidthSampler, make_sampler
 from maestro_common.task import build_run_model, resolve_device
@@ -26,36 +24,14 @@ from maestro_common.training import TrainSettings, evaluate, train
 ARRAYS_KEY, CONFIG_KEY, METRICS_KEY = "arrays", "config", "metrics"
 
 app = ClientApp()
-TUNE_MALLOC_ENV = "MAESTRO_TUNE_MALLOC"
-_malloc = {"decided": False}
-
-
-def wants_malloc_tuning(node_config: dict, environ: dict[str, str] = os.environ) -> bool:
-    """Whether this client process tunes glibc malloc (:mod:`maestro_common.malloc`).
-
-    On by default in simulation (Flower's engine runs ClientApps in Ray workers), opt-in on a
-    deployed device: its 256 MiB top pad keeps memory that a 1 GB board needs. Node config
-    ``tune-malloc=true|false`` decides first, then the environment variable
-    ``MAESTRO_TUNE_MALLOC=1|0``.
-    """
-    if "tune-malloc" in node_config:
-        value = node_config["tune-malloc"]
-        if not isinstance(value, bool):
-            raise ValueError(f"node config tune-malloc must be true or false, got {value!r}")
-        return value
-    env = environ.get(TUNE_MALLOC_ENV, "")
-    if env:
-        if env not in ("0", "1"):
-            raise ValueError(f"{TUNE_MALLOC_ENV} must be 0 or 1, got {env!r}")
-        return env == "1"
-    return "ray" in sys.modules
+_malloc = {"decided": False}  # per process: decided on its first message
 
 
 def _setup(context: Context) -> None:
     """Once per client process, on its first message: malloc tuning where wanted."""
     if not _malloc["decided"]:
         _malloc["decided"] = True
-        if wants_malloc_tuning(context.node_config):
+        if client_wants_tuning(context.node_config):
             tune_malloc()
 
 

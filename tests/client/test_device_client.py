@@ -14,6 +14,7 @@ from client.local_data import own_splits
 from maestro_common.config import RunConfig
 from maestro_common.data import read_idx
 from maestro_common.device_report import StepMeasurement
+from maestro_common.malloc import client_wants_tuning
 from server import server_app
 from server.strategy import NestedFedAvg
 from tests.fakegrid import FakeGrid
@@ -105,11 +106,11 @@ def test_malloc_tuning_is_opt_in_on_devices(monkeypatch, node, env, ray_loaded, 
         monkeypatch.setitem(__import__("sys").modules, "ray", object())
     else:
         monkeypatch.delitem(__import__("sys").modules, "ray", raising=False)
-    assert client_app.wants_malloc_tuning(node, env) is expected
+    assert client_wants_tuning(node, env) is expected
 
 
 def test_bad_malloc_settings_are_refused():
     with pytest.raises(ValueError, match="tune-malloc must be true or false"):
-        client_app.wants_malloc_tuning({"tune-malloc": "yes"}, {})
+        client_wants_tuning({"tune-malloc": "yes"}, {})
     with pytest.raises(ValueError, match="MAESTRO_TUNE_MALLOC must be 0 or 1"):
-        client_app.wants_malloc_tuning({}, {"MAESTRO_TUNE_MALLOC": "on"})
+        client_wants_tuning({}, {"MAESTRO_TUNE_MALLOC": "on"})
