@@ -9,11 +9,12 @@ import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from client.local_data import local_splits
+from client.local_data import local_splits, own_splits
 from maestro_common import protocol as P
+from maestro_common.autotier import auto_tier, is_auto
 from maestro_common.codec import model_arrays
 from maestro_common.config import RunConfig
-from maestro_common.malloc import tune_malloc
+from maestro_common.malloc import client_wants_tuning, tune_malloc
 from maestro_common.prefix import array_shapes, take_prefix
 from maestro_common.protocol import Instruction
 from maestro_common.task import (
@@ -27,17 +28,38 @@ from maestro_common.tiers import resolve_budget
 from maestro_common.training import evaluate, train
 
 app = ClientApp()
-tune_malloc()  # once per client process (see maestro_common.malloc)
+_malloc = {"decided": False}  # per process: decided on its first message
+
+
+def _setup(context: Context) -> None:
+    """Once per client process, on its first message: malloc tuning where wanted."""
+    if not _malloc["decided"]:
+        _malloc["decided"] = True
+        if client_wants_tuning(context.node_config):
+            tune_malloc()
 
 
 def _partition(context: Context) -> tuple[int, int]:
     node = context.node_config
     if "partition-id" not in node or "num-partitions" not in node:
         raise ValueError(
-            "this node has no data partition: give the SuperNode --node-config "
-            "'partition-id=<i> num-partitions=<n>' (simulation sets both)"
+            "this node has no data: give the SuperNode --node-config 'data-path=<folder or "
+            ".npz>' or 'partition-id=<i> num-partitions=<n>' (simulation sets both)"
         )
     return int(node["partition-id"]), int(node["num-partitions"])
+
+
+def _splits(cfg: RunConfig, context: Context):
+    """This node's (train, validation) data: its own ``data-path``, else its partition."""
+    path = context.node_config.get("data-path")
+    if path is not None:
+        return own_splits(str(path), cfg.dataset, cfg.val_fraction, cfg.seed)
+    return local_splits(cfg, *_partition(context))
+
+
+def _data_seed_id(context: Context) -> int:
+    # Seeds follow the partition id where there is one (reproducible across runs).
+    return int(context.node_config.get("partition-id", context.node_id))
 
 
 def _model_from(
@@ -61,25 +83,36 @@ def _seed(cfg: RunConfig, server_round: int, partition_id: int) -> int:
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Tell the server this node's budget β, tier and partition."""
+    """Tell the server this node's budget β, tier and partition.
+
+    With ``rank-fraction="auto"`` the node first measures itself, picks its tier
+    (:mod:`maestro_common.autotier`) and adds what it measured to the reply.
+    """
+    _setup(context)
     cfg = load_run_config(context.run_config)
-    beta, tier = resolve_budget(context.node_config, cfg.tiers, cfg.shares, cfg.seed)
+    measured = {}
+    if is_auto(context.node_config):
+        choice = auto_tier(context.node_config, cfg)
+        beta, tier, measured = choice.beta, choice.tier, choice.to_record()
+    else:
+        beta, tier = resolve_budget(context.node_config, cfg.tiers, cfg.shares, cfg.seed)
     part = context.node_config.get(P.PARTITION_ID)
     return Message(
-        P.encode_tier_reply(beta, tier, None if part is None else int(part)), reply_to=msg
+        P.encode_tier_reply(beta, tier, None if part is None else int(part), measured),
+        reply_to=msg,
     )
 
 
 @app.train()
 def train_fn(msg: Message, context: Context) -> Message:
     """Train the received prefix for E local epochs inside its budget; reply with the prefix."""
+    _setup(context)
     cfg = load_run_config(context.run_config)
     task = P.decode_instruction(msg)
     device = resolve_device(cfg)
-    partition_id, num_partitions = _partition(context)
-    train_ds, _ = local_splits(cfg, partition_id, num_partitions)
+    train_ds, _ = _splits(cfg, context)
     model, shapes = _model_from(task.arrays, cfg, device)
-    seed = _seed(cfg, task.server_round, partition_id)
+    seed = _seed(cfg, task.server_round, _data_seed_id(context))
     torch.manual_seed(seed)
     sampler = _sampler(cfg, model, task, seed)
     settings = train_settings(cfg)
@@ -111,10 +144,10 @@ def train_fn(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate_fn(msg: Message, context: Context) -> Message:
     """Accuracy and loss of the received prefix on this client's validation split."""
+    _setup(context)
     cfg = load_run_config(context.run_config)
     device = resolve_device(cfg)
-    partition_id, num_partitions = _partition(context)
-    _, val_ds = local_splits(cfg, partition_id, num_partitions)
+    _, val_ds = _splits(cfg, context)
     task = P.decode_instruction(msg)
     model, _ = _model_from(task.arrays, cfg, device)
     # The same sub-model the server evaluates for this tier (see Method.loaded_budget).

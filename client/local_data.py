@@ -15,6 +15,7 @@ import torch
 
 from maestro_common.config import RunConfig
 from maestro_common.data import ArrayDataset, load_dataset, partition_indices, train_val_split
+from maestro_common.data.local import load_local_dataset
 from maestro_common.data.raw import local_raw_split, rows_dataset
 
 
@@ -55,3 +56,18 @@ def local_splits(
         return rows_dataset(raw, tr, cfg.dataset), rows_dataset(raw, va, cfg.dataset)
     train = load_dataset(cfg.dataset, "train", cfg.data_dir or None)
     return train.subset(torch.as_tensor(tr)), train.subset(torch.as_tensor(va))
+
+
+@lru_cache(maxsize=2)
+def own_splits(
+    path: str, dataset: str, val_fraction: float, seed: int
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """The (train, validation) split of a device's own data at ``path`` (its ``data-path``).
+
+    Only that data is read into memory, never a shared training set (see
+    :mod:`maestro_common.data.local` for the accepted forms). Cached: a long-running client
+    process reads it once.
+    """
+    data = load_local_dataset(path, dataset, "train")
+    tr, va = train_val_split(np.arange(len(data)), val_fraction, seed=seed)
+    return data.subset(torch.as_tensor(tr)), data.subset(torch.as_tensor(va))

@@ -12,6 +12,9 @@ Example::
 
     python -m maestro_common.centralized --model cnn --epochs 5 --seeds 0,1,2 \\
         --methods dense,maestro,maestro-gl --out runs/centralized/cnn
+
+With ``--out`` every trained model is also saved as ``<out>/<method>-seed<seed>/checkpoint.npz``
+(with its ``config.json``), which ``python -m server.export`` evaluates and exports.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from pathlib import Path
 import torch
 
 from maestro_common.accounting import count_macs, count_params
+from maestro_common.checkpoint import write_checkpoint
+from maestro_common.codec import model_arrays
 from maestro_common.config import RunConfig
 from maestro_common.data import DATASET_INFO, load_dataset
 from maestro_common.decompose import CONV_FACTORIZATIONS, decompose
@@ -76,6 +81,31 @@ def _budget_rows(model, method, args, seed, test, train_seconds) -> list[Row]:
         )
         log.info("%s seed=%d β=%.2f acc=%.4f params=%d", method, seed, beta, acc, rows[-1].params)
     return rows
+
+
+def save_model(model: torch.nn.Module, method: str, seed: int, args: argparse.Namespace) -> Path:
+    """Save a trained model as a run folder (checkpoint.npz and config.json) under ``args.out``.
+
+    The run config names the federated method with the same model (dense: ``fedavg-all``, the
+    factored ones: ``maestro``), so ``python -m server.export`` evaluates and exports it
+    as it does a federated run. Returns the checkpoint's path.
+    """
+    cfg = RunConfig(
+        method="fedavg-all" if method == "dense" else "maestro",
+        model=args.model,
+        dataset=args.dataset,
+        data_dir=str(args.data_dir or ""),
+        rank_fraction=args.rank_fraction,
+        tier_fractions=",".join(f"{b:g}" for b in dict.fromkeys(args.betas)),
+        num_rounds=args.epochs,
+        seed=seed,
+        run_name=f"{method}-seed{seed}",
+    )
+    folder = args.out / cfg.name
+    path = folder / "checkpoint.npz"
+    write_checkpoint(path, args.epochs, model_arrays(model), cfg.to_run_config())
+    (folder / "config.json").write_text(json.dumps(cfg.to_run_config(), indent=1) + "\n")
+    return path
 
 
 def run_one(method: str, seed: int, args: argparse.Namespace, train_ds, test_ds) -> list[Row]:
@@ -130,6 +160,8 @@ def run_one(method: str, seed: int, args: argparse.Namespace, train_ds, test_ds)
             result.loss,
             result.seconds,
         )
+    if args.out:
+        save_model(model, method, seed, args)
     if method == "dense":
         loss, acc = evaluate(model, test_ds.images, test_ds.labels, device=args.device)
         info_shape = (info.in_channels, info.image_size, info.image_size)

@@ -46,8 +46,10 @@ class Checkpoint:
 def write_checkpoint(
     path: Path, server_round: int, arrays: Mapping[str, np.ndarray], config: Mapping[str, Any]
 ) -> None:
-    """Write a checkpoint atomically (write a temporary file, then rename over ``path``)."""
+    """Write a checkpoint atomically (write a temporary file, then rename over ``path``); the
+    folder is created if needed."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.asarray(v, order="C") for k, v in arrays.items()}
     for key, arr in arrays.items():
         if arr.dtype.kind not in _KINDS:

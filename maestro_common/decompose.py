@@ -7,7 +7,13 @@ from math import prod
 
 from torch import nn
 
-from maestro_common.layers import LowRankConv2d, LowRankLayer, LowRankLinear, low_rank_layers
+from maestro_common.layers import (
+    LowRankConv2d,
+    LowRankLayer,
+    LowRankLinear,
+    budget_rank,
+    low_rank_layers,
+)
 from maestro_common.tucker import TuckerConv2d
 
 _FACTORABLE = (nn.Linear, nn.Conv2d)
@@ -124,16 +130,48 @@ def to_dense_module(layer: LowRankLayer, rank: int | None = None) -> nn.Module:
     return dense
 
 
-def to_dense(model: nn.Module, only_if_cheaper: bool = False) -> nn.Module:
-    """Merge factored layers of ``model`` back into dense ones, in place.
+def to_dense(
+    model: nn.Module, beta: float | None = None, only_if_cheaper: bool = False
+) -> nn.Module:
+    """Merge the factored layers of ``model`` into dense ones at a budget, in place.
 
-    With ``only_if_cheaper`` only layers whose dense weight has no more entries than their
-    factors are merged (:func:`merge_is_cheaper`; for timing-based merging see
-    :mod:`maestro_common.merging`). Each merged layer uses its active rank
-    if one is set, else every kept component.
+    For merging chosen by timing instead, see :mod:`maestro_common.merging`.
+
+    Parameters
+    ----------
+    model:
+        A factored model.
+    beta:
+        Budget in (0, 1]: each layer is merged at its ⌈β·r⌉ leading components (``beta=1.0``:
+        every kept component). ``None``: the ranks set by an enclosing
+        :func:`maestro_common.budget.use_budget` (or ``use_ranks``); a layer with no such rank
+        is an error, so that a small tier is never silently exported as the full model.
+    only_if_cheaper:
+        Merge only layers where r·(m+n) ≥ m·n at the merged rank r (the dense form then has no
+        more parameters and MACs than the factored one); the others are truncated to that rank.
+
+    Raises
+    ------
+    ValueError
+        For a β outside (0, 1], or ``beta=None`` with a layer that has no active rank.
     """
-    for name, layer in list(low_rank_layers(model).items()):
-        if only_if_cheaper and not merge_is_cheaper(layer):
-            continue
-        _set_submodule(model, name, to_dense_module(layer, layer._resolve(None)))
+    layers = low_rank_layers(model)
+    if beta is None:
+        unset = [n for n, m in layers.items() if m._active_rank is None]
+        if unset:
+            raise ValueError(
+                f"to_dense needs a budget: layers {unset} have no active rank; pass beta "
+                "(beta=1.0 merges every kept component) or call it inside use_budget"
+            )
+        ranks = {n: m._resolve(None) for n, m in layers.items()}
+    else:
+        if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 < beta <= 1:
+            raise ValueError(f"beta must be in (0, 1], got {beta!r}")
+        ranks = {n: budget_rank(m.rank, beta, m.rank_quantum) for n, m in layers.items()}
+    for name, layer in layers.items():
+        if only_if_cheaper:
+            layer.truncate(ranks[name])
+            if not merge_is_cheaper(layer):
+                continue
+        _set_submodule(model, name, to_dense_module(layer, ranks[name]))
     return model

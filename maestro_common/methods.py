@@ -45,6 +45,10 @@ class Method:
     # apply (both act on factored layers only).
     uses_lasso: ClassVar[bool] = False
     shrinks: ClassVar[bool] = False
+    # What a tier's sub-model is: leading rank components of factored layers, or leading
+    # channels/units of a width-sliceable dense model (neither: the whole dense model).
+    factored: ClassVar[bool] = False
+    width_sliced: ClassVar[bool] = False
 
     def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
         """Turn a freshly built dense model into this method's global model, in place."""
@@ -85,6 +89,7 @@ class Maestro(Method):
     name = "maestro"
     uses_lasso = True
     shrinks = True
+    factored = True
 
     def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
         decompose(model, rank_fraction=cfg.rank_fraction, conv_factorization=cfg.conv_factorization)
@@ -116,6 +121,7 @@ class HeteroFL(Method):
     """Width baseline: a static width per tier, matched to Maestro's MACs at β."""
 
     name = "heterofl"
+    width_sliced = True
 
     def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
         return make_width_sliceable(model, input_shape)

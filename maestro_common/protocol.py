@@ -116,8 +116,15 @@ def encode_query() -> RecordDict:
     return RecordDict({CONFIG: ConfigRecord({})})
 
 
-def encode_tier_reply(beta: float, tier: int | None, partition: int | None) -> RecordDict:
+def encode_tier_reply(
+    beta: float,
+    tier: int | None,
+    partition: int | None,
+    extra: Mapping[str, object] | None = None,
+) -> RecordDict:
+    """The node's tier; ``extra`` carries what a self-measuring node measured (auto tier)."""
     info = {
+        **dict(extra or {}),
         RANK_FRACTION: float(beta),
         TIER: -1 if tier is None else int(tier),
         PARTITION_ID: -1 if partition is None else int(partition),

@@ -7,8 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from maestro_common.prefix import check_budget
-
 
 def tier_counts(num_partitions: int, shares: Sequence[float]) -> list[int]:
     """How many of ``num_partitions`` clients each tier gets (largest remainder rounding)."""
@@ -57,7 +55,12 @@ def resolve_budget(
     """
     if "rank-fraction" in node_config:
         beta = node_config["rank-fraction"]
-        beta = check_budget(beta, "node config rank-fraction")
+        if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 < beta <= 1:
+            raise ValueError(
+                f'node config rank-fraction must be a number in (0, 1] or "auto" (the '
+                f"client then measures itself: maestro_common.autotier), got {beta!r}"
+            )
+        beta = float(beta)
         return beta, (tiers.index(beta) if beta in tiers else None)
     if "tier" in node_config:
         tier = node_config["tier"]

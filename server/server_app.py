@@ -148,6 +148,7 @@ def main(grid: Grid, context: Context) -> None:
         raise RuntimeError("no node reported its tier; see the client logs")
     previous = recorder.rows()
     clock = {"virtual": previous[-1].get("virtual-clock", 0.0) if previous else 0.0}
+    recorded_auto: set[int] = set()  # nodes whose automatic tier choice is in a row already
 
     def evaluate_round(rnd: int) -> bool:
         return rnd % cfg.eval_every == 0 or rnd == cfg.num_rounds
@@ -173,6 +174,11 @@ def main(grid: Grid, context: Context) -> None:
         }
         if not round_log.valid_replies:
             row["no-valid-reply"] = True
+        new_auto = {n: r for n, r in strategy.auto_tiers.items() if n not in recorded_auto}
+        if new_auto:
+            # What devices with rank-fraction=auto measured, in the first row after they joined.
+            row["auto-tier"] = {str(n): r for n, r in new_auto.items()}
+            recorded_auto.update(new_auto)
         if evaluate_round(rnd):
             betas = sorted(set(cfg.tiers) | {n.beta for n in strategy.nodes.values()})
             eval_start = time.perf_counter()

@@ -25,6 +25,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from maestro_common import protocol as P
+from maestro_common.device_report import decode_auto_tier
 from maestro_common.prefix import budget_shapes, payload_nbytes, take_prefix
 from maestro_common.protocol import Rejected, TrainReply, from_record, to_record
 from server.aggregation import aggregate_nested
@@ -145,6 +146,7 @@ class NestedFedAvg(Strategy):
         self.weight_cap = weight_cap
         self.update_cap = update_cap
         self.nodes: dict[int, NodeInfo] = {}
+        self.auto_tiers: dict[int, dict[str, Any]] = {}  # nodes that chose their own tier
         self.global_arrays: Arrays = {}
         self._sent: dict[int, Sent] = {}  # this round's train messages
         self._eval_sent: dict[int, Sent] = {}  # this round's evaluate messages
@@ -180,12 +182,24 @@ class NestedFedAvg(Strategy):
                 log(WARNING, "node %s: tier reply refused: %s", node, info.reason)
             elif node in new:
                 self.nodes[node] = NodeInfo(info.beta, info.tier, info.partition)
+                self._record_auto_tier(node, reply.content[P.CONFIG])
         log(
             INFO,
             "nodes known: %d; budgets: %s",
             len(self.nodes),
             sorted({n.beta for n in self.nodes.values()}),
         )
+
+    def _record_auto_tier(self, node: int, info: Mapping[str, Any]) -> None:
+        """Keep what a node measured to choose its own tier (rank-fraction=auto)."""
+        try:
+            report = decode_auto_tier(info)
+        except ValueError as err:
+            log(WARNING, "node %s: %s", node, err)
+            return
+        if report is not None:
+            self.auto_tiers[node] = report
+            log(INFO, "node %s chose β=%s itself", node, report["beta"])
 
     def _sample(self, server_round: int, k: int, purpose: int) -> list[int]:
         partitions = {

@@ -264,7 +264,7 @@ def plan_run(folder: Path, request: Mapping[str, Any], total: int) -> Plan:
     """
     done = rounds_done(folder)
     record = provenance.read_record(folder)
-    if done == 0 and not (folder / "checkpoint.pt").exists():
+    if done == 0 and not (folder / "checkpoint.npz").exists():
         return Plan("new", 0)
     if record is None:
         raise HarnessError(

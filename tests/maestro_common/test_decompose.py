@@ -55,7 +55,7 @@ def test_to_dense_merges_everything_with_unchanged_output():
     model = decompose(small_net(), rank_fraction=0.5)
     x = torch.randn(4, 1, 6, 6)
     before = model(x)
-    to_dense(model)
+    to_dense(model, beta=1.0)
     assert not low_rank_layers(model)
     assert ((model(x) - before).norm() / before.norm()).item() <= 1e-5
 
@@ -68,7 +68,7 @@ def test_to_dense_only_where_cheaper():
     assert not merge_is_cheaper(model[2]) and merge_is_cheaper(model[5])
     x = torch.randn(2, 1, 6, 6)
     before = model(x)
-    to_dense(model, only_if_cheaper=True)
+    to_dense(model, beta=1.0, only_if_cheaper=True)
     assert isinstance(model[2], LowRankConv2d) and isinstance(model[5], nn.Linear)
     assert torch.allclose(model(x), before, atol=1e-5)
 
@@ -80,3 +80,39 @@ def test_to_dense_uses_the_active_budget():
         expected = model(x)
         to_dense(model)
     assert torch.allclose(model(x), expected, atol=1e-5)
+
+
+def test_to_dense_without_a_budget_is_refused():
+    # The safe default: a β = 0.2 tier is never silently merged into the full-size model.
+    model = decompose(small_net())
+    with pytest.raises(ValueError, match="needs a budget"):
+        to_dense(model)
+    assert low_rank_layers(model)  # nothing was merged
+
+
+def test_to_dense_at_a_budget_matches_that_tier():
+    model = decompose(small_net())
+    x = torch.randn(2, 1, 6, 6)
+    with use_budget(model, 0.2):
+        expected = model(x)
+    full = model(x)
+    to_dense(model, beta=0.2)
+    assert not low_rank_layers(model)
+    assert torch.allclose(model(x), expected, atol=1e-5)
+    assert not torch.allclose(model(x), full, atol=1e-3)
+
+
+def test_to_dense_only_where_cheaper_truncates_the_rest_to_the_budget():
+    model = decompose(small_net())
+    x = torch.randn(2, 1, 6, 6)
+    with use_budget(model, 0.2):
+        expected = model(x)
+    to_dense(model, beta=0.2, only_if_cheaper=True)
+    factored = low_rank_layers(model)
+    assert factored and all(m.rank < m.max_rank for m in factored.values())
+    assert torch.allclose(model(x), expected, atol=1e-5)
+
+
+def test_to_dense_refuses_a_bad_budget():
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        to_dense(decompose(small_net()), beta=1.5)

@@ -1,0 +1,366 @@
+"""Get a trained tier out of a run: export it for inference, or evaluate every tier of a checkpoint.
+
+Two subcommands, both reading a checkpoint through :mod:`maestro_common.checkpoint` and the run's
+``config.json`` beside it (a federated run folder, or a model saved by the centralized trainer)::
+
+    python -m server.export export runs/demo/<run>/checkpoint.npz --beta 0.2 --out exported
+    python -m server.export evaluate runs/demo/<run>/checkpoint.npz --betas 0.2,0.6,1 \\
+        --out runs/demo/<run>/eval
+
+``export`` writes ``<out>/<name>.pt2``, a ``torch.export`` program that loads with torch alone
+(``torch.export.load(path).module()``) and maps raw pixels in [0, 1] of shape (B, C, H, W) to
+class logits (normalisation is inside), and ``<out>/<name>.json`` with the tier's budget, ranks,
+params, MACs, bytes, test accuracy and latency. Factored layers are merged into dense ones where
+the dense form was measured to be faster on this CPU
+(:func:`maestro_common.inference.merge_where_faster`).
+
+``evaluate`` prints the per-tier table (accuracy, loss, params, MACs, bytes, latency) and writes
+it as ``tiers.md``, ``tiers.json`` and ``tiers.csv``, without re-running the federation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import warnings
+from dataclasses import dataclass
+from logging import INFO, WARNING
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.common.logger import log
+from torch import nn
+
+from maestro_common.accounting import count_macs, count_params
+from maestro_common.budget import use_budget
+from maestro_common.checkpoint import Checkpoint, read_checkpoint
+from maestro_common.config import RunConfig
+from maestro_common.data import DATASET_INFO, ArrayDataset, load_dataset
+from maestro_common.data.local import load_local_dataset
+from maestro_common.decompose import to_dense
+from maestro_common.inference import Normalize, latency_ms, merge_where_faster, tier_model
+from maestro_common.layers import low_rank_layers
+from maestro_common.prefix import array_shapes, payload_nbytes, take_prefix
+from maestro_common.training import evaluate
+from server.evaluation import ModelOps  # the tier budgets, shapes and counts of metrics.jsonl
+
+LATENCY_BATCHES = (1, 64)
+MERGE_MODES = ("measure", "none", "all")
+
+
+@dataclass
+class LoadedRun:
+    """A checkpoint loaded into its run's model (kept in the server's model operations)."""
+
+    cfg: RunConfig
+    checkpoint: Checkpoint
+    ops: Any  # server.evaluation.ModelOps: the same per-method budgets, shapes and counts
+
+    @property
+    def model(self) -> nn.Module:
+        return self.ops.model
+
+
+def load_run(checkpoint: Path, config: Path | None = None) -> LoadedRun:
+    """Load ``checkpoint`` into the model its run config describes, on the CPU.
+
+    The run config is ``config`` if given, else ``config.json`` beside the checkpoint, else the
+    config stored in the checkpoint.
+    """
+    ckpt = read_checkpoint(Path(checkpoint))
+    if config is None and (Path(checkpoint).parent / "config.json").is_file():
+        config = Path(checkpoint).parent / "config.json"
+    if config is not None:
+        try:
+            run_config = json.loads(Path(config).read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{config}: cannot read the run config: {err}") from err
+    else:
+        run_config = ckpt.config
+    cfg = RunConfig.from_run_config(run_config).replace(device="cpu")
+    ops = ModelOps(cfg)
+    try:
+        ops.load(ckpt.arrays)
+    except ValueError as err:
+        raise ValueError(f"{checkpoint} does not fit the model of its run config: {err}") from err
+    return LoadedRun(cfg, ckpt, ops)
+
+
+def tier_beta(cfg: RunConfig, beta: float | None = None, tier: int | None = None) -> float:
+    """The budget β named by ``beta`` (any β in (0, 1]) or ``tier`` (an index into the tiers)."""
+    if (beta is None) == (tier is None):
+        raise ValueError("give exactly one of a budget β or a tier index")
+    if tier is not None:
+        if not 0 <= tier < len(cfg.tiers):
+            raise ValueError(
+                f"tier must be an index in 0..{len(cfg.tiers) - 1} into the run's "
+                f"tier-fractions {list(cfg.tiers)}, got {tier}"
+            )
+        return cfg.tiers[tier]
+    if not 0 < beta <= 1:
+        raise ValueError(f"β must be in (0, 1], got {beta}")
+    return float(beta)
+
+
+def load_test_set(
+    cfg: RunConfig, test_data: Path | None = None, data_dir: str | None = None, limit: int = 0
+) -> ArrayDataset:
+    """The test set: ``test_data`` (IDX folder or ``.npz``), else the run's dataset's test split."""
+    if test_data is not None:
+        test = load_local_dataset(test_data, cfg.dataset, "test")
+    else:
+        test = load_dataset(cfg.dataset, "test", data_dir or cfg.data_dir or None)
+    if limit:
+        test = test.subset(torch.arange(min(limit, len(test))))
+    return test
+
+
+def pixels(cfg: RunConfig, images: torch.Tensor) -> torch.Tensor:
+    """Undo the dataset's normalisation: the artifact takes raw pixels in [0, 1]."""
+    info = DATASET_INFO[cfg.dataset]
+    mean = torch.tensor(info.mean).reshape(1, -1, 1, 1)
+    std = torch.tensor(info.std).reshape(1, -1, 1, 1)
+    return images * std + mean
+
+
+def _batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    reps = -(-size // len(x))
+    return x.repeat(reps, 1, 1, 1)[:size].contiguous()
+
+
+@torch.no_grad()
+def _accuracy(fn, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    correct = 0
+    for start in range(0, len(labels), batch_size):
+        out = fn(images[start : start + batch_size])
+        correct += (out.argmax(1) == labels[start : start + batch_size]).sum().item()
+    return correct / max(len(labels), 1)
+
+
+def export_tier(
+    run: LoadedRun,
+    beta: float,
+    out: Path,
+    test: ArrayDataset,
+    merge: str = "measure",
+    repeats: int = 50,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Write tier β of ``run`` as ``<out>/<name>.pt2`` and its facts as ``<out>/<name>.json``.
+
+    Returns the JSON's content. ``merge``: ``measure`` merges factored layers into dense ones
+    where that was timed faster, ``none`` keeps them factored, ``all`` merges every one.
+    """
+    if merge not in MERGE_MODES:
+        raise ValueError(f"merge must be one of {MERGE_MODES}, got {merge!r}")
+    cfg = run.cfg
+    if run.ops.method.width_sliced:
+        raise ValueError(
+            f"export supports factored (maestro) and dense (fedavg-all) models, not the width "
+            f"baseline {cfg.method!r}; its tiers can be evaluated with the evaluate subcommand"
+        )
+    budget = run.ops.method_budget(beta)
+    shape = run.ops.shape
+    framework_loss, framework_acc = evaluate(run.model, test.images, test.labels, budget)
+    sub = tier_model(run.model, budget)
+    ranks = {n: m.rank for n, m in low_rank_layers(sub).items()}
+    decisions = []
+    if merge == "measure":
+        decisions = [d.to_json() for d in merge_where_faster(sub, shape, LATENCY_BATCHES)]
+    elif merge == "all":
+        to_dense(sub, beta=1.0)
+    merged = sorted(set(ranks) - set(low_rank_layers(sub)))
+    info = DATASET_INFO[cfg.dataset]
+    wrapped = Normalize(sub, info.mean, info.std).eval()
+    example = torch.zeros((2, *shape))
+    program = torch.export.export(
+        wrapped, (example,), dynamic_shapes={"x": {0: torch.export.Dim.DYNAMIC}}
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    name = name or f"{cfg.name}-beta{beta:g}"
+    artifact = out / f"{name}.pt2"
+    with warnings.catch_warnings():
+        # torch 2.13 warns "No complete tensor found in the group" for every CPU program it
+        # saves; the program loads and runs the same (the tests check it in a torch-only process).
+        warnings.filterwarnings("ignore", message="No complete tensor found")
+        torch.export.save(program, artifact)
+    # Measure what was written: the program loaded back, as a device would load it.
+    loaded = torch.export.load(artifact).module()
+    raw = pixels(cfg, test.images)
+    accuracy = _accuracy(loaded, raw, test.labels)
+    latency = {str(b): latency_ms(loaded, _batch(raw, b), repeats) for b in LATENCY_BATCHES}
+    facts = {
+        "artifact": artifact.name,
+        "format": "torch.export (load with torch.export.load(path).module())",
+        "input": {
+            "shape": ["batch", *shape],
+            "dtype": "float32",
+            "pixels": "raw, in [0, 1]; the program normalises them itself",
+        },
+        "method": cfg.method,
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "round": run.checkpoint.round,
+        "beta": beta,
+        "budget": budget,
+        "ranks": ranks,
+        "merged-to-dense": merged,
+        "merge": merge,
+        "merge-timings-ms": decisions,
+        "params": count_params(sub),
+        "macs": count_macs(sub, shape),
+        "tier-macs": count_macs(run.model, shape, budget),
+        "weight-bytes": payload_nbytes({k: v.numpy() for k, v in sub.state_dict().items()}),
+        "artifact-bytes": artifact.stat().st_size,
+        "test-examples": len(test),
+        "test-accuracy": accuracy,
+        "framework-accuracy": framework_acc,
+        "framework-loss": framework_loss,
+        "latency-ms": latency,
+        "torch-threads": torch.get_num_threads(),
+        "torch-version": torch.__version__,
+    }
+    (out / f"{name}.json").write_text(json.dumps(facts, indent=1) + "\n")
+    if abs(accuracy - framework_acc) > 1e-3:
+        log(
+            WARNING,
+            "exported accuracy %.4f differs from the framework's %.4f",
+            accuracy,
+            framework_acc,
+        )
+    return facts
+
+
+def evaluate_run(
+    run: LoadedRun, betas: list[float], test: ArrayDataset, repeats: int = 20
+) -> list[dict[str, Any]]:
+    """One row per budget β: accuracy, loss, params, MACs, bytes sent, latency at batch 1 and 64.
+
+    Params, MACs and bytes are those of the run's metrics (the server's model operations);
+    latency is the eager model at that budget on this CPU.
+    """
+    rows = []
+    shapes = array_shapes(run.checkpoint.arrays)
+    for beta in betas:
+        budget = run.ops.method_budget(beta)
+        loss, acc = evaluate(run.model, test.images, test.labels, budget)
+        payload = take_prefix(run.checkpoint.arrays, run.ops.shapes(shapes, beta))
+        with use_budget(run.model, budget):
+            latency = {
+                str(b): latency_ms(run.model, _batch(test.images, b), repeats)
+                for b in LATENCY_BATCHES
+            }
+        rows.append(
+            {
+                "beta": beta,
+                "budget": budget,
+                "accuracy": acc,
+                "loss": loss,
+                "params": count_params(run.model, budget),
+                "macs": count_macs(run.model, run.ops.shape, budget),
+                "bytes": payload_nbytes(payload),
+                "latency-ms-1": latency["1"],
+                "latency-ms-64": latency["64"],
+                "test-examples": len(test),
+            }
+        )
+    return rows
+
+
+def tier_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| β | accuracy % | loss | params | MACs | bytes | ms @1 | ms @64 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['beta']:g} | {100 * r['accuracy']:.2f} | {r['loss']:.4f} | {r['params']:,} "
+            f"| {r['macs']:,} | {r['bytes']:,} | {r['latency-ms-1']:.3f} "
+            f"| {r['latency-ms-64']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_tier_table(rows: list[dict[str, Any]], out: Path, title: str) -> str:
+    """Write ``tiers.md``, ``tiers.json`` and ``tiers.csv`` into ``out``; returns the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = tier_markdown(rows)
+    (out / "tiers.md").write_text(f"# {title}\n\n{table}\n")
+    (out / "tiers.json").write_text(json.dumps(rows, indent=1) + "\n")
+    with open(out / "tiers.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return table
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+    if not values or any(not 0 < b <= 1 for b in values):
+        raise argparse.ArgumentTypeError(f"budgets must lie in (0, 1], got {text!r}")
+    return values
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m server.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("checkpoint", type=Path, help="a run's checkpoint.npz")
+    common.add_argument("--config", type=Path, help="run config (default: config.json beside)")
+    common.add_argument("--test-data", type=Path, help="test set: IDX folder (t10k-*) or .npz")
+    common.add_argument("--data-dir", help="folder with the run's dataset (default: the run's)")
+    common.add_argument("--limit-test", type=int, default=0, help="first N test images (0: all)")
+    common.add_argument("--threads", type=int, default=1, help="torch CPU threads (latency)")
+    common.add_argument("--out", type=Path, required=True, help="output folder")
+    ex = sub.add_parser("export", parents=[common], help="write one tier as an inference artifact")
+    which = ex.add_mutually_exclusive_group(required=True)
+    which.add_argument("--beta", type=float, help="budget β in (0, 1]")
+    which.add_argument("--tier", type=int, help="index into the run's tier-fractions")
+    ex.add_argument("--merge", choices=MERGE_MODES, default="measure", help="dense merging")
+    ex.add_argument("--repeats", type=int, default=50, help="timed calls per latency")
+    ex.add_argument("--name", help="artifact file name without suffix")
+    ev = sub.add_parser("evaluate", parents=[common], help="per-tier table of a checkpoint")
+    ev.add_argument("--betas", type=_floats, help="budgets (default: the run's tier-fractions)")
+    ev.add_argument("--repeats", type=int, default=20, help="timed calls per latency")
+    args = p.parse_args(argv)
+    if args.limit_test < 0 or args.threads < 1 or args.repeats < 1:
+        p.error("--limit-test must be ≥ 0, --threads and --repeats ≥ 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        run = load_run(args.checkpoint, args.config)
+        test = load_test_set(run.cfg, args.test_data, args.data_dir, args.limit_test)
+        if args.command == "export":
+            beta = tier_beta(run.cfg, args.beta, args.tier)
+            facts = export_tier(run, beta, args.out, test, args.merge, args.repeats, args.name)
+            log(INFO, "wrote %s", args.out / facts["artifact"])
+            print(json.dumps({k: v for k, v in facts.items() if k != "merge-timings-ms"}, indent=1))
+        else:
+            betas = args.betas or list(run.cfg.tiers)
+            rows = evaluate_run(run, betas, test, args.repeats)
+            cfg = run.cfg
+            title = f"{cfg.name} ({cfg.method} {cfg.model}), round {run.checkpoint.round}"
+            print(write_tier_table(rows, args.out, title))
+            log(INFO, "wrote %s/tiers.{md,json,csv}", args.out)
+    except ValueError as err:  # CheckpointError, ConfigError and bad budgets are ValueErrors
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
