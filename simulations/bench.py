@@ -10,7 +10,8 @@ torch thread, with glibc malloc tuned as the harness does. A tier runs as the pr
 factored (svd or tucker) client holds its rank prefix only (the layers truncated to the tier's
 ranks, as :func:`maestro_common.codec.load_arrays` leaves them); a width client (FjORD/HeteroFL)
 holds the whole model and slices it at its width on every call, the width being the one whose MACs
-match the svd tier's (the harness's matched-MACs rule, :func:`maestro_common.width.width_for_macs`).
+match the svd tier's (the harness's matched-MACs rule,
+:func:`maestro_common.width_match.width_for_macs`).
 
 Sections: per layer type; whole models (train step at ``--batch``, inference at batch 1 and 64,
 with factored tiers also merged by measurement); one Maestro training step against one dense step
@@ -46,7 +47,8 @@ from maestro_common.malloc import tune_malloc
 from maestro_common.merging import clear_cache, merge_faster
 from maestro_common.models import build_model
 from maestro_common.samplers import make_sampler
-from maestro_common.width import make_width_sliceable, use_width, width_for_macs
+from maestro_common.width import make_width_sliceable, use_width
+from maestro_common.width_match import width_for_macs
 
 TIERS = (0.2, 0.4, 0.6, 0.8, 1.0)
 SHAPE = (1, 28, 28)  # Fashion-MNIST
