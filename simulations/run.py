@@ -116,6 +116,10 @@ class LocalSuperLink:
             # and more threads than reserved cores oversubscribe the machine.
             "OMP_NUM_THREADS": str(threads),
             "MKL_NUM_THREADS": str(threads),
+            # Without an address Ray joins the last cluster `ray start` made on this machine
+            # (/tmp/ray/ray_current_cluster), even a dead one, and the simulation then hangs:
+            # start a local instance unless the caller names a cluster (docs/scale.md).
+            "RAY_ADDRESS": base.get("RAY_ADDRESS") or "local",
         }
         if fast_malloc:
             self.env.update(FAST_MALLOC)

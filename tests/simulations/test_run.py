@@ -156,3 +156,15 @@ def test_other_runs_in_the_folder_must_share_the_settings(tmp_path):
     check_folder(runs, _request(), {"maestro-seed0"})  # another method and seed: fine
     with pytest.raises(HarnessError, match="fjord-seed0 in this --out has other settings"):
         check_folder(runs, _request(lr=0.5), {"maestro-seed0"})
+
+
+def test_ray_starts_locally_unless_a_cluster_is_named(tmp_path):
+    """A stale /tmp/ray/ray_current_cluster (left by `ray start`) must not capture the run."""
+    from simulations.run import LocalSuperLink
+
+    local = LocalSuperLink(tmp_path, fast_malloc=False, base_env={"PATH": "/usr/bin"})
+    named = LocalSuperLink(
+        tmp_path, fast_malloc=False, base_env={"PATH": "/usr/bin", "RAY_ADDRESS": "10.0.0.1:6379"}
+    )
+    assert local.env["RAY_ADDRESS"] == "local"
+    assert named.env["RAY_ADDRESS"] == "10.0.0.1:6379"
