@@ -18,7 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${VENV:-.venv}
-export PATH="$ROOT/$VENV/bin:$PATH"
+case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac
+export PATH="$VENV/bin:$PATH"
 DOCKER=${DOCKER:-docker}
 PROJECT=maestro-e2e
 LINK_PORT=9091
