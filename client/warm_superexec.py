@@ -139,6 +139,11 @@ def main() -> None:
     """``flower-superexec`` with ClientApp tasks forked from this warm process."""
     if "--executor" in sys.argv:
         raise SystemExit("client.warm_superexec chooses its own executor: drop --executor")
+    if not callable(getattr(superexec_loop, "get_executor", None)):
+        raise SystemExit(
+            "client.warm_superexec: flwr's SuperExec loop has no get_executor to replace; "
+            "use `flower-superexec` with the same flags instead"
+        )
     superexec_loop.get_executor = _fork_executor
     flower_superexec()
 
