@@ -32,6 +32,8 @@ command -v flwr >/dev/null || { echo "e2e: flwr not found (make install first)" 
 WORK=$(mktemp -d)
 export FLWR_HOME="$WORK/flwr-home" FMNIST_DIR="$WORK/data" MAESTRO_RUNS_DIR="$WORK/runs"
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 OMP_NUM_THREADS=1
+# Creating a container copies the whole image on the vfs storage driver: minutes, not seconds.
+export COMPOSE_HTTP_TIMEOUT=${COMPOSE_HTTP_TIMEOUT:-900}
 mkdir -p "$FLWR_HOME" "$MAESTRO_RUNS_DIR"
 chmod 0777 "$MAESTRO_RUNS_DIR"  # the ServerApp writes here as uid 1000
 compose() { "${COMPOSE[@]}" -p "$PROJECT" -f docker/compose.yml "$@"; }
