@@ -128,6 +128,7 @@ run() {  # run-name rounds
         >"$WORK/$1.log" 2>&1 || { tail -n 60 "$WORK/$1.log" >&2; exit 1; }
 }
 check() {  # run-name rounds min-clients: every round recorded, trained by >= min-clients
+    # Where min-clients < 3 a node was lost: its reply may be rejected as "Node Unavailable".
     python - "$MAESTRO_RUNS_DIR/$1/metrics.jsonl" "$2" "$3" <<'EOF'
 import json
 import sys
@@ -138,7 +139,8 @@ assert [r["round"] for r in rows] == list(range(1, rounds + 1)), [r["round"] for
 for r in rows:
     betas = sorted(float(c["rank-fraction"]) for c in r["clients"])
     assert len(betas) >= min_clients, f"round {r['round']}: clients {betas}"
-    assert r["rejected"] == [], r["rejected"]
+    lost = [reason for _, reason in r["rejected"] if "Node Unavailable" in reason]
+    assert len(lost) == len(r["rejected"]) <= 3 - min_clients, r["rejected"]
     accs = {k: round(100 * v["accuracy"], 2) for k, v in r["tiers"].items()}
     assert {float(k) for k in accs} == {0.25, 0.5, 1.0}, accs
     print(f"  round {r['round']}: trained by beta {betas}; test accuracy % {accs};"
