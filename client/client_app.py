@@ -15,7 +15,7 @@ from maestro_common.config import RunConfig
 from maestro_common.layers import low_rank_layers
 from maestro_common.malloc import tune_malloc
 from maestro_common.prefix import take_prefix
-from maestro_common.samplers import WidthSampler, make_sampler
+from maestro_common.samplers import NestedSampler, WidthSampler, make_sampler
 from maestro_common.task import build_run_model, resolve_device
 from maestro_common.tiers import resolve_budget
 from maestro_common.training import TrainSettings, evaluate, train
@@ -52,6 +52,22 @@ def _model_from(
 def _sampler(cfg: RunConfig, model: torch.nn.Module, config: ConfigRecord, seed: int):
     """Which sub-model each local step trains."""
     budget = float(config["budget"])
+    if cfg.factored and cfg.objective == "nested":
+        # The whole received prefix, plus sub-models at the tiers' fractions of the global ranks
+        # R_l. The prefix holds ⌈β·R_l⌉, so ⌊r/β⌋ ≈ R_l (exact without server-side shrinking).
+        beta = float(config["rank-fraction"])
+        initial = {n: m.rank for n, m in low_rank_layers(build_run_model(cfg)).items()}
+        received = {n: m.rank for n, m in low_rank_layers(model).items()}
+        full = {n: max(1, min(initial[n], int(r / beta + 1e-9))) for n, r in received.items()}
+        return NestedSampler(
+            full,
+            beta=beta,
+            grid=cfg.tiers,
+            rule=cfg.sub_models,
+            full_pass_share=cfg.full_pass_share,
+            seed=seed,
+            caps=received,
+        )
     if cfg.factored:
         # The received prefix *is* the budget: sample within all of it.
         ranks = {n: m.rank for n, m in low_rank_layers(model).items()}
@@ -97,11 +113,13 @@ def train_fn(msg: Message, context: Context) -> Message:
     settings = TrainSettings(
         epochs=cfg.local_epochs,
         batch_size=cfg.batch_size,
-        lr=cfg.lr,
+        lr=float(config["lr"]) if "lr" in config else cfg.lr,  # the server's round lr
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
         lasso=cfg.lasso if cfg.factored else 0.0,
+        distill=cfg.distill,
+        distill_temperature=cfg.distill_temperature,
     )
     result = train(model, train_ds.images, train_ds.labels, settings, sampler, seed, device)
     arrays = take_prefix(model_arrays(model), shapes)

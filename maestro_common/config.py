@@ -15,7 +15,8 @@ from typing import Any
 from maestro_common.data import DATASET_INFO
 from maestro_common.data.partition import SCHEMES
 from maestro_common.models import MODEL_NAMES
-from maestro_common.samplers import SAMPLER_NAMES
+from maestro_common.samplers import SAMPLER_NAMES, SUBMODEL_RULES
+from maestro_common.schedules import SCHEDULES
 
 # maestro: nested low-rank factors (this project). The baselines share the strategy and the
 # leading-block aggregation: fjord (width ordered dropout, p sampled per batch up to the tier's
@@ -23,6 +24,9 @@ from maestro_common.samplers import SAMPLER_NAMES
 # whatever its budget), fedavg-fit (a dense model narrow enough for the weakest tier, for all).
 METHODS = ("maestro", "fjord", "heterofl", "fedavg-all", "fedavg-fit")
 WIDTH_METHODS = ("fjord", "heterofl", "fedavg-fit")
+# Maestro's training step: nested (the prefix on the labels plus smaller sub-models distilled
+# from it, maestro_common.samplers.NestedSampler) or sampled (one sub-model per step, `sampler`).
+OBJECTIVES = ("nested", "sampled")
 
 
 class ConfigError(ValueError):
@@ -89,6 +93,13 @@ class RunConfig:
     output_dir: str = "runs"
     run_name: str = ""  # "" = method-model-dataset-seed
     resume: bool = False
+    # Maestro's training objective and the lr schedule (issue 12)
+    objective: str = "nested"  # nested: prefix + distilled sub-models; sampled: `sampler`
+    sub_models: str = "sandwich"  # nested: sandwich, random, smallest or none
+    distill: bool = True  # nested: sub-models learn the prefix's softened output
+    distill_temperature: float = 1.0
+    full_pass_share: float = 1.0  # nested: share of steps that train the whole prefix
+    lr_schedule: str = "constant"  # constant, cosine or step, applied per round by the server
     tiers: tuple[float, ...] = field(init=False, default=())
     shares: tuple[float, ...] = field(init=False, default=())
 
@@ -113,6 +124,26 @@ class RunConfig:
         check(
             self.sampler in SAMPLER_NAMES,
             f"sampler must be one of {SAMPLER_NAMES}, got {self.sampler!r}",
+        )
+        check(
+            self.objective in OBJECTIVES,
+            f"objective must be one of {OBJECTIVES}, got {self.objective!r}",
+        )
+        check(
+            self.sub_models in SUBMODEL_RULES,
+            f"sub-models must be one of {SUBMODEL_RULES}, got {self.sub_models!r}",
+        )
+        check(
+            self.lr_schedule in SCHEDULES,
+            f"lr-schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}",
+        )
+        check(
+            0 <= self.full_pass_share <= 1,
+            f"full-pass-share must be in [0, 1], got {self.full_pass_share}",
+        )
+        check(
+            self.distill_temperature > 0,
+            f"distill-temperature must be > 0, got {self.distill_temperature}",
         )
         check(
             self.partitioning in SCHEMES,

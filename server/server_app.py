@@ -13,6 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from maestro_common.config import RunConfig
 from maestro_common.malloc import tune_malloc
+from maestro_common.schedules import round_lr
 from server.evaluation import ModelOps
 from server.report import plot_accuracy, write_summary
 from server.results import RunRecorder
@@ -59,6 +60,7 @@ def make_strategy(
         shapes_fn=ops.shapes,
         budget_fn=ops.method_budget,
         policy=policy,
+        lr_fn=lambda rnd: round_lr(cfg.lr, cfg.lr_schedule, rnd, cfg.num_rounds),
     )
     # FjORD samples its width per batch from the tiers' widths (up to the client's own).
     train_config = ConfigRecord({"budget-grid": [ops.method_budget(b) for b in cfg.tiers]})

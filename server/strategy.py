@@ -109,6 +109,9 @@ class NestedFedAvg(FedAvg):
         for the width baselines). Default: identity.
     policy:
         Availability, per-round budget and admission of replies (see :class:`RoundPolicy`).
+    lr_fn:
+        ``lr_fn(server_round)``: the learning rate sent to training clients as ``lr`` (the
+        round-wise schedule); None sends none (clients use the run config's ``lr``).
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class NestedFedAvg(FedAvg):
         | None = None,
         budget_fn: Callable[[float], float] | None = None,
         policy: RoundPolicy | None = None,
+        lr_fn: Callable[[int], float] | None = None,
     ) -> None:
         super().__init__(
             fraction_train=1.0,
@@ -136,6 +140,7 @@ class NestedFedAvg(FedAvg):
         self.clients_per_round = clients_per_round
         self.clients_per_eval = clients_per_eval
         self.seed = seed
+        self.lr_fn = lr_fn
         self.shapes_fn = shapes_fn or (
             lambda shapes, beta: budget_shapes(shapes, self.prefix_axes, beta)
         )
@@ -206,6 +211,8 @@ class NestedFedAvg(FedAvg):
             node_config["server-round"] = server_round
             node_config["rank-fraction"] = beta
             node_config["budget"] = float(self.budget_fn(beta))
+            if self.lr_fn is not None and message_type == MessageType.TRAIN:
+                node_config["lr"] = float(self.lr_fn(server_round))
             payload = take_prefix(self.global_arrays, budget)
             self._bytes_down[node] = int(sum(a.nbytes for a in payload.values()))
             content = RecordDict({ARRAYS_KEY: to_record(payload), CONFIG_KEY: node_config})

@@ -144,6 +144,11 @@ def test_lossless_coercions_accepted():
         ({"tier-fractions": "0.5,1", "tier-shares": "-1,2"}, "tier-shares"),  # negative
         ({"tier-fractions": "0.5,1", "tier-shares": "0,0"}, "tier-shares"),  # zero sum
         ({"tier-shares": "x"}, "tier-shares"),
+        ({"objective": "both"}, "objective"),
+        ({"sub-models": "all"}, "sub-models"),
+        ({"lr-schedule": "linear"}, "lr-schedule"),
+        ({"full-pass-share": 1.5}, "full-pass-share"),
+        ({"distill-temperature": 0.0}, "distill-temperature"),
     ],
 )
 def test_each_validation_raises_naming_the_key(changes, key):

@@ -480,3 +480,45 @@ def test_reply_from_a_node_not_sampled_this_round_is_refused(cfg, ops):
     assert {n for n, _ in strategy.round_log.rejected} == {r.metadata.src_node_id for r in stale}
     assert all("unsent node" in reason for _, reason in strategy.round_log.rejected)
     _assert_bit_equal(strategy.global_arrays, before)
+
+
+# ----- issue 12: round-wise lr and the nested objective on the client -----------------------
+
+
+def test_configure_train_sends_the_rounds_lr_to_training_clients_only(cfg, ops):
+    from maestro_common.schedules import round_lr
+
+    nodes = _partition_nodes(4)
+    grid = FakeGrid(nodes, cfg.to_run_config())
+    lr_fn = lambda rnd: round_lr(0.1, "cosine", rnd, 10)  # noqa: E731
+    strategy = NestedFedAvg(ops.axes, cfg.clients_per_round, 4, cfg.seed, lr_fn=lr_fn)
+    init = to_record(ops.initial_arrays())
+    for rnd in (1, 6):
+        for msg in strategy.configure_train(rnd, init, ConfigRecord({}), grid):
+            assert msg.content[CONFIG_KEY]["lr"] == pytest.approx(lr_fn(rnd))
+    assert lr_fn(6) < lr_fn(1)
+    for msg in strategy.configure_evaluate(6, init, ConfigRecord({}), grid):
+        assert "lr" not in msg.content[CONFIG_KEY]
+
+
+def test_client_nested_sampler_cuts_the_received_prefix_at_the_tiers_fractions(cfg, ops):
+    from maestro_common.samplers import MaestroSampler, NestedSampler
+
+    arrays = ops.initial_arrays()
+    shapes = budget_shapes({k: v.shape for k, v in arrays.items()}, ops.axes, 0.5)
+    msg = Message(
+        RecordDict(
+            {ARRAYS_KEY: to_record({k: arrays[k][leading_block(s)] for k, s in shapes.items()})}
+        ),
+        dst_node_id=1,
+        message_type=MessageType.TRAIN,
+    )
+    model, _ = client_app._model_from(msg, cfg, "cpu")
+    config = ConfigRecord({"budget": 0.5, "rank-fraction": 0.5, "budget-grid": [0.25, 0.5, 1.0]})
+    sampler = client_app._sampler(cfg, model, config, seed=0)
+    assert isinstance(sampler, NestedSampler)
+    assert sampler.caps == {"conv2": 8, "fc1": 60, "fc2": 42}  # the received prefix
+    assert sampler.ranks_at(0.25) == {"conv2": 4, "fc1": 30, "fc2": 21}  # tier 0.25's model
+    assert sampler.plan() == (True, [0.25])
+    old = client_app._sampler(cfg.replace(objective="sampled"), model, config, seed=0)
+    assert isinstance(old, MaestroSampler)
