@@ -40,7 +40,7 @@ import torch
 
 from maestro_common.accounting import count_macs, count_params
 from maestro_common.data import DATASET_INFO, load_dataset
-from maestro_common.decompose import decompose
+from maestro_common.decompose import INITIAL_RANKS, decompose
 from maestro_common.layers import low_rank_layers
 from maestro_common.malloc import tune_malloc
 from maestro_common.models import MODEL_NAMES, build_model
@@ -119,7 +119,7 @@ def _build(args: argparse.Namespace) -> torch.nn.Module:
 def matched_widths(args: argparse.Namespace) -> dict[float, float]:
     """For every β, the widest width model whose MACs fit the factored model's at β."""
     with torch.random.fork_rng(devices=[]):
-        factored = decompose(_build(args), rank_fraction=args.rank_fraction)
+        factored = decompose(_build(args), None, args.rank_fraction, args.initial_ranks)
         width_model = make_width_sliceable(_build(args), _shape(args))
     shape = _shape(args)
     return {
@@ -169,7 +169,7 @@ def run_one(
     if method == "fjord":
         make_width_sliceable(model, _shape(args))
     elif method != "dense":
-        decompose(model, rank_fraction=args.rank_fraction)
+        decompose(model, None, args.rank_fraction, args.initial_ranks)
     settings = TrainSettings(
         epochs=1,
         batch_size=args.batch_size,
@@ -310,6 +310,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-grad-norm", type=float, default=5.0, help="clip gradients (0: off)")
     p.add_argument("--sampler", default="maestro", choices=SAMPLER_NAMES)
     p.add_argument("--rank-fraction", type=float, default=1.0, help="initial kept rank fraction")
+    p.add_argument(
+        "--initial-ranks", default="full", choices=INITIAL_RANKS, help="breakeven: ≤ dense size"
+    )
     p.add_argument("--lasso", type=float, default=1e-4, help="λ of the group lasso (maestro-gl)")
     p.add_argument("--shrink-eps", type=float, default=1e-2, help="ε of shrinking (maestro-gl)")
     p.add_argument("--betas", type=_floats, default=[0.25, 0.5, 0.75, 1.0])

@@ -80,3 +80,19 @@ def test_to_dense_uses_the_active_budget():
         expected = model(x)
         to_dense(model)
     assert torch.allclose(model(x), expected, atol=1e-5)
+
+
+def test_breakeven_initial_ranks_keep_the_factored_model_no_bigger_than_dense():
+    from maestro_common.decompose import breakeven_rank
+    from maestro_common.models import build_model
+
+    assert breakeven_rank(512, 3136) == 440 and breakeven_rank(64, 800) == 59
+    torch.manual_seed(0)
+    dense = build_model("cnn", 10, 1, 28)
+    n_dense = sum(p.numel() for p in dense.parameters())
+    model = decompose(build_model("cnn", 10, 1, 28), initial_ranks="breakeven")
+    ranks = {n: m.rank for n, m in low_rank_layers(model).items()}
+    assert ranks == {"conv2": 59, "fc1": 440}
+    assert sum(p.numel() for p in model.parameters()) <= n_dense
+    with pytest.raises(ValueError, match="initial_ranks"):
+        decompose(build_model("cnn", 10, 1, 28), initial_ranks="half")
