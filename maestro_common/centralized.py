@@ -301,7 +301,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr-schedule", default="cosine", choices=SCHEDULES)
     p.add_argument("--objective", default="nested", choices=OBJECTIVES, help="maestro's")
     p.add_argument("--sub-models", default="sandwich", choices=SUBMODEL_RULES)
-    p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--distill-temperature", type=float, default=1.0)
     p.add_argument("--full-pass-share", type=float, default=1.0, help="steps that run the prefix")
     p.add_argument("--grid", type=_floats, default=[], help="sub-model fractions (default β's)")

@@ -94,9 +94,9 @@ class RunConfig:
     run_name: str = ""  # "" = method-model-dataset-seed
     resume: bool = False
     # Maestro's training objective and the lr schedule (issue 12)
-    objective: str = "nested"  # nested: prefix + distilled sub-models; sampled: `sampler`
+    objective: str = "nested"  # nested: prefix + smaller sub-models; sampled: `sampler`
     sub_models: str = "sandwich"  # nested: sandwich, random, smallest or none
-    distill: bool = True  # nested: sub-models learn the prefix's softened output
+    distill: bool = False  # nested: sub-models learn the prefix's softened output (off: labels)
     distill_temperature: float = 1.0
     full_pass_share: float = 1.0  # nested: share of steps that train the whole prefix
     lr_schedule: str = "constant"  # constant, cosine or step, applied per round by the server

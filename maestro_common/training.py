@@ -42,7 +42,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     lasso: float = 0.0  # λ of the hierarchical group lasso (0: off)
     max_grad_norm: float = 0.0  # 0: no clipping
-    distill: bool = True  # nested objective: sub-models learn the prefix's softened output
+    distill: bool = False  # nested objective: sub-models learn the prefix's softened output
     distill_temperature: float = 1.0  # T of the softened logits (the KL is scaled by T²)
     lr_schedule: str = "constant"  # per step over this call's steps (see schedules)
 
