@@ -64,16 +64,27 @@ def _data_seed_id(context: Context) -> int:
 
 def _model_from(
     arrays: dict, cfg: RunConfig, device: torch.device
-) -> tuple[torch.nn.Module, dict[str, tuple[int, ...]]]:
-    """The model holding the received sub-model, and the shapes received."""
-    model = run_method(cfg).load(build_run_model(cfg), arrays)
-    return model.to(device), array_shapes(arrays)
+) -> tuple[torch.nn.Module, dict[str, tuple[int, ...]], dict[str, int]]:
+    """The model holding the received sub-model, the shapes received, and the global model's
+    ranks before the received prefix cut them."""
+    method = run_method(cfg)
+    model = build_run_model(cfg)
+    global_ranks = method.ranks(model)
+    model = method.load(model, arrays)
+    return model.to(device), array_shapes(arrays), global_ranks
 
 
-def _sampler(cfg: RunConfig, model: torch.nn.Module, task: Instruction, seed: int):
-    """Which sub-model each local step trains: the run's method decides."""
+def _sampler(
+    cfg: RunConfig,
+    model: torch.nn.Module,
+    task: Instruction,
+    seed: int,
+    global_ranks: dict[str, int],
+):
+    """Which sub-model(s) each local step trains: the run's method decides."""
     grid = list(task.budget_grid) or [task.budget]
-    return run_method(cfg).sampler(model, cfg.sampler, task.budget, grid, seed)
+    method = run_method(cfg)
+    return method.sampler(model, cfg, task.budget, grid, seed, task.rank_fraction, global_ranks)
 
 
 def _seed(cfg: RunConfig, server_round: int, partition_id: int) -> int:
@@ -111,11 +122,11 @@ def train_fn(msg: Message, context: Context) -> Message:
     task = P.decode_instruction(msg)
     device = resolve_device(cfg)
     train_ds, _ = _splits(cfg, context)
-    model, shapes = _model_from(task.arrays, cfg, device)
+    model, shapes, global_ranks = _model_from(task.arrays, cfg, device)
     seed = _seed(cfg, task.server_round, _data_seed_id(context))
     torch.manual_seed(seed)
-    sampler = _sampler(cfg, model, task, seed)
-    settings = train_settings(cfg)
+    sampler = _sampler(cfg, model, task, seed, global_ranks)
+    settings = train_settings(cfg, lr=task.lr)  # the server's round lr, when it sends one
     method = run_method(cfg)
     result = train(
         model,
@@ -149,7 +160,7 @@ def evaluate_fn(msg: Message, context: Context) -> Message:
     device = resolve_device(cfg)
     _, val_ds = _splits(cfg, context)
     task = P.decode_instruction(msg)
-    model, _ = _model_from(task.arrays, cfg, device)
+    model, _, _ = _model_from(task.arrays, cfg, device)
     # The same sub-model the server evaluates for this tier (see Method.loaded_budget).
     budget = run_method(cfg).loaded_budget(task.budget)
     loss, acc = evaluate(model, val_ds.images, val_ds.labels, budget, device=device)

@@ -17,6 +17,10 @@ from typing import Any
 
 from maestro_common.prefix import is_budget
 
+# Maestro's training step: nested (the prefix on the labels plus smaller sub-models,
+# maestro_common.samplers.NestedSampler) or sampled (one sub-model per step, `sampler`).
+OBJECTIVES = ("nested", "sampled")
+
 
 class ConfigError(ValueError):
     """A run-config key or value is not allowed."""
@@ -91,6 +95,14 @@ class RunConfig:
     rank_quantum: int = 1  # a tier's per-layer ranks are rounded down to multiples of this
     freeze: str = "none"  # sequential freezing of factors: none, factor or layer (per epoch)
     freeze_groups: int = 2  # layer groups that freeze in turn (freeze = layer)
+    # Maestro's training objective and the lr schedule (issue 12)
+    objective: str = "nested"  # nested: prefix + smaller sub-models; sampled: `sampler`
+    sub_models: str = "sandwich"  # nested: sandwich, random, smallest or none
+    distill: bool = False  # nested: sub-models learn the prefix's softened output (off: labels)
+    distill_temperature: float = 1.0
+    full_pass_share: float = 1.0  # nested: share of steps that train the whole prefix
+    initial_ranks: str = "full"  # maestro: full (rank-fraction of min(m, n)) or breakeven
+    lr_schedule: str = "constant"  # constant, cosine or step, applied per round by the server
     tiers: tuple[float, ...] = field(init=False, default=())
     shares: tuple[float, ...] = field(init=False, default=())
 
@@ -106,6 +118,18 @@ class RunConfig:
                     math.isfinite(value), f"{f.name.replace('_', '-')} must be finite, got {value}"
                 )
 
+        check(
+            self.objective in OBJECTIVES,
+            f"objective must be one of {OBJECTIVES}, got {self.objective!r}",
+        )
+        check(
+            0 <= self.full_pass_share <= 1,
+            f"full-pass-share must be in [0, 1], got {self.full_pass_share}",
+        )
+        check(
+            self.distill_temperature > 0,
+            f"distill-temperature must be > 0, got {self.distill_temperature}",
+        )
         check(
             self.deadline_policy in ("drop", "fit"),
             f"deadline-policy must be drop or fit, got {self.deadline_policy!r}",

@@ -26,13 +26,13 @@ from maestro_common.decompose import decompose
 from maestro_common.freezing import FreezeSchedule
 from maestro_common.layers import low_rank_layers, rank_quantum, set_rank_quantum
 from maestro_common.prefix import budget_shapes
-from maestro_common.samplers import RankSampler, WidthSampler, make_sampler
+from maestro_common.samplers import NestedSampler, RankSampler, WidthSampler, make_sampler
 from maestro_common.width import make_width_sliceable, width_shapes
 
 Shapes = dict[str, tuple[int, ...]]
 Shape = Sequence[int]
 Grid = Sequence[float]
-Sampler = RankSampler | WidthSampler | None
+Sampler = RankSampler | WidthSampler | NestedSampler | None
 # The widest width whose MACs fit the MAC-reference method's MACs at a tier label β.
 MatchedWidth = Callable[[float], float]
 
@@ -74,13 +74,27 @@ class Method:
         """Which factors local training freezes in turn (sequential freezing); None: none."""
         return None
 
-    def sampler(self, model: nn.Module, name: str, budget: float, grid: Grid, seed: int) -> Sampler:
-        """Which sub-model each local step trains (None: the whole received model).
+    def sampler(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        budget: float,
+        grid: Grid,
+        seed: int,
+        beta: float = 1.0,
+        global_ranks: Mapping[str, int] | None = None,
+    ) -> Sampler:
+        """Which sub-model(s) each local step trains (None: the whole received model).
 
-        ``name`` is the run's rank sampler (``sampler`` key), ``grid`` the budgets of all tiers
-        (the server's ``budget-grid``), ``budget`` this client's.
+        ``grid`` holds the budgets of all tiers (the server's ``budget-grid``), ``budget`` and
+        ``beta`` this client's budget and tier label, ``global_ranks`` the global model's ranks
+        before the received prefix cut them (see :meth:`ranks`).
         """
         return None
+
+    def ranks(self, model: nn.Module) -> dict[str, int]:
+        """The kept rank of every factored layer of ``model`` (none for dense models)."""
+        return {}
 
 
 class Maestro(Method):
@@ -92,7 +106,12 @@ class Maestro(Method):
     factored = True
 
     def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
-        decompose(model, rank_fraction=cfg.rank_fraction, conv_factorization=cfg.conv_factorization)
+        decompose(
+            model,
+            rank_fraction=cfg.rank_fraction,
+            initial_ranks=cfg.initial_ranks,
+            conv_factorization=cfg.conv_factorization,
+        )
         set_rank_quantum(model, cfg.rank_quantum)
         return model
 
@@ -111,10 +130,40 @@ class Maestro(Method):
     def freezing(self, cfg: RunConfig) -> FreezeSchedule | None:
         return FreezeSchedule(cfg.freeze, cfg.freeze_groups, cfg.seed)
 
-    def sampler(self, model: nn.Module, name: str, budget: float, grid: Grid, seed: int) -> Sampler:
-        # Ordered dropout over ranks, sampled within all of the received prefix.
-        ranks = {n: m.rank for n, m in low_rank_layers(model).items()}
-        return make_sampler(name, ranks, beta=1.0, seed=seed)
+    def sampler(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        budget: float,
+        grid: Grid,
+        seed: int,
+        beta: float = 1.0,
+        global_ranks: Mapping[str, int] | None = None,
+    ) -> Sampler:
+        received = self.ranks(model)
+        if cfg.objective == "nested":
+            # The whole received prefix, plus sub-models at the tiers' fractions of the global
+            # ranks R_l, all layers cut together. The prefix holds ⌈β·R_l⌉, so ⌊r/β⌋ ≈ R_l
+            # (capped by R_l; exact without server-side shrinking).
+            glob = dict(global_ranks or {})
+            full = {}
+            for n, r in received.items():
+                whole = int(r / beta + 1e-9)
+                full[n] = max(1, min(glob[n], whole) if n in glob else whole)
+            return NestedSampler(
+                full,
+                beta=beta,
+                grid=cfg.tiers,
+                rule=cfg.sub_models,
+                full_pass_share=cfg.full_pass_share,
+                seed=seed,
+                caps=received,
+            )
+        # Ordered dropout over ranks (the paper's sampler), within all of the received prefix.
+        return make_sampler(cfg.sampler, received, beta=1.0, seed=seed)
+
+    def ranks(self, model: nn.Module) -> dict[str, int]:
+        return {n: m.rank for n, m in low_rank_layers(model).items()}
 
 
 class HeteroFL(Method):
@@ -132,8 +181,17 @@ class HeteroFL(Method):
     def shapes(self, model: nn.Module, shapes: Shapes, budget: float, input_shape: Shape) -> Shapes:
         return width_shapes(model, budget, input_shape)
 
-    def sampler(self, model: nn.Module, name: str, budget: float, grid: Grid, seed: int) -> Sampler:
-        return WidthSampler([budget], max_width=budget, seed=seed)
+    def sampler(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        budget: float,
+        grid: Grid,
+        seed: int,
+        beta: float = 1.0,
+        global_ranks: Mapping[str, int] | None = None,
+    ) -> Sampler:
+        return WidthSampler([budget], max_width=budget, seed=seed)  # static width
 
 
 class FjORD(HeteroFL):
@@ -141,7 +199,16 @@ class FjORD(HeteroFL):
 
     name = "fjord"
 
-    def sampler(self, model: nn.Module, name: str, budget: float, grid: Grid, seed: int) -> Sampler:
+    def sampler(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        budget: float,
+        grid: Grid,
+        seed: int,
+        beta: float = 1.0,
+        global_ranks: Mapping[str, int] | None = None,
+    ) -> Sampler:
         return WidthSampler(list(grid), max_width=budget, seed=seed)
 
 

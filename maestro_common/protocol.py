@@ -37,6 +37,7 @@ SERVER_ROUND = "server-round"
 RANK_FRACTION = "rank-fraction"  # the tier budget β (query reply: the node's own)
 BUDGET = "budget"  # the method's own budget at β (a rank fraction or a width)
 BUDGET_GRID = "budget-grid"  # every tier's method budget (FjORD samples widths from it)
+LR = "lr"  # the round's learning rate, when the server schedules it (lr-schedule)
 # Query reply keys.
 TIER, PARTITION_ID = "tier", "partition-id"
 # Reply metric keys.
@@ -99,6 +100,7 @@ class Instruction:
     rank_fraction: float
     budget: float
     budget_grid: tuple[float, ...] = ()
+    lr: float | None = None  # the round's learning rate when the server schedules it
 
 
 # ----- records ------------------------------------------------------------------------------
@@ -178,6 +180,9 @@ def decode_instruction(msg: Message) -> Instruction:
         grid = config.get(BUDGET_GRID, [])
         if not isinstance(grid, list) or not all(_is_finite_number(b) for b in grid):
             raise _Bad(f"{BUDGET_GRID} must be a list of finite numbers, got {grid!r}")
+        lr = _number(config, LR) if LR in config else None
+        if lr is not None and not lr > 0:
+            raise _Bad(f"{LR} must be > 0, got {lr!r}")
     except _Bad as err:
         raise ProtocolError(f"malformed instruction from the server: {err}") from None
     if server_round < 1 or not 0 < beta <= 1 or not budget > 0:
@@ -185,7 +190,7 @@ def decode_instruction(msg: Message) -> Instruction:
             f"malformed instruction from the server: {SERVER_ROUND} must be ≥ 1, {RANK_FRACTION}"
             f" in (0, 1] and {BUDGET} > 0, got {server_round}, {beta}, {budget}"
         )
-    return Instruction(arrays, server_round, beta, budget, tuple(float(b) for b in grid))
+    return Instruction(arrays, server_round, beta, budget, tuple(float(b) for b in grid), lr)
 
 
 # ----- train reply --------------------------------------------------------------------------

@@ -142,3 +142,90 @@ def make_sampler(
     if name == "none":
         return NoSampler(ranks, beta, seed)
     raise ValueError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLER_NAMES)}")
+
+
+SUBMODEL_RULES = ("sandwich", "random", "smallest", "none")
+
+
+@dataclass
+class NestedSampler:
+    """The sub-models of one nested training step (the default objective of ``maestro``).
+
+    Every step trains the whole received prefix (budget ``beta``) on the labels with probability
+    ``full_pass_share``, plus smaller sub-models cut from it, *all layers together* at fractions
+    of the tier grid below β (a sub-model at fraction p keeps min(⌈p·R_l⌉, ⌈β·R_l⌉) components of
+    layer l, R_l its full kept rank). So every deployed tier model is trained as it is deployed.
+    ``rule`` picks the smaller sub-models (the "sandwich" rule of slimmable networks, Yu & Huang,
+    ICCV 2019: the largest is the prefix itself):
+
+    - ``sandwich``: the smallest grid fraction and one drawn uniformly from those in between;
+    - ``random``: one fraction drawn uniformly from the grid values below β;
+    - ``smallest``: the smallest only;
+    - ``none``: no sub-model (the prefix alone: plain training of the tier's model).
+
+    Parameters
+    ----------
+    ranks:
+        Full kept rank R_l of every factored layer (the global model's, not the prefix's).
+    beta:
+        The client's budget: the prefix it trains and the largest sub-model.
+    grid:
+        The run's tier fractions.
+    caps:
+        The prefix's ranks when known (a federated client's received ranks); default ⌈β·R_l⌉.
+    """
+
+    ranks: Mapping[str, int]
+    beta: float = 1.0
+    grid: Sequence[float] = DEFAULT_GRID
+    rule: str = "sandwich"
+    full_pass_share: float = 1.0
+    seed: int = 0
+    caps: Mapping[str, int] | None = None
+    rng: np.random.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.rule not in SUBMODEL_RULES:
+            raise ValueError(
+                f"unknown sub-model rule {self.rule!r}; allowed: {', '.join(SUBMODEL_RULES)}"
+            )
+        if not 0.0 <= self.full_pass_share <= 1.0:
+            raise ValueError(f"full_pass_share must be in [0, 1], got {self.full_pass_share}")
+        if not 0.0 < self.beta <= 1.0:
+            raise ValueError(f"beta must be in (0, 1], got {self.beta}")
+        bad = [p for p in self.grid if not 0.0 < p <= 1.0]
+        if bad or not self.grid:
+            raise ValueError(f"grid values must be in (0, 1] and non-empty, got {list(self.grid)}")
+        for name, r in self.ranks.items():
+            if r < 1:
+                raise ValueError(f"layer {name!r} has rank {r}; ranks must be ≥ 1")
+        if self.caps is None:
+            self.caps = {n: budget_rank(r, self.beta) for n, r in self.ranks.items()}
+        elif set(self.caps) != set(self.ranks):
+            raise ValueError(f"caps name layers {sorted(self.caps)}, ranks {sorted(self.ranks)}")
+        self.caps = dict(self.caps)
+        # Fractions strictly below β whose sub-model differs from the prefix.
+        self.below = sorted(
+            {p for p in self.grid if p < self.beta - 1e-9 and self.ranks_at(p) != self.caps}
+        )
+        self.rng = np.random.default_rng(self.seed)
+
+    def ranks_at(self, fraction: float) -> dict[str, int]:
+        """Per-layer ranks of the sub-model at grid fraction p (all layers cut together)."""
+        return {n: min(budget_rank(r, fraction), self.caps[n]) for n, r in self.ranks.items()}
+
+    def plan(self) -> tuple[bool, list[float]]:
+        """The next step: (whether the prefix runs, fractions of the smaller sub-models)."""
+        full = self.full_pass_share >= 1.0 or bool(self.rng.random() < self.full_pass_share)
+        subs: list[float] = []
+        if self.below and self.rule != "none":
+            if self.rule in ("sandwich", "smallest"):
+                subs.append(self.below[0])
+            if self.rule == "random":
+                subs.append(float(self.below[int(self.rng.integers(len(self.below)))]))
+            elif self.rule == "sandwich" and len(self.below) > 1:
+                middle = self.below[1:]
+                subs.append(float(middle[int(self.rng.integers(len(middle)))]))
+        if not full and not subs:
+            full = True  # a step always trains something
+        return full, subs

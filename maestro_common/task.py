@@ -13,11 +13,12 @@ from torch import nn
 from maestro_common.config import ConfigError, RunConfig
 from maestro_common.data import DATASET_INFO
 from maestro_common.data.partition import SCHEMES
-from maestro_common.decompose import CONV_FACTORIZATIONS
+from maestro_common.decompose import CONV_FACTORIZATIONS, INITIAL_RANKS
 from maestro_common.freezing import FREEZE_MODES
 from maestro_common.methods import Method, get_method
 from maestro_common.models import MODEL_NAMES, build_model
-from maestro_common.samplers import SAMPLER_NAMES
+from maestro_common.samplers import SAMPLER_NAMES, SUBMODEL_RULES
+from maestro_common.schedules import SCHEDULES
 from maestro_common.training import TrainSettings
 
 
@@ -37,6 +38,9 @@ def check_names(cfg: RunConfig) -> None:
         ("partitioning", cfg.partitioning, SCHEMES),
         ("conv-factorization", cfg.conv_factorization, CONV_FACTORIZATIONS),
         ("freeze", cfg.freeze, FREEZE_MODES),
+        ("sub-models", cfg.sub_models, SUBMODEL_RULES),
+        ("lr-schedule", cfg.lr_schedule, SCHEDULES),
+        ("initial-ranks", cfg.initial_ranks, INITIAL_RANKS),
     ):
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {tuple(allowed)}, got {value!r}")
@@ -61,38 +65,29 @@ def build_run_model(cfg: RunConfig) -> nn.Module:
     copy of a per-process template: a client builds one per message, and the SVD of
     decomposition would otherwise run every time.
     """
-    return copy.deepcopy(
-        _template(
-            cfg.method,
-            cfg.model,
-            cfg.dataset,
-            cfg.rank_fraction,
-            cfg.seed,
-            cfg.conv_factorization,
-            cfg.rank_quantum,
-        )
-    )
+    return copy.deepcopy(_template(_model_key(cfg)))
+
+
+# What the global model depends on: the run config with everything else at its default, so
+# runs that differ only in training settings share one cached template.
+_MODEL_FIELDS = (
+    "method",
+    "model",
+    "dataset",
+    "rank_fraction",
+    "seed",
+    "conv_factorization",
+    "rank_quantum",
+    "initial_ranks",
+)
+
+
+def _model_key(cfg: RunConfig) -> RunConfig:
+    return RunConfig(**{f: getattr(cfg, f) for f in _MODEL_FIELDS})
 
 
 @lru_cache(maxsize=8)
-def _template(
-    method: str,
-    model_name: str,
-    dataset: str,
-    rank_fraction: float,
-    seed: int,
-    conv_factorization: str,
-    rank_quantum: int,
-):
-    cfg = RunConfig(
-        method=method,
-        model=model_name,
-        dataset=dataset,
-        rank_fraction=rank_fraction,
-        seed=seed,
-        conv_factorization=conv_factorization,
-        rank_quantum=rank_quantum,
-    )
+def _template(cfg: RunConfig) -> nn.Module:
     check_names(cfg)
     info = DATASET_INFO[cfg.dataset]
     with torch.random.fork_rng(devices=[]):
@@ -107,16 +102,22 @@ def input_shape(cfg: RunConfig) -> tuple[int, int, int]:
     return (info.in_channels, info.image_size, info.image_size)
 
 
-def train_settings(cfg: RunConfig) -> TrainSettings:
-    """Local training hyper-parameters of a run; the lasso only where the method uses it."""
+def train_settings(cfg: RunConfig, lr: float | None = None) -> TrainSettings:
+    """Local training hyper-parameters of a run; the lasso only where the method uses it.
+
+    ``lr``: the round's learning rate when the server schedules it (else the run's ``lr``); the
+    schedule is the server's, so local steps use it as a constant.
+    """
     return TrainSettings(
         epochs=cfg.local_epochs,
         batch_size=cfg.batch_size,
-        lr=cfg.lr,
+        lr=cfg.lr if lr is None else lr,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
         lasso=cfg.lasso if run_method(cfg).uses_lasso else 0.0,
+        distill=cfg.distill,
+        distill_temperature=cfg.distill_temperature,
     )
 
 

@@ -16,6 +16,7 @@ from maestro_common import protocol as P
 from maestro_common.checkpoint import check_arrays
 from maestro_common.config import ConfigError, RunConfig
 from maestro_common.malloc import tune_malloc
+from maestro_common.schedules import round_lr
 from maestro_common.task import load_run_config
 from server.evaluation import ModelOps
 from server.policy import VirtualClockPolicy, run_profiles
@@ -119,6 +120,7 @@ def make_strategy(
         policy=policy,
         weight_cap=cfg.weight_cap,
         update_cap=cfg.update_cap,
+        lr_fn=lambda rnd: round_lr(cfg.lr, cfg.lr_schedule, rnd, cfg.num_rounds),
     )
     # FjORD samples its width per batch from the tiers' widths (up to the client's own).
     train_config = ConfigRecord({P.BUDGET_GRID: [ops.method_budget(b) for b in cfg.tiers]})

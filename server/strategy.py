@@ -116,6 +116,9 @@ class NestedFedAvg(Strategy):
         The influence bound (:mod:`server.influence`): a reply weighs at most ``weight_cap``
         times the round's low median num-examples, and its update's RMS is scaled to at most
         ``update_cap`` times the round's low median. 0 turns a cap off.
+    lr_fn:
+        ``lr_fn(server_round)``: the learning rate sent to training clients as ``lr`` (the
+        round-wise schedule); None sends none (clients use the run config's ``lr``).
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class NestedFedAvg(Strategy):
         policy: RoundPolicy | None = None,
         weight_cap: float = 2.0,
         update_cap: float = 2.0,
+        lr_fn: Callable[[int], float] | None = None,
     ) -> None:
         if weight_cap < 0 or update_cap < 0:
             raise ValueError(
@@ -138,6 +142,7 @@ class NestedFedAvg(Strategy):
         self.clients_per_round = clients_per_round
         self.clients_per_eval = clients_per_eval
         self.seed = seed
+        self.lr_fn = lr_fn
         self.shapes_fn = shapes_fn or (
             lambda shapes, beta: budget_shapes(shapes, self.prefix_axes, beta)
         )
@@ -227,7 +232,10 @@ class NestedFedAvg(Strategy):
             budget = float(self.budget_fn(beta))
             payload = take_prefix(self.global_arrays, budget_shape)
             sent[node] = Sent(budget_shape, beta, budget, payload_nbytes(payload))
-            content = P.encode_instruction(payload, server_round, beta, budget, dict(config))
+            extra = dict(config)
+            if self.lr_fn is not None and message_type == MessageType.TRAIN:
+                extra[P.LR] = float(self.lr_fn(server_round))  # the round-wise schedule
+            content = P.encode_instruction(payload, server_round, beta, budget, extra)
             messages.append(Message(content, dst_node_id=node, message_type=message_type))
         return messages
 

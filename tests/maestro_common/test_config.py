@@ -143,6 +143,9 @@ def test_lossless_coercions_accepted():
         ({"tier-fractions": "0.5,1", "tier-shares": "-1,2"}, "tier-shares"),  # negative
         ({"tier-fractions": "0.5,1", "tier-shares": "0,0"}, "tier-shares"),  # zero sum
         ({"tier-shares": "x"}, "tier-shares"),
+        ({"objective": "both"}, "objective"),
+        ({"full-pass-share": 1.5}, "full-pass-share"),
+        ({"distill-temperature": 0.0}, "distill-temperature"),
     ],
 )
 def test_each_validation_raises_naming_the_key(changes, key):
@@ -164,6 +167,11 @@ def test_config_error_is_a_value_error():
         ({"dataset": "mnist"}, "dataset"),
         ({"sampler": "random"}, "sampler"),
         ({"partitioning": "shards"}, "partitioning"),
+        ({"sub-models": "all"}, "sub-models"),
+        ({"lr-schedule": "linear"}, "lr-schedule"),
+        ({"initial-ranks": "half"}, "initial-ranks"),
+        ({"conv-factorization": "cp"}, "conv-factorization"),
+        ({"freeze": "all"}, "freeze"),
     ],
 )
 def test_names_are_checked_against_their_registries(changes, key):

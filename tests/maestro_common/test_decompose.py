@@ -116,3 +116,19 @@ def test_to_dense_only_where_cheaper_truncates_the_rest_to_the_budget():
 def test_to_dense_refuses_a_bad_budget():
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         to_dense(decompose(small_net()), beta=1.5)
+
+
+def test_breakeven_initial_ranks_keep_the_factored_model_no_bigger_than_dense():
+    from maestro_common.decompose import breakeven_rank
+    from maestro_common.models import build_model
+
+    assert breakeven_rank(512, 3136) == 440 and breakeven_rank(64, 800) == 59
+    torch.manual_seed(0)
+    dense = build_model("cnn", 10, 1, 28)
+    n_dense = sum(p.numel() for p in dense.parameters())
+    model = decompose(build_model("cnn", 10, 1, 28), initial_ranks="breakeven")
+    ranks = {n: m.rank for n, m in low_rank_layers(model).items()}
+    assert ranks == {"conv2": 59, "fc1": 440}
+    assert sum(p.numel() for p in model.parameters()) <= n_dense
+    with pytest.raises(ValueError, match="initial_ranks"):
+        decompose(build_model("cnn", 10, 1, 28), initial_ranks="half")

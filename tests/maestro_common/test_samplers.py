@@ -79,3 +79,68 @@ def test_none_sampler_and_factory():
         MaestroSampler(RANKS, beta=1.5)
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         UniformSampler(RANKS, grid=(0.0, 0.5))
+
+
+# ----- nested objective ------------------------------------------------------------------------
+from maestro_common.samplers import NestedSampler  # noqa: E402
+
+FULL = {"a": 10, "b": 40}
+
+
+def test_nested_sandwich_trains_prefix_smallest_and_one_in_between():
+    s = NestedSampler(FULL, beta=1.0, grid=(0.25, 0.5, 0.75, 1.0), seed=0)
+    seen = Counter()
+    for _ in range(300):
+        full, subs = s.plan()
+        assert full
+        assert subs[0] == 0.25 and len(subs) == 2 and subs[1] in (0.5, 0.75)
+        seen[subs[1]] += 1
+    assert seen[0.5] > 100 and seen[0.75] > 100
+
+
+def test_nested_cuts_all_layers_together_within_the_prefix():
+    s = NestedSampler(FULL, beta=0.5, grid=(0.25, 0.5, 1.0))
+    assert s.caps == {"a": 5, "b": 20}
+    assert s.ranks_at(0.25) == {"a": 3, "b": 10}
+    assert s.ranks_at(1.0) == s.caps  # never beyond the prefix
+    assert s.below == [0.25]  # 0.5 is the prefix itself, 1.0 lies above it
+    assert s.plan() == (True, [0.25])
+
+
+def test_nested_smallest_tier_trains_its_prefix_only():
+    s = NestedSampler(FULL, beta=0.25, grid=(0.25, 0.5, 1.0))
+    assert s.below == []
+    assert s.plan() == (True, [])
+
+
+def test_nested_rules_and_received_caps():
+    assert NestedSampler(FULL, grid=(0.2, 0.6, 1.0), rule="smallest").plan() == (True, [0.2])
+    assert NestedSampler(FULL, grid=(0.2, 0.6, 1.0), rule="none").plan() == (True, [])
+    random = NestedSampler(FULL, grid=(0.2, 0.6, 1.0), rule="random", seed=1)
+    assert {random.plan()[1][0] for _ in range(50)} == {0.2, 0.6}
+    s = NestedSampler(FULL, beta=0.5, grid=(0.2, 0.5), caps={"a": 4, "b": 20})
+    assert s.ranks_at(0.2) == {"a": 2, "b": 8}
+    with pytest.raises(ValueError, match="caps name layers"):
+        NestedSampler(FULL, caps={"a": 1})
+
+
+def test_nested_full_pass_share_skips_the_prefix_on_some_steps():
+    s = NestedSampler(FULL, grid=(0.25, 0.5, 1.0), full_pass_share=0.5, seed=3)
+    fulls = [s.plan()[0] for _ in range(400)]
+    assert 120 < sum(fulls) < 280
+    never = NestedSampler(FULL, grid=(1.0,), full_pass_share=0.0)
+    assert never.plan() == (True, [])  # nothing smaller to train: the prefix runs anyway
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"rule": "all"}, "unknown sub-model rule"),
+        ({"full_pass_share": 1.5}, "full_pass_share"),
+        ({"beta": 0.0}, "beta"),
+        ({"grid": (0.0, 1.0)}, "grid values"),
+    ],
+)
+def test_nested_refuses_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NestedSampler(FULL, **kwargs)

@@ -13,6 +13,7 @@ from flwr.app import ConfigRecord, Context, Error, Message, MessageType, MetricR
 
 from client import client_app
 from client.local_data import local_splits
+from maestro_common import protocol as P
 from maestro_common.config import RunConfig
 from maestro_common.data import write_idx
 from maestro_common.prefix import budget_shapes, leading_block
@@ -629,3 +630,39 @@ def test_a_liar_claiming_1e9_examples_cannot_own_the_average(cfg, ops):
     # The same round without the caps hands the model to the liar: it is its noise.
     _, init, unbounded = _liar_round(cfg, ops, weight_cap=0.0, update_cap=0.0)
     assert max(float(np.abs(unbounded[k] - init[k] - 0.5).max()) for k in init) > 5.0
+
+
+# ----- issue 12: round-wise lr and the nested objective on the client -----------------------
+
+
+def test_configure_train_sends_the_rounds_lr_to_training_clients_only(cfg, ops):
+    from maestro_common.schedules import round_lr
+
+    nodes = _partition_nodes(4)
+    grid = FakeGrid(nodes, cfg.to_run_config())
+    lr_fn = lambda rnd: round_lr(0.1, "cosine", rnd, 10)  # noqa: E731
+    strategy = NestedFedAvg(ops.axes, cfg.clients_per_round, 4, cfg.seed, lr_fn=lr_fn)
+    init = to_record(ops.initial_arrays())
+    for rnd in (1, 6):
+        for msg in strategy.configure_train(rnd, init, ConfigRecord({}), grid):
+            assert msg.content[P.CONFIG][P.LR] == pytest.approx(lr_fn(rnd))
+    assert lr_fn(6) < lr_fn(1)
+    for msg in strategy.configure_evaluate(6, init, ConfigRecord({}), grid):
+        assert P.LR not in msg.content[P.CONFIG]
+
+
+def test_client_nested_sampler_cuts_the_received_prefix_at_the_tiers_fractions(cfg, ops):
+    from maestro_common.samplers import MaestroSampler, NestedSampler
+
+    arrays = ops.initial_arrays()
+    shapes = budget_shapes({k: v.shape for k, v in arrays.items()}, ops.axes, 0.5)
+    received = {k: arrays[k][leading_block(s)] for k, s in shapes.items()}
+    model, _, global_ranks = client_app._model_from(received, cfg, "cpu")
+    task = P.Instruction(received, 1, 0.5, 0.5, (0.25, 0.5, 1.0))
+    sampler = client_app._sampler(cfg, model, task, 0, global_ranks)
+    assert isinstance(sampler, NestedSampler)
+    assert sampler.caps == {"conv2": 8, "fc1": 60, "fc2": 42}  # the received prefix
+    assert sampler.ranks_at(0.25) == {"conv2": 4, "fc1": 30, "fc2": 21}  # tier 0.25's model
+    assert sampler.plan() == (True, [0.25])
+    old = client_app._sampler(cfg.replace(objective="sampled"), model, task, 0, global_ranks)
+    assert isinstance(old, MaestroSampler)
