@@ -129,9 +129,10 @@ def _tiers(runs: Sequence[Run]) -> list[str]:
 
 
 def _client_tier(client: dict[str, Any]) -> str | None:
-    """A client entry's tier label: its ``tier``/``tier-beta``, else its rank fraction."""
-    if "tier" in client:
-        return str(client["tier"])
+    """A client entry's tier label (its β): ``tier-beta``, else its rank fraction.
+
+    ``tier`` in a client row is the tier's index, not its label, so it is not used here.
+    """
     if "tier-beta" in client:  # the node's tier; rank-fraction may be lowered by a deadline
         return f"{float(client['tier-beta']):g}"
     if "rank-fraction" in client:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -195,3 +196,12 @@ def test_provenance_names_the_command_of_each_span_of_rounds(tmp_path):
     assert "failed" not in text
     bare = Run(tmp_path, {"method": "m", "seed": 0}, ({"round": 1},))
     assert "unknown (no harness.json)" in provenance_section([bare], "c2")
+
+
+def test_bytes_per_tier_read_the_server_written_beta_not_the_tier_index():
+    from simulations.report import bytes_per_client_round
+
+    row = {"clients": [{"tier": 0, "tier-beta": 0.2, "bytes-down": 10, "bytes-up": 30}]}
+    runs = [SimpleNamespace(rows=[row])]
+    assert bytes_per_client_round(runs, "0.2") == 40
+    assert bytes_per_client_round(runs, "0") is None
