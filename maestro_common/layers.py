@@ -227,6 +227,40 @@ class LowRankLinear(LowRankLayer):
         )
 
 
+def conv_from_dense(cls: type[LowRankLayer], module: nn.Module, rank: int | None) -> LowRankLayer:
+    """A factored conv layer of class ``cls`` initialised from a dense ``nn.Conv2d``."""
+    if not isinstance(module, nn.Conv2d):
+        raise ValueError(f"{cls.__name__}.from_dense needs nn.Conv2d, got {type(module).__name__}")
+    if module.padding_mode != "zeros" or isinstance(module.padding, str):
+        raise ValueError(
+            f"{cls.__name__}.from_dense supports numeric zero padding only, got "
+            f"padding={module.padding!r}, padding_mode={module.padding_mode!r}"
+        )
+    layer = cls(
+        module.in_channels,
+        module.out_channels,
+        module.kernel_size,
+        module.stride,
+        module.padding,
+        module.dilation,
+        rank=rank,
+        bias=module.bias is not None,
+        groups=module.groups,
+    )
+    layer.to(module.weight.device, module.weight.dtype)
+    layer._init_from_weight(module.weight, module.bias)
+    return layer
+
+
+def conv_repr(layer: LowRankLayer, kind: str = "") -> str:
+    """``extra_repr`` of a factored conv layer; ``kind`` names a non-SVD factorization."""
+    return (
+        f"{layer.in_channels}, {layer.out_channels}, kernel_size={layer.kernel_size}, "
+        f"stride={layer.stride}, padding={layer.padding}, dilation={layer.dilation}, "
+        f"rank={layer.rank}/{layer.max_rank}{kind}, bias={layer.bias is not None}"
+    )
+
+
 class LowRankConv2d(LowRankLayer):
     """A kxk conv to k channels (original stride/padding/dilation), then a 1x1 conv to out."""
 
@@ -294,36 +328,10 @@ class LowRankConv2d(LowRankLayer):
 
     @classmethod
     def from_dense(cls, module: nn.Module, rank: int | None = None) -> LowRankConv2d:
-        if not isinstance(module, nn.Conv2d):
-            raise ValueError(
-                f"LowRankConv2d.from_dense needs nn.Conv2d, got {type(module).__name__}"
-            )
-        if module.padding_mode != "zeros" or isinstance(module.padding, str):
-            raise ValueError(
-                "LowRankConv2d.from_dense supports numeric zero padding only, got "
-                f"padding={module.padding!r}, padding_mode={module.padding_mode!r}"
-            )
-        layer = cls(
-            module.in_channels,
-            module.out_channels,
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            module.dilation,
-            rank=rank,
-            bias=module.bias is not None,
-            groups=module.groups,
-        )
-        layer.to(module.weight.device, module.weight.dtype)
-        layer._init_from_weight(module.weight, module.bias)
-        return layer
+        return conv_from_dense(cls, module, rank)
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-            f"rank={self.rank}/{self.max_rank}, bias={self.bias is not None}"
-        )
+        return conv_repr(self)
 
 
 def low_rank_layers(model: nn.Module) -> dict[str, LowRankLayer]:

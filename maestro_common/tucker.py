@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maestro_common.layers import LowRankLayer, _check_rank
+from maestro_common.layers import LowRankLayer, _check_rank, conv_from_dense, conv_repr
 
 
 def hosvd_factors(
@@ -156,33 +156,7 @@ class TuckerConv2d(LowRankLayer):
     @classmethod
     def from_dense(cls, module: nn.Module, rank: int | None = None) -> TuckerConv2d:
         """Factor a dense conv by truncated HOSVD (exact at full rank max(in, out))."""
-        if not isinstance(module, nn.Conv2d):
-            raise ValueError(
-                f"TuckerConv2d.from_dense needs nn.Conv2d, got {type(module).__name__}"
-            )
-        if module.padding_mode != "zeros" or isinstance(module.padding, str):
-            raise ValueError(
-                "TuckerConv2d.from_dense supports numeric zero padding only, got "
-                f"padding={module.padding!r}, padding_mode={module.padding_mode!r}"
-            )
-        layer = cls(
-            module.in_channels,
-            module.out_channels,
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            module.dilation,
-            rank=rank,
-            bias=module.bias is not None,
-            groups=module.groups,
-        )
-        layer.to(module.weight.device, module.weight.dtype)
-        layer._init_from_weight(module.weight, module.bias)
-        return layer
+        return conv_from_dense(cls, module, rank)
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-            f"rank={self.rank}/{self.max_rank} (tucker-2), bias={self.bias is not None}"
-        )
+        return conv_repr(self, " (tucker-2)")
