@@ -47,7 +47,7 @@ demo: install data
 		--supernodes $(DEMO_NODES) --out runs/demo
 
 centralized: install data
-	$(BIN)/python -m maestro_common.centralized --model cnn --methods dense,maestro --epochs 2 \
+	$(BIN)/python -m simulations.centralized --model cnn --methods dense,maestro --epochs 2 \
 		--out runs/centralized-demo
 
 test: install data tools

@@ -10,22 +10,22 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from client.local_data import local_splits, own_splits
-from maestro_common import protocol as P
-from maestro_common.autotier import auto_tier, is_auto
-from maestro_common.codec import model_arrays
-from maestro_common.config import RunConfig
-from maestro_common.malloc import client_wants_tuning, tune_malloc
-from maestro_common.prefix import array_shapes, take_prefix
-from maestro_common.protocol import Instruction
-from maestro_common.task import (
+from maestro_common.app import protocol as P
+from maestro_common.app.autotier import auto_tier, is_auto
+from maestro_common.app.codec import model_arrays
+from maestro_common.app.config import RunConfig
+from maestro_common.app.malloc import client_wants_tuning, tune_malloc
+from maestro_common.app.protocol import Instruction
+from maestro_common.app.task import (
     build_run_model,
     load_run_config,
     resolve_device,
     run_method,
     train_settings,
 )
-from maestro_common.tiers import resolve_budget
-from maestro_common.training import evaluate, train
+from maestro_common.app.tiers import resolve_budget
+from maestro_common.lowrank.prefix import array_shapes, take_prefix
+from maestro_common.ml.training import evaluate, train
 
 app = ClientApp()
 _malloc = {"decided": False}  # per process: decided on its first message
@@ -97,7 +97,7 @@ def query(msg: Message, context: Context) -> Message:
     """Tell the server this node's budget β, tier and partition.
 
     With ``rank-fraction="auto"`` the node first measures itself, picks its tier
-    (:mod:`maestro_common.autotier`) and adds what it measured to the reply.
+    (:mod:`maestro_common.app.autotier`) and adds what it measured to the reply.
     """
     _setup(context)
     cfg = load_run_config(context.run_config)

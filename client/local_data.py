@@ -2,7 +2,7 @@
 
 In simulation many clients share a process. A client reads only its own rows: partitions are
 computed from the labels alone, and the images come from a memory-mapped uint8 cache of the
-split (:mod:`maestro_common.data.raw`), so a process holds its clients' rows, not the whole
+split (:mod:`maestro_common.ml.data.raw`), so a process holds its clients' rows, not the whole
 training set. Without local files (hub download), the whole split is loaded as before.
 """
 
@@ -13,10 +13,10 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from maestro_common.config import RunConfig
-from maestro_common.data import ArrayDataset, load_dataset, partition_indices, train_val_split
-from maestro_common.data.local import load_local_dataset
-from maestro_common.data.raw import local_raw_split, rows_dataset
+from maestro_common.app.config import RunConfig
+from maestro_common.ml.data import ArrayDataset, load_dataset, partition_indices, train_val_split
+from maestro_common.ml.data.local import load_local_dataset
+from maestro_common.ml.data.raw import local_raw_split, rows_dataset
 
 
 def _labels(dataset: str, data_dir: str) -> np.ndarray:
@@ -65,7 +65,7 @@ def own_splits(
     """The (train, validation) split of a device's own data at ``path`` (its ``data-path``).
 
     Only that data is read into memory, never a shared training set (see
-    :mod:`maestro_common.data.local` for the accepted forms). Cached: a long-running client
+    :mod:`maestro_common.ml.data.local` for the accepted forms). Cached: a long-running client
     process reads it once.
     """
     data = load_local_dataset(path, dataset, "train")

@@ -85,7 +85,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maestro_common.data.idx import read_idx, write_idx
+from maestro_common.ml.data.idx import read_idx, write_idx
 
 out, src = Path(sys.argv[1]), Path("/usr/share/datasets/fashion-mnist")
 out.mkdir(parents=True)

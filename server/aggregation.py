@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from maestro_common.prefix import is_leading_block, leading_block
+from maestro_common.lowrank.prefix import is_leading_block, leading_block
 
 
 def aggregate_nested(

@@ -13,17 +13,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from maestro_common.accounting import count_macs, count_params
-from maestro_common.codec import model_arrays, prefix_axes
-from maestro_common.config import RunConfig
-from maestro_common.data import ArrayDataset, load_dataset
-from maestro_common.layers import low_rank_layers
-from maestro_common.methods import MAC_REFERENCE
-from maestro_common.prefix import array_shapes, payload_nbytes, state_key, take_prefix
-from maestro_common.shrinking import shrink
-from maestro_common.task import build_run_model, input_shape, resolve_device, run_method
-from maestro_common.training import evaluate
-from maestro_common.width_match import width_for_macs
+from maestro_common.app.codec import model_arrays, prefix_axes
+from maestro_common.app.config import RunConfig
+from maestro_common.app.methods import MAC_REFERENCE
+from maestro_common.app.task import build_run_model, input_shape, resolve_device, run_method
+from maestro_common.lowrank.accounting import count_macs, count_params
+from maestro_common.lowrank.layers import low_rank_layers
+from maestro_common.lowrank.prefix import array_shapes, payload_nbytes, state_key, take_prefix
+from maestro_common.lowrank.shrinking import shrink
+from maestro_common.ml.data import ArrayDataset, load_dataset
+from maestro_common.ml.training import evaluate
+from maestro_common.width.match import width_for_macs
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -32,7 +32,7 @@ class ModelOps:
     """Model-specific operations of one run, over numpy arrays in and out.
 
     A tier is named by its budget label β (a rank fraction); what the label means is the run's
-    :class:`~maestro_common.methods.Method`'s to say (:meth:`method_budget`).
+    :class:`~maestro_common.app.methods.Method`'s to say (:meth:`method_budget`).
     """
 
     def __init__(self, cfg: RunConfig) -> None:

@@ -1,7 +1,8 @@
 """Get a trained tier out of a run: export it for inference, or evaluate every tier of a checkpoint.
 
-Two subcommands, both reading a checkpoint through :mod:`maestro_common.checkpoint` and the run's
-``config.json`` beside it (a federated run folder, or a model saved by the centralized trainer)::
+Two subcommands, both reading a checkpoint through :mod:`maestro_common.app.checkpoint` and the
+run's ``config.json`` beside it (a federated run folder, or a model saved by the centralized
+trainer)::
 
     python -m server.export export runs/demo/<run>/checkpoint.npz --beta 0.2 --out exported
     python -m server.export evaluate runs/demo/<run>/checkpoint.npz --betas 0.2,0.6,1 \\
@@ -12,7 +13,7 @@ Two subcommands, both reading a checkpoint through :mod:`maestro_common.checkpoi
 class logits (normalisation is inside), and ``<out>/<name>.json`` with the tier's budget, ranks,
 params, MACs, bytes, test accuracy and latency. Factored layers are merged into dense ones where
 the dense form was measured to be faster on this CPU
-(:func:`maestro_common.inference.merge_where_faster`).
+(:func:`maestro_common.lowrank.inference.merge_where_faster`).
 
 ``evaluate`` prints the per-tier table (accuracy, loss, params, MACs, bytes, latency) and writes
 it as ``tiers.md``, ``tiers.json`` and ``tiers.csv``, without re-running the federation.
@@ -34,17 +35,17 @@ import torch
 from flwr.common.logger import log
 from torch import nn
 
-from maestro_common.accounting import count_macs, count_params
-from maestro_common.budget import use_budget
-from maestro_common.checkpoint import Checkpoint, read_checkpoint
-from maestro_common.config import RunConfig
-from maestro_common.data import DATASET_INFO, ArrayDataset, load_dataset
-from maestro_common.data.local import load_local_dataset
-from maestro_common.decompose import to_dense
-from maestro_common.inference import Normalize, latency_ms, merge_where_faster, tier_model
-from maestro_common.layers import low_rank_layers
-from maestro_common.prefix import array_shapes, payload_nbytes, take_prefix
-from maestro_common.training import evaluate
+from maestro_common.app.checkpoint import Checkpoint, read_checkpoint
+from maestro_common.app.config import RunConfig
+from maestro_common.lowrank.accounting import count_macs, count_params
+from maestro_common.lowrank.budget import use_budget
+from maestro_common.lowrank.decompose import to_dense
+from maestro_common.lowrank.inference import Normalize, latency_ms, merge_where_faster, tier_model
+from maestro_common.lowrank.layers import low_rank_layers
+from maestro_common.lowrank.prefix import array_shapes, payload_nbytes, take_prefix
+from maestro_common.ml.data import DATASET_INFO, ArrayDataset, load_dataset
+from maestro_common.ml.data.local import load_local_dataset
+from maestro_common.ml.training import evaluate
 from server.evaluation import ModelOps  # the tier budgets, shapes and counts of metrics.jsonl
 
 LATENCY_BATCHES = (1, 64)

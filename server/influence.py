@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from maestro_common.prefix import leading_block
+from maestro_common.lowrank.prefix import leading_block
 
 
 def low_median(values: Sequence[float]) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from maestro_common.config import RunConfig
+from maestro_common.app.config import RunConfig
 from server.clock import (
     apply_deadline,
     client_time,

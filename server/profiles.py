@@ -19,8 +19,8 @@ tier   β      speed (MAC/s)    down (B/s)            up (B/s)              avai
 =====  =====  ===============  ====================  ====================  ============
 
 A tier's share of the population is not a profile field: it is the run config's ``tier-shares``
-(:mod:`maestro_common.tiers` assigns tiers). Speed is sustained multiply-accumulates per second of
-local training (well below a phone's peak), upload is half of download as on most consumer links.
+(:mod:`maestro_common.app.tiers` assigns tiers). Speed is sustained multiply-accumulates per second
+of local training (well below a phone's peak), upload is half of download as on most consumer links.
 
 For a tier whose β is not in the table, a default is interpolated by β: log-linearly for speed and
 bandwidth (each step up doubles, roughly), linearly for availability, clamped at both ends.
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from maestro_common.config import parse_floats
-from maestro_common.prefix import check_budget, is_budget
+from maestro_common.app.config import parse_floats
+from maestro_common.lowrank.prefix import check_budget, is_budget
 
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
 DEFAULT_SPEEDS: tuple[float, ...] = (2e9, 4e9, 8e9, 16e9, 32e9)  # MAC/s

@@ -2,8 +2,8 @@
 
 The files and their roles are described in docs/architecture.md ("What a run leaves behind").
 
-The checkpoint (:mod:`maestro_common.checkpoint`: arrays and JSON, no pickle, with a checksum) is
-written before the round's metrics line, each by write-then-rename, so a crash at any point
+The checkpoint (:mod:`maestro_common.app.checkpoint`: arrays and JSON, no pickle, with a checksum)
+is written before the round's metrics line, each by write-then-rename, so a crash at any point
 leaves a consistent pair: resume drops metric lines past the checkpoint's round.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from maestro_common.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from maestro_common.app.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 
 CHECKPOINT = "checkpoint.npz"
 METRICS, CONFIG, SUMMARY = "metrics.jsonl", "config.json", "summary.md"
@@ -46,7 +46,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(folder: Path) -> Checkpoint:
-    """The folder's verified checkpoint (:func:`maestro_common.checkpoint.read_checkpoint`)."""
+    """The folder's verified checkpoint (:func:`maestro_common.app.checkpoint.read_checkpoint`)."""
     return read_checkpoint(folder / CHECKPOINT)
 
 

@@ -12,12 +12,12 @@ from flwr.app import ConfigRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from maestro_common import protocol as P
-from maestro_common.checkpoint import check_arrays
-from maestro_common.config import ConfigError, RunConfig
-from maestro_common.malloc import tune_malloc
-from maestro_common.schedules import round_lr
-from maestro_common.task import load_run_config
+from maestro_common.app import protocol as P
+from maestro_common.app.checkpoint import check_arrays
+from maestro_common.app.config import ConfigError, RunConfig
+from maestro_common.app.malloc import tune_malloc
+from maestro_common.app.task import load_run_config
+from maestro_common.ml.schedules import round_lr
 from server.evaluation import ModelOps
 from server.policy import VirtualClockPolicy, run_profiles
 from server.profiles import TierProfile

@@ -1,13 +1,13 @@
 """NestedFedAvg: federated averaging where every node trains the prefix of its own budget.
 
-A Flower :class:`~flwr.serverapp.strategy.Strategy`: ``configure_train`` builds one message per
-node carrying the leading blocks of its budget; ``aggregate_train`` reads every reply through the
-train-reply contract (:mod:`maestro_common.protocol`), validates its arrays against what that node
-was sent (:mod:`server.validation`), bounds its influence (:mod:`server.influence`) and averages
-each coordinate over the replies that cover it (:mod:`server.aggregation`). A reply that breaks
-any of these is left out with its reason; no single reply can end the round. The strategy holds
-numpy arrays only: no torch, no architecture. What depends on the model (shrinking, centralized
-evaluation, checkpoints) comes in as callables.
+A Flower :class:`~flwr.serverapp.strategy.Strategy`: ``configure_train`` builds one message per node
+carrying the leading blocks of its budget; ``aggregate_train`` reads every reply through the
+train-reply contract (:mod:`maestro_common.app.protocol`), validates its arrays against what that
+node was sent (:mod:`server.validation`), bounds its influence (:mod:`server.influence`) and
+averages each coordinate over the replies that cover it (:mod:`server.aggregation`). A reply that
+breaks any of these is left out with its reason; no single reply can end the round. The strategy
+holds numpy arrays only: no torch, no architecture. What depends on the model (shrinking,
+centralized evaluation, checkpoints) comes in as callables.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from maestro_common import protocol as P
-from maestro_common.device_report import decode_auto_tier
-from maestro_common.prefix import budget_shapes, payload_nbytes, take_prefix
-from maestro_common.protocol import Rejected, TrainReply, from_record, to_record
+from maestro_common.app import protocol as P
+from maestro_common.app.device_report import decode_auto_tier
+from maestro_common.app.protocol import Rejected, TrainReply, from_record, to_record
+from maestro_common.lowrank.prefix import budget_shapes, payload_nbytes, take_prefix
 from server.aggregation import aggregate_nested
 from server.influence import cap_weights, clip_updates
 from server.sampling import sample_nodes
@@ -99,7 +99,7 @@ class NestedFedAvg(Strategy):
     ----------
     prefix_axes:
         For each array key, the axes a budget cuts
-        (see :func:`maestro_common.prefix.budget_shapes`).
+        (see :func:`maestro_common.lowrank.prefix.budget_shapes`).
     clients_per_round, clients_per_eval:
         Nodes sampled for training / federated evaluation each round (by partition id).
     seed:

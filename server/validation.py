@@ -24,7 +24,7 @@ from logging import WARNING
 import numpy as np
 from flwr.common.logger import log
 
-from maestro_common.protocol import MAX_NUM_EXAMPLES
+from maestro_common.app.protocol import MAX_NUM_EXAMPLES
 
 
 class InvalidReply(ValueError):

@@ -8,10 +8,10 @@ Writes ``docs/performance.md`` (tables) and ``runs/bench/bench.json`` (every fig
 Every figure is the median of ``--repeats`` timed calls after ``--warmup`` untimed ones, on one
 torch thread, with glibc malloc tuned as the harness does. A tier runs as the project runs it: a
 factored (svd or tucker) client holds its rank prefix only (the layers truncated to the tier's
-ranks, as :func:`maestro_common.codec.load_arrays` leaves them); a width client (FjORD/HeteroFL)
+ranks, as :func:`maestro_common.app.codec.load_arrays` leaves them); a width client (FjORD/HeteroFL)
 holds the whole model and slices it at its width on every call, the width being the one whose MACs
 match the svd tier's (the harness's matched-MACs rule,
-:func:`maestro_common.width_match.width_for_macs`).
+:func:`maestro_common.width.match.width_for_macs`).
 
 Sections: per layer type; whole models (train step at ``--batch``, inference at batch 1 and 64,
 with factored tiers also merged by measurement); one Maestro training step against one dense step
@@ -39,16 +39,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maestro_common.accounting import count_macs
-from maestro_common.decompose import decompose
-from maestro_common.freezing import FreezeSchedule, freeze
-from maestro_common.layers import budget_rank, low_rank_layers, set_rank_quantum
-from maestro_common.malloc import tune_malloc
-from maestro_common.merging import clear_cache, merge_faster
-from maestro_common.models import build_model
-from maestro_common.samplers import make_sampler
-from maestro_common.width import make_width_sliceable, use_width
-from maestro_common.width_match import width_for_macs
+from maestro_common.app.malloc import tune_malloc
+from maestro_common.lowrank.accounting import count_macs
+from maestro_common.lowrank.decompose import decompose
+from maestro_common.lowrank.freezing import FreezeSchedule, freeze
+from maestro_common.lowrank.layers import budget_rank, low_rank_layers, set_rank_quantum
+from maestro_common.lowrank.merging import clear_cache, merge_faster
+from maestro_common.lowrank.samplers import make_sampler
+from maestro_common.ml.models import build_model
+from maestro_common.width.match import width_for_macs
+from maestro_common.width.sliceable import make_width_sliceable, use_width
 
 TIERS = (0.2, 0.4, 0.6, 0.8, 1.0)
 SHAPE = (1, 28, 28)  # Fashion-MNIST
@@ -684,7 +684,7 @@ def render(args: argparse.Namespace, results: dict[str, list[Row]], meta: dict[s
         "tier runs its rank prefix only (truncated factors, as a client holds them); a width "
         "tier slices the whole model at the width whose MACs match the svd tier's. 'merged' "
         "columns: factored layers whose dense form measured faster at that batch were merged "
-        "(`maestro_common.merging.merge_faster`).",
+        "(`maestro_common.lowrank.merging.merge_faster`).",
         "",
         "## Targets",
         "",

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from maestro_common.config import RunConfig
-from maestro_common.data import DATASET_INFO, load_dataset, partition_indices
+from maestro_common.app.config import RunConfig
+from maestro_common.ml.data import DATASET_INFO, load_dataset, partition_indices
 
 CHILD = r"""
 import json, resource, sys
@@ -39,11 +39,11 @@ from flwr.supercore.task_identity import TaskIdentity
 TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from client import client_app
-from maestro_common.codec import model_arrays
-from maestro_common.methods import METHODS
-from maestro_common.prefix import array_shapes, take_prefix
-from maestro_common.config import RunConfig
-from maestro_common.task import build_run_model
+from maestro_common.app.codec import model_arrays
+from maestro_common.app.methods import METHODS
+from maestro_common.lowrank.prefix import array_shapes, take_prefix
+from maestro_common.app.config import RunConfig
+from maestro_common.app.task import build_run_model
 from server.strategy import to_record
 cfg = RunConfig.from_run_config(json.loads(sys.argv[1]))
 node_config = json.loads(sys.argv[2])

@@ -21,16 +21,16 @@ from simulations.run import FAST_MALLOC
 
 CHILD = r"""
 import json, sys, time, torch
-from maestro_common.decompose import decompose
-from maestro_common.layers import low_rank_layers
-from maestro_common.models import build_model
-from maestro_common.samplers import make_sampler
-from maestro_common.training import TrainSettings, evaluate, train
+from maestro_common.lowrank.decompose import decompose
+from maestro_common.lowrank.layers import low_rank_layers
+from maestro_common.ml.models import build_model
+from maestro_common.lowrank.samplers import make_sampler
+from maestro_common.ml.training import TrainSettings, evaluate, train
 model_name, steps, factored, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
 torch.set_num_threads(1)
 torch.manual_seed(0)
 if mode.endswith("-mallopt"):
-    from maestro_common.malloc import tune_malloc
+    from maestro_common.app.malloc import tune_malloc
     assert tune_malloc()
     mode = mode.removesuffix("-mallopt")
 model = build_model(model_name)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from maestro_common.config import RunConfig
+from maestro_common.app.config import RunConfig
 
 RECORD = "harness.json"
 # Keys that legitimately differ between invocations of the same run: `resume` is the harness's own

@@ -44,9 +44,9 @@ from typing import Any
 
 import tomli_w
 
-from maestro_common.config import ConfigError, RunConfig
-from maestro_common.methods import METHOD_NAMES as METHODS
-from maestro_common.task import load_run_config
+from maestro_common.app.config import ConfigError, RunConfig
+from maestro_common.app.methods import METHOD_NAMES as METHODS
+from maestro_common.app.task import load_run_config
 from server.policy import run_profiles
 from simulations import provenance
 from simulations.procs import MARKER, ProcessGuard, marked, stop

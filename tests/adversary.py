@@ -13,7 +13,7 @@ import numpy as np
 from flwr.app import Context, Message
 
 from client import client_app
-from maestro_common import protocol as P
+from maestro_common.app import protocol as P
 from tests.fakegrid import Handler
 
 

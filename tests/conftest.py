@@ -9,7 +9,7 @@ import pytest
 import torch
 from flwr.supercore.task_identity import TaskIdentity
 
-from maestro_common.data import read_idx, write_idx
+from maestro_common.ml.data import read_idx, write_idx
 
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -70,7 +70,7 @@ def task_identity():
 
 @pytest.fixture(scope="session", autouse=True)
 def data_cache(tmp_path_factory):
-    """Decoded-dataset cache (maestro_common.data.raw) in a temporary folder, not in ~/.cache;
+    """Decoded-dataset cache (maestro_common.ml.data.raw) in a temporary folder, not in ~/.cache;
     set in os.environ so the processes the end-to-end tests start use it too."""
     import os
 

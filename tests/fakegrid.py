@@ -6,7 +6,7 @@ from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from client import client_app
-from maestro_common.protocol import CONFIG as CONFIG_KEY
+from maestro_common.app.protocol import CONFIG as CONFIG_KEY
 
 Handler = Callable[[Message, Context], Message]
 

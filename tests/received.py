@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from maestro_common.codec import model_arrays
-from maestro_common.methods import METHODS
-from maestro_common.prefix import array_shapes, take_prefix
+from maestro_common.app.codec import model_arrays
+from maestro_common.app.methods import METHODS
+from maestro_common.lowrank.prefix import array_shapes, take_prefix
 
 
 def model_arrays_at_budget(model: nn.Module, beta: float) -> dict[str, np.ndarray]:

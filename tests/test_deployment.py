@@ -29,7 +29,7 @@ import numpy as np
 import psutil
 import pytest
 
-from maestro_common.data.idx import read_idx, write_idx
+from maestro_common.ml.data.idx import read_idx, write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(sys.executable).parent  # the virtualenv's bin folder, if pytest runs from one

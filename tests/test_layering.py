@@ -2,7 +2,9 @@
 
 maestro_common (the core) imports none of server, client or simulations; server and client never
 import each other; only simulations and tests import simulations; and the core's modules import
-each other without a cycle. Imports inside functions count too.
+each other without a cycle. Inside the core, the method library (lowrank, width) never imports the
+app glue (app), the data or the training loop, and models and data import no other part of the
+core. Imports inside functions count too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,21 @@ FORBIDDEN = {
     "server": {"client", "simulations"},
     "client": {"server", "simulations"},
     "simulations": set(),
+}
+# Inside the core: part -> parts it must never import (docs/architecture.md).
+_LIBRARY_MUST_NOT = {"maestro_common.app", "maestro_common.ml.data", "maestro_common.ml.training"}
+_SUBSTRATE_MUST_NOT = {
+    "maestro_common.app",
+    "maestro_common.lowrank",
+    "maestro_common.width",
+    "maestro_common.ml.training",
+    "maestro_common.ml.schedules",
+}
+CORE_FORBIDDEN = {
+    "maestro_common.lowrank": _LIBRARY_MUST_NOT,
+    "maestro_common.width": _LIBRARY_MUST_NOT,
+    "maestro_common.ml.models": _SUBSTRATE_MUST_NOT | {"maestro_common.ml.data"},
+    "maestro_common.ml.data": _SUBSTRATE_MUST_NOT | {"maestro_common.ml.models"},
 }
 
 
@@ -58,6 +75,23 @@ def test_packages_import_only_downward(package):
         if name.split(".")[0] in FORBIDDEN[package]
     ]
     assert not bad, "imports against the layering rule (docs/architecture.md):\n" + "\n".join(bad)
+
+
+def _within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+@pytest.mark.parametrize("part", sorted(CORE_FORBIDDEN))
+def test_the_core_parts_import_only_downward(part):
+    modules_of_part = [(m, p) for m, p in modules("maestro_common") if _within(m, part)]
+    assert modules_of_part, f"no module under {part}: update CORE_FORBIDDEN"
+    bad = [
+        f"{module} imports {name}"
+        for module, path in modules_of_part
+        for name in sorted(imported(path, module))
+        if any(_within(name, banned) for banned in CORE_FORBIDDEN[part])
+    ]
+    assert not bad, "imports against the core's layering (docs/architecture.md):\n" + "\n".join(bad)
 
 
 def test_the_core_has_no_import_cycle():

@@ -11,10 +11,10 @@ from flwr.app import Context, RecordDict
 
 from client import client_app
 from client.local_data import own_splits
-from maestro_common.config import RunConfig
-from maestro_common.data import read_idx
-from maestro_common.device_report import StepMeasurement
-from maestro_common.malloc import client_wants_tuning
+from maestro_common.app.config import RunConfig
+from maestro_common.app.device_report import StepMeasurement
+from maestro_common.app.malloc import client_wants_tuning
+from maestro_common.ml.data import read_idx
 from server import server_app
 from server.strategy import NestedFedAvg
 from tests.fakegrid import FakeGrid
@@ -53,7 +53,7 @@ def own_data(tmp_path, fmnist_sample) -> Path:
 
 
 def test_slow_device_chooses_a_smaller_tier_and_the_server_records_it(cfg, monkeypatch, own_data):
-    monkeypatch.setattr("maestro_common.autotier.benchmark_step", slow_device)
+    monkeypatch.setattr("maestro_common.app.autotier.benchmark_step", slow_device)
     nodes = {
         1: {"rank-fraction": "auto", "max-step-ms": 250, "data-path": str(own_data)},
         2: {"rank-fraction": 1.0, "partition-id": 0, "num-partitions": 1},

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from maestro_common.checkpoint import write_checkpoint
-from maestro_common.codec import model_arrays
-from maestro_common.config import RunConfig
-from maestro_common.data import load_dataset
-from maestro_common.layers import low_rank_layers
-from maestro_common.samplers import make_sampler
-from maestro_common.task import build_run_model
-from maestro_common.training import TrainSettings, train
+from maestro_common.app.checkpoint import write_checkpoint
+from maestro_common.app.codec import model_arrays
+from maestro_common.app.config import RunConfig
+from maestro_common.app.task import build_run_model
+from maestro_common.lowrank.layers import low_rank_layers
+from maestro_common.lowrank.samplers import make_sampler
+from maestro_common.ml.data import load_dataset
+from maestro_common.ml.training import TrainSettings, train
 from server.export import (
     evaluate_run,
     export_tier,

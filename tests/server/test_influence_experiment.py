@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from flwr.app import Context, RecordDict
 
-from maestro_common.config import RunConfig
+from maestro_common.app.config import RunConfig
 from server import server_app
 from tests.adversary import noise_train
 from tests.fakegrid import FakeGrid

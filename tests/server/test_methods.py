@@ -4,11 +4,11 @@ code (in-process fake grid), on a small local sample of Fashion-MNIST."""
 import numpy as np
 import pytest
 
-from maestro_common.config import RunConfig
-from maestro_common.methods import METHODS, Method
-from maestro_common.prefix import array_shapes, take_prefix
-from maestro_common.task import build_run_model
-from maestro_common.training import evaluate
+from maestro_common.app.config import RunConfig
+from maestro_common.app.methods import METHODS, Method
+from maestro_common.app.task import build_run_model
+from maestro_common.lowrank.prefix import array_shapes, take_prefix
+from maestro_common.ml.training import evaluate
 from server.evaluation import ModelOps
 from server.server_app import make_strategy
 from tests.fakegrid import FakeGrid

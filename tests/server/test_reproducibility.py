@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flwr.app import Context, RecordDict
 
-from maestro_common.data import write_idx
+from maestro_common.ml.data import write_idx
 from server import server_app
 from tests.fakegrid import FakeGrid
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from maestro_common.config import RunConfig
+from maestro_common.app.config import RunConfig
 from server.report import plot_accuracy, tier_table, write_summary
 from server.results import (
     CHECKPOINT,

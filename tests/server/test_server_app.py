@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flwr.app import Context, RecordDict
 
-from maestro_common.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
-from maestro_common.config import ConfigError, RunConfig
-from maestro_common.data import write_idx
+from maestro_common.app.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from maestro_common.app.config import ConfigError, RunConfig
+from maestro_common.ml.data import write_idx
 from server import server_app
 from server.results import CHECKPOINT, METRICS, OLD_CHECKPOINT, SUMMARY, ResumeError
 from tests.fakegrid import FakeGrid

@@ -13,15 +13,15 @@ from flwr.app import ConfigRecord, Context, Error, Message, MessageType, MetricR
 
 from client import client_app
 from client.local_data import local_splits
-from maestro_common import protocol as P
-from maestro_common.config import RunConfig
-from maestro_common.data import write_idx
-from maestro_common.prefix import budget_shapes, leading_block
-from maestro_common.protocol import ARRAYS as ARRAYS_KEY
-from maestro_common.protocol import CONFIG as CONFIG_KEY
-from maestro_common.protocol import METRICS as METRICS_KEY
-from maestro_common.protocol import from_record, to_record
-from maestro_common.tiers import resolve_budget
+from maestro_common.app import protocol as P
+from maestro_common.app.config import RunConfig
+from maestro_common.app.protocol import ARRAYS as ARRAYS_KEY
+from maestro_common.app.protocol import CONFIG as CONFIG_KEY
+from maestro_common.app.protocol import METRICS as METRICS_KEY
+from maestro_common.app.protocol import from_record, to_record
+from maestro_common.app.tiers import resolve_budget
+from maestro_common.lowrank.prefix import budget_shapes, leading_block
+from maestro_common.ml.data import write_idx
 from server.evaluation import ModelOps
 from server.strategy import NestedFedAvg, RoundLog
 from tests.adversary import noise_train
@@ -636,7 +636,7 @@ def test_a_liar_claiming_1e9_examples_cannot_own_the_average(cfg, ops):
 
 
 def test_configure_train_sends_the_rounds_lr_to_training_clients_only(cfg, ops):
-    from maestro_common.schedules import round_lr
+    from maestro_common.ml.schedules import round_lr
 
     nodes = _partition_nodes(4)
     grid = FakeGrid(nodes, cfg.to_run_config())
@@ -652,7 +652,7 @@ def test_configure_train_sends_the_rounds_lr_to_training_clients_only(cfg, ops):
 
 
 def test_client_nested_sampler_cuts_the_received_prefix_at_the_tiers_fractions(cfg, ops):
-    from maestro_common.samplers import MaestroSampler, NestedSampler
+    from maestro_common.lowrank.samplers import MaestroSampler, NestedSampler
 
     arrays = ops.initial_arrays()
     shapes = budget_shapes({k: v.shape for k, v in arrays.items()}, ops.axes, 0.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maestro_common.layers import budget_rank, low_rank_layers
+from maestro_common.lowrank.layers import budget_rank, low_rank_layers
 from simulations import bench
 from simulations.bench import Row, Timer, factored_tier, parse_args, targets, tier_table
 

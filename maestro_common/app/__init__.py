@@ -1,0 +1,1 @@
+"""What the Flower apps share: run config, method registry, wire protocol, codec, tiers, files."""

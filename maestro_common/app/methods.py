@@ -1,0 +1,243 @@
+"""What a training method means, in one object per method, and the registry of methods.
+
+The server and every client call the same :class:`Method` object, so they cannot disagree on
+what a tier receives, how received arrays are loaded or at which budget a sub-model runs. A new
+method is one subclass and one entry in :data:`METHODS`.
+
+Budgets. A tier is named by its label β (a rank fraction). :meth:`Method.budget` turns the label
+into what the method trains: a rank fraction (Maestro) or a width (the FjORD / HeteroFL
+baselines, matched to Maestro's MACs at β). The tier's sub-model is the global model run at that
+budget. A model loaded from the arrays a tier *received* runs the same sub-model at
+:meth:`Method.loaded_budget`: 1.0 for Maestro, whose received factors are already cut to the
+budget, and the budget itself for width and dense models, which keep their full shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar
+
+import numpy as np
+from torch import nn
+
+from maestro_common.app.codec import load_arrays, load_leading_blocks, prefix_axes
+from maestro_common.app.config import ConfigError, RunConfig
+from maestro_common.lowrank.decompose import decompose
+from maestro_common.lowrank.freezing import FreezeSchedule
+from maestro_common.lowrank.layers import low_rank_layers, rank_quantum, set_rank_quantum
+from maestro_common.lowrank.prefix import budget_shapes
+from maestro_common.lowrank.samplers import NestedSampler, RankSampler, WidthSampler, make_sampler
+from maestro_common.width.sliceable import make_width_sliceable, width_shapes
+
+Shapes = dict[str, tuple[int, ...]]
+Shape = Sequence[int]
+Grid = Sequence[float]
+Sampler = RankSampler | WidthSampler | NestedSampler | None
+# The widest width whose MACs fit the MAC-reference method's MACs at a tier label β.
+MatchedWidth = Callable[[float], float]
+
+
+class Method:
+    """One training method: the base behaviour is a dense model trained whole by every tier."""
+
+    name: ClassVar[str]
+    # Whether the group lasso term of local training, and server-side progressive shrinking,
+    # apply (both act on factored layers only).
+    uses_lasso: ClassVar[bool] = False
+    shrinks: ClassVar[bool] = False
+    # What a tier's sub-model is: leading rank components of factored layers, or leading
+    # channels/units of a width-sliceable dense model (neither: the whole dense model).
+    factored: ClassVar[bool] = False
+    width_sliced: ClassVar[bool] = False
+
+    def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
+        """Turn a freshly built dense model into this method's global model, in place."""
+        return model
+
+    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
+        """What this method trains for tier label β: a rank fraction or a width in (0, 1]."""
+        return 1.0
+
+    def shapes(self, model: nn.Module, shapes: Shapes, budget: float, input_shape: Shape) -> Shapes:
+        """The shapes of the arrays a tier of this budget receives (leading blocks)."""
+        return dict(shapes)
+
+    def load(self, model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module:
+        """Load global or received arrays into a model built by :meth:`prepare`."""
+        return load_leading_blocks(model, arrays)
+
+    def loaded_budget(self, budget: float) -> float:
+        """The budget at which a model loaded from a tier's received arrays runs its sub-model."""
+        return budget
+
+    def freezing(self, cfg: RunConfig) -> FreezeSchedule | None:
+        """Which factors local training freezes in turn (sequential freezing); None: none."""
+        return None
+
+    def sampler(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        budget: float,
+        grid: Grid,
+        seed: int,
+        beta: float = 1.0,
+        global_ranks: Mapping[str, int] | None = None,
+    ) -> Sampler:
+        """Which sub-model(s) each local step trains (None: the whole received model).
+
+        ``grid`` holds the budgets of all tiers (the server's ``budget-grid``), ``budget`` and
+        ``beta`` this client's budget and tier label, ``global_ranks`` the global model's ranks
+        before the received prefix cut them (see :meth:`ranks`).
+        """
+        return None
+
+    def ranks(self, model: nn.Module) -> dict[str, int]:
+        """The kept rank of every factored layer of ``model`` (none for dense models)."""
+        return {}
+
+
+class Maestro(Method):
+    """Nested low-rank factors W = U Vᵀ; a tier trains the first ⌈β·r⌉ components of each."""
+
+    name = "maestro"
+    uses_lasso = True
+    shrinks = True
+    factored = True
+
+    def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
+        decompose(
+            model,
+            rank_fraction=cfg.rank_fraction,
+            initial_ranks=cfg.initial_ranks,
+            conv_factorization=cfg.conv_factorization,
+        )
+        set_rank_quantum(model, cfg.rank_quantum)
+        return model
+
+    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
+        return beta
+
+    def shapes(self, model: nn.Module, shapes: Shapes, budget: float, input_shape: Shape) -> Shapes:
+        return budget_shapes(shapes, prefix_axes(model), budget, rank_quantum(model))
+
+    def load(self, model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module:
+        return load_arrays(model, arrays)  # the factors take the ranks the arrays carry
+
+    def loaded_budget(self, budget: float) -> float:
+        return 1.0  # the received prefix *is* the budget
+
+    def freezing(self, cfg: RunConfig) -> FreezeSchedule | None:
+        return FreezeSchedule(cfg.freeze, cfg.freeze_groups, cfg.seed)
+
+    def sampler(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        budget: float,
+        grid: Grid,
+        seed: int,
+        beta: float = 1.0,
+        global_ranks: Mapping[str, int] | None = None,
+    ) -> Sampler:
+        received = self.ranks(model)
+        if cfg.objective == "nested":
+            # The whole received prefix, plus sub-models at the tiers' fractions of the global
+            # ranks R_l, all layers cut together. The prefix holds ⌈β·R_l⌉, so ⌊r/β⌋ ≈ R_l
+            # (capped by R_l; exact without server-side shrinking).
+            glob = dict(global_ranks or {})
+            full = {}
+            for n, r in received.items():
+                whole = int(r / beta + 1e-9)
+                full[n] = max(1, min(glob[n], whole) if n in glob else whole)
+            return NestedSampler(
+                full,
+                beta=beta,
+                grid=cfg.tiers,
+                rule=cfg.sub_models,
+                full_pass_share=cfg.full_pass_share,
+                seed=seed,
+                caps=received,
+            )
+        # Ordered dropout over ranks (the paper's sampler), within all of the received prefix.
+        return make_sampler(cfg.sampler, received, beta=1.0, seed=seed)
+
+    def ranks(self, model: nn.Module) -> dict[str, int]:
+        return {n: m.rank for n, m in low_rank_layers(model).items()}
+
+
+class HeteroFL(Method):
+    """Width baseline: a static width per tier, matched to Maestro's MACs at β."""
+
+    name = "heterofl"
+    width_sliced = True
+
+    def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
+        return make_width_sliceable(model, input_shape)
+
+    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
+        return matched_width(beta)
+
+    def shapes(self, model: nn.Module, shapes: Shapes, budget: float, input_shape: Shape) -> Shapes:
+        return width_shapes(model, budget, input_shape)
+
+    def sampler(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        budget: float,
+        grid: Grid,
+        seed: int,
+        beta: float = 1.0,
+        global_ranks: Mapping[str, int] | None = None,
+    ) -> Sampler:
+        return WidthSampler([budget], max_width=budget, seed=seed)  # static width
+
+
+class FjORD(HeteroFL):
+    """Width ordered dropout: each batch's width p is drawn from the tiers' widths up to its own."""
+
+    name = "fjord"
+
+    def sampler(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        budget: float,
+        grid: Grid,
+        seed: int,
+        beta: float = 1.0,
+        global_ranks: Mapping[str, int] | None = None,
+    ) -> Sampler:
+        return WidthSampler(list(grid), max_width=budget, seed=seed)
+
+
+class FedAvgFit(HeteroFL):
+    """A dense model narrow enough for the weakest tier, trained by every client."""
+
+    name = "fedavg-fit"
+
+    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
+        return matched_width(min(tiers))
+
+
+class FedAvgAll(Method):
+    """The dense model trained by every client whatever its budget (the unconstrained reference)."""
+
+    name = "fedavg-all"
+
+
+METHODS: dict[str, Method] = {
+    m.name: m for m in (Maestro(), FjORD(), HeteroFL(), FedAvgAll(), FedAvgFit())
+}
+METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+# The width baselines are compared with this method at matched MACs.
+MAC_REFERENCE = Maestro.name
+
+
+def get_method(name: str) -> Method:
+    """The registered method called ``name``; ConfigError names the allowed ones otherwise."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"method must be one of {METHOD_NAMES}, got {name!r}") from None

@@ -1,0 +1,130 @@
+"""The run's model, device, names and training settings, the same on the server and every client."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import nn
+
+from maestro_common.app.config import ConfigError, RunConfig
+from maestro_common.app.methods import Method, get_method
+from maestro_common.lowrank.decompose import CONV_FACTORIZATIONS, INITIAL_RANKS
+from maestro_common.lowrank.freezing import FREEZE_MODES
+from maestro_common.lowrank.samplers import SAMPLER_NAMES, SUBMODEL_RULES
+from maestro_common.ml.data import DATASET_INFO
+from maestro_common.ml.data.partition import SCHEMES
+from maestro_common.ml.models import MODEL_NAMES, build_model
+from maestro_common.ml.schedules import SCHEDULES
+from maestro_common.ml.training import TrainSettings
+
+
+def check_names(cfg: RunConfig) -> None:
+    """Check the run's names against the registries of what they name.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key, the value and what is allowed.
+    """
+    get_method(cfg.method)
+    for key, value, allowed in (
+        ("model", cfg.model, MODEL_NAMES),
+        ("dataset", cfg.dataset, tuple(DATASET_INFO)),
+        ("sampler", cfg.sampler, SAMPLER_NAMES),
+        ("partitioning", cfg.partitioning, SCHEMES),
+        ("conv-factorization", cfg.conv_factorization, CONV_FACTORIZATIONS),
+        ("freeze", cfg.freeze, FREEZE_MODES),
+        ("sub-models", cfg.sub_models, SUBMODEL_RULES),
+        ("lr-schedule", cfg.lr_schedule, SCHEDULES),
+        ("initial-ranks", cfg.initial_ranks, INITIAL_RANKS),
+    ):
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {tuple(allowed)}, got {value!r}")
+
+
+def load_run_config(run_config: Mapping[str, Any]) -> RunConfig:
+    """Parse Flower's run_config and check its names: what the ServerApp and ClientApp read."""
+    cfg = RunConfig.from_run_config(run_config)
+    check_names(cfg)
+    return cfg
+
+
+def run_method(cfg: RunConfig) -> Method:
+    """The run's :class:`~maestro_common.app.methods.Method`."""
+    return get_method(cfg.method)
+
+
+def build_run_model(cfg: RunConfig) -> nn.Module:
+    """The run's global model, seeded so every party builds the same one.
+
+    The method prepares the dense model (:meth:`~maestro_common.app.methods.Method.prepare`). A
+    fresh copy of a per-process template: a client builds one per message, and the SVD of
+    decomposition would otherwise run every time.
+    """
+    return copy.deepcopy(_template(_model_key(cfg)))
+
+
+# What the global model depends on: the run config with everything else at its default, so
+# runs that differ only in training settings share one cached template.
+_MODEL_FIELDS = (
+    "method",
+    "model",
+    "dataset",
+    "rank_fraction",
+    "seed",
+    "conv_factorization",
+    "rank_quantum",
+    "initial_ranks",
+)
+
+
+def _model_key(cfg: RunConfig) -> RunConfig:
+    return RunConfig(**{f: getattr(cfg, f) for f in _MODEL_FIELDS})
+
+
+@lru_cache(maxsize=8)
+def _template(cfg: RunConfig) -> nn.Module:
+    check_names(cfg)
+    info = DATASET_INFO[cfg.dataset]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, info.num_classes, info.in_channels, info.image_size)
+        run_method(cfg).prepare(model, input_shape(cfg), cfg)
+    return model
+
+
+def input_shape(cfg: RunConfig) -> tuple[int, int, int]:
+    info = DATASET_INFO[cfg.dataset]
+    return (info.in_channels, info.image_size, info.image_size)
+
+
+def train_settings(cfg: RunConfig, lr: float | None = None) -> TrainSettings:
+    """Local training hyper-parameters of a run; the lasso only where the method uses it.
+
+    ``lr``: the round's learning rate when the server schedules it (else the run's ``lr``); the
+    schedule is the server's, so local steps use it as a constant.
+    """
+    return TrainSettings(
+        epochs=cfg.local_epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr if lr is None else lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        lasso=cfg.lasso if run_method(cfg).uses_lasso else 0.0,
+        distill=cfg.distill,
+        distill_temperature=cfg.distill_temperature,
+    )
+
+
+def resolve_device(cfg: RunConfig) -> torch.device:
+    """``auto``: CUDA when present, else CPU. ``cuda`` without a GPU is an error."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but no CUDA device is available; use device=auto or cpu")
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)

@@ -1,0 +1,104 @@
+"""Sequential freezing of factored layers (Hajimolahoseini et al., arXiv 2309.03824).
+
+A factored layer has two or three factors where the dense layer had one weight, so its backward
+pass computes two or three weight gradients. Freezing part of the factors for a period skips their
+weight gradients (and, where nothing earlier needs one, the input gradients below them) while the
+rest keeps learning; rotating what is frozen from one period to the next trains every factor.
+A period is one local epoch; the caller offsets it by the epochs already done (the federated
+client by its round), so the rotation continues across rounds.
+
+Modes:
+
+- ``none``: nothing is frozen.
+- ``factor``: in period t every factored layer freezes one factor, the (t mod F)-th of its factors
+  in forward order (``v`` then ``u``; ``v``, ``core`` then ``u`` for Tucker), so each period one
+  of the two or three weight gradients of every layer is skipped.
+- ``layer``: the factored layers are split into ``groups`` contiguous groups in module order, and
+  in period t the whole of group (t mod groups) is frozen.
+
+The rotation order (which factor or group comes first) is a permutation drawn from ``seed``, so a
+run is reproducible by its seed. Dense layers (the first conv, the classifier, norms) always train.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from maestro_common.lowrank.layers import LowRankLayer, low_rank_layers
+
+FREEZE_MODES = ("none", "factor", "layer")
+
+
+def _factor_names(layer: LowRankLayer) -> list[str]:
+    # Forward order: the factor applied to the input first comes first.
+    return [name for name in ("v", "core", "u") if name in layer.factor_axes()]
+
+
+@dataclass(frozen=True)
+class FreezeSchedule:
+    """Which factors of a factored model are frozen in each training period."""
+
+    mode: str = "none"  # one of FREEZE_MODES
+    groups: int = 2  # layer groups of mode "layer"
+    seed: int = 0  # draws the rotation order
+
+    def __post_init__(self) -> None:
+        if self.mode not in FREEZE_MODES:
+            raise ValueError(f"freeze mode must be one of {FREEZE_MODES}, got {self.mode!r}")
+        if isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 1:
+            raise ValueError(f"freeze groups must be an int ≥ 1, got {self.groups!r}")
+
+    def _order(self, n: int) -> list[int]:
+        return [int(i) for i in np.random.default_rng(self.seed).permutation(n)]
+
+    def frozen(self, model: nn.Module, period: int) -> dict[str, list[str]]:
+        """Per factored layer (qualified name), the names of its factors frozen in ``period``."""
+        if period < 0:
+            raise ValueError(f"period must be ≥ 0, got {period}")
+        layers = low_rank_layers(model)
+        if self.mode == "none" or not layers:
+            return {}
+        if self.mode == "factor":
+            out = {}
+            for name, layer in layers.items():
+                factors = _factor_names(layer)
+                out[name] = [factors[self._order(len(factors))[period % len(factors)]]]
+            return out
+        names = list(layers)
+        groups = min(self.groups, len(names))
+        group = self._order(groups)[period % groups]
+        chunks = np.array_split(np.arange(len(names)), groups)
+        return {names[i]: _factor_names(layers[names[i]]) for i in chunks[group]}
+
+
+@contextmanager
+def freeze(model: nn.Module, schedule: FreezeSchedule | None, period: int) -> Iterator[None]:
+    """Train ``model`` with the factors ``schedule`` picks for ``period`` frozen.
+
+    Frozen parameters get ``requires_grad = False`` for the duration, so autograd computes no
+    gradient for them and the optimizer (which skips parameters whose ``grad`` is None) leaves them
+    bit-identical; their previous ``requires_grad`` flags are restored on exit.
+    """
+    if schedule is None:
+        yield
+        return
+    layers = low_rank_layers(model)
+    params = [
+        getattr(layers[name], factor)
+        for name, factors in schedule.frozen(model, period).items()
+        for factor in factors
+    ]
+    previous = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None
+        yield
+    finally:
+        for p, flag in zip(params, previous, strict=True):
+            p.requires_grad_(flag)

@@ -1,0 +1,1 @@
+"""The machine-learning substrate: models, datasets, the training loop and lr schedules."""

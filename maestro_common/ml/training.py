@@ -1,0 +1,236 @@
+"""Local training with ordered dropout and the group lasso, and evaluation at a budget.
+
+Shared by the centralized trainer and the federated client, so both train the same way. Two
+objectives:
+
+- *sampled* (a :class:`RankSampler` or :class:`WidthSampler`): one sampled sub-model per step,
+  trained on the labels (the paper's per-layer sampler, FjORD's ordered dropout);
+- *nested* (a :class:`NestedSampler`): the whole prefix on the labels, plus smaller sub-models
+  cut from it (all layers together), distilled from the prefix's output when ``distill`` is on,
+  as the Maestro authors' training step does by default (full pass + sub-model, summed).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from maestro_common.app.config import RunConfig
+from maestro_common.lowrank.budget import use_budget
+from maestro_common.lowrank.freezing import FreezeSchedule, freeze
+from maestro_common.lowrank.layers import low_rank_layers, use_ranks
+from maestro_common.lowrank.regularizers import group_lasso
+from maestro_common.lowrank.samplers import NestedSampler, RankSampler, WidthSampler
+from maestro_common.ml.schedules import SCHEDULES, lr_factor
+from maestro_common.width.sliceable import use_width
+
+# The one source of hyper-parameter defaults: the run config's (the centralized CLI takes these).
+_RUN = RunConfig()
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Hyper-parameters of local training; defaults are the run config's."""
+
+    epochs: int = _RUN.local_epochs  # passes over the local data
+    batch_size: int = _RUN.batch_size
+    lr: float = _RUN.lr  # SGD learning rate
+    momentum: float = _RUN.momentum
+    weight_decay: float = _RUN.weight_decay
+    lasso: float = _RUN.lasso  # λ of the hierarchical group lasso (0: off)
+    max_grad_norm: float = _RUN.max_grad_norm  # 0: no clipping
+    distill: bool = False  # nested objective: sub-models learn the prefix's softened output
+    distill_temperature: float = 1.0  # T of the softened logits (the KL is scaled by T²)
+    lr_schedule: str = "constant"  # per step over this call's steps (see schedules)
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+        if self.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ValueError(
+                f"epochs must be ≥ 0 and batch_size ≥ 1, got {self.epochs}, {self.batch_size}"
+            )
+        if self.lr <= 0 or self.lasso < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ValueError("lr must be > 0; lasso, weight_decay and max_grad_norm must be ≥ 0")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    num_examples: int
+    loss: float  # mean task loss over the steps (without the lasso term)
+    seconds: float
+    steps: int
+    # Forward-backward passes per sub-model (its budget fraction), for the cost of a step.
+    passes: dict[float, int] = field(default_factory=dict)
+
+    def cost_per_step(self, macs_at: Callable[[float], float], reference_macs: float) -> float:
+        """Mean MACs of one step's passes relative to one pass of ``reference_macs``."""
+        total = sum(n * macs_at(p) for p, n in self.passes.items())
+        return total / max(self.steps, 1) / reference_macs
+
+
+def _batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, gen: torch.Generator):
+    # Index slicing of in-memory tensors: far cheaper than a DataLoader for small images.
+    order = torch.randperm(len(labels), generator=gen)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        yield images[idx], labels[idx]
+
+
+def train(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: TrainSettings,
+    sampler: RankSampler | WidthSampler | NestedSampler | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    freezing: FreezeSchedule | None = None,
+    period_offset: int = 0,
+    step_offset: int = 0,
+    total_steps: int = 0,
+) -> TrainResult:
+    """Train ``model`` in place, one optimiser step per batch.
+
+    ``sampler`` gives each step's sub-model(s): per-layer ranks or a width (one sampled
+    sub-model), a :class:`NestedSampler` (the prefix plus smaller sub-models, see the module
+    docstring), or None (the whole model). The group lasso is added with weight
+    ``settings.lasso`` when the model has factored layers. The lr follows
+    ``settings.lr_schedule`` over steps ``step_offset`` … of ``total_steps`` (0: this call's).
+    ``freezing`` freezes factors in sequence, one period per epoch, counted from
+    ``period_offset`` (the epochs trained before this call).
+    """
+    model.to(device).train()
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+    )
+    use_lasso = settings.lasso > 0 and bool(low_rank_layers(model))
+    if total_steps <= 0:
+        total_steps = step_offset + settings.epochs * math.ceil(len(labels) / settings.batch_size)
+    total, steps, start = 0.0, 0, time.perf_counter()
+    passes: Counter[float] = Counter()
+    for epoch in range(settings.epochs):
+        for x, y in _batches(images, labels, settings.batch_size, gen):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            progress = min((step_offset + steps) / max(total_steps, 1), 1.0)
+            for group in opt.param_groups:
+                group["lr"] = settings.lr * lr_factor(settings.lr_schedule, progress)
+            # The graph is built with this period's factors frozen: backward skips their gradients.
+            with freeze(model, freezing, period_offset + epoch):
+                if isinstance(sampler, NestedSampler):
+                    loss, objective = _nested_loss(model, x, y, sampler, settings, passes)
+                elif isinstance(sampler, WidthSampler):
+                    width = sampler.sample()
+                    with use_width(model, width):
+                        loss = F.cross_entropy(model(x), y)
+                    objective = loss
+                    passes[width] += 1
+                else:
+                    with sampler.step(model) if sampler is not None else nullcontext():
+                        loss = F.cross_entropy(model(x), y)
+                    objective = loss
+                    # A per-layer sampler cuts one layer below its cap: counted as one cap pass.
+                    passes[sampler.beta if sampler is not None else 1.0] += 1
+                if use_lasso:
+                    objective = objective + settings.lasso * group_lasso(model)
+            opt.zero_grad(set_to_none=True)
+            objective.backward()
+            if settings.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            opt.step()
+            total += loss.item()
+            steps += 1
+    return TrainResult(
+        num_examples=len(labels),
+        loss=total / max(steps, 1),
+        seconds=time.perf_counter() - start,
+        steps=steps,
+        passes=dict(passes),
+    )
+
+
+def _nested_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sampler: NestedSampler,
+    settings: TrainSettings,
+    passes: Counter[float],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(task loss of the largest model run, summed objective) of one nested step.
+
+    The prefix learns the labels; each smaller sub-model learns the prefix's softened output
+    (KL at temperature T, scaled by T² so its gradient keeps the labels' scale) when
+    ``settings.distill`` is on and the prefix ran, else the labels. The losses are summed, as in
+    the authors' code: a sub-model's components are shared with the prefix, so each pass adds
+    its own gradient to them.
+    """
+    full, fractions = sampler.plan()
+    objective = x.new_zeros(())
+    teacher = None
+    task_loss = None
+    if full:
+        with use_ranks(model, sampler.caps):
+            logits = model(x)
+        task_loss = F.cross_entropy(logits, y)
+        objective = objective + task_loss
+        teacher = logits.detach()
+        passes[sampler.beta] += 1
+    t = settings.distill_temperature
+    for p in fractions:
+        with use_ranks(model, sampler.ranks_at(p)):
+            out = model(x)
+        if settings.distill and teacher is not None:
+            sub = F.kl_div(
+                F.log_softmax(out / t, dim=1),
+                F.log_softmax(teacher / t, dim=1),
+                reduction="batchmean",
+                log_target=True,
+            ) * (t * t)
+        else:
+            sub = F.cross_entropy(out, y)
+            task_loss = sub if task_loss is None else task_loss
+        objective = objective + sub
+        passes[p] += 1
+    # plan() always runs something, and without the prefix every pass learns the labels.
+    assert task_loss is not None
+    return task_loss, objective
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    beta: float = 1.0,
+    batch_size: int = 1000,
+    device: torch.device | str = "cpu",
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of the nested sub-model of budget β."""
+    model.to(device).eval()
+    loss_sum, correct = 0.0, 0
+    with use_budget(model, beta):
+        for start in range(0, len(labels), batch_size):
+            x = images[start : start + batch_size].to(device)
+            y = labels[start : start + batch_size].to(device)
+            out = model(x)
+            loss_sum += F.cross_entropy(out, y, reduction="sum").item()
+            correct += (out.argmax(1) == y).sum().item()
+    n = max(len(labels), 1)
+    return loss_sum / n, correct / n

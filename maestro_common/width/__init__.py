@@ -1,0 +1,1 @@
+"""The width baselines (FjORD, HeteroFL): width-sliceable models and width matching."""

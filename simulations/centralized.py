@@ -1,0 +1,470 @@
+"""Centralized training of dense and Maestro models, reported at every budget β.
+
+Methods:
+
+- ``dense``: the dense model, trained as is. Its rows at β < 1 are the naive alternative: the
+  trained dense model factored by SVD and truncated to each budget (``svd`` in the table).
+- ``maestro``: the model factored at initialisation and trained with the objective of
+  ``--objective``: ``nested`` (default: the whole model on the labels plus sub-models of the
+  ``--grid`` cut from it, all layers together, distilled from its output) or ``sampled`` (one
+  sub-model per step from ``--sampler``).
+- ``maestro-sampled``: ``maestro`` with ``--objective sampled`` (the paper's per-layer sampler by
+  default), to compare both objectives in one run.
+- ``maestro-gl``: ``maestro`` plus the hierarchical group lasso (λ = ``--lasso``) and progressive
+  shrinking (ε = ``--shrink-eps``) after every epoch.
+- ``fjord``: a width-sliceable dense model trained with FjORD's ordered dropout (one width per
+  step from the widths whose MACs match the factored model's at each β), evaluated at those
+  widths: the width-nesting anchor at matched MACs.
+
+With ``--val-size N`` the last N images of a fixed shuffle of the training set are held out as a
+validation split; with several ``--lrs`` each method's lr is chosen on it (mean accuracy over the
+β's, ``--select-epochs`` epochs, the first seed), then every seed is trained at that lr.
+
+Example::
+
+    python -m simulations.centralized --model cnn --epochs 5 --seeds 0,1,2 \\
+        --methods dense,maestro,fjord --val-size 6000 --lrs 0.02,0.05 --out runs/centralized/cnn
+
+With ``--out`` every trained model is also saved as ``<out>/<method>-seed<seed>/checkpoint.npz``
+(with its ``config.json``), which ``python -m server.export`` evaluates and exports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from maestro_common.app.checkpoint import write_checkpoint
+from maestro_common.app.codec import model_arrays
+from maestro_common.app.config import OBJECTIVES, RunConfig
+from maestro_common.app.malloc import tune_malloc
+from maestro_common.lowrank.accounting import count_macs, count_params
+from maestro_common.lowrank.decompose import CONV_FACTORIZATIONS, INITIAL_RANKS, decompose
+from maestro_common.lowrank.freezing import FREEZE_MODES, FreezeSchedule
+from maestro_common.lowrank.layers import low_rank_layers, set_rank_quantum
+from maestro_common.lowrank.samplers import (
+    SAMPLER_NAMES,
+    SUBMODEL_RULES,
+    NestedSampler,
+    WidthSampler,
+    make_sampler,
+)
+from maestro_common.lowrank.shrinking import shrink
+from maestro_common.ml.data import DATASET_INFO, load_dataset
+from maestro_common.ml.models import MODEL_NAMES, build_model
+from maestro_common.ml.schedules import SCHEDULES
+from maestro_common.ml.training import TrainSettings, evaluate, train
+from maestro_common.width.match import width_for_macs
+from maestro_common.width.sliceable import make_width_sliceable
+
+log = logging.getLogger("maestro.centralized")
+METHODS = ("dense", "maestro", "maestro-sampled", "maestro-gl", "fjord")
+
+
+@dataclass(frozen=True)
+class Row:
+    model: str
+    method: str  # dense, svd, maestro, maestro-gl
+    seed: int
+    beta: float
+    accuracy: float
+    loss: float
+    params: int
+    macs: int
+    train_seconds: float
+    lr: float = 0.0
+    step_cost: float = 1.0  # MACs of one training step's passes / one dense model's pass
+    width: float = 1.0  # fjord: the width evaluated at this β
+
+
+def _shape(args: argparse.Namespace) -> tuple[int, int, int]:
+    info = DATASET_INFO[args.dataset]
+    return (info.in_channels, info.image_size, info.image_size)
+
+
+def _budget_rows(
+    model, method, args, seed, test, train_seconds, widths=None, lr=0.0, cost=1.0
+) -> list[Row]:
+    """One row per β; a width model (``widths``: β -> width) is evaluated at its matched width."""
+    shape = _shape(args)
+    rows = []
+    for beta in args.betas:
+        budget = widths[beta] if widths else beta
+        loss, acc = evaluate(model, test.images, test.labels, budget, device=args.device)
+        rows.append(
+            Row(
+                args.model,
+                method,
+                seed,
+                beta,
+                acc,
+                loss,
+                count_params(model, budget),
+                count_macs(model, shape, budget),
+                train_seconds,
+                lr,
+                cost,
+                budget if widths else 1.0,
+            )
+        )
+        log.info("%s seed=%d β=%.2f acc=%.4f params=%d", method, seed, beta, acc, rows[-1].params)
+    return rows
+
+
+def save_model(model: torch.nn.Module, method: str, seed: int, args: argparse.Namespace) -> Path:
+    """Save a trained model as a run folder (checkpoint.npz and config.json) under ``args.out``.
+
+    The run config names the federated method with the same model (dense: ``fedavg-all``, the
+    factored ones: ``maestro``), so ``python -m server.export`` evaluates and exports it
+    as it does a federated run. Returns the checkpoint's path.
+    """
+    cfg = RunConfig(
+        method="fedavg-all" if method == "dense" else "maestro",
+        model=args.model,
+        dataset=args.dataset,
+        data_dir=str(args.data_dir or ""),
+        rank_fraction=args.rank_fraction,
+        tier_fractions=",".join(f"{b:g}" for b in dict.fromkeys(args.betas)),
+        num_rounds=args.epochs,
+        seed=seed,
+        run_name=f"{method}-seed{seed}",
+    )
+    folder = args.out / cfg.name
+    path = folder / "checkpoint.npz"
+    write_checkpoint(path, args.epochs, model_arrays(model), cfg.to_run_config())
+    (folder / "config.json").write_text(json.dumps(cfg.to_run_config(), indent=1) + "\n")
+    return path
+
+
+def _factor(model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
+    """Factor ``model`` in place with the maestro options of ``args``."""
+    decompose(
+        model,
+        rank_fraction=args.rank_fraction,
+        initial_ranks=args.initial_ranks,
+        conv_factorization=args.conv_factorization,
+    )
+    set_rank_quantum(model, args.rank_quantum)
+    return model
+
+
+def _build(args: argparse.Namespace) -> torch.nn.Module:
+    info = DATASET_INFO[args.dataset]
+    return build_model(args.model, info.num_classes, info.in_channels, info.image_size)
+
+
+def matched_widths(args: argparse.Namespace) -> dict[float, float]:
+    """For every β, the widest width model whose MACs fit the factored model's at β."""
+    with torch.random.fork_rng(devices=[]):
+        factored = _factor(_build(args), args)
+        width_model = make_width_sliceable(_build(args), _shape(args))
+    shape = _shape(args)
+    return {
+        b: width_for_macs(width_model, shape, count_macs(factored, shape, b)) for b in args.betas
+    }
+
+
+def _epoch_sampler(method: str, model, args: argparse.Namespace, seed: int, widths):
+    """The sampler of one epoch of ``method`` (None: the whole model)."""
+    if method == "dense":
+        return None
+    if method == "fjord":
+        return WidthSampler(sorted(set(widths.values())), seed=seed)
+    ranks = {n: m.rank for n, m in low_rank_layers(model).items()}
+    objective = "sampled" if method == "maestro-sampled" else args.objective
+    if objective == "nested":
+        return NestedSampler(
+            ranks,
+            grid=args.grid or args.betas,
+            rule=args.sub_models,
+            full_pass_share=args.full_pass_share,
+            seed=seed,
+        )
+    return make_sampler(args.sampler, ranks, seed=seed)
+
+
+def _cost(method: str, model, args, result, widths) -> float:
+    """MACs of one training step relative to one pass of the dense model."""
+    shape = _shape(args)
+    with torch.random.fork_rng(devices=[]):
+        dense_macs = count_macs(_build(args), shape)
+    if method == "dense":
+        return 1.0
+    return result.cost_per_step(lambda p: count_macs(model, shape, p), dense_macs)
+
+
+def run_one(
+    method: str, seed: int, args: argparse.Namespace, train_ds, test_ds, lr: float | None = None
+) -> list[Row]:
+    """Train one model with ``method`` and ``seed`` (at ``lr``, default ``--lr``); rows per β."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    lr = args.lr if lr is None else lr
+    torch.manual_seed(seed)
+    model = _build(args)
+    widths = matched_widths(args) if method == "fjord" else None
+    if method == "fjord":
+        make_width_sliceable(model, _shape(args))
+    elif method != "dense":
+        _factor(model, args)
+    factored = method not in ("dense", "fjord")
+    freezing = FreezeSchedule(args.freeze, args.freeze_groups, seed) if factored else None
+    settings = TrainSettings(
+        epochs=1,
+        batch_size=args.batch_size,
+        lr=lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        lasso=args.lasso if method == "maestro-gl" else 0.0,
+        distill=args.distill,
+        distill_temperature=args.distill_temperature,
+        lr_schedule=args.lr_schedule,
+    )
+    steps_per_epoch = -(-len(train_ds) // args.batch_size)
+    seconds, cost_sum = 0.0, 0.0
+    for epoch in range(args.epochs):
+        sampler = _epoch_sampler(method, model, args, seed * 1000 + epoch, widths)
+        result = train(
+            model,
+            train_ds.images,
+            train_ds.labels,
+            settings,
+            sampler,
+            seed=seed * 1000 + epoch,
+            device=args.device,
+            freezing=freezing,
+            period_offset=epoch,
+            step_offset=epoch * steps_per_epoch,
+            total_steps=args.epochs * steps_per_epoch,
+        )
+        seconds += result.seconds
+        cost_sum += _cost(method, model, args, result, widths)
+        if method == "maestro-gl" and args.shrink_eps > 0:
+            kept = shrink(model, args.shrink_eps)
+            log.info("epoch %d: ranks after shrinking %s", epoch + 1, kept)
+        log.info(
+            "%s seed=%d epoch %d/%d loss=%.4f (%.1fs)",
+            method,
+            seed,
+            epoch + 1,
+            args.epochs,
+            result.loss,
+            result.seconds,
+        )
+    cost = cost_sum / args.epochs
+    if args.out:
+        save_model(model, method, seed, args)
+    if method == "dense":
+        loss, acc = evaluate(model, test_ds.images, test_ds.labels, device=args.device)
+        rows = [
+            Row(
+                args.model,
+                "dense",
+                seed,
+                1.0,
+                acc,
+                loss,
+                count_params(model),
+                count_macs(model, _shape(args)),
+                seconds,
+                lr,
+                cost,
+            )
+        ]
+        decompose(model)  # exact at full rank; each β below is the truncated SVD
+        return rows + _budget_rows(model, "svd", args, seed, test_ds, seconds, lr=lr, cost=cost)
+    return _budget_rows(model, method, args, seed, test_ds, seconds, widths, lr, cost)
+
+
+def choose_lr(method: str, args: argparse.Namespace, train_ds, val_ds) -> tuple[float, dict]:
+    """The lr of ``--lrs`` with the best mean validation accuracy over the β's (first seed).
+
+    Dense is judged on the dense model and its SVD truncations together (the rows it reports).
+    """
+    sub = argparse.Namespace(**{**vars(args), "epochs": args.select_epochs})
+    if args.select_train:
+        train_ds = train_ds.subset(torch.arange(min(args.select_train, len(train_ds))))
+    scores = {}
+    for lr in args.lrs:
+        rows = run_one(method, args.seeds[0], sub, train_ds, val_ds, lr)
+        scores[lr] = statistics.mean(r.accuracy for r in rows)
+        log.info("lr selection %s lr=%g: mean validation accuracy %.4f", method, lr, scores[lr])
+    return max(scores, key=lambda lr: scores[lr]), scores
+
+
+def summarize(rows: list[Row]) -> str:
+    """A markdown table: mean ± std over seeds for every (method, β)."""
+    groups: dict[tuple[str, float], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.method, r.beta), []).append(r)
+    lines = [
+        "| model | method | β | accuracy % (mean ± std) | seeds | params | MACs | lr | step cost |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (method, beta), rs in groups.items():
+        accs = [100 * r.accuracy for r in rs]
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        params = round(statistics.mean(r.params for r in rs))
+        macs = round(statistics.mean(r.macs for r in rs))
+        lines.append(
+            f"| {rs[0].model} | {method} | {beta:.2f} | {statistics.mean(accs):.2f} ± {std:.2f} "
+            f"| {len(rs)} | {params:,} | {macs:,} | {rs[0].lr:g} "
+            f"| {statistics.mean(r.step_cost for r in rs):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m simulations.centralized",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default="cnn", choices=MODEL_NAMES)
+    p.add_argument("--dataset", default="fashion-mnist", choices=sorted(DATASET_INFO))
+    p.add_argument("--data-dir", default=None, help="folder with the dataset's files")
+    p.add_argument("--methods", default="dense,maestro", help=f"comma list of {METHODS}")
+    p.add_argument("--seeds", type=_ints, default=[0])
+    p.add_argument("--epochs", type=int, default=5)
+    # Hyper-parameter defaults are the federated run's (TrainSettings takes the run config's).
+    train, run = TrainSettings(), RunConfig()
+    p.add_argument("--batch-size", type=int, default=train.batch_size)
+    p.add_argument("--lr", type=float, default=train.lr, help="lr when --lrs is not given")
+    p.add_argument("--lrs", type=_floats, default=[], help="lr grid chosen on --val-size images")
+    p.add_argument("--select-epochs", type=int, default=2, help="epochs of each lr trial")
+    p.add_argument("--select-train", type=int, default=0, help="train images of a trial (0: all)")
+    p.add_argument("--val-size", type=int, default=0, help="train images held out (validation)")
+    p.add_argument("--lr-schedule", default="cosine", choices=SCHEDULES)
+    p.add_argument("--objective", default="nested", choices=OBJECTIVES, help="maestro's")
+    p.add_argument("--sub-models", default="sandwich", choices=SUBMODEL_RULES)
+    p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--distill-temperature", type=float, default=1.0)
+    p.add_argument("--full-pass-share", type=float, default=1.0, help="steps that run the prefix")
+    p.add_argument("--grid", type=_floats, default=[], help="sub-model fractions (default β's)")
+    p.add_argument("--momentum", type=float, default=train.momentum)
+    p.add_argument("--weight-decay", type=float, default=train.weight_decay)
+    p.add_argument(
+        "--max-grad-norm", type=float, default=train.max_grad_norm, help="clip gradients (0: off)"
+    )
+    p.add_argument("--sampler", default=run.sampler, choices=SAMPLER_NAMES)
+    p.add_argument(
+        "--rank-fraction", type=float, default=run.rank_fraction, help="initial kept rank fraction"
+    )
+    p.add_argument(
+        "--initial-ranks", default="full", choices=INITIAL_RANKS, help="breakeven: ≤ dense size"
+    )
+    # maestro-gl is the method with the lasso on, so its λ is not the run config's 0 (off).
+    p.add_argument("--lasso", type=float, default=1e-4, help="λ of the group lasso (maestro-gl)")
+    p.add_argument(
+        "--shrink-eps", type=float, default=run.shrink_eps, help="ε of shrinking (maestro-gl)"
+    )
+    p.add_argument("--betas", type=_floats, default=[0.25, 0.5, 0.75, 1.0])
+    p.add_argument("--limit-train", type=int, default=0, help="use only the first N train images")
+    p.add_argument("--limit-test", type=int, default=0, help="use only the first N test images")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument(
+        "--conv-factorization",
+        default="svd",
+        choices=CONV_FACTORIZATIONS,
+        help="how kxk convs are factored: svd (kxk→r, 1x1 r→out) or tucker (1x1, kxk core, 1x1)",
+    )
+    p.add_argument(
+        "--rank-quantum", type=int, default=1, help="round tier ranks down to multiples of this"
+    )
+    p.add_argument(
+        "--freeze",
+        default="none",
+        choices=FREEZE_MODES,
+        help="sequential freezing of factors, rotating per epoch",
+    )
+    p.add_argument("--freeze-groups", type=int, default=2, help="layer groups (--freeze layer)")
+    p.add_argument("--out", type=Path, default=None, help="folder for rows.json and table.md")
+    args = p.parse_args(argv)
+    args.methods = [m for m in args.methods.split(",") if m]
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad:
+        p.error(f"unknown method(s) {bad}; allowed: {', '.join(METHODS)}")
+    if any(not 0 < b <= 1 for b in args.betas):
+        p.error(f"--betas must lie in (0, 1], got {args.betas}")
+    if args.epochs < 1 or args.select_epochs < 1:
+        p.error("--epochs and --select-epochs must be ≥ 1")
+    if args.lrs and args.val_size <= 0:
+        p.error("--lrs needs a validation split: give --val-size > 0")
+    if any(lr <= 0 for lr in [*args.lrs, args.lr]):
+        p.error("learning rates must be > 0")
+    if not 0 <= args.full_pass_share <= 1:
+        p.error(f"--full-pass-share must be in [0, 1], got {args.full_pass_share}")
+    if any(not 0 < g <= 1 for g in args.grid):
+        p.error(f"--grid must lie in (0, 1], got {args.grid}")
+    if args.rank_quantum < 1 or args.freeze_groups < 1:
+        p.error("--rank-quantum and --freeze-groups must be ≥ 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args = parse_args(argv)
+    tune_malloc()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train_ds = load_dataset(args.dataset, "train", args.data_dir)
+    test_ds = load_dataset(args.dataset, "test", args.data_dir)
+    if args.limit_train:
+        train_ds = train_ds.subset(torch.arange(min(args.limit_train, len(train_ds))))
+    if args.limit_test:
+        test_ds = test_ds.subset(torch.arange(min(args.limit_test, len(test_ds))))
+    val_ds = None
+    if args.val_size:
+        if args.val_size >= len(train_ds):
+            raise SystemExit(f"--val-size {args.val_size} must be below {len(train_ds)} images")
+        order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(12345))
+        val_ds = train_ds.subset(order[-args.val_size :])
+        train_ds = train_ds.subset(order[: -args.val_size])
+    start = time.perf_counter()
+    chosen = {m: args.lr for m in args.methods}
+    selection = {}
+    if args.lrs:
+        for method in args.methods:
+            chosen[method], selection[method] = choose_lr(method, args, train_ds, val_ds)
+            log.info("%s: lr %g chosen on validation", method, chosen[method])
+    rows: list[Row] = []
+    for seed in args.seeds:
+        for method in args.methods:
+            rows += run_one(method, seed, args, train_ds, test_ds, chosen[method])
+    table = summarize(rows)
+    print(table)
+    print(
+        f"\n({len(args.seeds)} seed(s), {args.epochs} epoch(s), "
+        f"{time.perf_counter() - start:.0f} s in all)"
+    )
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "rows.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
+        cmd = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        (args.out / "args.json").write_text(json.dumps(cmd, indent=1))
+        (args.out / "table.md").write_text(table + "\n")
+        (args.out / "lr-selection.json").write_text(
+            json.dumps({m: {str(k): v for k, v in sc.items()} for m, sc in selection.items()})
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    main()

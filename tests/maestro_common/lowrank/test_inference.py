@@ -1,0 +1,67 @@
+"""Tier sub-models and dense merging decided by (injected) timings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from maestro_common.lowrank.budget import use_budget
+from maestro_common.lowrank.decompose import decompose
+from maestro_common.lowrank.inference import Normalize, latency_ms, merge_where_faster, tier_model
+from maestro_common.lowrank.layers import LowRankLayer, low_rank_layers
+
+
+def net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 6 * 6, 32),
+        nn.ReLU(),
+        nn.Linear(32, 10),
+    )
+
+
+def test_tier_model_is_the_budgets_sub_model():
+    model = decompose(net())
+    x = torch.randn(3, 1, 6, 6)
+    with use_budget(model, 0.3):
+        expected = model(x)
+    sub = tier_model(model, 0.3)
+    assert torch.allclose(sub(x), expected, atol=1e-6)
+    assert {n: m.rank for n, m in low_rank_layers(sub).items()} == {"2": 5, "5": 10}
+    assert low_rank_layers(model)["2"].rank == 16  # the original is untouched
+
+
+def test_merging_follows_the_timings_and_keeps_the_outputs():
+    model = tier_model(decompose(net()), 0.5)
+    x = torch.randn(4, 1, 6, 6)
+    before = model(x)
+
+    def timer(module: nn.Module, inp: torch.Tensor) -> float:
+        # Pretend dense wins for the conv only.
+        is_conv = inp.ndim == 4
+        return 1.0 if isinstance(module, LowRankLayer) else (0.5 if is_conv else 2.0)
+
+    decisions = merge_where_faster(model, (1, 6, 6), batch_sizes=(1, 8), timer=timer)
+    assert [(d.layer, d.merged) for d in decisions] == [("2", True), ("5", False)]
+    assert isinstance(model[2], nn.Conv2d) and isinstance(model[5], LowRankLayer)
+    assert torch.allclose(model(x), before, atol=1e-5)
+    assert decisions[0].to_json()["dense_ms"] == {"1": 0.5, "8": 0.5}
+
+
+def test_normalize_and_latency():
+    model = Normalize(nn.Identity(), [0.5], [0.25])
+    assert torch.allclose(model(torch.full((1, 1, 2, 2), 0.75)), torch.ones(1, 1, 2, 2))
+    assert latency_ms(model, torch.zeros(1, 1, 2, 2), repeats=2) >= 0
+    with pytest.raises(ValueError, match="repeats"):
+        latency_ms(model, torch.zeros(1), repeats=0)
+
+
+def test_tier_model_refuses_bad_budgets():
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        tier_model(decompose(net()), 0)

@@ -1,0 +1,121 @@
+"""Tests of the nested training step, the per-step lr schedule and the step-cost accounting."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from maestro_common.lowrank.decompose import decompose
+from maestro_common.lowrank.layers import low_rank_layers, use_ranks
+from maestro_common.lowrank.samplers import NestedSampler, WidthSampler
+from maestro_common.ml.models import build_model
+from maestro_common.ml.training import TrainSettings, _nested_loss, train
+from maestro_common.width.sliceable import make_width_sliceable
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _factored():
+    torch.manual_seed(0)
+    model = build_model("lenet5", 10, 1, 28)
+    decompose(model)
+    return model
+
+
+def _data(n=64):
+    gen = torch.Generator().manual_seed(1)
+    return torch.randn(n, 1, 28, 28, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+
+
+def _ranks(model):
+    return {n: m.rank for n, m in low_rank_layers(model).items()}
+
+
+@pytest.mark.parametrize("distill", [True, False])
+def test_nested_loss_is_prefix_ce_plus_each_sub_models_loss(distill):
+    model = _factored()
+    x, y = _data(16)
+    sampler = NestedSampler(_ranks(model), grid=(0.25, 1.0), seed=0)
+    passes = Counter()
+    settings = TrainSettings(distill=distill, distill_temperature=2.0)
+    task, objective = _nested_loss(model, x, y, sampler, settings, passes)
+    full = model(x)
+    with use_ranks(model, sampler.ranks_at(0.25)):
+        small = model(x)
+    expected_task = F.cross_entropy(full, y)
+    if distill:
+        kl = F.kl_div(F.log_softmax(small / 2, 1), F.softmax(full / 2, 1), reduction="batchmean")
+        expected = expected_task + 4 * kl
+    else:
+        expected = expected_task + F.cross_entropy(small, y)
+    assert task.item() == pytest.approx(expected_task.item(), rel=1e-5)
+    assert objective.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert passes == {1.0: 1, 0.25: 1}
+
+
+def test_distillation_does_not_push_gradients_into_the_teacher_pass():
+    model = _factored()
+    x, y = _data(16)
+    sampler = NestedSampler(_ranks(model), grid=(0.25, 1.0))
+    settings = TrainSettings(distill=True)
+    _, objective = _nested_loss(model, x, y, sampler, settings, Counter())
+    objective.backward()
+    with_sub = model.fc1.u.grad.clone()
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    only_full = model.fc1.u.grad
+    # Components beyond the smallest sub-model's get the prefix's gradient only.
+    k = sampler.ranks_at(0.25)["fc1"]
+    torch.testing.assert_close(with_sub[:, k:], only_full[:, k:])
+    assert not torch.allclose(with_sub[:, :k], only_full[:, :k])
+
+
+def test_train_with_the_nested_sampler_counts_passes_and_cost():
+    model = _factored()
+    x, y = _data(64)
+    sampler = NestedSampler(_ranks(model), grid=(0.25, 0.5, 0.75, 1.0), seed=0)
+    result = train(model, x, y, TrainSettings(batch_size=16, lr=0.01), sampler)
+    assert result.steps == 4
+    assert result.passes[1.0] == 4 and result.passes[0.25] == 4
+    assert result.passes.get(0.5, 0) + result.passes.get(0.75, 0) == 4
+    cost = result.cost_per_step(lambda p: 100 * p, 100)
+    assert cost == pytest.approx(
+        1.0 + 0.25 + sum(p * n for p, n in result.passes.items() if p in (0.5, 0.75)) / 4
+    )
+
+
+def test_width_sampler_passes_record_the_sampled_widths():
+    torch.manual_seed(0)
+    model = make_width_sliceable(build_model("lenet5", 10, 1, 28), (1, 28, 28))
+    x, y = _data(64)
+    result = train(model, x, y, TrainSettings(batch_size=8, lr=0.01), WidthSampler([0.5, 1.0]))
+    assert sum(result.passes.values()) == 8 and set(result.passes) <= {0.5, 1.0}
+
+
+def test_lr_schedule_sets_the_lr_of_every_step(monkeypatch):
+    seen = []
+    original = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    model = build_model("lenet5", 10, 1, 28)
+    x, y = _data(32)
+    settings = TrainSettings(batch_size=8, lr=0.1, lr_schedule="cosine")
+    train(model, x, y, settings, step_offset=4, total_steps=8)
+    expected = [0.1 * 0.5 * (1 + math.cos(math.pi * t / 8)) for t in range(4, 8)]
+    assert seen == pytest.approx(expected)
+    assert seen[0] == pytest.approx(0.05) and seen[-1] > 0
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainSettings(lr_schedule="linear")
+    with pytest.raises(ValueError, match="distill_temperature"):
+        TrainSettings(distill_temperature=0.0)

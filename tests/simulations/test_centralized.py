@@ -1,0 +1,51 @@
+"""The centralized trainer end to end on a small sample: lr chosen on validation, every method."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simulations import centralized
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_lr_grid_on_validation_and_every_method(fmnist_sample, tmp_path):
+    out = tmp_path / "out"
+    argv = [
+        "--model", "lenet5", "--data-dir", str(fmnist_sample), "--epochs", "1",
+        "--methods", "dense,maestro,maestro-sampled,fjord", "--betas", "0.5,1",
+        "--limit-train", "600", "--limit-test", "200", "--val-size", "200",
+        "--lrs", "0.01,0.05", "--select-epochs", "1", "--threads", "1", "--out", str(out),
+    ]  # fmt: skip
+    rows = centralized.main(argv)
+    methods = {r.method for r in rows}
+    assert methods == {"dense", "svd", "maestro", "maestro-sampled", "fjord"}
+    selection = json.loads((out / "lr-selection.json").read_text())
+    assert set(selection) == {"dense", "maestro", "maestro-sampled", "fjord"}
+    for method, scores in selection.items():
+        best = max(scores, key=scores.get)
+        assert {r.lr for r in rows if r.method == method} == {float(best)}
+    by = {(r.method, r.beta): r for r in rows}
+    # fjord's sub-model at β fits the factored model's MACs at β; maestro's β = 1 is the whole.
+    assert by["fjord", 0.5].macs <= by["maestro", 0.5].macs
+    assert by["fjord", 0.5].width < 1.0 and by["fjord", 1.0].width == 1.0
+    # A nested step runs the prefix and the smaller sub-model: dearer than one dense pass.
+    assert by["maestro", 1.0].step_cost > 1.0 and by["dense", 1.0].step_cost == 1.0
+    assert "step cost" in (out / "table.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--lrs", "0.1,0.2"], "--val-size"),
+        (["--full-pass-share", "2"], "--full-pass-share"),
+        (["--grid", "0,1"], "--grid"),
+        (["--methods", "dense,width"], "unknown method"),
+    ],
+)
+def test_bad_arguments_are_refused(argv, match, capsys):
+    with pytest.raises(SystemExit):
+        centralized.parse_args(argv)
+    assert match in capsys.readouterr().err
