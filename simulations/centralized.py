@@ -45,10 +45,11 @@ from maestro_common.app.checkpoint import write_checkpoint
 from maestro_common.app.codec import model_arrays
 from maestro_common.app.config import OBJECTIVES, RunConfig
 from maestro_common.app.malloc import tune_malloc
+from maestro_common.app.methods import get_method
 from maestro_common.lowrank.accounting import count_macs, count_params
 from maestro_common.lowrank.decompose import CONV_FACTORIZATIONS, INITIAL_RANKS, decompose
 from maestro_common.lowrank.freezing import FREEZE_MODES, FreezeSchedule
-from maestro_common.lowrank.layers import low_rank_layers, set_rank_quantum
+from maestro_common.lowrank.layers import low_rank_layers
 from maestro_common.lowrank.samplers import (
     SAMPLER_NAMES,
     SUBMODEL_RULES,
@@ -144,15 +145,14 @@ def save_model(model: torch.nn.Module, method: str, seed: int, args: argparse.Na
 
 
 def _factor(model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
-    """Factor ``model`` in place with the maestro options of ``args``."""
-    decompose(
-        model,
+    """Factor ``model`` in place with the maestro options of ``args``, as the federated run does."""
+    cfg = RunConfig(
         rank_fraction=args.rank_fraction,
         initial_ranks=args.initial_ranks,
         conv_factorization=args.conv_factorization,
+        rank_quantum=args.rank_quantum,
     )
-    set_rank_quantum(model, args.rank_quantum)
-    return model
+    return get_method("maestro").prepare(model, _shape(args), cfg)
 
 
 def _build(args: argparse.Namespace) -> torch.nn.Module:

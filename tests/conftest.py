@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from flwr.supercore.task_identity import TaskIdentity
 
 from maestro_common.ml.data import read_idx, write_idx
+from tests.flower_processes import Processes
 
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -82,3 +84,13 @@ def data_cache(tmp_path_factory):
         os.environ.pop("MAESTRO_CACHE_DIR", None)
     else:
         os.environ["MAESTRO_CACHE_DIR"] = before
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """Start processes through this; they and all they started are stopped at teardown."""
+    procs = Processes()
+    try:
+        yield procs
+    finally:
+        procs.stop()

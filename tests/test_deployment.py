@@ -13,33 +13,32 @@ Flower's default per-message ClientApp processes instead (the comparison in docs
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 
 from maestro_common.ml.data.idx import read_idx, write_idx
+from tests.flower_processes import (
+    ROOT,
+    Processes,
+    executable,
+    flower_env,
+    free_ports,
+    start_superlink,
+    tail,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN_DIR = Path(sys.executable).parent  # the virtualenv's bin folder, if pytest runs from one
 BETAS = (0.25, 0.5, 1.0)
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 NUM_TRAIN, NUM_TEST = 480, 300
-STARTUP_TIMEOUT = 60.0  # seconds for the SuperLink to accept connections
 RUN_TIMEOUT = 300.0  # seconds for the first `flwr run` (2 rounds; ~1 minute on an idle machine)
 RESTART_RUN_TIMEOUT = 240.0  # seconds for the SuperLink restart and the 1-round run after it
-STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL at teardown
 # "warm": --isolation process + client.warm_superexec (the documented default); "flower": Flower's
 # default subprocess isolation, one fresh flwr-clientapp process per message.
 CLIENT_EXEC = os.environ.get("MAESTRO_TEST_CLIENT_EXEC", "warm")
@@ -47,48 +46,10 @@ CLIENT_EXEC = os.environ.get("MAESTRO_TEST_CLIENT_EXEC", "warm")
 TIMEOUT_SCALE = float(os.environ.get("MAESTRO_TEST_TIMEOUT_SCALE", "1"))
 
 
-def _executable(name: str) -> str | None:
-    """``name`` from PATH, else from the interpreter's bin folder (an unactivated venv)."""
-    return shutil.which(name) or shutil.which(name, path=str(BIN_DIR))
-
-
 pytestmark = pytest.mark.skipif(
-    _executable("flower-superlink") is None,
+    executable("flower-superlink") is None,
     reason="flower-superlink is not on PATH (install flwr>=1.41 or activate the virtualenv)",
 )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _free_ports(n: int) -> list[int]:
-    ports: set[int] = set()
-    while len(ports) < n:
-        ports.add(_free_port())
-    return sorted(ports)
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"flower-superlink exited with {proc.returncode}:\n{_tail(log)}")
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    pytest.fail(f"flower-superlink did not listen on {port} within {timeout}s:\n{_tail(log)}")
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    if not path.exists():
-        return f"({path.name}: no log)"
-    text = path.read_text(errors="replace").splitlines()
-    return f"--- {path.name} ---\n" + "\n".join(text[-lines:])
 
 
 def _write_sample(folder: Path) -> Path:
@@ -109,108 +70,6 @@ def _write_sample(folder: Path) -> Path:
     return folder
 
 
-class Processes:
-    """Processes started by the test; ``stop`` ends them and everything they started."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-        self.logs: list[Path] = []
-
-    def start(self, cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, killed as one at teardown
-            )
-        self.procs.append(proc)
-        self.logs.append(log)
-        return proc
-
-    def stop(self, only: subprocess.Popen | None = None) -> None:
-        """End every process started here (or ``only`` that one) and all their descendants."""
-        procs = self.procs if only is None else [only]
-        # SuperExec, flwr-serverapp and flwr-clientapp run in sessions of their own: collect
-        # every descendant before the parents go, then signal groups and stragglers alike.
-        found: dict[int, psutil.Process] = {}
-        for proc in procs:
-            try:
-                parent = psutil.Process(proc.pid)
-                for p in [parent, *parent.children(recursive=True)]:
-                    found[p.pid] = p
-            except psutil.NoSuchProcess:
-                pass
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for proc in procs:
-                if proc.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, sig)
-            for p in found.values():
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    p.send_signal(sig)
-            _, alive = psutil.wait_procs(list(found.values()), timeout=STOP_TIMEOUT)
-            if not alive and all(proc.poll() is not None for proc in procs):
-                break
-        for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=STOP_TIMEOUT)
-
-    def tails(self) -> str:
-        return "\n".join(_tail(log) for log in self.logs)
-
-
-@pytest.fixture
-def processes() -> Iterator[Processes]:
-    procs = Processes()
-    try:
-        yield procs
-    finally:
-        procs.stop()
-
-
-def _env(home: Path) -> dict[str, str]:
-    home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env.update(
-        {
-            "PATH": f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}",
-            "FLWR_HOME": str(home),
-            # Never `uv sync` the app's dependencies at run time: they are installed already.
-            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-            "OMP_NUM_THREADS": "1",  # three ClientApps and a ServerApp share a few cores
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-def _start_superlink(
-    processes: Processes, port: int, database: Path, log: Path, env: dict[str, str]
-) -> subprocess.Popen:
-    # Fleet, Control and Runtime APIs on one HTTP port (--port); state in the --database file.
-    link = processes.start(
-        [
-            _executable("flower-superlink") or "flower-superlink",
-            "--insecure",
-            "--disable-runtime-dependency-installation",
-            "--database",
-            str(database),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        log,
-        env,
-    )
-    _wait_for_port(port, link, log, STARTUP_TIMEOUT)
-    return link
-
-
 def _start_supernode(
     processes: Processes, index: int, link_port: int, port: int, logs: Path, env: dict[str, str]
 ) -> list[subprocess.Popen]:
@@ -219,7 +78,7 @@ def _start_supernode(
     isolation = ["--isolation", "process"] if CLIENT_EXEC == "warm" else []
     node = processes.start(
         [
-            _executable("flower-supernode") or "flower-supernode",
+            executable("flower-supernode") or "flower-supernode",
             "--insecure",
             "--superlink",
             f"127.0.0.1:{link_port}",
@@ -257,7 +116,7 @@ def _flwr_run(run_config: str, env: dict[str, str], log: Path, timeout: float, t
         try:
             result = subprocess.run(
                 [
-                    _executable("flwr") or "flwr",
+                    executable("flwr") or "flwr",
                     "run",
                     ".",
                     "maestro-test",
@@ -275,7 +134,7 @@ def _flwr_run(run_config: str, env: dict[str, str], log: Path, timeout: float, t
         except subprocess.TimeoutExpired:
             pytest.fail(f"flwr run did not finish within {timeout:.0f}s\n{tails()}")
     assert result.returncode == 0, (
-        f"flwr run exited with {result.returncode}\n{_tail(log, 80)}\n{tails()}"
+        f"flwr run exited with {result.returncode}\n{tail(log, 80)}\n{tails()}"
     )
 
 
@@ -313,22 +172,22 @@ def test_deployment_three_tiers(tmp_path: Path, processes: Processes) -> None:
     out_dir = tmp_path / "out"
     logs = tmp_path / "logs"
     logs.mkdir()
-    link_port, *node_ports = _free_ports(1 + len(BETAS))
+    link_port, *node_ports = free_ports(1 + len(BETAS))
     database = tmp_path / "superlink-state.db"
-    link_env = _env(tmp_path / "home-superlink")
-    link = _start_superlink(processes, link_port, database, logs / "superlink.log", link_env)
+    link_env = flower_env(tmp_path / "home-superlink")
+    link = start_superlink(processes, link_port, database, logs / "superlink.log", link_env)
 
     # One SuperNode per tier; each needs its own Runtime API --port on a shared host.
     nodes = [
         _start_supernode(
-            processes, i, link_port, port, logs, _env(tmp_path / f"home-supernode-{i}")
+            processes, i, link_port, port, logs, flower_env(tmp_path / f"home-supernode-{i}")
         )
         for i, port in enumerate(node_ports)
     ]
 
     # `flwr run . <connection>` reads the connection from $FLWR_HOME/config.toml.
     cli_home = tmp_path / "home-cli"
-    cli_env = _env(cli_home)
+    cli_env = flower_env(cli_home)
     (cli_home / "config.toml").write_text(
         '[superlink]\ndefault = "maestro-test"\n\n'
         f'[superlink.maestro-test]\naddress = "127.0.0.1:{link_port}"\ninsecure = true\n'
@@ -340,7 +199,7 @@ def test_deployment_three_tiers(tmp_path: Path, processes: Processes) -> None:
     )
     budget = RUN_TIMEOUT * TIMEOUT_SCALE - (time.monotonic() - start)
     _flwr_run(f"num-rounds=2 {run_config}", cli_env, logs / "flwr-run.log", budget, processes.tails)
-    logs_text = f"{_tail(logs / 'flwr-run.log', 80)}\n{processes.tails()}"
+    logs_text = f"{tail(logs / 'flwr-run.log', 80)}\n{processes.tails()}"
 
     # The results files, not the exit status: a failing ClientApp does not fail `flwr run`.
     folder = out_dir / "maestro-cnn-fashion-mnist-seed0"
@@ -357,7 +216,7 @@ def test_deployment_three_tiers(tmp_path: Path, processes: Processes) -> None:
     # SuperLink restart: with --database the SuperNodes keep their identity and carry on.
     restart = time.monotonic()
     processes.stop(only=link)
-    link = _start_superlink(processes, link_port, database, logs / "superlink-2.log", link_env)
+    link = start_superlink(processes, link_port, database, logs / "superlink-2.log", link_env)
     budget = RESTART_RUN_TIMEOUT * TIMEOUT_SCALE - (time.monotonic() - restart)
     _flwr_run(
         f"num-rounds=1 run-name='after-restart' {run_config}",
@@ -366,7 +225,7 @@ def test_deployment_three_tiers(tmp_path: Path, processes: Processes) -> None:
         budget,
         processes.tails,
     )
-    logs_text = f"{_tail(logs / 'flwr-run-2.log', 80)}\n{processes.tails()}"
+    logs_text = f"{tail(logs / 'flwr-run-2.log', 80)}\n{processes.tails()}"
     for group in nodes:
         for proc in group:
             assert proc.poll() is None, f"{proc.args[:3]} exited across the restart\n{logs_text}"

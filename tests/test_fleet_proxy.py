@@ -12,20 +12,19 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.test_deployment import (
+from tests.flower_processes import (
     ROOT,
     Processes,
-    _env,
-    _executable,
-    _free_ports,
-    _start_superlink,
-    _tail,
-    _wait_for_port,
+    executable,
+    flower_env,
+    free_ports,
+    start_superlink,
+    tail,
+    wait_for_port,
 )
 
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
@@ -33,17 +32,8 @@ CONNECT_TIMEOUT = 120.0  # seconds for the SuperNode to be activated through the
 
 pytestmark = [
     pytest.mark.skipif(NGINX is None, reason="nginx is not installed (nginx-light)"),
-    pytest.mark.skipif(_executable("flower-superlink") is None, reason="flwr is not installed"),
+    pytest.mark.skipif(executable("flower-superlink") is None, reason="flwr is not installed"),
 ]
-
-
-@pytest.fixture
-def processes() -> Iterator[Processes]:
-    procs = Processes()
-    try:
-        yield procs
-    finally:
-        procs.stop()
 
 
 def _nginx_config(folder: Path, link_port: int, proxy_port: int) -> Path:
@@ -83,23 +73,25 @@ def test_fleet_proxy_passes_supernodes_and_refuses_control(
 ) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
-    link_port, proxy_port, node_port = _free_ports(3)
+    link_port, proxy_port, node_port = free_ports(3)
     link_log = logs / "superlink.log"
-    _start_superlink(
-        processes, link_port, tmp_path / "state.db", link_log, _env(tmp_path / "home-link")
+    start_superlink(
+        processes, link_port, tmp_path / "state.db", link_log, flower_env(tmp_path / "home-link")
     )
 
     conf = _nginx_config(tmp_path, link_port, proxy_port)
     nginx_log = logs / "nginx.log"
     nginx = processes.start(
-        [NGINX or "nginx", "-p", str(tmp_path), "-c", str(conf)], nginx_log, _env(tmp_path / "h")
+        [NGINX or "nginx", "-p", str(tmp_path), "-c", str(conf)],
+        nginx_log,
+        flower_env(tmp_path / "h"),
     )
-    _wait_for_port(proxy_port, nginx, nginx_log, 20.0)
+    wait_for_port(proxy_port, nginx, nginx_log, 20.0)
 
     # The SuperNode knows only the proxy's address.
     processes.start(
         [
-            _executable("flower-supernode") or "flower-supernode",
+            executable("flower-supernode") or "flower-supernode",
             "--insecure",
             "--superlink",
             f"127.0.0.1:{proxy_port}",
@@ -109,7 +101,7 @@ def test_fleet_proxy_passes_supernodes_and_refuses_control(
             "partition-id=0 num-partitions=1 rank-fraction=1.0",
         ],
         logs / "supernode.log",
-        _env(tmp_path / "home-node"),
+        flower_env(tmp_path / "home-node"),
     )
     deadline = time.monotonic() + CONNECT_TIMEOUT
     while "Activated node_id" not in link_log.read_text(errors="replace"):
@@ -127,7 +119,7 @@ def test_fleet_proxy_passes_supernodes_and_refuses_control(
     assert _status(f"{proxy}/docs") == 403
     # The proxy did forward Fleet traffic (the SuperNode's activation above went through it).
     access = (tmp_path / "access.log").read_text()
-    assert "/v1/fleet/" in access, _tail(tmp_path / "access.log")
+    assert "/v1/fleet/" in access, tail(tmp_path / "access.log")
 
 
 def test_fleet_proxy_config_is_valid(tmp_path: Path) -> None:

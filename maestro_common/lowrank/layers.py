@@ -252,6 +252,35 @@ def conv_from_dense(cls: type[LowRankLayer], module: nn.Module, rank: int | None
     return layer
 
 
+def set_conv_geometry(
+    layer: LowRankLayer,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int],
+    padding: int | tuple[int, int],
+    dilation: int | tuple[int, int],
+    groups: int,
+) -> tuple[int, int]:
+    """Check a factored conv's geometry, set it on ``layer`` as nn.Conv2d names it; (kh, kw)."""
+    if groups != 1:
+        raise ValueError(f"{type(layer).__name__} supports groups=1 only, got groups={groups}")
+    if in_channels < 1 or out_channels < 1:
+        raise ValueError(
+            f"in_channels and out_channels must be ≥ 1, got {in_channels}, {out_channels}"
+        )
+    kh, kw = nn.modules.utils._pair(kernel_size)
+    if kh < 1 or kw < 1:
+        raise ValueError(f"kernel_size must be ≥ 1, got {kernel_size}")
+    layer.in_channels = in_channels
+    layer.out_channels = out_channels
+    layer.kernel_size = (kh, kw)
+    layer.stride = nn.modules.utils._pair(stride)
+    layer.padding = nn.modules.utils._pair(padding)
+    layer.dilation = nn.modules.utils._pair(dilation)
+    return kh, kw
+
+
 def conv_repr(layer: LowRankLayer, kind: str = "") -> str:
     """``extra_repr`` of a factored conv layer; ``kind`` names a non-SVD factorization."""
     return (
@@ -279,21 +308,9 @@ class LowRankConv2d(LowRankLayer):
         groups: int = 1,
     ) -> None:
         super().__init__()
-        if groups != 1:
-            raise ValueError(f"LowRankConv2d supports groups=1 only, got groups={groups}")
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(
-                f"in_channels and out_channels must be ≥ 1, got {in_channels}, {out_channels}"
-            )
-        kh, kw = nn.modules.utils._pair(kernel_size)
-        if kh < 1 or kw < 1:
-            raise ValueError(f"kernel_size must be ≥ 1, got {kernel_size}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = (kh, kw)
-        self.stride = nn.modules.utils._pair(stride)
-        self.padding = nn.modules.utils._pair(padding)
-        self.dilation = nn.modules.utils._pair(dilation)
+        kh, kw = set_conv_geometry(
+            self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups
+        )
         self.max_rank = min(out_channels, in_channels * kh * kw)
         r = _check_rank(rank, self.max_rank, "LowRankConv2d")
         self._active_rank = None

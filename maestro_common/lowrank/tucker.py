@@ -24,7 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maestro_common.lowrank.layers import LowRankLayer, _check_rank, conv_from_dense, conv_repr
+from maestro_common.lowrank.layers import (
+    LowRankLayer,
+    _check_rank,
+    conv_from_dense,
+    conv_repr,
+    set_conv_geometry,
+)
 
 
 def hosvd_factors(
@@ -75,21 +81,9 @@ class TuckerConv2d(LowRankLayer):
         groups: int = 1,
     ) -> None:
         super().__init__()
-        if groups != 1:
-            raise ValueError(f"TuckerConv2d supports groups=1 only, got groups={groups}")
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(
-                f"in_channels and out_channels must be ≥ 1, got {in_channels}, {out_channels}"
-            )
-        kh, kw = nn.modules.utils._pair(kernel_size)
-        if kh < 1 or kw < 1:
-            raise ValueError(f"kernel_size must be ≥ 1, got {kernel_size}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = (kh, kw)
-        self.stride = nn.modules.utils._pair(stride)
-        self.padding = nn.modules.utils._pair(padding)
-        self.dilation = nn.modules.utils._pair(dilation)
+        kh, kw = set_conv_geometry(
+            self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups
+        )
         self.max_rank = max(in_channels, out_channels)
         r = _check_rank(rank, self.max_rank, "TuckerConv2d")
         self._active_rank = None

@@ -9,26 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.freezing import FreezeSchedule, freeze
 from maestro_common.lowrank.layers import low_rank_layers
 from maestro_common.lowrank.samplers import make_sampler
 from maestro_common.ml.training import TrainSettings, train
+from tests.small_nets import three_conv_net
 
 
 def model(kind: str = "svd") -> nn.Module:
-    torch.manual_seed(0)
-    m = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(4, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 8, 3, padding=1),
-        nn.Flatten(),
-        nn.Linear(8 * 36, 16),
-        nn.Linear(16, 10),
-    )
-    return decompose(m, conv_factorization=kind)
+    return three_conv_net(kind, channels=(4, 8, 8), hidden=16)
 
 
 def data(n: int = 24) -> tuple[torch.Tensor, torch.Tensor]:

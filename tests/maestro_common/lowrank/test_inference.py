@@ -10,24 +10,11 @@ from maestro_common.lowrank.budget import use_budget
 from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.inference import Normalize, latency_ms, merge_where_faster, tier_model
 from maestro_common.lowrank.layers import LowRankLayer, low_rank_layers
-
-
-def net() -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(16 * 6 * 6, 32),
-        nn.ReLU(),
-        nn.Linear(32, 10),
-    )
+from tests.small_nets import two_conv_net
 
 
 def test_tier_model_is_the_budgets_sub_model():
-    model = decompose(net())
+    model = decompose(two_conv_net())
     x = torch.randn(3, 1, 6, 6)
     with use_budget(model, 0.3):
         expected = model(x)
@@ -38,7 +25,7 @@ def test_tier_model_is_the_budgets_sub_model():
 
 
 def test_merging_follows_the_timings_and_keeps_the_outputs():
-    model = tier_model(decompose(net()), 0.5)
+    model = tier_model(decompose(two_conv_net()), 0.5)
     x = torch.randn(4, 1, 6, 6)
     before = model(x)
 
@@ -64,4 +51,4 @@ def test_normalize_and_latency():
 
 def test_tier_model_refuses_bad_budgets():
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
-        tier_model(decompose(net()), 0)
+        tier_model(decompose(two_conv_net()), 0)

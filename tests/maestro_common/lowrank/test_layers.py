@@ -12,15 +12,12 @@ from maestro_common.lowrank.layers import (
     low_rank_layers,
     use_ranks,
 )
+from tests.small_nets import rel_err
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
 
 
 @pytest.mark.parametrize("rank", [1, 3, 5])

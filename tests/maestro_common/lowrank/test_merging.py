@@ -10,8 +10,8 @@ from torch import nn
 
 from maestro_common.lowrank import merging
 from maestro_common.lowrank.budget import use_budget
-from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.layers import low_rank_layers
+from tests.small_nets import rel_err, three_conv_net
 
 
 @pytest.fixture(autouse=True)
@@ -23,21 +23,7 @@ def _fresh_cache():
 
 
 def model(kind: str) -> nn.Module:
-    m = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(16, 16, 3, padding=1),
-        nn.Flatten(),
-        nn.Linear(16 * 36, 32),
-        nn.Linear(32, 10),
-    )
-    return decompose(m, conv_factorization=kind).eval()
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
+    return three_conv_net(kind).eval()
 
 
 @pytest.mark.parametrize("kind", ["svd", "tucker"])

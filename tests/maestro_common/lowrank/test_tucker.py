@@ -27,15 +27,12 @@ from maestro_common.lowrank.tucker import TuckerConv2d, hosvd_factors
 from maestro_common.ml.models import build_model
 from server.aggregation import aggregate_nested
 from tests.received import model_arrays_at_budget
+from tests.small_nets import rel_err
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
 
 
 @pytest.mark.parametrize(
