@@ -17,6 +17,8 @@ from maestro_common.accounting import count_macs, count_params
 from maestro_common.codec import model_arrays, prefix_axes
 from maestro_common.config import RunConfig
 from maestro_common.data import ArrayDataset, load_dataset
+from maestro_common.data.partition import holdout_split
+from maestro_common.data.raw import local_raw_split, rows_dataset
 from maestro_common.layers import low_rank_layers
 from maestro_common.methods import MAC_REFERENCE
 from maestro_common.prefix import array_shapes, payload_nbytes, state_key, take_prefix
@@ -43,6 +45,7 @@ class ModelOps:
         self.axes = prefix_axes(self.model)
         self.shape = input_shape(cfg)
         self._test: ArrayDataset | None = None
+        self._val: ArrayDataset | None = None
         self._macs_at_budget = cache(self._forward_macs)
 
     def initial_arrays(self) -> dict[str, np.ndarray]:
@@ -112,6 +115,40 @@ class ModelOps:
                 test = test.subset(torch.arange(min(self.cfg.max_test_examples, len(test))))
             self._test = test
         return self._test
+
+    def val_set(self) -> ArrayDataset:
+        """The server's validation split: the ``val-size`` training examples held out of every
+        client partition (:func:`~maestro_common.data.partition.holdout_split`); loaded once.
+
+        Raises
+        ------
+        ConfigError
+            When ``val-size`` is not below the training set's size.
+        """
+        if self._val is None:
+            cfg = self.cfg
+            raw = local_raw_split(cfg.dataset, "train", cfg.data_dir or None)
+            if raw is not None:  # only the held-out rows are read
+                _, held = holdout_split(len(raw.labels), cfg.val_size)
+                self._val = rows_dataset(raw, held, cfg.dataset)
+            else:
+                train = load_dataset(cfg.dataset, "train", cfg.data_dir or None)
+                _, held = holdout_split(len(train), cfg.val_size)
+                self._val = train.subset(held)
+        return self._val
+
+    def evaluate_val(
+        self, arrays: Mapping[str, np.ndarray], betas: Sequence[float]
+    ) -> dict[str, dict[str, float]]:
+        """Accuracy and loss of each tier's sub-model on :meth:`val_set` (keys ``f"{β:g}"``)."""
+        self.load(arrays)
+        val = self.val_set()
+        out = {}
+        for beta in betas:
+            budget = self.method_budget(beta)
+            loss, acc = evaluate(self.model, val.images, val.labels, budget, device=self.device)
+            out[f"{beta:g}"] = {"accuracy": acc, "loss": loss}
+        return out
 
     def evaluate_tiers(
         self, arrays: Mapping[str, np.ndarray], betas: Sequence[float]
