@@ -446,6 +446,41 @@ def load_frame(*paths: Path | str) -> pd.DataFrame:
     return runs_frame(load_runs(run_folders(paths)))
 
 
+def selection_table(selection: dict[str, Any]) -> str:
+    """Markdown table of an lr sweep (``lr-selection.json``): per method and lr, the validation
+    accuracy per tier and its mean over tiers; the chosen lr in bold."""
+    settings, methods = selection["settings"], selection["methods"]
+    tiers = sorted(
+        {t for m in methods.values() for e in m["grid"] for t in e.get("val-accuracy", {})},
+        key=float,
+    )
+    lines = [
+        f"lr chosen per method on the server's validation split (run-config `val-size` training "
+        f"examples held out of every client partition; the test set is not evaluated): one run "
+        f"per lr of {settings['lrs']} at {settings['select-rounds']} rounds, seed "
+        f"{settings['select-seed']}; score = mean over tiers of each tier's mean over the last "
+        f"{settings['last-k']} validation evaluations (`lr-selection.json`).",
+        "",
+        "| method | lr | " + " | ".join(f"val % β={t}" for t in tiers) + " | mean % | chosen |",
+        "|---|---|" + "---|" * len(tiers) + "---|---|",
+    ]
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    for method in sorted(methods, key=lambda m: (order.get(m, len(order)), m)):
+        for entry in methods[method]["grid"]:
+            chosen = entry["lr"] == methods[method]["lr"]
+            lr = f"**{entry['lr']:g}**" if chosen else f"{entry['lr']:g}"
+            if "failed" in entry:
+                cells = ["–"] * len(tiers) + [f"failed: {entry['failed'][:80]}"]
+            else:
+                acc = entry["val-accuracy"]
+                cells = [f"{100 * acc[t]:.2f}" if t in acc else "–" for t in tiers]
+                cells.append(f"{100 * entry['mean']:.2f}")
+            lines.append(
+                f"| {method} | {lr} | " + " | ".join(cells) + f" | {'✓' if chosen else ''} |"
+            )
+    return "\n".join(lines)
+
+
 def provenance_section(runs: Sequence[Run], commit: str) -> str:
     """Which command and code commit trained which rounds of which run."""
     lines = [f"Report written at commit `{commit or 'unknown'}`.", ""]
@@ -476,6 +511,7 @@ def write_report(
     concurrency: int = 1,
     target: float = 0.8,
     last_k: int = 3,
+    selection: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``out_dir/report.md``, its four PNGs and ``results.csv``; return the report's path.
 
@@ -496,6 +532,8 @@ def write_report(
         Accuracy whose virtual time-to-reach the time table reports.
     last_k : int
         The headline accuracy of a run is its mean over its last ``last_k`` evaluations.
+    selection : dict | None
+        The harness's ``lr-selection.json`` (an lr sweep), shown as a table when given.
     """
     runs = load_runs(folders)
     out = Path(out_dir)
@@ -512,7 +550,8 @@ def write_report(
         f"{provenance_section(runs, commit)}\n\n"
         f"Runs: {len(runs)} (seeds per method: {seeds}).\n\n"
         f"{comparison_table(runs, last_k)}\n\n"
-        f"{timing_table(runs, concurrency, target)}\n\n"
+        + (f"{selection_table(selection)}\n\n" if selection else "")
+        + f"{timing_table(runs, concurrency, target)}\n\n"
         "Accuracy is on the centralized test set: each run's mean over its last "
         f"{last_k} evaluations (one evaluation alone moves by a few pp between neighbouring "
         "evaluations), then the mean over the n seeds; ± is the sample standard deviation over "
