@@ -683,7 +683,7 @@ class Runner:
         self.stack.close()
 
     def _start(self) -> LocalSuperLink:
-        for stale in ("report.md", "results.csv"):
+        for stale in ("report.md", "results.csv", "summary.csv"):
             (self.out_dir / stale).unlink(missing_ok=True)
         guard = self.stack.enter_context(ProcessGuard())
         return self.stack.enter_context(
