@@ -53,9 +53,9 @@ from typing import Any
 
 import tomli_w
 
-from client.local_data import train_labels
 from maestro_common.config import ConfigError, RunConfig
 from maestro_common.data.partition import holdout_split
+from maestro_common.data.raw import local_raw_split
 from maestro_common.methods import METHOD_NAMES as METHODS
 from maestro_common.task import load_run_config
 from server.policy import run_profiles
@@ -557,13 +557,19 @@ def prepare(args: argparse.Namespace, out_dir: Path) -> tuple[list[dict], dict, 
 def check_holdout(cfg: RunConfig, supernodes: int) -> None:
     """``val-size`` leaves every SuperNode's partition at least one example.
 
+    Checked on local files only (the harness never downloads a dataset); without them the server
+    and the clients check it when the run starts.
+
     Raises
     ------
     HarnessError
         When it does not (or is not below the training set's size).
     """
+    raw = local_raw_split(cfg.dataset, "train", cfg.data_dir or None)
+    if raw is None:
+        return
     try:
-        holdout_split(len(train_labels(cfg.dataset, cfg.data_dir)), cfg.val_size, supernodes)
+        holdout_split(len(raw.labels), cfg.val_size, supernodes)
     except ConfigError as err:
         raise HarnessError(f"bad experiment config: {err}") from err
 

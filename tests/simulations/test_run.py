@@ -278,3 +278,33 @@ def test_sweep_chooses_per_method_and_sets_the_main_runs_lr(tmp_path, fmnist_sam
     selection = lr_sweep.read_selection(out)
     assert selection["methods"]["maestro"]["lr"] == 0.05
     assert selection["methods"]["fjord"]["lr"] is None
+
+
+def test_the_headline_conf_and_its_documented_sweep_parse(tmp_path):
+    """docs/federated.md's headline command, up to the point where Flower would start."""
+    from pathlib import Path
+
+    from maestro_common.config import RunConfig
+    from simulations.run import Sweep, tuning_settings
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "federated.md").read_text()
+    flags = "--lrs 0.02,0.05,0.1 --select-rounds 50 --out runs/fmnist-100-r100"
+    assert flags in text and "--seeds 0,1,2" in text
+    args = parse_args(
+        [
+            *("--conf", str(root / "simulations/conf/fmnist-100.toml"), "--supernodes", "100"),
+            *("--methods", "maestro,fjord,heterofl,fedavg-fit,fedavg-all", "--seeds", "0,1,2"),
+            *("--lrs", "0.02,0.05,0.1", "--select-rounds", "50", "--out", str(tmp_path / "o")),
+        ]
+    )
+    configs, federation, _ = prepare(args, tmp_path / "o")
+    cfg = RunConfig.from_run_config(configs[0])
+    assert (cfg.num_rounds, cfg.val_size, cfg.lr_schedule, cfg.eval_every) == (
+        100,
+        5000,
+        "cosine",
+        10,
+    )
+    sweep = Sweep.plan(args, tmp_path / "o", configs, federation, tuning_settings(args, configs))
+    assert len(sweep.configs) == 15 and len(configs) == 15
