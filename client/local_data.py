@@ -13,13 +13,15 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from maestro_common.app.config import RunConfig
+from maestro_common.app.config import ConfigError, RunConfig
 from maestro_common.ml.data import ArrayDataset, load_dataset, partition_indices, train_val_split
 from maestro_common.ml.data.local import load_local_dataset
+from maestro_common.ml.data.partition import holdout_split
 from maestro_common.ml.data.raw import local_raw_split, rows_dataset
 
 
-def _labels(dataset: str, data_dir: str) -> np.ndarray:
+def train_labels(dataset: str, data_dir: str) -> np.ndarray:
+    """The training split's labels (from the memory-mapped cache when local files exist)."""
     raw = local_raw_split(dataset, "train", data_dir or None)
     if raw is not None:
         return raw.labels
@@ -28,11 +30,26 @@ def _labels(dataset: str, data_dir: str) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def _partitions(
-    dataset: str, data_dir: str, num_partitions: int, scheme: str, alpha: float, k: int, seed: int
+    dataset: str,
+    data_dir: str,
+    num_partitions: int,
+    scheme: str,
+    alpha: float,
+    k: int,
+    seed: int,
+    val_size: int = 0,
 ) -> tuple[np.ndarray, ...]:
     # Every client of a simulation shares one process per worker: partition once, reuse.
-    labels = _labels(dataset, data_dir)
-    return tuple(partition_indices(labels, num_partitions, scheme, alpha, k, seed))
+    labels = train_labels(dataset, data_dir)
+    if not val_size:
+        return tuple(partition_indices(labels, num_partitions, scheme, alpha, k, seed))
+    # The server's validation examples are in no partition: partition the rest, map back.
+    try:
+        kept, _ = holdout_split(len(labels), val_size, num_partitions)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    parts = partition_indices(labels[kept], num_partitions, scheme, alpha, k, seed)
+    return tuple(kept[p] for p in parts)
 
 
 def local_splits(
@@ -49,6 +66,7 @@ def local_splits(
         cfg.alpha,
         cfg.classes_per_partition,
         cfg.seed,
+        cfg.val_size,
     )
     tr, va = train_val_split(parts[partition_id], cfg.val_fraction, seed=cfg.seed + partition_id)
     raw = local_raw_split(cfg.dataset, "train", cfg.data_dir or None)

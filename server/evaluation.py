@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from maestro_common.app.codec import model_arrays, prefix_axes
-from maestro_common.app.config import RunConfig
+from maestro_common.app.config import ConfigError, RunConfig
 from maestro_common.app.methods import MAC_REFERENCE
 from maestro_common.app.task import build_run_model, input_shape, resolve_device, run_method
 from maestro_common.lowrank.accounting import count_macs, count_params
@@ -22,6 +22,8 @@ from maestro_common.lowrank.layers import low_rank_layers
 from maestro_common.lowrank.prefix import array_shapes, payload_nbytes, state_key, take_prefix
 from maestro_common.lowrank.shrinking import shrink
 from maestro_common.ml.data import ArrayDataset, load_dataset
+from maestro_common.ml.data.partition import holdout_split
+from maestro_common.ml.data.raw import local_raw_split, rows_dataset
 from maestro_common.ml.training import evaluate
 from maestro_common.width.match import width_for_macs
 
@@ -43,6 +45,7 @@ class ModelOps:
         self.axes = prefix_axes(self.model)
         self.shape = input_shape(cfg)
         self._test: ArrayDataset | None = None
+        self._val: ArrayDataset | None = None
         self._macs_at_budget = cache(self._forward_macs)
 
     def initial_arrays(self) -> dict[str, np.ndarray]:
@@ -112,6 +115,44 @@ class ModelOps:
                 test = test.subset(torch.arange(min(self.cfg.max_test_examples, len(test))))
             self._test = test
         return self._test
+
+    def val_set(self) -> ArrayDataset:
+        """The server's validation split: the ``val-size`` training examples held out of every
+        client partition (:func:`~maestro_common.ml.data.partition.holdout_split`); loaded once.
+
+        Raises
+        ------
+        ConfigError
+            When ``val-size`` is not below the training set's size.
+        """
+        if self._val is None:
+            cfg = self.cfg
+            data_dir = cfg.data_dir or None
+            raw = local_raw_split(cfg.dataset, "train", data_dir)
+            train = None if raw is not None else load_dataset(cfg.dataset, "train", data_dir)
+            n = len(raw.labels) if raw is not None else len(train)
+            try:
+                _, held = holdout_split(n, cfg.val_size)
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
+            # From the memory-mapped cache, only the held-out rows are read.
+            self._val = (
+                rows_dataset(raw, held, cfg.dataset) if raw is not None else train.subset(held)
+            )
+        return self._val
+
+    def evaluate_val(
+        self, arrays: Mapping[str, np.ndarray], betas: Sequence[float]
+    ) -> dict[str, dict[str, float]]:
+        """Accuracy and loss of each tier's sub-model on :meth:`val_set` (keys ``f"{β:g}"``)."""
+        self.load(arrays)
+        val = self.val_set()
+        out = {}
+        for beta in betas:
+            budget = self.method_budget(beta)
+            loss, acc = evaluate(self.model, val.images, val.labels, budget, device=self.device)
+            out[f"{beta:g}"] = {"accuracy": acc, "loss": loss}
+        return out
 
     def evaluate_tiers(
         self, arrays: Mapping[str, np.ndarray], betas: Sequence[float]

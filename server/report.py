@@ -36,9 +36,29 @@ def tier_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def val_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of the last round evaluated on the validation split ("" without one)."""
+    evaluated = [r for r in rows if r.get("val-tiers")]
+    if not evaluated:
+        return ""
+    last = evaluated[-1]
+    lines = [
+        f"Round {last['round']}: server-side validation split (val-size held-out training "
+        "examples)",
+        "",
+        "| tier β | val accuracy % | val loss |",
+        "|---|---|---|",
+    ]
+    for beta, m in sorted(last["val-tiers"].items(), key=lambda kv: float(kv[0])):
+        lines.append(f"| {beta} | {100 * m['accuracy']:.2f} | {m['loss']:.4f} |")
+    return "\n".join(lines)
+
+
 def write_summary(folder: Path, rows: Sequence[dict[str, Any]], title: str) -> str:
-    """Write summary.md and return its table."""
-    table = tier_table(rows)
+    """Write summary.md and return its table (the test table, then the validation table)."""
+    val = val_table(rows)
+    test = tier_table(rows) if _last_eval(rows) is not None or not val else ""
+    table = "\n\n".join(t for t in (test, val) if t)
     wall = sum(r.get("wall-seconds", 0.0) for r in rows)
     agg = sum(r.get("aggregate-seconds", 0.0) for r in rows)
     text = (

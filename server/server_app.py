@@ -73,7 +73,8 @@ def preflight(cfg: RunConfig) -> tuple[Path, ModelOps, tuple[TierProfile, ...]]:
     """Every check that can fail before round 1, run before the run folder is touched.
 
     The run folder stays inside ``output-dir``; an explicit ``data-dir`` exists; the tier profile
-    strings parse; the model builds; the test split loads.
+    strings parse; the model builds; the test split loads (unless ``test-eval`` is off, so a run
+    that chooses settings never reads it); the validation split loads when ``val-size`` > 0.
     """
     folder = run_folder(cfg)
     if cfg.data_dir and not Path(cfg.data_dir).expanduser().is_dir():
@@ -83,8 +84,15 @@ def preflight(cfg: RunConfig) -> tuple[Path, ModelOps, tuple[TierProfile, ...]]:
     except ValueError as err:
         raise ConfigError(f"bad tier profile: {err}") from err
     ops = ModelOps(cfg)
-    test = ops.test_set()
-    log(INFO, "preflight passed: %d test examples, %d tier profiles", len(test), len(profiles))
+    test = len(ops.test_set()) if cfg.test_eval else 0
+    val = len(ops.val_set()) if cfg.val_size else 0
+    log(
+        INFO,
+        "preflight passed: %d test examples, %d validation examples, %d tier profiles",
+        test,
+        val,
+        len(profiles),
+    )
     return folder, ops, profiles
 
 
@@ -184,10 +192,17 @@ def main(grid: Grid, context: Context) -> None:
         if evaluate_round(rnd):
             betas = sorted(set(cfg.tiers) | {n.beta for n in strategy.nodes.values()})
             eval_start = time.perf_counter()
-            row["tiers"] = ops.evaluate_tiers(new_arrays, betas)
+            if cfg.test_eval:
+                row["tiers"] = ops.evaluate_tiers(new_arrays, betas)
+            if cfg.val_size:
+                row["val-tiers"] = ops.evaluate_val(new_arrays, betas)
             row["eval-seconds"] = time.perf_counter() - eval_start
-            accs = ", ".join(f"β={b}: {100 * m['accuracy']:.2f}%" for b, m in row["tiers"].items())
-            log(INFO, "round %d test accuracy: %s", rnd, accs)
+            for key, what in (("tiers", "test"), ("val-tiers", "validation")):
+                if key in row:
+                    accs = ", ".join(
+                        f"β={b}: {100 * m['accuracy']:.2f}%" for b, m in row[key].items()
+                    )
+                    log(INFO, "round %d %s accuracy: %s", rnd, what, accs)
         row["wall-seconds"] = time.perf_counter() - start
         recorder.record_round(rnd, new_arrays, row)
 

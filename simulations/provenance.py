@@ -43,13 +43,21 @@ def git_commit(root: Path) -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
-def make_request(run_config: Mapping[str, Any], federation: Mapping[str, Any]) -> dict[str, Any]:
-    """The full request of one run: every run-config key (defaults filled in) and the federation
-    settings (SuperNodes, resources per client, malloc tuning)."""
+def make_request(
+    run_config: Mapping[str, Any],
+    federation: Mapping[str, Any],
+    tuning: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The full request of one run: every run-config key (defaults filled in), the federation
+    settings (SuperNodes, resources per client, malloc tuning) and, for a run whose lr was chosen
+    by a sweep, the sweep's settings (:func:`simulations.lr_sweep.settings`)."""
     full = RunConfig.from_run_config(run_config).to_run_config()
     for key in VOLATILE:
         full.pop(key, None)
-    return {"run-config": full, "federation": dict(federation)}
+    request = {"run-config": full, "federation": dict(federation)}
+    if tuning is not None:
+        request["lr-selection"] = dict(tuning)
+    return request
 
 
 def _flatten(request: Mapping[str, Any]) -> dict[str, Any]:

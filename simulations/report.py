@@ -9,14 +9,15 @@ the whole model for FedAvg).
 The headline accuracy of a run is the mean over its last K evaluations (one evaluation is noisy:
 a few pp between neighbouring evaluations is common with non-IID clients), then mean ± sample std
 over seeds. :func:`load_frame` gives any set of runs as a tidy pandas DataFrame (one row per
-run × evaluated round × tier) for your own figures; the report writes it as ``results.csv``.
+run × evaluated round × tier) for your own figures; the report writes it as ``results.csv``, and
+the headline per run and tier (:func:`summary_frame`) as ``summary.csv``.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ PLOTS = {
     "accuracy-per-round.png": "Test accuracy per round, one panel per tier (mean over seeds, "
     "band: min to max over seeds)",
     "accuracy-vs-macs.png": "Headline test accuracy against forward MACs at each tier",
+    "accuracy-vs-bytes.png": "Headline test accuracy against bytes down + up per client per "
+    "round at each tier",
     "bytes-per-round.png": "Bytes down + up per client per round, by tier",
     "accuracy-vs-virtual-time.png": "Accuracy of the full and the smallest tier against the "
     "virtual clock",
@@ -328,16 +331,36 @@ def plot_accuracy_per_round(runs: Sequence[Run], path: Path | str) -> Path:
     return _save(fig, path)
 
 
-def plot_accuracy_vs_macs(runs: Sequence[Run], path: Path | str, last_k: int = 1) -> Path:
-    """Headline accuracy against forward MACs: a line per method, a marker shape per tier."""
+def _tier_payload(runs: Sequence[Run], tier: str) -> int | None:
+    """Bytes down + up of one client of ``tier`` in one round: its sub-model's payload, from the
+    last evaluated row (defined for every tier, also one no client of took part in)."""
+    for run in runs:
+        final = run.final
+        if final and tier in final["tiers"]:
+            m = final["tiers"][tier]
+            if "bytes-down" in m:
+                return int(m["bytes-down"]) + int(m.get("bytes-up", m["bytes-down"]))
+    return None
+
+
+def _plot_accuracy_vs_cost(
+    runs: Sequence[Run],
+    path: Path | str,
+    last_k: int,
+    cost: Callable[[Sequence[Run], str], float | None],
+    xlabel: str,
+) -> Path:
+    """Headline accuracy against a per-tier cost: a line per method through its tiers, a marker
+    shape per tier, error bars of ± the sample std over seeds."""
     tiers = _tiers(runs)
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (method, group) in enumerate(_by_method(runs).items()):
         pts = []
         for tier in tiers:
-            accs, cost = final_accuracy(group, tier, last_k), _tier_cost(group, tier)
-            if accs and cost:
-                pts.append((cost[0], 100 * _mean_std(accs)[0], tier))
+            accs, x = final_accuracy(group, tier, last_k), cost(group, tier)
+            if accs and x:
+                mean, std = _mean_std(accs)
+                pts.append((x, 100 * mean, 100 * std, tier))
         if not pts:
             continue
         (line,) = ax.plot(
@@ -346,20 +369,39 @@ def plot_accuracy_vs_macs(runs: Sequence[Run], path: Path | str, last_k: int = 1
             label=method,
             ls=_style(method, i)["linestyle"],
         )
-        for macs, acc, tier in pts:
+        for x, acc, std, tier in pts:
             marker = _MARKERS[tiers.index(tier) % len(_MARKERS)]
-            ax.plot(macs, acc, marker=marker, color=line.get_color(), linestyle="none")
+            ax.errorbar(
+                x, acc, yerr=std, marker=marker, color=line.get_color(), ls="none", capsize=2
+            )
     # Marker legend for tiers, in grey, so it does not compete with the method colours.
     for i, tier in enumerate(tiers):
         ax.plot(
             [], [], marker=_MARKERS[i % len(_MARKERS)], color="grey", ls="none", label=f"β={tier}"
         )
     ax.set_xscale("log")
-    ax.set_xlabel("forward MACs per example (log)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("headline test accuracy (%)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small", ncol=2)
     return _save(fig, path)
+
+
+def plot_accuracy_vs_macs(runs: Sequence[Run], path: Path | str, last_k: int = 1) -> Path:
+    """Headline accuracy against forward MACs: a line per method, a marker shape per tier."""
+
+    def macs(group: Sequence[Run], tier: str) -> float | None:
+        cost = _tier_cost(group, tier)
+        return cost[0] if cost else None
+
+    return _plot_accuracy_vs_cost(runs, path, last_k, macs, "forward MACs per example (log)")
+
+
+def plot_accuracy_vs_bytes(runs: Sequence[Run], path: Path | str, last_k: int = 1) -> Path:
+    """Headline accuracy against bytes down + up per client per round (the tier's payload)."""
+    return _plot_accuracy_vs_cost(
+        runs, path, last_k, _tier_payload, "bytes down + up per client per round (log)"
+    )
 
 
 def plot_bytes_per_round(runs: Sequence[Run], path: Path | str) -> Path:
@@ -424,6 +466,57 @@ def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=columns)
 
 
+SUMMARY_COLUMNS = [
+    "method",
+    "beta",
+    "seed",
+    "accuracy",
+    "evals",
+    "last-round",
+    "lr",
+    "macs",
+    "params",
+    "bytes-per-round",
+    "client-bytes-per-round",
+    "run",
+]
+
+
+def summary_frame(runs: Sequence[Run], last_k: int = 3) -> pd.DataFrame:
+    """The headline per run and tier: one row per method × tier × seed.
+
+    Columns: method, beta, seed, accuracy (% on the test set, the mean of the run's last
+    ``last_k`` evaluations), evals (how many were averaged), last-round (of the last one), lr,
+    macs and params (the method's model at the tier), bytes-per-round (the tier's payload down +
+    up, per client and round), client-bytes-per-round (measured: the mean over the run's clients
+    of the tier; empty when none took part), run (folder name).
+    """
+    records = []
+    for run in sorted(runs, key=lambda r: (r.method, r.seed, r.folder.name)):
+        evaluated = run.evaluated
+        for tier in _tiers([run]):
+            accs = [r["tiers"][tier]["accuracy"] for r in evaluated if tier in r["tiers"]]
+            last = [r for r in evaluated if tier in r["tiers"]][-1]
+            m = last["tiers"][tier]
+            records.append(
+                {
+                    "method": run.method,
+                    "beta": float(tier),
+                    "seed": run.seed,
+                    "accuracy": round(100 * float(np.mean(accs[-last_k:])), 4),
+                    "evals": len(accs[-last_k:]),
+                    "last-round": int(last["round"]),
+                    "lr": run.config.get("lr"),
+                    "macs": m.get("macs"),
+                    "params": m.get("params"),
+                    "bytes-per-round": _tier_payload([run], tier),
+                    "client-bytes-per-round": bytes_per_client_round([run], tier),
+                    "run": run.folder.name,
+                }
+            )
+    return pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)
+
+
 def run_folders(paths: Iterable[Path | str]) -> list[Path]:
     """Run folders from paths that are run folders or harness output folders (with ``runs/``)."""
     found: list[Path] = []
@@ -444,6 +537,41 @@ def load_frame(*paths: Path | str) -> pd.DataFrame:
     ``load_frame("runs/compare")``.
     """
     return runs_frame(load_runs(run_folders(paths)))
+
+
+def selection_table(selection: dict[str, Any]) -> str:
+    """Markdown table of an lr sweep (``lr-selection.json``): per method and lr, the validation
+    accuracy per tier and its mean over tiers; the chosen lr in bold."""
+    settings, methods = selection["settings"], selection["methods"]
+    tiers = sorted(
+        {t for m in methods.values() for e in m["grid"] for t in e.get("val-accuracy", {})},
+        key=float,
+    )
+    lines = [
+        f"lr chosen per method on the server's validation split (run-config `val-size` training "
+        f"examples held out of every client partition; the test set is not evaluated): one run "
+        f"per lr of {settings['lrs']} at {settings['select-rounds']} rounds, seed "
+        f"{settings['select-seed']}; score = mean over tiers of each tier's mean over the last "
+        f"{settings['last-k']} validation evaluations (`lr-selection.json`).",
+        "",
+        "| method | lr | " + " | ".join(f"val % β={t}" for t in tiers) + " | mean % | chosen |",
+        "|---|---|" + "---|" * len(tiers) + "---|---|",
+    ]
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    for method in sorted(methods, key=lambda m: (order.get(m, len(order)), m)):
+        for entry in methods[method]["grid"]:
+            chosen = entry["lr"] == methods[method]["lr"]
+            lr = f"**{entry['lr']:g}**" if chosen else f"{entry['lr']:g}"
+            if "failed" in entry:
+                cells = ["–"] * len(tiers) + [f"failed: {entry['failed'][:80]}"]
+            else:
+                acc = entry["val-accuracy"]
+                cells = [f"{100 * acc[t]:.2f}" if t in acc else "–" for t in tiers]
+                cells.append(f"{100 * entry['mean']:.2f}")
+            lines.append(
+                f"| {method} | {lr} | " + " | ".join(cells) + f" | {'✓' if chosen else ''} |"
+            )
+    return "\n".join(lines)
 
 
 def provenance_section(runs: Sequence[Run], commit: str) -> str:
@@ -476,8 +604,10 @@ def write_report(
     concurrency: int = 1,
     target: float = 0.8,
     last_k: int = 3,
+    selection: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``out_dir/report.md``, its four PNGs and ``results.csv``; return the report's path.
+    """Write ``out_dir/report.md``, its PNGs, ``results.csv`` and ``summary.csv`` (the headline
+    per run and tier, :func:`summary_frame`); return the report's path.
 
     Parameters
     ----------
@@ -496,13 +626,17 @@ def write_report(
         Accuracy whose virtual time-to-reach the time table reports.
     last_k : int
         The headline accuracy of a run is its mean over its last ``last_k`` evaluations.
+    selection : dict | None
+        The harness's ``lr-selection.json`` (an lr sweep), shown as a table when given.
     """
     runs = load_runs(folders)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs_frame(runs).to_csv(out / "results.csv", index=False)
+    summary_frame(runs, last_k).to_csv(out / "summary.csv", index=False)
     plot_accuracy_per_round(runs, out / "accuracy-per-round.png")
     plot_accuracy_vs_macs(runs, out / "accuracy-vs-macs.png", last_k)
+    plot_accuracy_vs_bytes(runs, out / "accuracy-vs-bytes.png", last_k)
     plot_bytes_per_round(runs, out / "bytes-per-round.png")
     plot_accuracy_vs_virtual_time(runs, out / "accuracy-vs-virtual-time.png")
     seeds = ", ".join(f"{m}: {[r.seed for r in group]}" for m, group in _by_method(runs).items())
@@ -512,7 +646,8 @@ def write_report(
         f"{provenance_section(runs, commit)}\n\n"
         f"Runs: {len(runs)} (seeds per method: {seeds}).\n\n"
         f"{comparison_table(runs, last_k)}\n\n"
-        f"{timing_table(runs, concurrency, target)}\n\n"
+        + (f"{selection_table(selection)}\n\n" if selection else "")
+        + f"{timing_table(runs, concurrency, target)}\n\n"
         "Accuracy is on the centralized test set: each run's mean over its last "
         f"{last_k} evaluations (one evaluation alone moves by a few pp between neighbouring "
         "evaluations), then the mean over the n seeds; ± is the sample standard deviation over "
@@ -522,7 +657,9 @@ def write_report(
         f"the clients' train-seconds summed and divided by the {concurrency} clients that "
         "trained at once; overhead is the rest of the wall time once compute, centralized "
         "evaluation and aggregation are taken out; * marks a target not reached by every seed. "
-        "Every number per run, round and tier: `results.csv`.\n\n"
+        "Every number per run, round and tier: `results.csv`; the headline per run and tier "
+        "(method, beta, seed, accuracy %, lr, MACs, params, bytes per client per round): "
+        "`summary.csv`. Error bars in the accuracy-against-cost plots: ± the std over seeds.\n\n"
         f"{figures}\n"
     )
     path = out / "report.md"
@@ -531,7 +668,8 @@ def write_report(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m simulations.report PATH... [--csv FILE]``: the tidy CSV of any runs."""
+    """``python -m simulations.report PATH... [--csv FILE] [--summary FILE]``: the tidy CSV of
+    any runs, and optionally their headline per run and tier."""
     import argparse
 
     p = argparse.ArgumentParser(
@@ -541,10 +679,25 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("paths", nargs="+", type=Path, help="run folders or harness --out folders")
     p.add_argument("--csv", type=Path, default=Path("results.csv"), help="CSV file to write")
+    p.add_argument(
+        "--summary",
+        type=Path,
+        default=None,
+        help="also write the headline per run × tier (method, beta, seed, accuracy %%, ...) here",
+    )
+    p.add_argument(
+        "--last-evals", type=int, default=3, help="headline = mean of this many last evaluations"
+    )
     args = p.parse_args(argv)
-    frame = load_frame(*args.paths)
+    if args.last_evals < 1:
+        p.error(f"--last-evals must be ≥ 1, got {args.last_evals}")
+    runs = load_runs(run_folders(args.paths))
+    frame = runs_frame(runs)
     frame.to_csv(args.csv, index=False)
     print(f"{len(frame)} rows from {frame['run'].nunique()} runs: {args.csv}")
+    if args.summary is not None:
+        summary_frame(runs, args.last_evals).to_csv(args.summary, index=False)
+        print(f"headline per run and tier: {args.summary}")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,18 @@ Each run folder keeps its full request (every run-config key, the federation set
 commands and commits that trained it (``harness.json``). Run again with the same ``--out``, a
 finished run is skipped and a partial one resumed only if the request is the same (``num-rounds``
 may grow); any other difference is refused with the settings that differ named: use another
-``--out`` for another experiment. Every process the harness starts (SuperLink, flwr-simulation,
-Ray) is stopped when it ends, also on SIGTERM, SIGHUP or Ctrl-C. The harness exits non-zero when
-a run failed or never trained (no round with a valid reply).
+``--out`` for another experiment.
+
+With ``--lrs`` every method first gets the same tuning budget (:mod:`simulations.lr_sweep`): one
+run per lr at ``--select-rounds`` rounds and seed ``--select-seed``, validated on the run's
+``val-size`` held-out training examples with the test set never evaluated (in
+``<out>/select/<method>-lr<lr>/``); the lr with the best mean over tiers of the mean of the last
+``--last-evals`` validation accuracies is then used for every seed of that method
+(``<out>/lr-selection.json``, a table in the report).
+
+Every process the harness starts (SuperLink, flwr-simulation, Ray) is stopped when it ends, also
+on SIGTERM, SIGHUP or Ctrl-C. The harness exits non-zero when a run failed or never trained (no
+round with a valid reply).
 
 Example::
 
@@ -47,8 +56,10 @@ import tomli_w
 from maestro_common.app.config import ConfigError, RunConfig
 from maestro_common.app.methods import METHOD_NAMES as METHODS
 from maestro_common.app.task import load_run_config
+from maestro_common.ml.data.partition import holdout_split
+from maestro_common.ml.data.raw import local_raw_split
 from server.policy import run_profiles
-from simulations import provenance
+from simulations import lr_sweep, provenance
 from simulations.procs import MARKER, ProcessGuard, marked, stop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,6 +200,11 @@ def run_config_for(base: dict, method: str, seed: int, out_dir: Path, sets: dict
     return cfg
 
 
+def run_dir(cfg: Mapping[str, Any]) -> Path:
+    """A run's folder: ``output-dir/run-name``."""
+    return Path(cfg["output-dir"]) / str(cfg["run-name"])
+
+
 def read_rows(folder: Path) -> list[dict[str, Any]]:
     """The metrics rows recorded so far (a line being written is skipped)."""
     path = folder / "metrics.jsonl"
@@ -219,13 +235,16 @@ def never_trained(rows: Sequence[Mapping[str, Any]]) -> bool:
 
 
 def _accuracy(rows: Sequence[Mapping[str, Any]]) -> str:
-    evaluated = [r for r in rows if r.get("tiers")]
+    # Test accuracy; validation accuracy (marked "val") for runs that never see the test set.
+    key = "tiers" if any(r.get("tiers") for r in rows) else "val-tiers"
+    evaluated = [r for r in rows if r.get(key)]
     if not evaluated:
         return "…"
-    tiers = evaluated[-1]["tiers"]
+    tiers = evaluated[-1][key]
     shown = sorted(tiers, key=float)
     shown = [shown[0], shown[-1]] if len(shown) > 1 else shown
-    return ", ".join(f"β={t}: {100 * tiers[t]['accuracy']:.2f}%" for t in shown)
+    mark = "" if key == "tiers" else "val "
+    return ", ".join(f"{mark}β={t}: {100 * tiers[t]['accuracy']:.2f}%" for t in shown)
 
 
 def progress_line(
@@ -289,12 +308,16 @@ def plan_run(folder: Path, request: Mapping[str, Any], total: int) -> Plan:
     return Plan("skip", done) if done == total else Plan("resume", done)
 
 
-def check_folder(runs_dir: Path, request: Mapping[str, Any], requested: set[str]) -> None:
+def check_folder(
+    runs_dir: Path, request: Mapping[str, Any], requested: set[str], tuned_lr: bool = False
+) -> None:
     """Runs in the folder that this call does not run must share its settings (all but method,
-    seed and run name), so the report over the folder compares like with like."""
+    seed, run name and, when ``tuned_lr``, the lr each method's sweep chose), so the report over
+    the folder compares like with like."""
     if not runs_dir.exists():
         return
     ignore = ("run-config.method", "run-config.seed", "run-config.run-name")
+    ignore += ("run-config.lr",) if tuned_lr else ()
     for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
         if folder.name in requested or not (folder / "metrics.jsonl").exists():
             continue
@@ -323,7 +346,7 @@ def _copy_output(stream, log_path: Path) -> None:
 def run_one(link: LocalSuperLink, cfg: dict, out_dir: Path, federation: str, plan: Plan) -> Path:
     """One `flwr run` with progress read off its metrics.jsonl; returns the run folder."""
     name = cfg["run-name"]
-    folder = out_dir / "runs" / name
+    folder = run_dir(cfg)
     total = int(cfg.get("num-rounds", RunConfig().num_rounds))
     if plan.action == "resume":
         cfg = {**cfg, "resume": True}
@@ -431,8 +454,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=3,
         help="the report's headline accuracy is the mean over each run's last this many "
-        "evaluations",
+        "evaluations (and an lr sweep's score, over validation evaluations)",
     )
+    p.add_argument(
+        "--lrs",
+        default="",
+        help="comma list of learning rates: choose each method's lr on the validation split "
+        "(needs val-size > 0) before its runs; empty: no sweep, the run config's lr",
+    )
+    p.add_argument(
+        "--select-rounds",
+        type=int,
+        default=None,
+        help="rounds of each sweep run (None: the run config's num-rounds)",
+    )
+    p.add_argument("--select-seed", type=int, default=0, help="seed of the sweep runs")
     p.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder")
     p.add_argument("--title", default="", help="report title (default: conf name and methods)")
     args = p.parse_args(argv)
@@ -452,6 +488,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--cpus-per-client must be ≥ 1, got {args.cpus_per_client}")
     if args.last_evals < 1:
         p.error(f"--last-evals must be ≥ 1, got {args.last_evals}")
+    try:
+        args.lrs = lr_sweep.parse_lrs(args.lrs) if args.lrs.strip() else ()
+    except ValueError as err:
+        p.error(str(err))
+    if args.select_rounds is not None and args.select_rounds < 1:
+        p.error(f"--select-rounds must be ≥ 1, got {args.select_rounds}")
+    if args.select_seed < 0:
+        p.error(f"--select-seed must be ≥ 0, got {args.select_seed}")
     sets = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -481,7 +525,17 @@ def prepare(args: argparse.Namespace, out_dir: Path) -> tuple[list[dict], dict, 
         ]
     except ConfigError as err:
         raise HarnessError(f"bad experiment config: {err}") from err
-    min_nodes = RunConfig.from_run_config(configs[0]).min_nodes
+    first = RunConfig.from_run_config(configs[0])
+    if args.lrs and not first.val_size:
+        raise HarnessError(
+            "--lrs chooses each method's lr on the server's validation split, but val-size is 0: "
+            "set val-size in the conf or --set val-size=<examples to hold out>"
+        )
+    if args.lrs and "lr" in args.sets:
+        raise HarnessError("--lrs chooses the lr: leave out --set lr=...")
+    if first.val_size:
+        check_holdout(first, args.supernodes)
+    min_nodes = first.min_nodes
     if args.supernodes < min_nodes:
         raise HarnessError(
             f"--supernodes {args.supernodes} is below min-nodes={min_nodes}: the server would "
@@ -500,6 +554,26 @@ def prepare(args: argparse.Namespace, out_dir: Path) -> tuple[list[dict], dict, 
     return configs, federation, flwr_federation
 
 
+def check_holdout(cfg: RunConfig, supernodes: int) -> None:
+    """``val-size`` leaves every SuperNode's partition at least one example.
+
+    Checked on local files only (the harness never downloads a dataset); without them the server
+    and the clients check it when the run starts.
+
+    Raises
+    ------
+    HarnessError
+        When it does not (or is not below the training set's size).
+    """
+    raw = local_raw_split(cfg.dataset, "train", cfg.data_dir or None)
+    if raw is None:
+        return
+    try:
+        holdout_split(len(raw.labels), cfg.val_size, supernodes)
+    except ValueError as err:
+        raise HarnessError(f"bad experiment config: {err}") from err
+
+
 def run_planned(
     link: LocalSuperLink,
     cfg: dict,
@@ -515,10 +589,10 @@ def run_planned(
     """
     name = cfg["run-name"]
     if plan.action == "skip":
-        print(f"[{name}] already finished ({plan.done} rounds, same request): skipped")
+        print(f"[{name}] {plan.done} rounds already finished (same request): skipped", flush=True)
         return None
     command, commit = invocation
-    provenance.write_record(out_dir / "runs" / name, request, command, commit, plan.done + 1)
+    provenance.write_record(run_dir(cfg), request, command, commit, plan.done + 1)
     try:
         run_one(link, cfg, out_dir, flwr_federation, plan)
     except HarnessError as err:
@@ -539,24 +613,29 @@ def main(argv: list[str] | None = None) -> Path:
     commit = provenance.git_commit(ROOT)
     try:
         configs, federation, flwr_federation = prepare(args, out_dir)
-        requests = {c["run-name"]: provenance.make_request(c, federation) for c in configs}
-        check_folder(out_dir / "runs", next(iter(requests.values())), set(requests))
-        plans = {
-            c["run-name"]: plan_run(
-                out_dir / "runs" / c["run-name"],
-                requests[c["run-name"]],
-                int(c.get("num-rounds", RunConfig().num_rounds)),
-            )
-            for c in configs
-        }
+        tuning = tuning_settings(args, configs)
+        requests = {c["run-name"]: provenance.make_request(c, federation, tuning) for c in configs}
+        check_folder(
+            out_dir / "runs",
+            next(iter(requests.values())),
+            set(requests),
+            tuned_lr=tuning is not None,
+        )
+        sweep = Sweep.plan(args, out_dir, configs, federation, tuning) if tuning else None
+        # Without a sweep every run's request is known now; with one, once its lr is chosen.
+        plans = {} if tuning else plan_runs(configs, requests)
     except HarnessError as err:
         sys.exit(f"refused: {err}")
-    failures = []
-    if all(p.action == "skip" for p in plans.values()):
-        for cfg in configs:
-            print(f"[{cfg['run-name']}] already finished (same request): skipped", flush=True)
-    else:
-        failures = train(args, out_dir, configs, plans, requests, flwr_federation, command, commit)
+    failures: list[str] = []
+    main_configs = configs
+    with Runner(args, out_dir, flwr_federation, (command, commit)) as runner:
+        if sweep is not None:
+            main_configs, requests, plans = sweep.run(runner, configs, failures)
+        for cfg in main_configs:
+            name = cfg["run-name"]
+            failure = runner.run(cfg, plans[name], requests[name])
+            if failure:
+                failures.append(failure)
     report = write_comparison(args, out_dir, configs, commit)
     (out_dir / "harness-args.json").write_text(json.dumps(vars(args), default=str, indent=1))
     print(f"report: {report}")
@@ -565,45 +644,163 @@ def main(argv: list[str] | None = None) -> Path:
     return report
 
 
-def train(
-    args: argparse.Namespace,
-    out_dir: Path,
-    configs: list[dict],
-    plans: Mapping[str, Plan],
-    requests: Mapping[str, dict],
-    flwr_federation: str,
-    command: str,
-    commit: str,
-) -> list[str]:
-    """Every planned run on one local SuperLink; the failure messages."""
-    # What follows changes the runs: a report of the old state must not survive it.
-    for stale in ("report.md", "results.csv"):
-        (out_dir / stale).unlink(missing_ok=True)
-    failures = []
-    with ProcessGuard() as guard:
-        try:
-            with LocalSuperLink(
-                out_dir / ".flwr-home",
-                args.malloc == "fast",
+def plan_runs(configs: Sequence[dict], requests: Mapping[str, dict]) -> dict[str, Plan]:
+    """Every run's :class:`Plan` (HarnessError when one is refused)."""
+    return {
+        c["run-name"]: plan_run(
+            run_dir(c), requests[c["run-name"]], int(c.get("num-rounds", RunConfig().num_rounds))
+        )
+        for c in configs
+    }
+
+
+def tuning_settings(args: argparse.Namespace, configs: Sequence[dict]) -> dict | None:
+    """The lr sweep's settings (None without ``--lrs``)."""
+    if not args.lrs:
+        return None
+    rounds = args.select_rounds or int(configs[0].get("num-rounds", RunConfig().num_rounds))
+    return lr_sweep.settings(args.lrs, rounds, args.select_seed, args.last_evals)
+
+
+class Runner:
+    """Runs planned runs on one local SuperLink, started only when a run needs training.
+
+    Before the first run that trains, the stale report of the folder is removed (what follows
+    changes the runs). A SuperLink that fails to start fails every run after it.
+    """
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        out_dir: Path,
+        flwr_federation: str,
+        invocation: tuple[str, str],
+    ) -> None:
+        self.args, self.out_dir = args, out_dir
+        self.flwr_federation, self.invocation = flwr_federation, invocation
+        self.stack = contextlib.ExitStack()
+        self.link: LocalSuperLink | None = None
+        self.broken: str | None = None
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.close()
+
+    def _start(self) -> LocalSuperLink:
+        for stale in ("report.md", "results.csv", "summary.csv"):
+            (self.out_dir / stale).unlink(missing_ok=True)
+        guard = self.stack.enter_context(ProcessGuard())
+        return self.stack.enter_context(
+            LocalSuperLink(
+                self.out_dir / ".flwr-home",
+                self.args.malloc == "fast",
                 guard.env,
-                threads=args.cpus_per_client,
-            ) as link:
-                for cfg in configs:
-                    name = cfg["run-name"]
-                    failure = run_planned(
-                        link,
-                        cfg,
-                        out_dir,
-                        flwr_federation,
-                        plans[name],
-                        requests[name],
-                        (command, commit),
-                    )
-                    if failure:
-                        failures.append(failure)
-        except HarnessError as err:
-            failures.append(str(err))
-    return failures
+                threads=self.args.cpus_per_client,
+            )
+        )
+
+    def run(self, cfg: dict, plan: Plan, request: Mapping[str, Any]) -> str | None:
+        """Skip, start or resume one run as planned; the failure message, or None."""
+        if plan.action != "skip" and self.link is None and self.broken is None:
+            try:
+                self.link = self._start()
+            except HarnessError as err:
+                self.broken = str(err)
+        if plan.action != "skip" and self.broken is not None:
+            print(f"FAILED: [{cfg['run-name']}] {self.broken}", flush=True)
+            return f"{cfg['run-name']}: {self.broken}"
+        return run_planned(
+            self.link,  # type: ignore[arg-type]  (None only for a skipped run)
+            cfg,
+            self.out_dir,
+            self.flwr_federation,
+            plan,
+            request,
+            self.invocation,
+        )
+
+
+@dataclass
+class Sweep:
+    """The lr sweep of one invocation: its runs, their requests and plans, its settings."""
+
+    configs: list[dict]
+    requests: dict[str, dict]
+    plans: dict[str, Plan]
+    federation: dict
+    tuning: dict
+    out_dir: Path
+    last_k: int
+
+    @classmethod
+    def plan(
+        cls,
+        args: argparse.Namespace,
+        out_dir: Path,
+        configs: Sequence[dict],
+        federation: dict,
+        tuning: dict,
+    ) -> Sweep:
+        """One sweep run per method and lr, checked and planned (HarnessError when refused)."""
+        try:
+            lr_sweep.check_selection(out_dir, tuning)
+        except ValueError as err:
+            raise HarnessError(str(err)) from err
+        methods = list(dict.fromkeys(c["method"] for c in configs))
+        first = {m: next(c for c in configs if c["method"] == m) for m in methods}
+        runs = []
+        for method in methods:
+            for lr in args.lrs:
+                cfg = lr_sweep.sweep_config(
+                    first[method], lr, tuning["select-rounds"], tuning["select-seed"], out_dir
+                )
+                try:
+                    load_run_config(cfg)
+                except ConfigError as err:
+                    raise HarnessError(f"bad sweep config: {err}") from err
+                runs.append(cfg)
+        requests = {c["run-name"]: provenance.make_request(c, federation) for c in runs}
+        return cls(
+            runs, requests, plan_runs(runs, requests), federation, tuning, out_dir, args.last_evals
+        )
+
+    def run(
+        self, runner: Runner, configs: Sequence[dict], failures: list[str]
+    ) -> tuple[list[dict], dict[str, dict], dict[str, Plan]]:
+        """Run the sweep, choose each method's lr, write ``lr-selection.json``; return the main
+        runs with their lr set, their requests and plans (failures are appended)."""
+        results: dict[str, dict[float, Any]] = {}
+        for cfg in self.configs:
+            name = cfg["run-name"]
+            failure = runner.run(cfg, self.plans[name], self.requests[name])
+            if failure:
+                failures.append(failure)
+            got = failure or read_rows(run_dir(cfg))
+            results.setdefault(cfg["method"], {})[float(cfg["lr"])] = got
+        chosen = {m: lr_sweep.method_selection(r, self.last_k) for m, r in results.items()}
+        lr_sweep.write_selection(self.out_dir, self.tuning, chosen)
+        main_configs, requests, plans = [], {}, {}
+        for cfg in configs:
+            name, method = cfg["run-name"], cfg["method"]
+            lr = chosen[method]["lr"]
+            if lr is None:
+                failures.append(f"{name}: not run, no sweep run of {method} gave a score")
+                continue
+            print(f"[{name}] lr {lr:g} chosen on the validation split", flush=True)
+            cfg = {**cfg, "lr": lr}
+            request = provenance.make_request(cfg, self.federation, self.tuning)
+            try:
+                total = int(cfg.get("num-rounds", RunConfig().num_rounds))
+                plans[name] = plan_run(run_dir(cfg), request, total)
+            except HarnessError as err:
+                print(f"FAILED: {err}", flush=True)
+                failures.append(str(err))
+                continue
+            main_configs.append(cfg)
+            requests[name] = request
+        return main_configs, requests, plans
 
 
 def write_comparison(
@@ -632,6 +829,7 @@ def write_comparison(
         concurrency=max(1, min(slots, per_round)),
         target=args.target_accuracy,
         last_k=args.last_evals,
+        selection=lr_sweep.read_selection(out_dir),
     )
     print(report.read_text().split("\n\n", 2)[-1] if report.exists() else "")
     return report

@@ -106,3 +106,26 @@ def test_report_provenance_then_skip_then_refusal(tmp_path, fmnist_sample):
     assert (
         len(json.loads((out / "runs/maestro-seed0/harness.json").read_text())["invocations"]) == 1
     )
+
+
+def test_lr_sweep_chooses_on_validation_then_runs_with_the_choice(tmp_path, fmnist_sample):
+    out = tmp_path / "out"
+    proc = harness(
+        out,
+        fmnist_sample,
+        *("--set", "num-rounds=1", "--set", "val-size=200"),
+        *("--lrs", "0.01,0.05", "--select-rounds", "1"),
+    )
+    text, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, text[-3000:]
+    selection = json.loads((out / "lr-selection.json").read_text())["methods"]["maestro"]
+    grid = {e["lr"]: e for e in selection["grid"]}
+    assert set(grid) == {0.01, 0.05} and set(grid[0.05]["val-accuracy"]) == {"0.5", "1"}
+    assert selection["lr"] == max(grid, key=lambda lr: grid[lr]["mean"])
+    for lr in grid:  # sweep runs: validation only, the test set never evaluated
+        rows = (out / "select" / f"maestro-lr{lr:g}" / "metrics.jsonl").read_text().splitlines()
+        assert all("val-tiers" in json.loads(r) and "tiers" not in json.loads(r) for r in rows)
+    record = json.loads((out / "runs" / "maestro-seed0" / "harness.json").read_text())
+    assert record["request"]["run-config"]["lr"] == selection["lr"]
+    assert record["request"]["lr-selection"]["lrs"] == "0.01,0.05"
+    assert f"| maestro | **{selection['lr']:g}** |" in (out / "report.md").read_text()

@@ -67,6 +67,11 @@ class RunConfig:
     classes_per_partition: int = 2
     val_fraction: float = 0.1  # of each client's data, for federated evaluation
     max_test_examples: int = 0  # 0 = the whole test set for centralized evaluation
+    # Server-side validation: the last val-size examples of a fixed permutation of the training
+    # set (one for every run and seed) are held out of every client partition and evaluated by
+    # the server at each evaluation round (0 = off); lr sweeps choose on them, never on the test
+    val_size: int = 0
+    test_eval: bool = True  # evaluate every tier on the test set (false: sweep runs never see it)
     # Local training
     local_epochs: int = 1
     batch_size: int = 32
@@ -158,7 +163,7 @@ class RunConfig:
                 getattr(self, key) >= 1,
                 f"{key.replace('_', '-')} must be ≥ 1, got {getattr(self, key)}",
             )
-        for key in ("clients_per_eval", "shrink_every", "max_test_examples", "seed"):
+        for key in ("clients_per_eval", "shrink_every", "max_test_examples", "seed", "val_size"):
             check(
                 getattr(self, key) >= 0,
                 f"{key.replace('_', '-')} must be ≥ 0, got {getattr(self, key)}",
@@ -182,6 +187,10 @@ class RunConfig:
             not set(self.run_name) & {"/", "\\"} and self.run_name not in (".", ".."),
             f"run-name must be a plain folder name (no '/', '\\', '.' or '..'), got "
             f"{self.run_name!r}",
+        )
+        check(
+            self.test_eval or self.val_size > 0,
+            "test-eval = false needs val-size > 0: otherwise no round evaluates anything",
         )
         check(
             0 <= self.val_fraction < 1, f"val-fraction must be in [0, 1), got {self.val_fraction}"

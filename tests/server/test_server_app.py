@@ -171,3 +171,36 @@ def test_an_old_pickle_checkpoint_is_never_loaded(data_dir, tmp_path):
     (folder / OLD_CHECKPOINT).write_bytes(b"\x80\x04not really a pickle")
     with pytest.raises(ResumeError, match="old pickle format"):
         _main(cfg)
+
+
+# ----- server-side validation --------------------------------------------------------------
+
+
+def test_rows_carry_validation_accuracy_per_tier(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, val_size=40)
+    _main(cfg, train=_echo())
+    for row in _rows(cfg):
+        assert set(row["val-tiers"]) == set(row["tiers"]) == {"0.5", "1"}
+        for m in row["val-tiers"].values():
+            assert m["accuracy"] * 40 == pytest.approx(round(m["accuracy"] * 40))  # of 40
+            assert np.isfinite(m["loss"])
+    assert "server-side validation split" in (server_app.run_folder(cfg) / SUMMARY).read_text()
+
+
+def test_without_test_eval_the_test_set_is_never_read(data_dir, tmp_path, monkeypatch):
+    def refuse(self):
+        raise AssertionError("the test set was read")
+
+    monkeypatch.setattr(server_app.ModelOps, "test_set", refuse)
+    cfg = _cfg(data_dir, tmp_path, val_size=40, test_eval=False)
+    _main(cfg, train=_echo())
+    rows = _rows(cfg)
+    assert all("tiers" not in r and set(r["val-tiers"]) == {"0.5", "1"} for r in rows)
+
+
+def test_a_validation_split_as_large_as_the_training_set_fails_before_round_1(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, val_size=200)
+    grid = FakeGrid(NODES, cfg.to_run_config())
+    with pytest.raises(ConfigError, match=r"val-size must be in 0\.\.199"):
+        server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
+    assert grid.sent == [] and not (tmp_path / "runs").exists()

@@ -205,3 +205,63 @@ def test_bytes_per_tier_read_the_server_written_beta_not_the_tier_index():
     runs = [SimpleNamespace(rows=[row])]
     assert bytes_per_client_round(runs, "0.2") == 40
     assert bytes_per_client_round(runs, "0") is None
+
+
+def test_summary_has_one_row_per_method_tier_and_seed(folders):
+    from simulations.report import summary_frame
+
+    runs = load_runs(folders)
+    for run in runs:
+        run.config["lr"] = 0.05 if run.method == "maestro" else 0.1
+    frame = summary_frame(runs, last_k=2)
+    assert len(frame) == 2 * 2 * 2 and not frame.duplicated(["method", "beta", "seed"]).any()
+    assert list(frame.columns[:4]) == ["method", "beta", "seed", "accuracy"]
+    row = frame[(frame.method == "maestro") & (frame.beta == 0.2) & (frame.seed == 1)].iloc[0]
+    # Rounds 1 and 3 evaluated: 0.64 then 0.74, in %.
+    assert row.accuracy == pytest.approx(69.0) and row.evals == 2 and row["last-round"] == 3
+    assert (row.lr, row.macs, row.params) == (0.05, 1_000, 100)
+    assert row["bytes-per-round"] == 800 and row["client-bytes-per-round"] == 400
+    fit = frame[(frame.method == "fedavg-fit") & (frame.beta == 0.2)].iloc[0]
+    # No client of tier 0.2 took part: the tier's payload is still defined, the measure is not.
+    assert fit["bytes-per-round"] == 4_000 and pd.isna(fit["client-bytes-per-round"])
+    assert summary_frame(runs, last_k=1).accuracy.max() == pytest.approx(90.0)
+
+
+def test_report_writes_summary_csv_and_accuracy_against_bytes(folders, tmp_path):
+    write_report(folders, tmp_path / "out", "t", last_k=3)
+    frame = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert len(frame) == 8 and {"method", "beta", "seed", "accuracy"} <= set(frame.columns)
+    assert (tmp_path / "out" / "accuracy-vs-bytes.png").read_bytes()[:4] == b"\x89PNG"
+    assert "](accuracy-vs-bytes.png)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_accuracy_against_bytes_places_each_tier_at_its_payload(folders, tmp_path, monkeypatch):
+    from simulations import report
+
+    bars = []
+    monkeypatch.setattr(
+        report.plt.Axes, "errorbar", lambda self, x, y, yerr, **kw: bars.append((x, y, yerr))
+    )
+    report.plot_accuracy_vs_bytes(load_runs(folders), tmp_path / "b.png", last_k=1)
+    # maestro β=0.2: payload 400 + 400 bytes, 72 % ± 2.83 over two seeds.
+    x, y, err = bars[0]
+    assert (x, y, err) == (800, pytest.approx(72.0), pytest.approx(2.828, abs=1e-3))
+    assert sorted(b[0] for b in bars) == [800, 4_000, 4_000, 4_000]
+
+
+def test_cli_writes_the_summary(folders, tmp_path):
+    from simulations.report import main
+
+    main(
+        [
+            str(folders[0].parent.parent),
+            "--csv",
+            str(tmp_path / "r.csv"),
+            "--summary",
+            str(tmp_path / "s.csv"),
+            "--last-evals",
+            "1",
+        ]
+    )
+    frame = pd.read_csv(tmp_path / "s.csv")
+    assert len(frame) == 8 and frame.accuracy.max() == pytest.approx(90.0)

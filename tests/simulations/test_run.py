@@ -12,6 +12,7 @@ from simulations.run import (
     prepare,
     progress_line,
     run_config_for,
+    run_dir,
 )
 
 
@@ -168,3 +169,142 @@ def test_ray_starts_locally_unless_a_cluster_is_named(tmp_path):
     )
     assert local.env["RAY_ADDRESS"] == "local"
     assert named.env["RAY_ADDRESS"] == "10.0.0.1:6379"
+
+
+def _sweep_args(tmp_path, conf: str, *extra: str):
+    path = tmp_path / "s.toml"
+    path.write_text(conf)
+    return parse_args(["--conf", str(path), "--out", str(tmp_path / "out"), *extra])
+
+
+def test_lr_sweep_needs_a_validation_split_and_owns_the_lr(tmp_path, fmnist_sample):
+    conf = f'model = "lenet5"\ndata-dir = "{fmnist_sample}"\nnum-rounds = 5\n'
+    args = _sweep_args(tmp_path, conf, "--lrs", "0.02,0.05", "--supernodes", "4")
+    with pytest.raises(HarnessError, match="val-size is 0"):
+        prepare(args, tmp_path / "out")
+    conf += "val-size = 400\n"
+    args = _sweep_args(tmp_path, conf, "--lrs", "0.02", "--set", "lr=0.1", "--supernodes", "4")
+    with pytest.raises(HarnessError, match="leave out --set lr"):
+        prepare(args, tmp_path / "out")
+    args = _sweep_args(tmp_path, conf, "--supernodes", "2001")
+    with pytest.raises(HarnessError, match="val-size=400 leaves 2000 of 2400 training examples"):
+        prepare(args, tmp_path / "out")
+
+
+def test_sweep_plans_one_short_run_per_method_and_lr(tmp_path, fmnist_sample):
+    from simulations.run import Sweep, tuning_settings
+
+    conf = f'model = "lenet5"\ndata-dir = "{fmnist_sample}"\nnum-rounds = 5\nval-size = 400\n'
+    args = _sweep_args(
+        tmp_path,
+        conf,
+        *("--lrs", "0.02,0.05", "--methods", "maestro,fjord", "--seeds", "1,2"),
+        *("--select-rounds", "3", "--supernodes", "4"),
+    )
+    out = tmp_path / "out"
+    configs, federation, _ = prepare(args, out)
+    tuning = tuning_settings(args, configs)
+    assert tuning == {"lrs": "0.02,0.05", "select-rounds": 3, "select-seed": 0, "last-k": 3}
+    sweep = Sweep.plan(args, out, configs, federation, tuning)
+    names = [c["run-name"] for c in sweep.configs]
+    assert names == ["maestro-lr0.02", "maestro-lr0.05", "fjord-lr0.02", "fjord-lr0.05"]
+    assert all(p.action == "new" for p in sweep.plans.values())
+    run = sweep.requests["fjord-lr0.05"]["run-config"]
+    assert (run["num-rounds"], run["seed"], run["lr"], run["test-eval"]) == (3, 0, 0.05, False)
+    assert run["output-dir"] == str(out / "select") and run["val-size"] == 400
+    # Without --select-rounds the sweep runs the full horizon.
+    args.select_rounds = None
+    assert tuning_settings(args, configs)["select-rounds"] == 5
+
+
+def test_tuned_lrs_may_differ_between_methods_in_one_folder(tmp_path):
+    runs = tmp_path / "runs"
+    _fake_run(runs / "fjord-seed0", range(1, 4), _request(method="fjord", lr=0.05))
+    with pytest.raises(HarnessError, match=r"run-config\.lr"):
+        check_folder(runs, _request(lr=0.1), {"maestro-seed0"})
+    check_folder(runs, _request(lr=0.1), {"maestro-seed0"}, tuned_lr=True)
+    with pytest.raises(HarnessError, match="momentum"):
+        check_folder(runs, _request(lr=0.1, momentum=0.5), {"maestro-seed0"}, tuned_lr=True)
+
+
+class _FakeRunner:
+    """Records runs instead of training: a sweep run's validation accuracy is 1 - |lr - 0.05|,
+    and the runs of ``fail`` fail."""
+
+    def __init__(self, fail: str = "") -> None:
+        self.fail = fail
+        self.ran: list[str] = []
+
+    def run(self, cfg, plan, request):
+        self.ran.append(cfg["run-name"])
+        if cfg["method"] == self.fail:
+            return f"{cfg['run-name']}: boom"
+        acc = 1 - abs(cfg["lr"] - 0.05)
+        rows = [{"round": 1, "val-tiers": {"1": {"accuracy": acc, "loss": 0.1}}}]
+        _fake_run(run_dir(cfg), [], None)
+        (run_dir(cfg) / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return None
+
+
+def test_sweep_chooses_per_method_and_sets_the_main_runs_lr(tmp_path, fmnist_sample):
+    from simulations import lr_sweep
+    from simulations.run import Sweep, tuning_settings
+
+    conf = f'model = "lenet5"\ndata-dir = "{fmnist_sample}"\nnum-rounds = 5\nval-size = 400\n'
+    args = _sweep_args(
+        tmp_path,
+        conf,
+        *("--lrs", "0.02,0.05,0.1", "--methods", "maestro,fjord", "--seeds", "0,1"),
+        *("--select-rounds", "2", "--supernodes", "4"),
+    )
+    out = tmp_path / "out"
+    configs, federation, _ = prepare(args, out)
+    tuning = tuning_settings(args, configs)
+    sweep = Sweep.plan(args, out, configs, federation, tuning)
+    failures: list[str] = []
+    runner = _FakeRunner(fail="fjord")
+    main, requests, plans = sweep.run(runner, configs, failures)
+    assert runner.ran[:3] == ["maestro-lr0.02", "maestro-lr0.05", "maestro-lr0.1"]
+    # maestro: lr 0.05 scores best; fjord's sweep failed, so its seeds are not run.
+    assert [(c["run-name"], c["lr"]) for c in main] == [
+        ("maestro-seed0", 0.05),
+        ("maestro-seed1", 0.05),
+    ]
+    assert len(failures) == 3 + 2 and "fjord-seed1: not run" in failures[-1]
+    request = requests["maestro-seed1"]
+    assert request["run-config"]["lr"] == 0.05 and request["run-config"]["num-rounds"] == 5
+    assert request["run-config"]["test-eval"] is True and request["lr-selection"] == tuning
+    assert plans["maestro-seed1"].action == "new"
+    selection = lr_sweep.read_selection(out)
+    assert selection["methods"]["maestro"]["lr"] == 0.05
+    assert selection["methods"]["fjord"]["lr"] is None
+
+
+def test_the_headline_conf_and_its_documented_sweep_parse(tmp_path):
+    """docs/federated.md's headline command, up to the point where Flower would start."""
+    from pathlib import Path
+
+    from maestro_common.app.config import RunConfig
+    from simulations.run import Sweep, tuning_settings
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "federated.md").read_text()
+    flags = "--lrs 0.02,0.05,0.1 --select-rounds 50 --out runs/fmnist-100-r100"
+    assert flags in text and "--seeds 0,1,2" in text
+    args = parse_args(
+        [
+            *("--conf", str(root / "simulations/conf/fmnist-100.toml"), "--supernodes", "100"),
+            *("--methods", "maestro,fjord,heterofl,fedavg-fit,fedavg-all", "--seeds", "0,1,2"),
+            *("--lrs", "0.02,0.05,0.1", "--select-rounds", "50", "--out", str(tmp_path / "o")),
+        ]
+    )
+    configs, federation, _ = prepare(args, tmp_path / "o")
+    cfg = RunConfig.from_run_config(configs[0])
+    assert (cfg.num_rounds, cfg.val_size, cfg.lr_schedule, cfg.eval_every) == (
+        100,
+        5000,
+        "cosine",
+        10,
+    )
+    sweep = Sweep.plan(args, tmp_path / "o", configs, federation, tuning_settings(args, configs))
+    assert len(sweep.configs) == 15 and len(configs) == 15

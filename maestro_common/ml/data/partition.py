@@ -16,9 +16,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["SCHEMES", "partition_indices", "train_val_split"]
+__all__ = ["HOLDOUT_SEED", "SCHEMES", "holdout_split", "partition_indices", "train_val_split"]
 
 SCHEMES = ("iid", "dirichlet", "pathological")
+# The server's validation examples are drawn with this seed, never the run's: every method and
+# seed of an experiment then holds out (and is chosen on) the same examples.
+HOLDOUT_SEED = 20_251_123
 
 
 def _make_partitioner(
@@ -180,3 +183,41 @@ def train_val_split(
     n_val = min(round(n * val_fraction), max(n - 1, 0))
     shuffled = indices[np.random.default_rng(seed).permutation(n)]
     return shuffled[n_val:], shuffled[:n_val]
+
+
+def holdout_split(n: int, size: int, num_partitions: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(n)`` into (kept, held out): the server's validation set is held out.
+
+    The held-out indices are the last ``size`` of a permutation drawn with
+    :data:`HOLDOUT_SEED`, so they depend on ``n`` and ``size`` only.
+
+    Parameters
+    ----------
+    n : int
+        Examples in the training set.
+    size : int
+        Examples to hold out (run-config ``val-size``), in ``0 .. n - num_partitions``.
+    num_partitions : int
+        Client partitions the kept examples must fill (each needs at least one).
+
+    Returns
+    -------
+    tuple of np.ndarray
+        ``(kept, held)``: disjoint sorted int64 arrays covering ``range(n)``.
+
+    Raises
+    ------
+    ValueError
+        When ``size`` is negative, not below ``n``, or leaves fewer than ``num_partitions``.
+    """
+    if not 0 <= size < n:
+        raise ValueError(
+            f"val-size must be in 0..{n - 1} (the training set has {n} examples), got {size}"
+        )
+    if n - size < num_partitions:
+        raise ValueError(
+            f"val-size={size} leaves {n - size} of {n} training examples for {num_partitions} "
+            f"client partitions (each needs at least one): lower val-size"
+        )
+    perm = np.random.default_rng(HOLDOUT_SEED).permutation(n)
+    return np.sort(perm[: n - size]), np.sort(perm[n - size :])

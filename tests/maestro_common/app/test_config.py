@@ -250,3 +250,13 @@ def test_name_and_replace():
 def test_non_finite_numbers_are_rejected(key):
     with pytest.raises(ConfigError, match=f"{key} must be finite"):
         RunConfig.from_run_config({key: float("inf")})
+
+
+def test_val_size_and_test_eval():
+    cfg = RunConfig.from_run_config({"val-size": 5000, "test-eval": False})
+    assert (cfg.val_size, cfg.test_eval) == (5000, False)
+    assert (RunConfig().val_size, RunConfig().test_eval) == (0, True)
+    with pytest.raises(ConfigError, match="val-size must be ≥ 0, got -1"):
+        RunConfig(val_size=-1)
+    with pytest.raises(ConfigError, match="test-eval = false needs val-size > 0"):
+        RunConfig(test_eval=False)
