@@ -146,13 +146,13 @@ class ModelOps:
     ) -> dict[str, dict[str, float]]:
         """Accuracy and loss of each tier's sub-model on :meth:`val_set` (keys ``f"{β:g}"``)."""
         self.load(arrays)
-        val = self.val_set()
-        out = {}
-        for beta in betas:
-            budget = self.method_budget(beta)
-            loss, acc = evaluate(self.model, val.images, val.labels, budget, device=self.device)
-            out[f"{beta:g}"] = {"accuracy": acc, "loss": loss}
-        return out
+        return {f"{b:g}": self._scores(self.val_set(), b) for b in betas}
+
+    def _scores(self, data: ArrayDataset, beta: float) -> dict[str, float]:
+        """Accuracy and loss of the loaded model's tier-β sub-model on ``data``."""
+        budget = self.method_budget(beta)
+        loss, acc = evaluate(self.model, data.images, data.labels, budget, device=self.device)
+        return {"accuracy": acc, "loss": loss}
 
     def evaluate_tiers(
         self, arrays: Mapping[str, np.ndarray], betas: Sequence[float]
@@ -166,11 +166,9 @@ class ModelOps:
         out = {}
         for beta in betas:
             budget = self.method_budget(beta)
-            loss, acc = evaluate(self.model, test.images, test.labels, budget, device=self.device)
             payload = self.payload_nbytes(arrays, beta)
             out[f"{beta:g}"] = {
-                "accuracy": acc,
-                "loss": loss,
+                **self._scores(test, beta),
                 "budget": budget,
                 "params": count_params(self.model, budget),
                 "macs": count_macs(self.model, self.shape, budget),

@@ -191,21 +191,30 @@ def test_lr_sweep_needs_a_validation_split_and_owns_the_lr(tmp_path, fmnist_samp
         prepare(args, tmp_path / "out")
 
 
-def test_sweep_plans_one_short_run_per_method_and_lr(tmp_path, fmnist_sample):
+def _plan_sweep(tmp_path, data, lrs: str, seeds: str, rounds: str):
+    """A 5-round lenet5 conf with a validation split, swept for maestro and fjord."""
     from simulations.run import Sweep, tuning_settings
 
-    conf = f'model = "lenet5"\ndata-dir = "{fmnist_sample}"\nnum-rounds = 5\nval-size = 400\n'
+    conf = f'model = "lenet5"\ndata-dir = "{data}"\nnum-rounds = 5\nval-size = 400\n'
     args = _sweep_args(
         tmp_path,
         conf,
-        *("--lrs", "0.02,0.05", "--methods", "maestro,fjord", "--seeds", "1,2"),
-        *("--select-rounds", "3", "--supernodes", "4"),
+        *("--lrs", lrs, "--methods", "maestro,fjord", "--seeds", seeds),
+        *("--select-rounds", rounds, "--supernodes", "4"),
     )
     out = tmp_path / "out"
     configs, federation, _ = prepare(args, out)
     tuning = tuning_settings(args, configs)
+    return args, out, configs, tuning, Sweep.plan(args, out, configs, federation, tuning)
+
+
+def test_sweep_plans_one_short_run_per_method_and_lr(tmp_path, fmnist_sample):
+    from simulations.run import tuning_settings
+
+    args, out, configs, tuning, sweep = _plan_sweep(
+        tmp_path, fmnist_sample, "0.02,0.05", "1,2", "3"
+    )
     assert tuning == {"lrs": "0.02,0.05", "select-rounds": 3, "select-seed": 0, "last-k": 3}
-    sweep = Sweep.plan(args, out, configs, federation, tuning)
     names = [c["run-name"] for c in sweep.configs]
     assert names == ["maestro-lr0.02", "maestro-lr0.05", "fjord-lr0.02", "fjord-lr0.05"]
     assert all(p.action == "new" for p in sweep.plans.values())
@@ -248,19 +257,10 @@ class _FakeRunner:
 
 def test_sweep_chooses_per_method_and_sets_the_main_runs_lr(tmp_path, fmnist_sample):
     from simulations import lr_sweep
-    from simulations.run import Sweep, tuning_settings
 
-    conf = f'model = "lenet5"\ndata-dir = "{fmnist_sample}"\nnum-rounds = 5\nval-size = 400\n'
-    args = _sweep_args(
-        tmp_path,
-        conf,
-        *("--lrs", "0.02,0.05,0.1", "--methods", "maestro,fjord", "--seeds", "0,1"),
-        *("--select-rounds", "2", "--supernodes", "4"),
+    _, out, configs, tuning, sweep = _plan_sweep(
+        tmp_path, fmnist_sample, "0.02,0.05,0.1", "0,1", "2"
     )
-    out = tmp_path / "out"
-    configs, federation, _ = prepare(args, out)
-    tuning = tuning_settings(args, configs)
-    sweep = Sweep.plan(args, out, configs, federation, tuning)
     failures: list[str] = []
     runner = _FakeRunner(fail="fjord")
     main, requests, plans = sweep.run(runner, configs, failures)
