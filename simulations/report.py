@@ -539,6 +539,35 @@ def load_frame(*paths: Path | str) -> pd.DataFrame:
     return runs_frame(load_runs(run_folders(paths)))
 
 
+def merged_selection(paths: Iterable[Path | str]) -> dict[str, Any] | None:
+    """The lr sweeps (``lr-selection.json``) of several harness ``--out`` folders as one.
+
+    Raises
+    ------
+    ValueError
+        When their tuning settings differ, or two folders chose an lr for the same method: one
+        report must not mix methods tuned differently.
+    """
+    merged: dict[str, Any] | None = None
+    for path in map(Path, paths):
+        file = path / "lr-selection.json"
+        if not file.exists():
+            continue
+        selection = json.loads(file.read_text())
+        if merged is None:
+            merged = {"settings": selection["settings"], "methods": {}}
+        elif selection["settings"] != merged["settings"]:
+            raise ValueError(
+                f"{file} was tuned with {selection['settings']}, another folder with "
+                f"{merged['settings']}: report them apart"
+            )
+        twice = set(selection["methods"]) & set(merged["methods"])
+        if twice:
+            raise ValueError(f"{file} tunes {sorted(twice)} again: report them apart")
+        merged["methods"].update(selection["methods"])
+    return merged
+
+
 def selection_table(selection: dict[str, Any]) -> str:
     """Markdown table of an lr sweep (``lr-selection.json``): per method and lr, the validation
     accuracy per tier and its mean over tiers; the chosen lr in bold."""
@@ -668,8 +697,8 @@ def write_report(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m simulations.report PATH... [--csv FILE] [--summary FILE]``: the tidy CSV of
-    any runs, and optionally their headline per run and tier."""
+    """``python -m simulations.report PATH... [--csv FILE] [--summary FILE] [--report DIR]``: the
+    tidy CSV of any runs, optionally their headline per run and tier, and a whole report."""
     import argparse
 
     p = argparse.ArgumentParser(
@@ -688,10 +717,37 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--last-evals", type=int, default=3, help="headline = mean of this many last evaluations"
     )
+    p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="also write report.md with its plots, results.csv and summary.csv in this folder "
+        "(harness --out folders run in parallel report as one; their lr sweeps must match)",
+    )
+    p.add_argument("--title", default="", help="report.md's heading (default: the paths)")
     args = p.parse_args(argv)
     if args.last_evals < 1:
         p.error(f"--last-evals must be ≥ 1, got {args.last_evals}")
-    runs = load_runs(run_folders(args.paths))
+    folders = run_folders(args.paths)
+    if args.report is not None:
+        try:
+            selection = merged_selection(args.paths)
+        except ValueError as err:
+            p.error(str(err))
+        from simulations.provenance import git_commit
+
+        title = args.title or "Runs of " + ", ".join(map(str, args.paths))
+        root = Path(__file__).resolve().parents[1]
+        path = write_report(
+            folders,
+            args.report,
+            title,
+            git_commit(root),
+            last_k=args.last_evals,
+            selection=selection,
+        )
+        print(f"report: {path}")
+    runs = load_runs(folders)
     frame = runs_frame(runs)
     frame.to_csv(args.csv, index=False)
     print(f"{len(frame)} rows from {frame['run'].nunique()} runs: {args.csv}")

@@ -265,3 +265,42 @@ def test_cli_writes_the_summary(folders, tmp_path):
     )
     frame = pd.read_csv(tmp_path / "s.csv")
     assert len(frame) == 8 and frame.accuracy.max() == pytest.approx(90.0)
+
+
+def _selection(method: str, lr: float, lrs: str = "0.02,0.05") -> dict:
+    grid = [{"lr": lr, "mean": 0.8, "val-accuracy": {"1": 0.8}}]
+    settings = {"lrs": lrs, "select-rounds": 2, "select-seed": 0, "last-k": 3}
+    return {"settings": settings, "methods": {method: {"lr": lr, "grid": grid}}}
+
+
+def _harness_out(root: Path, method: str, seeds: tuple[int, ...], selection: dict) -> Path:
+    (root / "runs").mkdir(parents=True)
+    for seed in seeds:
+        fake_run(root / "runs", method, seed)
+    (root / "lr-selection.json").write_text(json.dumps(selection))
+    return root
+
+
+def test_cli_reports_harness_folders_run_in_parallel_as_one(tmp_path):
+    from simulations.report import main
+
+    a = _harness_out(tmp_path / "a", "maestro", (0, 1), _selection("maestro", 0.05))
+    b = _harness_out(tmp_path / "b", "fedavg-fit", (0, 1), _selection("fedavg-fit", 0.02))
+    out = tmp_path / "both"
+    main([str(a), str(b), "--csv", str(tmp_path / "r.csv"), "--report", str(out)])
+    text = (out / "report.md").read_text()
+    # Both methods in one table, both sweeps in the selection table, every plot written.
+    assert "| maestro | **0.05** |" in text and "| fedavg-fit | **0.02** |" in text
+    assert len(pd.read_csv(out / "summary.csv")) == 8
+    assert all((out / name).read_bytes()[:4] == b"\x89PNG" for name in PLOTS)
+
+
+def test_cli_refuses_to_report_sweeps_with_other_settings_as_one(tmp_path, capsys):
+    from simulations.report import main
+
+    a = _harness_out(tmp_path / "a", "maestro", (0,), _selection("maestro", 0.05))
+    b = _harness_out(tmp_path / "b", "fedavg-fit", (0,), _selection("fedavg-fit", 0.1, "0.1,0.2"))
+    with pytest.raises(SystemExit):
+        main([str(a), str(b), "--csv", str(tmp_path / "r.csv"), "--report", str(tmp_path / "o")])
+    assert "report them apart" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "report.md").exists()
