@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from simulations.time_axis import step_times, time_axis_table
 from simulations.time_to_accuracy import time_to_accuracy
 
 matplotlib.use("Agg")  # files only: no display on servers and CI
@@ -404,6 +405,53 @@ def plot_accuracy_vs_bytes(runs: Sequence[Run], path: Path | str, last_k: int = 
     )
 
 
+STEP_TIME_PLOT = "accuracy-vs-step-time.png"
+
+
+def _model_of(runs: Sequence[Run]) -> tuple[str, str]:
+    """The (model, conv-factorization) every run trained; ValueError when they differ."""
+    kinds = {
+        (r.config.get("model", "cnn"), r.config.get("conv-factorization", "svd")) for r in runs
+    }
+    if len(kinds) != 1:
+        raise ValueError(f"runs of several models or factorizations {sorted(kinds)}: no time axis")
+    return kinds.pop()
+
+
+def plot_accuracy_vs_step_time(
+    runs: Sequence[Run], bench: Mapping[str, Any], path: Path | str, last_k: int = 1
+) -> Path:
+    """Headline accuracy against the measured train step time of each method's tier model
+    (:mod:`simulations.time_axis`, from ``simulations.bench``), so methods compare at matched
+    time as well as matched MACs."""
+    model, factorization = _model_of(runs)
+
+    def step_ms(group: Sequence[Run], tier: str) -> float | None:
+        times = step_times(bench, model, group[0].method, factorization)
+        return next((ms for beta, (ms, _) in times.items() if f"{beta:g}" == tier), None)
+
+    return _plot_accuracy_vs_cost(
+        runs, path, last_k, step_ms, f"measured train step of the tier's model, ms ({model}, log)"
+    )
+
+
+def time_axis_section(runs: Sequence[Run], bench: Mapping[str, Any]) -> str:
+    """The report's time axis: per tier and method the measured step time beside the MAC ratio,
+    and the plot of accuracy against it; a line saying why when the benchmark cannot serve."""
+    try:
+        model, factorization = _model_of(runs)
+        table = time_axis_table(bench, model, list(_by_method(runs)), factorization)
+    except (ValueError, KeyError) as err:
+        return f"No time axis: {err}."
+    settings = bench.get("meta", {}).get("settings", "")
+    return (
+        f"Measured train step time per tier (ms, `simulations.bench` on this machine; {settings}) "
+        "beside the MACs relative to dense; a tier the benchmark did not measure shows –.\n\n"
+        f"{table}\n\n![Headline test accuracy against the measured train step time of each "
+        f"tier's model]({STEP_TIME_PLOT})"
+    )
+
+
 def plot_bytes_per_round(runs: Sequence[Run], path: Path | str) -> Path:
     """Grouped bars: mean bytes down + up per client per round, by tier, one bar per method."""
     tiers = _tiers(runs)
@@ -634,6 +682,7 @@ def write_report(
     target: float = 0.8,
     last_k: int = 3,
     selection: dict[str, Any] | None = None,
+    bench: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``out_dir/report.md``, its PNGs, ``results.csv`` and ``summary.csv`` (the headline
     per run and tier, :func:`summary_frame`); return the report's path.
@@ -657,6 +706,9 @@ def write_report(
         The headline accuracy of a run is its mean over its last ``last_k`` evaluations.
     selection : dict | None
         The harness's ``lr-selection.json`` (an lr sweep), shown as a table when given.
+    bench : mapping | None
+        ``simulations.bench``'s saved figures (``bench.json``): when given, the report gains a
+        time axis (measured step time per tier, accuracy against it).
     """
     runs = load_runs(folders)
     out = Path(out_dir)
@@ -668,6 +720,11 @@ def write_report(
     plot_accuracy_vs_bytes(runs, out / "accuracy-vs-bytes.png", last_k)
     plot_bytes_per_round(runs, out / "bytes-per-round.png")
     plot_accuracy_vs_virtual_time(runs, out / "accuracy-vs-virtual-time.png")
+    time_axis = ""
+    if bench is not None:
+        time_axis = time_axis_section(runs, bench) + "\n\n"
+        if not time_axis.startswith("No time axis"):
+            plot_accuracy_vs_step_time(runs, bench, out / STEP_TIME_PLOT, last_k)
     seeds = ", ".join(f"{m}: {[r.seed for r in group]}" for m, group in _by_method(runs).items())
     figures = "\n\n".join(f"![{caption}]({name})" for name, caption in PLOTS.items())
     text = (
@@ -677,7 +734,8 @@ def write_report(
         f"{comparison_table(runs, last_k)}\n\n"
         + (f"{selection_table(selection)}\n\n" if selection else "")
         + f"{timing_table(runs, concurrency, target)}\n\n"
-        "Accuracy is on the centralized test set: each run's mean over its last "
+        + time_axis
+        + "Accuracy is on the centralized test set: each run's mean over its last "
         f"{last_k} evaluations (one evaluation alone moves by a few pp between neighbouring "
         "evaluations), then the mean over the n seeds; ± is the sample standard deviation over "
         "the seeds. The per-round plot's bands span the lowest to the highest seed. MACs and "
@@ -725,6 +783,12 @@ def main(argv: list[str] | None = None) -> None:
         "(harness --out folders run in parallel report as one; their lr sweeps must match)",
     )
     p.add_argument("--title", default="", help="report.md's heading (default: the paths)")
+    p.add_argument(
+        "--bench",
+        type=Path,
+        default=None,
+        help="with --report: simulations.bench's bench.json, for a time axis (step time per tier)",
+    )
     args = p.parse_args(argv)
     if args.last_evals < 1:
         p.error(f"--last-evals must be ≥ 1, got {args.last_evals}")
@@ -738,6 +802,7 @@ def main(argv: list[str] | None = None) -> None:
 
         title = args.title or "Runs of " + ", ".join(map(str, args.paths))
         root = Path(__file__).resolve().parents[1]
+        bench = json.loads(args.bench.read_text()) if args.bench else None
         path = write_report(
             folders,
             args.report,
@@ -745,6 +810,7 @@ def main(argv: list[str] | None = None) -> None:
             git_commit(root),
             last_k=args.last_evals,
             selection=selection,
+            bench=bench,
         )
         print(f"report: {path}")
     runs = load_runs(folders)

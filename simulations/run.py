@@ -450,6 +450,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="accuracy whose virtual time-to-reach the report gives",
     )
     p.add_argument(
+        "--bench",
+        type=Path,
+        default=None,
+        help="simulations.bench's bench.json (e.g. runs/bench/bench.json): the report gains a "
+        "time axis, each tier's measured train step time and accuracy against it",
+    )
+    p.add_argument(
         "--last-evals",
         type=int,
         default=3,
@@ -513,6 +520,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def check_bench(path: Path) -> None:
+    """``--bench`` must be a saved benchmark, read before any run so a typo costs nothing.
+
+    Raises
+    ------
+    HarnessError
+        When the file is missing or not the JSON ``simulations.bench`` writes.
+    """
+    try:
+        bench = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise HarnessError(
+            f"--bench {path}: {err}; run `python -m simulations.bench` to write it"
+        ) from err
+    if not isinstance(bench, dict) or not isinstance(bench.get("models"), list):
+        raise HarnessError(f"--bench {path} has no 'models' rows: not a simulations.bench file")
+
+
 def prepare(args: argparse.Namespace, out_dir: Path) -> tuple[list[dict], dict, str]:
     """Every run's config and the federation settings, all checked before Flower starts."""
     try:
@@ -535,6 +560,8 @@ def prepare(args: argparse.Namespace, out_dir: Path) -> tuple[list[dict], dict, 
         raise HarnessError("--lrs chooses the lr: leave out --set lr=...")
     if first.val_size:
         check_holdout(first, args.supernodes)
+    if getattr(args, "bench", None) is not None:
+        check_bench(args.bench)
     min_nodes = first.min_nodes
     if args.supernodes < min_nodes:
         raise HarnessError(
@@ -830,6 +857,7 @@ def write_comparison(
         target=args.target_accuracy,
         last_k=args.last_evals,
         selection=lr_sweep.read_selection(out_dir),
+        bench=json.loads(args.bench.read_text()) if getattr(args, "bench", None) else None,
     )
     print(report.read_text().split("\n\n", 2)[-1] if report.exists() else "")
     return report

@@ -2,8 +2,9 @@
 
 Reads the figures :mod:`simulations.bench` saved (``runs/bench/bench.json``) and maps a method to
 the variant its clients run: maestro to the factored variant of its ``conv-factorization`` (svd
-or tucker), fjord / heterofl / fedavg-fit to the width variant (at the width matched to the svd
-tier's MACs, the harness's rule), fedavg-all to the dense model at every tier. Kept apart from the
+or tucker), fjord / heterofl to the width variant (at the width matched to the svd tier's MACs,
+the harness's rule), fedavg-fit to the weakest tier's width at every tier, fedavg-all to the
+dense model at every tier. Kept apart from the
 harness's report so that either can change without the other.
 """
 
@@ -56,9 +57,14 @@ def step_times(
     if kind == "dense":
         betas = sorted({r["beta"] for r in rows})
         return {b: (dense["train_ms"], 1.0) for b in betas}
-    return {
+    measured = {
         r["beta"]: (r["train_ms"], r["macs"] / dense["macs"]) for r in rows if r["variant"] == kind
     }
+    if method == "fedavg-fit" and measured:
+        # Every client trains the weakest tier's width, whatever its own tier.
+        weakest = measured[min(measured)]
+        return dict.fromkeys(measured, weakest)
+    return measured
 
 
 def time_axis_table(

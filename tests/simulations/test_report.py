@@ -304,3 +304,43 @@ def test_cli_refuses_to_report_sweeps_with_other_settings_as_one(tmp_path, capsy
         main([str(a), str(b), "--csv", str(tmp_path / "r.csv"), "--report", str(tmp_path / "o")])
     assert "report them apart" in capsys.readouterr().err
     assert not (tmp_path / "o" / "report.md").exists()
+
+
+def _bench() -> dict:
+    """simulations.bench rows for the CNN: step ms per variant and tier (dense: 10 ms)."""
+    ms = {("dense", 1.0): 10.0, ("svd", 0.2): 3.0, ("svd", 1.0): 11.0, ("width", 0.2): 4.0}
+    ms[("width", 1.0)] = 10.0
+    rows = [
+        {"group": "cnn", "variant": v, "beta": b, "train_ms": t, "macs": int(100 * t)}
+        for (v, b), t in ms.items()
+    ]
+    return {"meta": {"settings": "median of 5"}, "models": rows}
+
+
+def test_report_gains_a_time_axis_from_the_benchmark(folders, tmp_path, monkeypatch):
+    from simulations import report
+
+    bars = []
+    monkeypatch.setattr(
+        report.plt.Axes, "errorbar", lambda self, x, y, yerr, **kw: bars.append((x, y))
+    )
+    write_report(folders, tmp_path / "out", "t", last_k=1, bench=_bench())
+    text = (tmp_path / "out" / "report.md").read_text()
+    # maestro runs the svd variant, fedavg-fit the width one: each tier at its own step time.
+    assert "| β | maestro step ms | maestro MACs ratio | fedavg-fit step ms |" in text
+    assert (
+        "| 0.2 | 3.0 | 0.30 | 4.0 | 0.40 |" in text and "| 1 | 11.0 | 1.10 | 4.0 | 0.40 |" in text
+    )
+    assert f"]({report.STEP_TIME_PLOT})" in text
+    step = [b for b in bars if b[0] in (3.0, 11.0, 4.0, 10.0)]
+    # fedavg-fit trains the weakest tier's width at every tier: 4 ms at both.
+    assert sorted(x for x, _ in step) == [3.0, 4.0, 4.0, 11.0]
+
+
+def test_no_time_axis_for_a_model_the_benchmark_did_not_measure(folders, tmp_path):
+    bench = _bench()
+    for row in bench["models"]:
+        row["group"] = "lenet5"
+    write_report(folders, tmp_path / "out", "t", last_k=1, bench=bench)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "No time axis: no benchmark rows for model 'cnn'" in text

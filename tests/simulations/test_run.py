@@ -308,3 +308,14 @@ def test_the_headline_conf_and_its_documented_sweep_parse(tmp_path):
     )
     sweep = Sweep.plan(args, tmp_path / "o", configs, federation, tuning_settings(args, configs))
     assert len(sweep.configs) == 15 and len(configs) == 15
+
+
+def test_a_missing_or_foreign_bench_file_is_refused_before_flower_starts(tmp_path, fmnist_sample):
+    conf = f'model = "lenet5"\ndata-dir = "{fmnist_sample}"\nnum-rounds = 1\n'
+    args = _sweep_args(tmp_path, conf, "--bench", str(tmp_path / "none.json"), "--supernodes", "2")
+    with pytest.raises(HarnessError, match=r"run `python -m simulations\.bench` to write it"):
+        prepare(args, tmp_path / "out")
+    (tmp_path / "other.json").write_text('{"rows": []}')
+    args = _sweep_args(tmp_path, conf, "--bench", str(tmp_path / "other.json"), "--supernodes", "2")
+    with pytest.raises(HarnessError, match=r"not a simulations\.bench file"):
+        prepare(args, tmp_path / "out")

@@ -41,3 +41,14 @@ def test_load_bench(tmp_path):
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(BENCH))
     assert load_bench(path) == BENCH
+
+
+def test_fedavg_fit_runs_the_weakest_tiers_width_at_every_tier():
+    rows = [
+        {"group": "cnn", "variant": "dense", "beta": 1.0, "train_ms": 10.0, "macs": 100},
+        {"group": "cnn", "variant": "width", "beta": 0.2, "train_ms": 3.0, "macs": 25},
+        {"group": "cnn", "variant": "width", "beta": 1.0, "train_ms": 10.0, "macs": 100},
+    ]
+    times = step_times({"models": rows}, "cnn", "fedavg-fit")
+    assert times == {0.2: (3.0, 0.25), 1.0: (3.0, 0.25)}
+    assert step_times({"models": rows}, "cnn", "fjord")[1.0] == (10.0, 1.0)
