@@ -446,7 +446,10 @@ def time_axis_section(runs: Sequence[Run], bench: Mapping[str, Any]) -> str:
     settings = bench.get("meta", {}).get("settings", "")
     return (
         f"Measured train step time per tier (ms, `simulations.bench` on this machine; {settings}) "
-        "beside the MACs relative to dense; a tier the benchmark did not measure shows –.\n\n"
+        "beside the MACs relative to dense; a tier the benchmark did not measure shows –. A step "
+        "here is one forward and backward pass of the tier's model: Maestro's nested objective "
+        "also runs smaller sub-models in each step (`step cost` in docs/centralized.md), which "
+        "this column does not count.\n\n"
         f"{table}\n\n![Headline test accuracy against the measured train step time of each "
         f"tier's model]({STEP_TIME_PLOT})"
     )
