@@ -126,13 +126,6 @@ def save_model(model: torch.nn.Module, method: str, seed: int, args: argparse.Na
     factored ones: ``maestro``), so ``python -m server.export`` evaluates and exports it
     as it does a federated run. Returns the checkpoint's path.
     """
-    factored = {}
-    if method != "dense":  # what server.export needs to rebuild the same factored model
-        factored = {
-            "conv_factorization": args.conv_factorization,
-            "initial_ranks": args.initial_ranks,
-            "rank_quantum": args.rank_quantum,
-        }
     cfg = RunConfig(
         method="fedavg-all" if method == "dense" else "maestro",
         model=args.model,
@@ -143,7 +136,10 @@ def save_model(model: torch.nn.Module, method: str, seed: int, args: argparse.Na
         num_rounds=args.epochs,
         seed=seed,
         run_name=f"{method}-seed{seed}",
-        **factored,
+        # What server.export needs to rebuild the same factored model (dense ignores them).
+        conv_factorization=args.conv_factorization,
+        initial_ranks=args.initial_ranks,
+        rank_quantum=args.rank_quantum,
     )
     folder = args.out / cfg.name
     path = folder / "checkpoint.npz"

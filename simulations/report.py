@@ -441,7 +441,7 @@ def time_axis_section(runs: Sequence[Run], bench: Mapping[str, Any]) -> str:
     try:
         model, factorization = _model_of(runs)
         table = time_axis_table(bench, model, list(_by_method(runs)), factorization)
-    except (ValueError, KeyError) as err:
+    except ValueError as err:
         return f"No time axis: {err}."
     settings = bench.get("meta", {}).get("settings", "")
     return (

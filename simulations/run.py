@@ -560,7 +560,7 @@ def prepare(args: argparse.Namespace, out_dir: Path) -> tuple[list[dict], dict, 
         raise HarnessError("--lrs chooses the lr: leave out --set lr=...")
     if first.val_size:
         check_holdout(first, args.supernodes)
-    if getattr(args, "bench", None) is not None:
+    if args.bench is not None:
         check_bench(args.bench)
     min_nodes = first.min_nodes
     if args.supernodes < min_nodes:
@@ -857,7 +857,7 @@ def write_comparison(
         target=args.target_accuracy,
         last_k=args.last_evals,
         selection=lr_sweep.read_selection(out_dir),
-        bench=json.loads(args.bench.read_text()) if getattr(args, "bench", None) else None,
+        bench=json.loads(args.bench.read_text()) if args.bench else None,
     )
     print(report.read_text().split("\n\n", 2)[-1] if report.exists() else "")
     return report
