@@ -18,8 +18,9 @@ from maestro_common.app.config import RunConfig
 
 RECORD = "harness.json"
 # Keys that legitimately differ between invocations of the same run: `resume` is the harness's own
-# switch, and num-rounds may grow (a resume continues a run to more rounds).
-VOLATILE = ("resume",)
+# switch, and `output-dir` only says where the run's folder lies (a moved or copied --out folder
+# holds the same runs). num-rounds may grow too (a resume continues a run to more rounds).
+VOLATILE = ("resume", "output-dir")
 
 
 def git_commit(root: Path) -> str:
@@ -61,7 +62,13 @@ def make_request(
 
 
 def _flatten(request: Mapping[str, Any]) -> dict[str, Any]:
-    return {f"{section}.{k}": v for section, keys in request.items() for k, v in keys.items()}
+    """``section.key`` -> value, without the volatile run-config keys (older records hold them)."""
+    return {
+        f"{section}.{k}": v
+        for section, keys in request.items()
+        for k, v in keys.items()
+        if not (section == "run-config" and k in VOLATILE)
+    }
 
 
 def differences(

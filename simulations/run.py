@@ -476,6 +476,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="rounds of each sweep run (None: the run config's num-rounds)",
     )
     p.add_argument("--select-seed", type=int, default=0, help="seed of the sweep runs")
+    p.add_argument(
+        "--select-only",
+        action="store_true",
+        help="with --lrs: run the sweep, write lr-selection.json and stop, so the seeds can be "
+        "trained later (e.g. in parallel chains with --set lr=<chosen>)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder")
     p.add_argument("--title", default="", help="report title (default: conf name and methods)")
     args = p.parse_args(argv)
@@ -503,6 +509,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--select-rounds must be ≥ 1, got {args.select_rounds}")
     if args.select_seed < 0:
         p.error(f"--select-seed must be ≥ 0, got {args.select_seed}")
+    if args.select_only and not args.lrs:
+        p.error("--select-only runs the lr sweep only: give --lrs too")
     sets = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -658,14 +666,20 @@ def main(argv: list[str] | None = None) -> Path:
     with Runner(args, out_dir, flwr_federation, (command, commit)) as runner:
         if sweep is not None:
             main_configs, requests, plans = sweep.run(runner, configs, failures)
+        if args.select_only:
+            main_configs = []
         for cfg in main_configs:
             name = cfg["run-name"]
             failure = runner.run(cfg, plans[name], requests[name])
             if failure:
                 failures.append(failure)
-    report = write_comparison(args, out_dir, configs, commit)
     (out_dir / "harness-args.json").write_text(json.dumps(vars(args), default=str, indent=1))
-    print(f"report: {report}")
+    if args.select_only:
+        report = out_dir / lr_sweep.SELECTION
+        print(f"lr chosen per method: {report}")
+    else:
+        report = write_comparison(args, out_dir, configs, commit)
+        print(f"report: {report}")
     if failures:
         sys.exit("failed runs:\n" + "\n".join(f"  - {f}" for f in failures))
     return report

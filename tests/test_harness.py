@@ -110,14 +110,16 @@ def test_report_provenance_then_skip_then_refusal(tmp_path, fmnist_sample):
 
 def test_lr_sweep_chooses_on_validation_then_runs_with_the_choice(tmp_path, fmnist_sample):
     out = tmp_path / "out"
-    proc = harness(
-        out,
-        fmnist_sample,
-        *("--set", "num-rounds=1", "--set", "val-size=200"),
-        *("--lrs", "0.01,0.05", "--select-rounds", "1"),
-    )
+    sweep = ("--set", "num-rounds=1", "--set", "val-size=200", "--lrs", "0.01,0.05")
+    first = harness(out, fmnist_sample, *sweep, "--select-rounds", "1", "--select-only")
+    text, _ = first.communicate(timeout=900)
+    assert first.returncode == 0, text[-3000:]
+    assert (out / "lr-selection.json").exists() and not (out / "runs").exists(), text[-3000:]
+
+    proc = harness(out, fmnist_sample, *sweep, "--select-rounds", "1")  # the sweep is reused
     text, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, text[-3000:]
+    assert text.count("already finished (same request): skipped") == 2, text[-3000:]
     selection = json.loads((out / "lr-selection.json").read_text())["methods"]["maestro"]
     grid = {e["lr"]: e for e in selection["grid"]}
     assert set(grid) == {0.01, 0.05} and set(grid[0.05]["val-accuracy"]) == {"0.5", "1"}

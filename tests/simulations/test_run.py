@@ -90,6 +90,9 @@ def test_bad_harness_arguments_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--conf", str(conf), "--methods", "maestro,fedprox"])
     assert "unknown method(s) ['fedprox']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--conf", str(conf), "--select-only"])
+    assert "--select-only runs the lr sweep only: give --lrs too" in capsys.readouterr().err
     args = parse_args(["--conf", str(conf), "--set", "lr=0.1", "--set", "sampler=uniform"])
     assert args.sets == {"lr": 0.1, "sampler": "uniform"}
 
@@ -149,6 +152,14 @@ def test_defaults_count_as_settings(tmp_path):
     assert provenance.differences(_request(), _request(momentum=0.5)) == [
         "run-config.momentum: 0.9 -> 0.5"
     ]
+
+
+def test_a_moved_out_folder_holds_the_same_runs(tmp_path):
+    # Where the folder lies is not a setting: a copied or moved --out is skipped, not refused
+    # (records written before output-dir was volatile hold it; it is ignored there too).
+    old = _request()
+    old["run-config"]["output-dir"] = "/elsewhere/runs"
+    assert not provenance.differences(old, _request(**{"output-dir": str(tmp_path / "runs")}))
 
 
 def test_other_runs_in_the_folder_must_share_the_settings(tmp_path):
@@ -220,7 +231,7 @@ def test_sweep_plans_one_short_run_per_method_and_lr(tmp_path, fmnist_sample):
     assert all(p.action == "new" for p in sweep.plans.values())
     run = sweep.requests["fjord-lr0.05"]["run-config"]
     assert (run["num-rounds"], run["seed"], run["lr"], run["test-eval"]) == (3, 0, 0.05, False)
-    assert run["output-dir"] == str(out / "select") and run["val-size"] == 400
+    assert sweep.configs[3]["output-dir"] == str(out / "select") and run["val-size"] == 400
     # Without --select-rounds the sweep runs the full horizon.
     args.select_rounds = None
     assert tuning_settings(args, configs)["select-rounds"] == 5
