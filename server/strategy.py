@@ -30,6 +30,7 @@ from maestro_common.app.protocol import Rejected, TrainReply, from_record, to_re
 from maestro_common.lowrank.prefix import budget_shapes, payload_nbytes, take_prefix
 from server.aggregation import aggregate_nested
 from server.influence import cap_weights, clip_updates
+from server.messaging import send_and_receive
 from server.sampling import sample_nodes
 from server.validation import Reply, filter_valid
 
@@ -180,7 +181,7 @@ class NestedFedAvg(Strategy):
         msgs = [
             Message(P.encode_query(), dst_node_id=n, message_type=MessageType.QUERY) for n in new
         ]
-        for reply in grid.send_and_receive(msgs, timeout=timeout):
+        for reply in send_and_receive(grid, msgs, timeout):
             node = reply.metadata.src_node_id
             info = P.decode_tier_reply(reply)
             if isinstance(info, Rejected):
@@ -401,9 +402,10 @@ class NestedFedAvg(Strategy):
             self.round_log = RoundLog(rnd)
             record = to_record(self.global_arrays)
             train_start = time.perf_counter()
-            replies = grid.send_and_receive(
+            replies = send_and_receive(
+                grid,
                 self.configure_train(rnd, record, ConfigRecord(dict(train_config)), grid),
-                timeout=timeout,
+                timeout,
             )
             self.round_log.train_seconds = time.perf_counter() - train_start
             _, summary = self.aggregate_train(rnd, replies)
@@ -412,9 +414,10 @@ class NestedFedAvg(Strategy):
                 self.global_arrays = shrink_fn(self.global_arrays)
                 self.round_log.shrunk = True
             if self.clients_per_eval and evaluate_round(rnd):
-                eval_replies = grid.send_and_receive(
+                eval_replies = send_and_receive(
+                    grid,
                     self.configure_evaluate(rnd, record, ConfigRecord(dict(train_config)), grid),
-                    timeout=timeout,
+                    timeout,
                 )
                 self.aggregate_evaluate(rnd, eval_replies)
             if on_round_end is not None:

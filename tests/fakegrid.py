@@ -1,6 +1,7 @@
 """An in-process Grid for tests: delivers messages to the ClientApp handlers directly."""
 
 from collections.abc import Callable
+from uuid import uuid4
 
 from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
@@ -26,6 +27,7 @@ class FakeGrid(Grid):
         }
         self.sent: list[Message] = []
         self.replies: list[Message] = []
+        self._pending: dict[str, Message] = {}
 
     def context(self, node_id: int) -> Context:
         return Context(
@@ -40,15 +42,24 @@ class FakeGrid(Grid):
         return list(self.node_configs)
 
     def send_and_receive(self, messages, *, timeout=None):
-        replies = []
+        return list(self.pull_messages(self.push_messages(messages)))
+
+    def push_messages(self, messages):
+        """Deliver each message now (ids assigned as a SuperLink does); replies wait for a pull."""
+        ids = []
         for msg in messages:
+            msg.metadata.__dict__["_message_id"] = str(uuid4())
             self.sent.append(msg)
             node = msg.metadata.dst_node_id
             reply = self.handlers[msg.metadata.message_type](msg, self.context(node))
             assert reply.metadata.src_node_id == node
-            replies.append(reply)
-        self.replies += replies
-        return replies
+            self.replies.append(reply)
+            self._pending[msg.metadata.message_id] = reply
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids):
+        return [self._pending.pop(i) for i in list(message_ids) if i in self._pending]
 
     def sent_of(self, message_type: str, server_round: int) -> list[Message]:
         return [
@@ -67,10 +78,4 @@ class FakeGrid(Grid):
         raise NotImplementedError
 
     def create_message(self, *args, **kwargs):
-        raise NotImplementedError
-
-    def push_messages(self, messages):
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):
         raise NotImplementedError
