@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import time
 import zlib
 
 import torch
@@ -117,6 +118,7 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train_fn(msg: Message, context: Context) -> Message:
     """Train the received prefix for E local epochs inside its budget; reply with the prefix."""
+    start = time.perf_counter()
     _setup(context)
     cfg = load_run_config(context.run_config)
     task = P.decode_instruction(msg)
@@ -147,6 +149,7 @@ def train_fn(msg: Message, context: Context) -> Message:
         P.PEAK_RSS_MB: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         # Results depend on it (floating-point order); the harness pins it per client.
         P.TORCH_THREADS: torch.get_num_threads(),
+        P.HANDLE_SECONDS: time.perf_counter() - start,
     }
     content = P.encode_train_reply(arrays, result.num_examples, result.loss, extra)
     return Message(content, reply_to=msg)

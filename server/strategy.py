@@ -90,6 +90,7 @@ class RoundLog:
     virtual_seconds: float = 0.0
     aggregate_seconds: float = 0.0
     train_seconds: float = 0.0  # from sending the train messages until the last reply
+    fed_eval_seconds: float = 0.0  # the same for the federated evaluation messages
     shrunk: bool = False
 
 
@@ -414,12 +415,14 @@ class NestedFedAvg(Strategy):
                 self.global_arrays = shrink_fn(self.global_arrays)
                 self.round_log.shrunk = True
             if self.clients_per_eval and evaluate_round(rnd):
+                eval_start = time.perf_counter()
                 eval_replies = send_and_receive(
                     grid,
                     self.configure_evaluate(rnd, record, ConfigRecord(dict(train_config)), grid),
                     timeout,
                 )
                 self.aggregate_evaluate(rnd, eval_replies)
+                self.round_log.fed_eval_seconds = time.perf_counter() - eval_start
             if on_round_end is not None:
                 on_round_end(self.round_log, self.global_arrays, round_start)
         return self.global_arrays

@@ -230,34 +230,52 @@ def timing_table(runs: Sequence[Run], concurrency: int, target: float) -> str:
     """Markdown table of time per method: wall and virtual seconds per round, where the wall
     time went, and virtual time until the full and the smallest tier reach ``target``.
 
-    Client compute per round is the sum of the clients' train-seconds divided by
-    ``concurrency`` (clients that train at once); harness overhead is the rest of the round's
-    wall time once client compute, centralized evaluation and aggregation are taken out
-    (Flower/Ray dispatch, serialisation, model building, data loading and waiting).
+    Per round, over the method's runs:
+
+    - client compute: the clients' train-seconds summed and divided by ``concurrency`` (clients
+      that train at once);
+    - client setup: their handle-seconds less train-seconds, summed and divided the same way
+      (run config, data rows, model build and load, prefix cut);
+    - dispatch & wait: the training phase (instructions sent to last reply pulled) less the
+      clients' handle time so divided: Flower/Ray dispatch, (de)serialisation, the wait between
+      pulls, and clients that finish unevenly;
+    - evaluation: the server's (test and validation sets) plus the federated phase on clients;
+    - overhead: the wall time less client compute, evaluation and aggregation (so setup and
+      dispatch are part of it), as a share of the wall time.
+
+    Setup and dispatch show "–" for runs recorded before clients reported handle-seconds.
     """
     lines = [
-        "| method | wall s/round | client compute s/round | eval s/round | aggregation % "
+        "| method | wall s/round | client compute s/round | client setup s/round "
+        "| dispatch & wait s/round | eval s/round | aggregation % "
         f"| overhead % | virtual s/round | virtual h to {100 * target:.0f}% (full / smallest) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     tiers = _tiers(runs)
+    per = max(concurrency, 1)
     for method, group in _by_method(runs).items():
         rows = [r for run in group for r in run.rows]
         if not rows:
             continue
+        clients = [c for r in rows for c in r.get("clients", [])]
         wall = sum(r.get("wall-seconds", 0.0) for r in rows)
-        compute = sum(c.get("train-seconds", 0.0) for r in rows for c in r.get("clients", []))
-        compute /= max(concurrency, 1)
-        evals = sum(r.get("eval-seconds", 0.0) for r in rows)
+        compute = sum(c.get("train-seconds", 0.0) for c in clients) / per
+        evals = sum(r.get("eval-seconds", 0.0) + r.get("fed-eval-seconds", 0.0) for r in rows)
         agg = sum(r.get("aggregate-seconds", 0.0) for r in rows)
         virtual = sum(r.get("virtual-seconds", 0.0) for r in rows)
         overhead = max(wall - compute - evals - agg, 0.0)
         n = len(rows)
-
+        if clients and all("handle-seconds" in c for c in clients):
+            handled = sum(c["handle-seconds"] for c in clients) / per
+            phase = sum(r.get("train-seconds", 0.0) for r in rows)
+            setup = f"{(handled - compute) / n:.2f}"
+            dispatch = f"{max(phase - handled, 0.0) / n:.2f}"
+        else:
+            setup = dispatch = "–"
         share = 100 / wall if wall else 0.0
         lines.append(
-            f"| {method} | {wall / n:.2f} | {compute / n:.2f} | {evals / n:.2f} "
-            f"| {agg * share:.2f} | {overhead * share:.1f} | {virtual / n:.1f} "
+            f"| {method} | {wall / n:.2f} | {compute / n:.2f} | {setup} | {dispatch} "
+            f"| {evals / n:.2f} | {agg * share:.2f} | {overhead * share:.1f} | {virtual / n:.1f} "
             f"| {_hours_to(group, tiers[-1], target)} / {_hours_to(group, tiers[0], target)} |"
         )
     return "\n".join(lines)
@@ -745,8 +763,10 @@ def write_report(
         "params are those of each method's model at that tier. Virtual time comes from assumed "
         "device profiles (server/profiles.py), not measurements. Time: client compute is "
         f"the clients' train-seconds summed and divided by the {concurrency} clients that "
-        "trained at once; overhead is the rest of the wall time once compute, centralized "
-        "evaluation and aggregation are taken out; * marks a target not reached by every seed. "
+        "trained at once, client setup their handler time around training so divided, "
+        "dispatch & wait the training phase's remaining wall time; evaluation is the server's "
+        "plus the federated phase; overhead is the wall time less compute, evaluation and "
+        "aggregation; * marks a target not reached by every seed. "
         "Every number per run, round and tier: `results.csv`; the headline per run and tier "
         "(method, beta, seed, accuracy %, lr, MACs, params, bytes per client per round): "
         "`summary.csv`. Error bars in the accuracy-against-cost plots: ± the std over seeds.\n\n"

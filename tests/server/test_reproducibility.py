@@ -19,7 +19,15 @@ from tests.fakegrid import FakeGrid
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "task_identity")
 
 # Wall-clock times and process memory differ between any two runs; nothing else may.
-TIMES = {"wall-seconds", "eval-seconds", "aggregate-seconds", "train-seconds", "peak-rss-mb"}
+TIMES = {
+    "wall-seconds",
+    "eval-seconds",
+    "fed-eval-seconds",
+    "aggregate-seconds",
+    "train-seconds",
+    "handle-seconds",
+    "peak-rss-mb",
+}
 
 
 def _strip_times(value):

@@ -152,7 +152,32 @@ def test_timing_table_splits_wall_time(tmp_path):
     line = next(x for x in table.splitlines() if x.startswith("| maestro"))
     # per round: wall 10, compute 6/2 = 3, eval 2, aggregation 0.5 (5 %), overhead 4.5 (45 %)
     # 85 %: the full tier at round 2 (200 s), the smallest at round 2 (0.9 ≥ 0.85, 200 s)
-    assert line == "| maestro | 10.00 | 3.00 | 2.00 | 5.00 | 45.0 | 100.0 | 0.06 / 0.06 |"
+    assert line == "| maestro | 10.00 | 3.00 | – | – | 2.00 | 5.00 | 45.0 | 100.0 | 0.06 / 0.06 |"
+
+
+def test_timing_table_splits_the_overhead_into_client_setup_and_dispatch(tmp_path):
+    from simulations.report import Run, timing_table
+
+    row = {
+        "round": 1,
+        "wall-seconds": 10.0,
+        "train-seconds": 5.0,  # the training phase
+        "eval-seconds": 1.0,
+        "fed-eval-seconds": 1.0,
+        "aggregate-seconds": 0.5,
+        "virtual-seconds": 0.0,
+        "virtual-clock": 0.0,
+        "clients": [
+            {"train-seconds": 3.0, "handle-seconds": 3.5},
+            {"train-seconds": 3.0, "handle-seconds": 4.5},
+        ],
+        "tiers": {"1": {"accuracy": 0.9}},
+    }
+    table = timing_table([Run(tmp_path, {"method": "fjord", "seed": 0}, [row])], 2, 0.85)
+    line = next(x for x in table.splitlines() if x.startswith("| fjord"))
+    # compute 6/2 = 3, setup (8-6)/2 = 1, dispatch 5 - 8/2 = 1, eval 1+1 = 2, agg 0.5 (5 %),
+    # overhead 10 - 3 - 2 - 0.5 = 4.5 (45 %)
+    assert line.startswith("| fjord | 10.00 | 3.00 | 1.00 | 1.00 | 2.00 | 5.00 | 45.0 | 0.0 |")
 
 
 def test_headline_is_the_mean_of_the_last_k_evaluations(folders):
