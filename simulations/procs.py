@@ -23,7 +23,9 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 import uuid
+from collections.abc import Callable
 from types import FrameType
 
 import psutil
@@ -125,3 +127,54 @@ class ProcessGuard:
             signal.signal(sig, handler)  # type: ignore[arg-type]
         atexit.unregister(self._atexit)
         become_subreaper(False)
+
+
+class TreeMemory:
+    """Peak memory of a set of processes while in the ``with`` block, sampled in a thread.
+
+    Each sample sums the processes' proportional set size (PSS: a page shared by n processes
+    counts 1/n in each, so the torch and Ray libraries every worker maps are counted once) and,
+    where PSS cannot be read, their RSS. ``procs`` gives the processes at each sample, so those
+    started or ended in between are followed.
+    """
+
+    def __init__(self, procs: Callable[[], list[psutil.Process]], every: float = 2.0) -> None:
+        self.procs = procs
+        self.every = every
+        self.peak_mb = 0.0
+        self.peak_processes = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def _mb(proc: psutil.Process) -> float:
+        try:
+            return proc.memory_full_info().pss / 2**20
+        except (psutil.AccessDenied, AttributeError):
+            return proc.memory_info().rss / 2**20
+
+    def sample(self) -> float:
+        """The set's memory now, in MiB; the peak is updated."""
+        total, count = 0.0, 0
+        for proc in self.procs():
+            with contextlib.suppress(psutil.Error):
+                total += self._mb(proc)
+                count += 1
+        self.samples += 1
+        if total > self.peak_mb:
+            self.peak_mb, self.peak_processes = total, count
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import tomli_w
 
 from maestro_common.app.config import ConfigError, RunConfig
@@ -60,7 +61,7 @@ from maestro_common.ml.data.partition import holdout_split
 from maestro_common.ml.data.raw import local_raw_split
 from server.policy import run_profiles
 from simulations import lr_sweep, provenance
-from simulations.procs import MARKER, ProcessGuard, marked, stop
+from simulations.procs import MARKER, ProcessGuard, TreeMemory, marked, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -396,6 +397,18 @@ def run_one(link: LocalSuperLink, cfg: dict, out_dir: Path, federation: str, pla
     return folder
 
 
+def write_memory(folder: Path, memory: TreeMemory) -> None:
+    """The run's ``memory.json``: peak PSS of the harness's process tree while it trained."""
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {
+        "peak-tree-pss-mib": round(memory.peak_mb, 1),
+        "processes-at-peak": memory.peak_processes,
+        "samples": memory.samples,
+        "every-seconds": memory.every,
+    }
+    (folder / "memory.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keeps the description's layout and shows every flag's default."""
 
@@ -721,6 +734,7 @@ class Runner:
         self.flwr_federation, self.invocation = flwr_federation, invocation
         self.stack = contextlib.ExitStack()
         self.link: LocalSuperLink | None = None
+        self.guard: ProcessGuard | None = None
         self.broken: str | None = None
 
     def __enter__(self) -> Runner:
@@ -732,7 +746,7 @@ class Runner:
     def _start(self) -> LocalSuperLink:
         for stale in ("report.md", "results.csv", "summary.csv"):
             (self.out_dir / stale).unlink(missing_ok=True)
-        guard = self.stack.enter_context(ProcessGuard())
+        guard = self.guard = self.stack.enter_context(ProcessGuard())
         return self.stack.enter_context(
             LocalSuperLink(
                 self.out_dir / ".flwr-home",
@@ -752,15 +766,27 @@ class Runner:
         if plan.action != "skip" and self.broken is not None:
             print(f"FAILED: [{cfg['run-name']}] {self.broken}", flush=True)
             return f"{cfg['run-name']}: {self.broken}"
-        return run_planned(
-            self.link,  # type: ignore[arg-type]  (None only for a skipped run)
-            cfg,
-            self.out_dir,
-            self.flwr_federation,
-            plan,
-            request,
-            self.invocation,
-        )
+        # The harness and everything it started (SuperLink, simulation, Ray and its workers).
+        memory = TreeMemory(lambda: [psutil.Process(), *self.guard.descendants()])
+        trains = plan.action != "skip"
+        with memory if trains else contextlib.nullcontext():
+            failure = run_planned(
+                self.link,  # type: ignore[arg-type]  (None only for a skipped run)
+                cfg,
+                self.out_dir,
+                self.flwr_federation,
+                plan,
+                request,
+                self.invocation,
+            )
+        if trains:
+            write_memory(run_dir(cfg), memory)
+            print(
+                f"[{cfg['run-name']}] peak memory of the harness's process tree: "
+                f"{memory.peak_mb:.0f} MiB PSS ({memory.peak_processes} processes)",
+                flush=True,
+            )
+        return failure
 
 
 @dataclass

@@ -94,6 +94,10 @@ def test_report_provenance_then_skip_then_refusal(tmp_path, fmnist_sample):
     assert f"| maestro-seed0 | 1–2 | `{call['command']}` | {call['commit']} |" in report
     assert "\x1b[" not in (out / "logs" / "maestro-seed0.log").read_text()
     assert (out / "results.csv").read_text().count("\n") == 1 + 2 * 2  # 2 rounds × 2 tiers
+    # The process tree's memory was followed while it trained (SuperLink, simulation, Ray).
+    memory = json.loads((out / "runs" / "maestro-seed0" / "memory.json").read_text())
+    assert memory["peak-tree-pss-mib"] > 200 and memory["processes-at-peak"] >= 4, memory
+    assert "peak memory of the harness's process tree" in text
 
     again = harness(out, fmnist_sample)
     text, _ = again.communicate(timeout=300)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import psutil
 
-from simulations.procs import MARKER, ProcessGuard, marked
+from simulations.procs import MARKER, ProcessGuard, TreeMemory, marked
 
 
 def _detached_sleeper(env: dict) -> int:
@@ -31,3 +32,18 @@ def test_guard_stops_detached_descendants():
     gone = not sleeper.is_running() or sleeper.status() == psutil.STATUS_ZOMBIE
     assert gone, f"pid {pid} survived the guard"
     assert marked(guard.marker) == []
+
+
+def test_tree_memory_follows_processes_that_come_and_go():
+    # A child holds 300 MiB of its own pages for a moment; the peak counts them, once.
+    code = (
+        "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(3)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        with TreeMemory(lambda: [psutil.Process(), *psutil.Process().children()], every=0.2) as mem:
+            child.wait(timeout=60)
+    finally:
+        child.kill()
+    assert mem.samples >= 3
+    assert 300 < mem.peak_mb < 2000 and mem.peak_processes == 2
