@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 import zlib
@@ -118,7 +119,7 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train_fn(msg: Message, context: Context) -> Message:
     """Train the received prefix for E local epochs inside its budget; reply with the prefix."""
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     _setup(context)
     cfg = load_run_config(context.run_config)
     task = P.decode_instruction(msg)
@@ -150,6 +151,8 @@ def train_fn(msg: Message, context: Context) -> Message:
         # Results depend on it (floating-point order); the harness pins it per client.
         P.TORCH_THREADS: torch.get_num_threads(),
         P.HANDLE_SECONDS: time.perf_counter() - start,
+        P.HANDLE_START: started_at,
+        P.WORKER_PID: os.getpid(),
     }
     content = P.encode_train_reply(arrays, result.num_examples, result.loss, extra)
     return Message(content, reply_to=msg)

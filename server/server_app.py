@@ -182,6 +182,7 @@ def main(grid: Grid, context: Context) -> None:
             "aggregate-seconds": round_log.aggregate_seconds,
             "train-seconds": round_log.train_seconds,
             "fed-eval-seconds": round_log.fed_eval_seconds,
+            "train-start": round_log.train_start,
         }
         if not round_log.valid_replies:
             row["no-valid-reply"] = True

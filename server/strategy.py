@@ -91,6 +91,7 @@ class RoundLog:
     aggregate_seconds: float = 0.0
     train_seconds: float = 0.0  # from sending the train messages until the last reply
     fed_eval_seconds: float = 0.0  # the same for the federated evaluation messages
+    train_start: float = 0.0  # when the train messages were sent (seconds since the epoch)
     shrunk: bool = False
 
 
@@ -403,6 +404,7 @@ class NestedFedAvg(Strategy):
             self.round_log = RoundLog(rnd)
             record = to_record(self.global_arrays)
             train_start = time.perf_counter()
+            self.round_log.train_start = time.time()
             replies = send_and_receive(
                 grid,
                 self.configure_train(rnd, record, ConfigRecord(dict(train_config)), grid),

@@ -281,6 +281,59 @@ def timing_table(runs: Sequence[Run], concurrency: int, target: float) -> str:
     return "\n".join(lines)
 
 
+def _worker_times(row: Mapping[str, Any]) -> list[dict[str, float]] | None:
+    """Per worker process of one round's training phase: busy, training, and idle time before
+    its first client, between its clients and after its last (None without the timestamps)."""
+    clients = row.get("clients", [])
+    keys = ("handle-start", "handle-seconds", "worker-pid")
+    if "train-start" not in row or not clients or not all(k in c for c in clients for k in keys):
+        return None
+    start, end = row["train-start"], row["train-start"] + row.get("train-seconds", 0.0)
+    by_pid: dict[float, list[dict]] = defaultdict(list)
+    for c in clients:
+        by_pid[c["worker-pid"]].append(c)
+    workers = []
+    for group in by_pid.values():
+        group.sort(key=lambda c: c["handle-start"])
+        ends = [c["handle-start"] + c["handle-seconds"] for c in group]
+        gaps = [max(b["handle-start"] - e, 0.0) for e, b in zip(ends[:-1], group[1:], strict=True)]
+        workers.append(
+            {
+                "busy": sum(c["handle-seconds"] for c in group),
+                "train": sum(c.get("train-seconds", 0.0) for c in group),
+                "before": max(group[0]["handle-start"] - start, 0.0),
+                "between": sum(gaps),
+                "after": max(end - ends[-1], 0.0),
+            }
+        )
+    return workers
+
+
+def phase_profile_table(runs: Sequence[Run]) -> str:
+    """Markdown table: where a training phase's wall time goes, per worker process (mean over
+    rounds and workers); empty when no run recorded the clients' timestamps."""
+    lines = [
+        "| method | training phase s | worker busy s | of which training s "
+        "| idle before first client s | idle between clients s | idle after last client s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, group in _by_method(runs).items():
+        phases, workers = [], []
+        for row in (r for run in group for r in run.rows):
+            times = _worker_times(row)
+            if times:
+                phases.append(row.get("train-seconds", 0.0))
+                workers += times
+        if not workers:
+            continue
+        mean = {k: float(np.mean([w[k] for w in workers])) for k in workers[0]}
+        lines.append(
+            f"| {method} | {np.mean(phases):.2f} | {mean['busy']:.2f} | {mean['train']:.2f} "
+            f"| {mean['before']:.2f} | {mean['between']:.2f} | {mean['after']:.2f} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def _mean_curve(
     runs: Sequence[Run], tier: str, x_key: str = "round"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -746,6 +799,14 @@ def write_report(
         time_axis = time_axis_section(runs, bench) + "\n\n"
         if not time_axis.startswith("No time axis"):
             plot_accuracy_vs_step_time(runs, bench, out / STEP_TIME_PLOT, last_k)
+    profile = phase_profile_table(runs)
+    if profile:
+        profile = (
+            "Where a training phase goes, per worker process (the clients' own timestamps; "
+            "before the first client: the server building and sending the instructions and "
+            "Flower/Ray dispatch; between clients: dispatch and (de)serialisation; after the "
+            f"last: waiting for the other workers' clients and for the pull):\n\n{profile}\n\n"
+        )
     seeds = ", ".join(f"{m}: {[r.seed for r in group]}" for m, group in _by_method(runs).items())
     figures = "\n\n".join(f"![{caption}]({name})" for name, caption in PLOTS.items())
     text = (
@@ -755,6 +816,7 @@ def write_report(
         f"{comparison_table(runs, last_k)}\n\n"
         + (f"{selection_table(selection)}\n\n" if selection else "")
         + f"{timing_table(runs, concurrency, target)}\n\n"
+        + profile
         + time_axis
         + "Accuracy is on the centralized test set: each run's mean over its last "
         f"{last_k} evaluations (one evaluation alone moves by a few pp between neighbouring "

@@ -44,8 +44,10 @@ TIER, PARTITION_ID = "tier", "partition-id"
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS, TRAIN_SECONDS, PEAK_RSS_MB = "train-loss", "train-seconds", "peak-rss-mb"
 TORCH_THREADS = "torch-threads"
-# The handler's whole time, receipt to reply (training plus data, model build and prefix cut).
-HANDLE_SECONDS = "handle-seconds"
+# The handler's whole time, receipt to reply (training plus data, model build and prefix cut),
+# when it started (seconds since the epoch) and in which process: the harness's profile of a
+# round lays the clients out per worker process.
+HANDLE_SECONDS, HANDLE_START, WORKER_PID = "handle-seconds", "handle-start", "worker-pid"
 EVAL_LOSS, EVAL_ACCURACY = "eval-loss", "eval-accuracy"
 
 # A reply's num-examples above this is refused: far above any device's dataset.

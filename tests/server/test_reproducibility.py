@@ -26,6 +26,9 @@ TIMES = {
     "aggregate-seconds",
     "train-seconds",
     "handle-seconds",
+    "handle-start",
+    "train-start",
+    "worker-pid",
     "peak-rss-mb",
 }
 

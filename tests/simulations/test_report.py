@@ -369,3 +369,32 @@ def test_no_time_axis_for_a_model_the_benchmark_did_not_measure(folders, tmp_pat
     write_report(folders, tmp_path / "out", "t", last_k=1, bench=bench)
     text = (tmp_path / "out" / "report.md").read_text()
     assert "No time axis: no benchmark rows for model 'cnn'" in text
+
+
+def test_phase_profile_lays_the_clients_out_per_worker(tmp_path):
+    from simulations.report import Run, phase_profile_table
+
+    def client(pid, start, handle, train):
+        return {
+            "worker-pid": pid,
+            "handle-start": 100.0 + start,
+            "handle-seconds": handle,
+            "train-seconds": train,
+        }
+
+    row = {
+        "round": 1,
+        "train-start": 100.0,
+        "train-seconds": 10.0,
+        # worker 7: starts at 1, busy 1-4 and 5-8 (gap 1), ends 2 s before the phase does;
+        # worker 9: starts at 0.5, busy 0.5-9.5.
+        "clients": [client(7, 5.0, 3.0, 2.5), client(9, 0.5, 9.0, 8.0), client(7, 1.0, 3.0, 2.0)],
+        "tiers": {"1": {"accuracy": 0.9}},
+    }
+    table = phase_profile_table([Run(tmp_path, {"method": "maestro", "seed": 0}, [row])])
+    line = next(x for x in table.splitlines() if x.startswith("| maestro"))
+    # means over the two workers: busy (6+9)/2, training (4.5+8)/2, before (1+0.5)/2,
+    # between (1+0)/2, after (2+0.5)/2
+    assert line == "| maestro | 10.00 | 7.50 | 6.25 | 0.75 | 0.50 | 1.25 |"
+    old = {**row, "clients": [{"train-seconds": 1.0}]}  # recorded before the timestamps
+    assert phase_profile_table([Run(tmp_path, {"method": "maestro", "seed": 0}, [old])]) == ""
