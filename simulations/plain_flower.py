@@ -28,7 +28,7 @@ import tomli_w
 
 from simulations.procs import ProcessGuard
 from simulations.report import Run, timing_table
-from simulations.run import BIN, ROOT, LocalSuperLink, _copy_output, read_rows
+from simulations.run import BIN, ROOT, LocalSuperLink, _copy_output, parse_sets, read_rows
 
 APP = ROOT / "simulations" / "plain_fedavg"
 
@@ -63,16 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.conf.exists():
         p.error(f"--conf {args.conf} does not exist")
-    sets = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            p.error(f"--set takes KEY=VALUE, got {item!r}")
-        try:
-            sets[key] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            sets[key] = value
-    args.sets = sets
+    try:
+        args.sets = parse_sets(args.set)
+    except ValueError as err:
+        p.error(str(err))
     return args
 
 

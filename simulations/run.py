@@ -413,6 +413,26 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
     """Keeps the description's layout and shows every flag's default."""
 
 
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as run-config values (TOML; a bare word is a string).
+
+    Raises
+    ------
+    ValueError
+        For an item without ``=``.
+    """
+    sets: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            sets[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            sets[key] = value  # a bare word: take it as a string
+    return sets
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m simulations.run", description=__doc__, formatter_class=_Formatter
@@ -524,16 +544,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--select-seed must be ≥ 0, got {args.select_seed}")
     if args.select_only and not args.lrs:
         p.error("--select-only runs the lr sweep only: give --lrs too")
-    sets = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            p.error(f"--set takes KEY=VALUE, got {item!r}")
-        try:
-            sets[key] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            sets[key] = value  # a bare word: take it as a string
-    args.sets = sets
+    try:
+        args.sets = parse_sets(args.set)
+    except ValueError as err:
+        p.error(str(err))
     if args.gpus_per_client is None:
         import torch
 
