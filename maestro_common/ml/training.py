@@ -134,7 +134,7 @@ def train(
             # The graph is built with this period's factors frozen: backward skips their gradients.
             with freeze(model, freezing, period_offset + epoch):
                 if isinstance(sampler, NestedSampler):
-                    loss, objective = _nested_loss(model, x, y, sampler, settings, passes)
+                    loss, objective = nested_loss(model, x, y, sampler, settings, passes)
                 elif isinstance(sampler, WidthSampler):
                     width = sampler.sample()
                     with use_width(model, width):
@@ -165,7 +165,7 @@ def train(
     )
 
 
-def _nested_loss(
+def nested_loss(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,

@@ -13,7 +13,7 @@ from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.layers import low_rank_layers, use_ranks
 from maestro_common.lowrank.samplers import NestedSampler, WidthSampler
 from maestro_common.ml.models import build_model
-from maestro_common.ml.training import TrainSettings, _nested_loss, train
+from maestro_common.ml.training import TrainSettings, nested_loss, train
 from maestro_common.width.sliceable import make_width_sliceable
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -42,7 +42,7 @@ def test_nested_loss_is_prefix_ce_plus_each_sub_models_loss(distill):
     sampler = NestedSampler(_ranks(model), grid=(0.25, 1.0), seed=0)
     passes = Counter()
     settings = TrainSettings(distill=distill, distill_temperature=2.0)
-    task, objective = _nested_loss(model, x, y, sampler, settings, passes)
+    task, objective = nested_loss(model, x, y, sampler, settings, passes)
     full = model(x)
     with use_ranks(model, sampler.ranks_at(0.25)):
         small = model(x)
@@ -62,7 +62,7 @@ def test_distillation_does_not_push_gradients_into_the_teacher_pass():
     x, y = _data(16)
     sampler = NestedSampler(_ranks(model), grid=(0.25, 1.0))
     settings = TrainSettings(distill=True)
-    _, objective = _nested_loss(model, x, y, sampler, settings, Counter())
+    _, objective = nested_loss(model, x, y, sampler, settings, Counter())
     objective.backward()
     with_sub = model.fc1.u.grad.clone()
     model.zero_grad()
