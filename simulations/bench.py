@@ -719,6 +719,8 @@ def render(args: argparse.Namespace, results: dict[str, list[Row]], meta: dict[s
         "tier slices the whole model at the width whose MACs match the svd tier's. 'merged' "
         "columns: factored layers whose dense form measured faster at that batch were merged "
         "(`maestro_common.lowrank.merging.merge_faster`).",
+        "- The federation's own cost per round (the harness against plain Flower FedAvg, 100 to "
+        "1,000 clients) is in `docs/scale.md`.",
         "",
         "## Targets",
         "",
