@@ -1,12 +1,13 @@
 """Send messages to nodes and collect their replies, pulling often.
 
-Flower's ``Grid.send_and_receive`` against a SuperLink (the ``HttpGrid`` a ServerApp gets under
-``flwr run``, simulation and deployment alike) sleeps 3 s between pulls. A phase of a round
-(training, federated evaluation, the tier query) therefore ends on the first 3 s boundary after
-its last reply: on average 1.5 s lost per phase, about a sixth of a 9 s round. Here the wait
-between pulls starts at :data:`FIRST_INTERVAL` and doubles up to :data:`MAX_INTERVAL` while
-replies are outstanding, so a phase ends at most ``MAX_INTERVAL`` after its last reply, for a
-few pulls a second (each one a small RPC with the outstanding message ids).
+Flower's ``Grid.send_and_receive`` against a SuperLink in deployment (the ``HttpGrid`` a
+ServerApp gets from ``flower-superlink`` with SuperNodes) sleeps 3 s between pulls. A phase of a
+round (training, federated evaluation, the tier query) therefore ends on the first 3 s boundary
+after its last reply: on average 1.5 s lost per phase. (The simulation engine hands the
+ServerApp an ``InMemoryGrid`` that pulls every 0.1 s.) Here the wait between pulls starts at
+:data:`FIRST_INTERVAL` and doubles up to :data:`MAX_INTERVAL` while replies are outstanding, so
+a phase ends at most ``MAX_INTERVAL`` after its last reply, in deployment and simulation alike,
+for at most ten pulls a second (each one a small request with the outstanding message ids).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 FIRST_INTERVAL = 0.01
-MAX_INTERVAL = 0.2
+MAX_INTERVAL = 0.1
 
 
 def send_and_receive(
