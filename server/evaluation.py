@@ -146,13 +146,24 @@ class ModelOps:
     ) -> dict[str, dict[str, float]]:
         """Accuracy and loss of each tier's sub-model on :meth:`val_set` (keys ``f"{β:g}"``)."""
         self.load(arrays)
-        return {f"{b:g}": self._scores(self.val_set(), b) for b in betas}
+        scores = self._scores(self.val_set(), betas)
+        return {f"{b:g}": scores[b] for b in betas}
 
-    def _scores(self, data: ArrayDataset, beta: float) -> dict[str, float]:
-        """Accuracy and loss of the loaded model's tier-β sub-model on ``data``."""
-        budget = self.method_budget(beta)
-        loss, acc = evaluate(self.model, data.images, data.labels, budget, device=self.device)
-        return {"accuracy": acc, "loss": loss}
+    def _scores(self, data: ArrayDataset, betas: Sequence[float]) -> dict[float, dict[str, float]]:
+        """Accuracy and loss of the loaded model's tier-β sub-model on ``data``, per β.
+
+        Each distinct budget is evaluated once: a method that trains one model for every tier
+        (fedavg-all, fedavg-fit) maps every β to the same budget and model.
+        """
+        by_budget: dict[float, dict[str, float]] = {}
+        for beta in betas:
+            budget = self.method_budget(beta)
+            if budget not in by_budget:
+                loss, acc = evaluate(
+                    self.model, data.images, data.labels, budget, device=self.device
+                )
+                by_budget[budget] = {"accuracy": acc, "loss": loss}
+        return {b: dict(by_budget[self.method_budget(b)]) for b in betas}
 
     def evaluate_tiers(
         self, arrays: Mapping[str, np.ndarray], betas: Sequence[float]
@@ -162,13 +173,13 @@ class ModelOps:
         Keys are the tier labels ``f"{β:g}"``; ``budget`` is what the method trains at β.
         """
         self.load(arrays)
-        test = self.test_set()
+        scores = self._scores(self.test_set(), betas)
         out = {}
         for beta in betas:
             budget = self.method_budget(beta)
             payload = self.payload_nbytes(arrays, beta)
             out[f"{beta:g}"] = {
-                **self._scores(test, beta),
+                **scores[beta],
                 "budget": budget,
                 "params": count_params(self.model, budget),
                 "macs": count_macs(self.model, self.shape, budget),

@@ -236,20 +236,26 @@ def timing_table(runs: Sequence[Run], concurrency: int, target: float) -> str:
       that train at once);
     - client setup: their handle-seconds less train-seconds, summed and divided the same way
       (run config, data rows, model build and load, prefix cut);
-    - dispatch & wait: the training phase (instructions sent to last reply pulled) less the
-      clients' handle time so divided: Flower/Ray dispatch, (de)serialisation, the wait between
-      pulls, and clients that finish unevenly;
+    - dispatch: a worker process's idle time in the training phase before its first client and
+      between its clients (the server building and sending the instructions, Flower/Ray
+      dispatch, (de)serialisation), the mean over workers;
+    - waiting: a worker's idle time after its last client until the phase ends, the mean over
+      workers: the synchronous round waiting for the slowest worker (uneven clients, or more
+      clients than workers), plus the last pull;
     - evaluation: the server's (test and validation sets) plus the federated phase on clients;
-    - overhead: the wall time less client compute, evaluation and aggregation (so setup and
-      dispatch are part of it), as a share of the wall time.
+    - overhead: the wall time less client compute, evaluation, aggregation and waiting (so
+      client setup, dispatch and the server's own work), as a share of the wall time; waiting
+      is a share of its own.
 
-    Setup and dispatch show "–" for runs recorded before clients reported handle-seconds.
+    Runs recorded before clients reported their timestamps show "–" for the parts they lack,
+    and their overhead includes the waiting.
     """
     lines = [
         "| method | wall s/round | client compute s/round | client setup s/round "
-        "| dispatch & wait s/round | eval s/round | aggregation % "
-        f"| overhead % | virtual s/round | virtual h to {100 * target:.0f}% (full / smallest) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| dispatch s/round | waiting for the slowest s/round | eval s/round | aggregation % "
+        f"| waiting % | overhead % | virtual s/round | virtual h to {100 * target:.0f}% "
+        "(full / smallest) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     tiers = _tiers(runs)
     per = max(concurrency, 1)
@@ -263,19 +269,28 @@ def timing_table(runs: Sequence[Run], concurrency: int, target: float) -> str:
         evals = sum(r.get("eval-seconds", 0.0) + r.get("fed-eval-seconds", 0.0) for r in rows)
         agg = sum(r.get("aggregate-seconds", 0.0) for r in rows)
         virtual = sum(r.get("virtual-seconds", 0.0) for r in rows)
-        overhead = max(wall - compute - evals - agg, 0.0)
         n = len(rows)
+        setup = dispatch = waiting_cell = waiting_share = "–"
+        waiting = 0.0
         if clients and all("handle-seconds" in c for c in clients):
-            handled = sum(c["handle-seconds"] for c in clients) / per
-            phase = sum(r.get("train-seconds", 0.0) for r in rows)
-            setup = f"{(handled - compute) / n:.2f}"
-            dispatch = f"{max(phase - handled, 0.0) / n:.2f}"
-        else:
-            setup = dispatch = "–"
+            setup = f"{(sum(c['handle-seconds'] for c in clients) / per - compute) / n:.2f}"
+        laid_out = [_worker_times(r) for r in rows]
+        if all(laid_out):
+            per_round = [
+                {k: float(np.mean([w[k] for w in workers])) for k in workers[0]}
+                for workers in laid_out
+                if workers
+            ]
+            waiting = sum(w["after"] for w in per_round)
+            dispatch = f"{sum(w['before'] + w['between'] for w in per_round) / n:.2f}"
+            waiting_cell = f"{waiting / n:.2f}"
+            waiting_share = f"{100 * waiting / wall:.1f}" if wall else "0.0"
+        overhead = max(wall - compute - evals - agg - waiting, 0.0)
         share = 100 / wall if wall else 0.0
         lines.append(
             f"| {method} | {wall / n:.2f} | {compute / n:.2f} | {setup} | {dispatch} "
-            f"| {evals / n:.2f} | {agg * share:.2f} | {overhead * share:.1f} | {virtual / n:.1f} "
+            f"| {waiting_cell} | {evals / n:.2f} | {agg * share:.2f} | {waiting_share} "
+            f"| {overhead * share:.1f} | {virtual / n:.1f} "
             f"| {_hours_to(group, tiers[-1], target)} / {_hours_to(group, tiers[0], target)} |"
         )
     return "\n".join(lines)
@@ -825,10 +840,12 @@ def write_report(
         "params are those of each method's model at that tier. Virtual time comes from assumed "
         "device profiles (server/profiles.py), not measurements. Time: client compute is "
         f"the clients' train-seconds summed and divided by the {concurrency} clients that "
-        "trained at once, client setup their handler time around training so divided, "
-        "dispatch & wait the training phase's remaining wall time; evaluation is the server's "
-        "plus the federated phase; overhead is the wall time less compute, evaluation and "
-        "aggregation; * marks a target not reached by every seed. "
+        "trained at once, client setup their handler time around training so divided; "
+        "dispatch and waiting are a worker process's idle time in the training phase before "
+        "and between its clients, and after its last one (the round waiting for the slowest "
+        "worker); evaluation is the server's plus the federated phase; overhead is the wall "
+        "time less compute, evaluation, aggregation and waiting; * marks a target not reached "
+        "by every seed. "
         "Every number per run, round and tier: `results.csv`; the headline per run and tier "
         "(method, beta, seed, accuracy %, lr, MACs, params, bytes per client per round): "
         "`summary.csv`. Error bars in the accuracy-against-cost plots: ± the std over seeds.\n\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -17,7 +18,7 @@ app = ClientApp()
 
 @app.train()
 def train_fn(msg: Message, context: Context) -> Message:
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     cfg = run_config(context.run_config)
     part, parts = (
         int(context.node_config["partition-id"]),
@@ -40,6 +41,8 @@ def train_fn(msg: Message, context: Context) -> Message:
         "num-examples": result.num_examples,
         "train-seconds": result.seconds,
         "handle-seconds": time.perf_counter() - start,
+        "handle-start": started_at,
+        "worker-pid": os.getpid(),
     }
     content = RecordDict(
         {"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord(metrics)}

@@ -62,11 +62,11 @@ def main(grid: Grid, context: Context) -> None:
         min_available_nodes=cfg.min_nodes,
     )
     rows: list[dict] = []
-    last = {"end": time.perf_counter()}
+    last = {"end": time.perf_counter(), "epoch": time.time()}
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         if server_round == 0:
-            last["end"] = time.perf_counter()
+            last["end"], last["epoch"] = time.perf_counter(), time.time()
             return None
         eval_seconds, metrics = 0.0, None
         if server_round % cfg.eval_every == 0 or server_round == cfg.num_rounds:
@@ -81,7 +81,9 @@ def main(grid: Grid, context: Context) -> None:
         row = {
             "round": server_round,
             "wall-seconds": wall,
-            # FedAvg.start times nothing itself: the training phase is the rest of the round.
+            # FedAvg.start times nothing itself: the training phase is the rest of the round,
+            # and it starts when the previous round's evaluation returns.
+            "train-start": last["epoch"],
             "train-seconds": wall - eval_seconds - aggregate,
             "eval-seconds": eval_seconds,
             "aggregate-seconds": aggregate,
@@ -92,7 +94,7 @@ def main(grid: Grid, context: Context) -> None:
         if metrics is not None:
             row["tiers"] = {"1": {"accuracy": acc, "loss": loss}}
         rows.append(row)
-        last["end"] = end
+        last["end"], last["epoch"] = end, time.time()
         if out:
             Path(out).parent.mkdir(parents=True, exist_ok=True)
             Path(out).write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -44,4 +44,5 @@ def test_a_plain_flower_run_records_its_rounds_in_the_harness_schema(tmp_path, f
     for row in rows:
         assert len(row["clients"]) == 2 and row["wall-seconds"] > 0
         for c in row["clients"]:
-            assert c["handle-seconds"] >= c["train-seconds"] > 0
+            assert c["handle-seconds"] >= c["train-seconds"] > 0 and c["worker-pid"] > 0
+            assert row["train-start"] <= c["handle-start"]
