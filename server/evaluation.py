@@ -6,7 +6,9 @@ numpy arrays.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -29,6 +31,43 @@ from maestro_common.width.match import width_for_macs
 
 Shapes = dict[str, tuple[int, ...]]
 
+# Threads for the server's evaluation: every core this process may use, unless this says how
+# many. The rounds are synchronous, so while the server evaluates no client trains (in a
+# simulation the workers share this machine and sit idle): 5 CNN tiers on the 10,000 test
+# images took 38.2 s on one thread and 20.2-21.2 s on two here, with the same results.
+EVAL_THREADS_ENV = "MAESTRO_EVAL_THREADS"
+
+
+def eval_threads() -> int:
+    """Threads the server evaluates with (``MAESTRO_EVAL_THREADS``, else the usable cores).
+
+    Raises
+    ------
+    ConfigError
+        When the variable is set to anything but a positive integer.
+    """
+    value = os.environ.get(EVAL_THREADS_ENV, "").strip()
+    if not value:
+        return (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1)
+        )
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"{EVAL_THREADS_ENV} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+@contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Torch's intra-op threads set to ``n`` inside the block, put back after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
 
 class ModelOps:
     """Model-specific operations of one run, over numpy arrays in and out.
@@ -47,6 +86,7 @@ class ModelOps:
         self._test: ArrayDataset | None = None
         self._val: ArrayDataset | None = None
         self._macs_at_budget = cache(self._forward_macs)
+        self.threads = eval_threads()
 
     def initial_arrays(self) -> dict[str, np.ndarray]:
         return model_arrays(self.model)
@@ -156,13 +196,14 @@ class ModelOps:
         (fedavg-all, fedavg-fit) maps every β to the same budget and model.
         """
         by_budget: dict[float, dict[str, float]] = {}
-        for beta in betas:
-            budget = self.method_budget(beta)
-            if budget not in by_budget:
-                loss, acc = evaluate(
-                    self.model, data.images, data.labels, budget, device=self.device
-                )
-                by_budget[budget] = {"accuracy": acc, "loss": loss}
+        with threads(self.threads):
+            for beta in betas:
+                budget = self.method_budget(beta)
+                if budget not in by_budget:
+                    loss, acc = evaluate(
+                        self.model, data.images, data.labels, budget, device=self.device
+                    )
+                    by_budget[budget] = {"accuracy": acc, "loss": loss}
         return {b: dict(by_budget[self.method_budget(b)]) for b in betas}
 
     def evaluate_tiers(

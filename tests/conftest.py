@@ -71,6 +71,27 @@ def task_identity():
 
 
 @pytest.fixture(scope="session", autouse=True)
+def one_thread_everywhere():
+    """One torch thread for every test, and for the processes the end-to-end tests start (the
+    server's evaluation included, which otherwise takes every core): on a busy 2-core machine
+    two threads ran a small torch loop many times slower than one."""
+    import os
+
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MAESTRO_EVAL_THREADS")
+    before_env = {k: os.environ.get(k) for k in names}
+    before = torch.get_num_threads()
+    os.environ.update({k: "1" for k in names})
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+    for k, v in before_env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session", autouse=True)
 def data_cache(tmp_path_factory):
     """Decoded-dataset cache (maestro_common.ml.data.raw) in a temporary folder, not in ~/.cache;
     set in os.environ so the processes the end-to-end tests start use it too."""
