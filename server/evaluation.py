@@ -48,11 +48,9 @@ def eval_threads() -> int:
     """
     value = os.environ.get(EVAL_THREADS_ENV, "").strip()
     if not value:
-        return (
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else (os.cpu_count() or 1)
-        )
+        if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may run on
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
     if not value.isdigit() or int(value) < 1:
         raise ConfigError(f"{EVAL_THREADS_ENV} must be a positive integer, got {value!r}")
     return int(value)

@@ -279,7 +279,6 @@ def timing_table(runs: Sequence[Run], concurrency: int, target: float) -> str:
             per_round = [
                 {k: float(np.mean([w[k] for w in workers])) for k in workers[0]}
                 for workers in laid_out
-                if workers
             ]
             waiting = sum(w["after"] for w in per_round)
             dispatch = f"{sum(w['before'] + w['between'] for w in per_round) / n:.2f}"

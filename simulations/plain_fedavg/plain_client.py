@@ -11,7 +11,9 @@ from flwr.clientapp import ClientApp
 from plain_config import model_for, run_config
 
 from client.local_data import local_splits
-from maestro_common.ml.training import TrainSettings, train
+from maestro_common.app import protocol as P
+from maestro_common.app.task import train_settings
+from maestro_common.ml.training import train
 
 app = ClientApp()
 
@@ -27,22 +29,16 @@ def train_fn(msg: Message, context: Context) -> Message:
     data, _ = local_splits(cfg, part, parts)
     model = model_for(cfg)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    settings = TrainSettings(
-        epochs=cfg.local_epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        max_grad_norm=cfg.max_grad_norm,
-    )
+    settings = train_settings(cfg)  # the harness's own settings for the run config
     seed = cfg.seed * 100_003 + int(msg.content["config"]["server-round"]) * 1009 + part
     torch.manual_seed(seed)
     result = train(model, data.images, data.labels, settings, None, seed)
-    metrics = {
-        "num-examples": result.num_examples,
-        "train-seconds": result.seconds,
-        "handle-seconds": time.perf_counter() - start,
-        "handle-start": started_at,
-        "worker-pid": os.getpid(),
+    metrics = {  # the keys maestro-fl's clients report, so the same report reads them
+        P.NUM_EXAMPLES: result.num_examples,
+        P.TRAIN_SECONDS: result.seconds,
+        P.HANDLE_SECONDS: time.perf_counter() - start,
+        P.HANDLE_START: started_at,
+        P.WORKER_PID: os.getpid(),
     }
     content = RecordDict(
         {"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord(metrics)}
