@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from maestro_common.lowrank.decompose import _set_submodule, to_dense_module
+from maestro_common.lowrank.decompose import to_dense_module
 from maestro_common.lowrank.layers import budget_rank, low_rank_layers
+from maestro_common.lowrank.merging import apply_plan, fastest_plan
 from maestro_common.width.sliceable import width_layers
 
 __all__ = ["MergeDecision", "Normalize", "latency_ms", "merge_where_faster", "tier_model"]
@@ -122,13 +123,19 @@ def merge_where_faster(
     batch_sizes: Sequence[int] = (1, 64),
     repeats: int = 20,
     timer: Timer | None = None,
+    whole_model: bool = True,
+    plan_timer: Callable[[Sequence[Callable[[], object]]], list[float]] | None = None,
 ) -> list[MergeDecision]:
     """Merge each factored layer of ``model`` into a dense one where that is faster, in place.
 
     Both forms of each layer are timed on its own input shape at every batch size, twice and
     alternating so that a load change on the machine hits both (the faster of the two timings
     counts); a layer is merged when the geometric mean of dense/factored time over the batch
-    sizes is below 1.
+    sizes is below 1. With ``whole_model`` these decisions are then checked on the whole model
+    against merging every layer and merging none (:func:`~maestro_common.lowrank.merging.
+    fastest_plan`, every batch size), and the fastest of the three is kept: with every layer
+    merged the model has the dense model's layers, so the result is never slower than dense
+    beyond timing noise.
 
     Parameters
     ----------
@@ -141,10 +148,12 @@ def merge_where_faster(
     timer:
         ``timer(module, x)``: milliseconds per call (default: :func:`latency_ms`); tests pass
         their own.
+    plan_timer:
+        The whole-model check's timer (see :func:`~maestro_common.lowrank.merging.fastest_plan`).
     """
     timer = timer or (lambda module, x: latency_ms(module, x, repeats))
     inputs = _layer_inputs(model, input_shape)
-    decisions = []
+    timings = {}
     for name, layer in low_rank_layers(model).items():
         dense = to_dense_module(layer).eval()
         fact_ms: dict[int, float] = {}
@@ -154,9 +163,17 @@ def merge_where_faster(
             f1, d1 = timer(layer, x), timer(dense, x)
             f2, d2 = timer(layer, x), timer(dense, x)
             fact_ms[b], dense_ms[b] = min(f1, f2), min(d1, d2)
-        ratio = statistics.geometric_mean(dense_ms[b] / fact_ms[b] for b in batch_sizes)
-        merged = ratio < 1.0
-        if merged:
-            _set_submodule(model, name, dense)
-        decisions.append(MergeDecision(name, layer.rank, fact_ms, dense_ms, merged))
+        timings[name] = (layer.rank, fact_ms, dense_ms)
+    plan = {
+        name: statistics.geometric_mean(dense_ms[b] / fact_ms[b] for b in batch_sizes) < 1.0
+        for name, (_, fact_ms, dense_ms) in timings.items()
+    }
+    if whole_model and plan:
+        examples = [torch.randn(b, *input_shape) for b in batch_sizes]
+        plan = fastest_plan(model, plan, examples, repeats, plan_timer)
+    apply_plan(model, model, {name: True for name, merged in plan.items() if merged})
+    decisions = [
+        MergeDecision(name, rank, fact_ms, dense_ms, plan[name])
+        for name, (rank, fact_ms, dense_ms) in timings.items()
+    ]
     return decisions

@@ -9,14 +9,21 @@ the layer by its dense form (:func:`maestro_common.lowrank.decompose.to_dense_mo
 measured faster. Decisions are cached per (layer geometry, rank, input shape, device, threads), so a
 model with repeated blocks, or a second call, times each case once.
 
+Layer-by-layer timings miss what happens between layers and are noisy for layers that take
+microseconds, so the layer decisions are then checked on the whole model (:func:`fastest_plan`):
+the model as decided, with every layer merged, and with none merged are timed with their calls
+interleaved, and the fastest is kept. With every layer merged the model has the dense model's
+layers, so the kept form is never slower than the dense model beyond timing noise.
+
 For inference and export only: a merged layer no longer has nested ranks.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -39,25 +46,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(
-    fn: Callable[[], Any], device: torch.device, repeats: int = 5, warmup: int = 2
-) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs.
+def time_calls(
+    fns: Sequence[Callable[[], Any]], device: torch.device, repeats: int = 5, warmup: int = 2
+) -> list[float]:
+    """Median seconds of each of ``fns``, their calls interleaved round-robin.
 
-    On CPU the calling thread's CPU time (what one layer costs, little moved by other processes
-    on the machine); on CUDA wall time with the device synchronized.
+    On CPU the calling thread's CPU time (what a call costs, little moved by other processes on
+    the machine); on CUDA wall time with the device synchronized. Interleaving spreads a change
+    of load over all of them alike, so their ratios are fairer than back-to-back timings'.
     """
     now = time.thread_time if device.type == "cpu" else time.perf_counter
     for _ in range(warmup):
-        fn()
+        for fn in fns:
+            fn()
     _sync(device)
-    times = []
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = now()
-        fn()
-        _sync(device)
-        times.append(now() - start)
-    return statistics.median(times)
+        for fn, spent in zip(fns, times, strict=True):
+            start = now()
+            fn()
+            _sync(device)
+            spent.append(now() - start)
+    return [statistics.median(t) for t in times]
 
 
 def _key(layer: LowRankLayer, rank: int, shape: Sequence[int], device: torch.device) -> tuple:
@@ -87,10 +97,8 @@ def layer_timings(
     if key not in _CACHE:
         x = torch.randn(*input_shape, device=device, dtype=layer.u.dtype)
         dense = to_dense_module(layer, rank)
-        _CACHE[key] = (
-            time_call(lambda: layer(x), device, repeats),
-            time_call(lambda: dense(x), device, repeats),
-        )
+        factored_s, dense_s = time_calls([lambda: layer(x), lambda: dense(x)], device, repeats)
+        _CACHE[key] = (factored_s, dense_s)
     return _CACHE[key]
 
 
@@ -112,8 +120,60 @@ def _input_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[in
     return shapes
 
 
+def with_plan(unmerged: nn.Module, plan: Mapping[str, bool]) -> nn.Module:
+    """A copy of ``unmerged`` whose factored layers named True in ``plan`` are merged to dense."""
+    model = copy.deepcopy(unmerged)
+    apply_plan(model, unmerged, plan)
+    return model
+
+
+def apply_plan(model: nn.Module, unmerged: nn.Module, plan: Mapping[str, bool]) -> None:
+    """Make ``model``'s layers of ``plan`` those of ``unmerged``, merged where ``plan`` says so."""
+    for name, layer in low_rank_layers(unmerged).items():
+        if name not in plan:
+            continue
+        form = to_dense_module(layer, layer._resolve(None)) if plan[name] else copy.deepcopy(layer)
+        _set_submodule(model, name, form)
+
+
 @torch.no_grad()
-def merge_faster(model: nn.Module, example: torch.Tensor, repeats: int = 5) -> dict[str, bool]:
+def fastest_plan(
+    unmerged: nn.Module,
+    plan: Mapping[str, bool],
+    examples: Sequence[torch.Tensor],
+    repeats: int = 5,
+    timer: Callable[[Sequence[Callable[[], Any]]], list[float]] | None = None,
+) -> dict[str, bool]:
+    """Of ``plan``, every layer of it merged, and none merged: the plan whose model runs fastest.
+
+    Each candidate is built from ``unmerged`` (a factored model at the ranks to serve) and run on
+    every example; calls are interleaved (:func:`time_calls`) and candidates are ranked by the
+    product of their times over the examples (the geometric mean). Ties keep ``plan``.
+
+    Parameters
+    ----------
+    timer:
+        ``timer(fns)``: seconds per call of each function (default :func:`time_calls` on the
+        model's device with ``repeats``); tests pass their own.
+    """
+    candidates = [dict(plan), dict.fromkeys(plan, True), dict.fromkeys(plan, False)]
+    unique = list({tuple(sorted(c.items())): c for c in candidates}.values())
+    if len(unique) == 1:
+        return unique[0]
+    device = next(unmerged.parameters()).device
+    timer = timer or (lambda fns: time_calls(fns, device, repeats))
+    models = [with_plan(unmerged, c).eval() for c in unique]
+    score = [1.0] * len(unique)
+    for x in examples:
+        times = timer([lambda m=m, x=x: m(x) for m in models])
+        score = [s * t for s, t in zip(score, times, strict=True)]
+    return unique[min(range(len(unique)), key=lambda i: (score[i], i))]
+
+
+@torch.no_grad()
+def merge_faster(
+    model: nn.Module, example: torch.Tensor, repeats: int = 5, whole_model: bool = True
+) -> dict[str, bool]:
     """Replace, in place, each factored layer whose dense form is measured faster.
 
     Parameters
@@ -126,6 +186,9 @@ def merge_faster(model: nn.Module, example: torch.Tensor, repeats: int = 5) -> d
         batch 64 can decide differently).
     repeats:
         Timed runs per form and layer (median).
+    whole_model:
+        Check the layer decisions on the whole model (:func:`fastest_plan`) and keep the
+        fastest of them, every layer merged, or none.
 
     Returns
     -------
@@ -133,12 +196,15 @@ def merge_faster(model: nn.Module, example: torch.Tensor, repeats: int = 5) -> d
     """
     shapes = _input_shapes(model, example)
     decisions: dict[str, bool] = {}
-    for name, layer in list(low_rank_layers(model).items()):
+    for name, layer in low_rank_layers(model).items():
         if name not in shapes:
             decisions[name] = False  # not reached by the forward pass: leave it as it is
             continue
         factored, dense = layer_timings(layer, shapes[name], repeats)
         decisions[name] = dense < factored
-        if decisions[name]:
-            _set_submodule(model, name, to_dense_module(layer, layer._resolve(None)))
+    reached = {n: d for n, d in decisions.items() if n in shapes}
+    if whole_model and reached:
+        reached = fastest_plan(model, reached, [example], repeats)
+        decisions.update(reached)
+    apply_plan(model, model, {n: True for n, merged in reached.items() if merged})
     return decisions

@@ -54,7 +54,7 @@ def test_targets_report_met_and_missed():
     text = "\n".join(lines)
     assert "cnn svd β=0.25: train step 2.50× faster, inference b64 2.67× faster" in text
     assert "cnn tucker β=0.25: train step 1.67× faster" in text and "MISSED" in text
-    assert "MISSED by 1: cnn tucker β=0.25 b1 (1.20)" in text
+    assert "MISSED by 1 beyond timing noise; above 1.00: cnn tucker β=0.25 b1 (1.20)" in text
     assert "MISSED by 1: cnn tucker β=0.25 (1.20×)" in text
     assert "maestro step: od: 1.20× a dense step" in text
     assert "sampling itself 1.09× the factored step; target ≤ 1.2×" in text
@@ -62,6 +62,35 @@ def test_targets_report_met_and_missed():
     assert "(3 passes): 2.20× a dense step (2.00× the factored step: the objective's own" in text
     assert "svd freeze=factor β=0.25: +25 %" in text
     assert "svd freeze=layer β=0.25: +5 %" in text
+
+
+def test_slower_than_dense_is_judged_against_the_paired_dense_and_the_noise_floor():
+    models = rows()
+    models[0].extra.update({"self-ratio-1": 1.03, "self-ratio-64": 0.99})
+    # tucker b1: 1.2 ms merged against 1.18 ms dense timed with it: 1.02, inside the 0.03 floor.
+    models[2].extra["dense1-paired-ms"] = 1.18
+    text = "\n".join(targets(models, [], []))
+    assert "with dense): met within timing noise; above 1.00: cnn tucker β=0.25 b1 (1.02)" in text
+    assert (
+        "noise floor (dense against a copy of itself, |ratio − 1|): cnn b1 0.03, cnn b64 0.01"
+        in (text)
+    )
+    models[2].extra["dense1-paired-ms"] = 1.0
+    assert "MISSED by 1 beyond timing noise" in "\n".join(targets(models, [], []))
+    models[2].merged1_ms = 0.9
+    assert "(merged by measurement, timed interleaved with dense): met" in "\n".join(
+        targets(models, [], [])
+    )
+
+
+def test_timer_interleaves_its_functions(monkeypatch):
+    monkeypatch.setitem(bench.CLOCKS, "fake", iter(range(100)).__next__)
+    order = []
+    got = Timer(warmup=1, repeats=2, clock="fake").interleaved(
+        [lambda: order.append("a"), lambda: order.append("b")]
+    )
+    assert order == ["a", "b"] * 3
+    assert got == [1000.0, 1000.0]  # each timed call spans one tick
 
 
 def test_tier_table_ratios():

@@ -34,11 +34,36 @@ def test_merging_follows_the_timings_and_keeps_the_outputs():
         is_conv = inp.ndim == 4
         return 1.0 if isinstance(module, LowRankLayer) else (0.5 if is_conv else 2.0)
 
-    decisions = merge_where_faster(model, (1, 6, 6), batch_sizes=(1, 8), timer=timer)
+    examples = []
+
+    def plan_timer(fns):  # the whole model as the layers decided is fastest
+        examples.append(len(fns))
+        return [1.0] + [2.0] * (len(fns) - 1)
+
+    decisions = merge_where_faster(
+        model, (1, 6, 6), batch_sizes=(1, 8), timer=timer, plan_timer=plan_timer
+    )
+    assert examples == [3, 3]  # as decided, all merged, none merged; at batch 1 and 8
     assert [(d.layer, d.merged) for d in decisions] == [("2", True), ("5", False)]
     assert isinstance(model[2], nn.Conv2d) and isinstance(model[5], LowRankLayer)
     assert torch.allclose(model(x), before, atol=1e-5)
     assert decisions[0].to_json()["dense_ms"] == {"1": 0.5, "8": 0.5}
+
+
+def test_whole_model_check_overrides_the_layer_timings():
+    model = tier_model(decompose(two_conv_net()), 0.5)
+    x = torch.randn(4, 1, 6, 6)
+    before = model(x)
+    decisions = merge_where_faster(
+        model,
+        (1, 6, 6),
+        batch_sizes=(1,),
+        timer=lambda module, inp: 1.0 if isinstance(module, LowRankLayer) else 0.5,
+        plan_timer=lambda fns: [2.0, 1.0][: len(fns)],  # as decided (all merged) 2, none 1
+    )
+    assert [d.merged for d in decisions] == [False, False]
+    assert isinstance(model[2], LowRankLayer) and isinstance(model[5], LowRankLayer)
+    assert torch.allclose(model(x), before, atol=1e-6)
 
 
 def test_normalize_and_latency():
