@@ -175,6 +175,18 @@ def matched_widths(args: argparse.Namespace) -> dict[float, float]:
     }
 
 
+def warmup_epochs(args: argparse.Namespace) -> int:
+    """Epochs a factored method trains the dense model first: ``--dense-warmup`` of all, rounded.
+
+    The model is factored by SVD of its trained weights after them (Pufferfish's warm-up), so
+    the nested objective starts from the dense model's ordered spectrum. At least one epoch is
+    always left for the factored model.
+    """
+    if not args.dense_warmup:
+        return 0
+    return min(max(round(args.dense_warmup * args.epochs), 1), args.epochs - 1)
+
+
 def _epoch_sampler(method: str, model, args: argparse.Namespace, seed: int, widths):
     """The sampler of one epoch of ``method`` (None: the whole model)."""
     if method == "dense":
@@ -214,11 +226,13 @@ def run_one(
     torch.manual_seed(seed)
     model = _build(args)
     widths = matched_widths(args) if method == "fjord" else None
+    factored = method not in ("dense", "fjord")
+    # A factored method with a dense warm-up trains the dense model first, then factors it.
+    warmup = warmup_epochs(args) if factored else 0
     if method == "fjord":
         make_width_sliceable(model, _shape(args))
-    elif method != "dense":
+    elif factored and not warmup:
         _factor(model, args)
-    factored = method not in ("dense", "fjord")
     freezing = FreezeSchedule(args.freeze, args.freeze_groups, seed) if factored else None
     settings = TrainSettings(
         epochs=1,
@@ -235,7 +249,11 @@ def run_one(
     steps_per_epoch = -(-len(train_ds) // args.batch_size)
     seconds, cost_sum = 0.0, 0.0
     for epoch in range(args.epochs):
-        sampler = _epoch_sampler(method, model, args, seed * 1000 + epoch, widths)
+        if warmup and epoch == warmup:
+            _factor(model, args)  # SVD of the trained weights: exact at full rank
+            log.info("%s seed=%d: factored after %d dense warm-up epoch(s)", method, seed, epoch)
+        phase = "dense" if epoch < warmup else method
+        sampler = _epoch_sampler(phase, model, args, seed * 1000 + epoch, widths)
         result = train(
             model,
             train_ds.images,
@@ -244,13 +262,13 @@ def run_one(
             sampler,
             seed=seed * 1000 + epoch,
             device=args.device,
-            freezing=freezing,
+            freezing=freezing if phase != "dense" else None,
             period_offset=epoch,
             step_offset=epoch * steps_per_epoch,
             total_steps=args.epochs * steps_per_epoch,
         )
         seconds += result.seconds
-        cost_sum += _cost(method, model, args, result, widths)
+        cost_sum += _cost(phase, model, args, result, widths)
         if method == "maestro-gl" and args.shrink_eps > 0:
             kept = shrink(model, args.shrink_eps)
             log.info("epoch %d: ranks after shrinking %s", epoch + 1, kept)
@@ -373,6 +391,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--initial-ranks", default="full", choices=INITIAL_RANKS, help="breakeven: ≤ dense size"
     )
+    p.add_argument(
+        "--dense-warmup",
+        type=float,
+        default=0.0,
+        help="share of the epochs the factored methods first train the dense model (then SVD)",
+    )
     # maestro-gl is the method with the lasso on, so its λ is not the run config's 0 (off).
     p.add_argument("--lasso", type=float, default=1e-4, help="λ of the group lasso (maestro-gl)")
     p.add_argument(
@@ -419,6 +443,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--grid must lie in (0, 1], got {args.grid}")
     if args.rank_quantum < 1 or args.freeze_groups < 1:
         p.error("--rank-quantum and --freeze-groups must be ≥ 1")
+    if not 0 <= args.dense_warmup < 1:
+        p.error(f"--dense-warmup must be in [0, 1), got {args.dense_warmup}")
     return args
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from simulations import centralized
 
@@ -36,6 +37,46 @@ def test_lr_grid_on_validation_and_every_method(fmnist_sample, tmp_path):
     assert "step cost" in (out / "table.md").read_text()
 
 
+def test_dense_warmup_trains_dense_then_factors_the_trained_weights(fmnist_sample, monkeypatch):
+    base = [
+        "--model", "lenet5", "--data-dir", str(fmnist_sample), "--epochs", "2", "--betas",
+        "0.5,1", "--limit-train", "300", "--limit-test", "100", "--threads", "1",
+        "--methods", "maestro",
+    ]  # fmt: skip
+    factored_after = []
+    real_factor = centralized._factor
+
+    def spy(model, args):
+        # Factoring a warmed-up model: its weights were trained, not fresh from the seed.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the run's seed, which run_one builds the model from
+            fresh = centralized._build(args)
+        pairs = zip(model.parameters(), fresh.parameters(), strict=True)
+        factored_after.append(any(not torch.equal(a, b) for a, b in pairs))
+        return real_factor(model, args)
+
+    monkeypatch.setattr(centralized, "_factor", spy)
+    warm = centralized.main([*base, "--dense-warmup", "0.5"])
+    assert factored_after == [True]
+    factored_after.clear()
+    plain = centralized.main(base)
+    assert factored_after == [False]  # factored at initialisation, before any step
+    by_warm = {r.beta: r for r in warm}
+    by_plain = {r.beta: r for r in plain}
+    # Same factored model at the end; one dense epoch of two makes the mean step cheaper.
+    assert by_warm[1.0].params == by_plain[1.0].params
+    assert 1.0 < by_warm[1.0].step_cost < by_plain[1.0].step_cost
+
+
+def test_warmup_epochs_round_and_leave_a_factored_epoch():
+    args = centralized.parse_args(["--epochs", "5", "--dense-warmup", "0.6"])
+    assert centralized.warmup_epochs(args) == 3
+    args = centralized.parse_args(["--epochs", "2", "--dense-warmup", "0.9"])
+    assert centralized.warmup_epochs(args) == 1
+    args = centralized.parse_args(["--epochs", "5"])
+    assert centralized.warmup_epochs(args) == 0
+
+
 @pytest.mark.parametrize(
     ("argv", "match"),
     [
@@ -43,6 +84,7 @@ def test_lr_grid_on_validation_and_every_method(fmnist_sample, tmp_path):
         (["--full-pass-share", "2"], "--full-pass-share"),
         (["--grid", "0,1"], "--grid"),
         (["--methods", "dense,width"], "unknown method"),
+        (["--dense-warmup", "1"], "--dense-warmup"),
     ],
 )
 def test_bad_arguments_are_refused(argv, match, capsys):
