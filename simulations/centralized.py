@@ -303,7 +303,8 @@ def run_one(
         ]
         decompose(model)  # exact at full rank; each β below is the truncated SVD
         return rows + _budget_rows(model, "svd", args, seed, test_ds, seconds, lr=lr, cost=cost)
-    return _budget_rows(model, method, args, seed, test_ds, seconds, widths, lr, cost)
+    label = f"{method}+warmup" if warmup else method
+    return _budget_rows(model, label, args, seed, test_ds, seconds, widths, lr, cost)
 
 
 def choose_lr(method: str, args: argparse.Namespace, train_ds, val_ds) -> tuple[float, dict]:

@@ -61,6 +61,8 @@ def test_dense_warmup_trains_dense_then_factors_the_trained_weights(fmnist_sampl
     factored_after.clear()
     plain = centralized.main(base)
     assert factored_after == [False]  # factored at initialisation, before any step
+    assert {r.method for r in warm} == {"maestro+warmup"}
+    assert {r.method for r in plain} == {"maestro"}
     by_warm = {r.beta: r for r in warm}
     by_plain = {r.beta: r for r in plain}
     # Same factored model at the end; one dense epoch of two makes the mean step cheaper.
