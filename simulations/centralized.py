@@ -4,7 +4,8 @@ Methods:
 
 - ``dense``: the dense model, trained as is. Its rows at β < 1 are the naive alternative: the
   trained dense model factored by SVD and truncated to each budget (``svd`` in the table).
-- ``maestro``: the model factored at initialisation and trained with the objective of
+- ``maestro``: the model factored (by default after a dense warm-up, below) and trained with the
+  objective of
   ``--objective``: ``nested`` (default: the whole model on the labels plus sub-models of the
   ``--grid`` cut from it, all layers together, distilled from its output) or ``sampled`` (one
   sub-model per step from ``--sampler``).
@@ -15,6 +16,11 @@ Methods:
 - ``fjord``: a width-sliceable dense model trained with FjORD's ordered dropout (one width per
   step from the widths whose MACs match the factored model's at each β), evaluated at those
   widths: the width-nesting anchor at matched MACs.
+
+The factored methods first train the dense model for ``--dense-warmup`` of the epochs (default
+0.6, rounded to whole epochs, at least one factored epoch left), then factor its trained weights
+by SVD and go on factored (Pufferfish's warm-up); their rows are then named ``<method>+warmup``.
+``--dense-warmup 0`` factors at initialisation, as the paper does.
 
 With ``--val-size N`` the last N images of a fixed shuffle of the training set are held out as a
 validation split; with several ``--lrs`` each method's lr is chosen on it (mean accuracy over the
@@ -269,7 +275,7 @@ def run_one(
         )
         seconds += result.seconds
         cost_sum += _cost(phase, model, args, result, widths)
-        if method == "maestro-gl" and args.shrink_eps > 0:
+        if phase == "maestro-gl" and args.shrink_eps > 0:
             kept = shrink(model, args.shrink_eps)
             log.info("epoch %d: ranks after shrinking %s", epoch + 1, kept)
         log.info(
@@ -395,8 +401,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--dense-warmup",
         type=float,
-        default=0.0,
-        help="share of the epochs the factored methods first train the dense model (then SVD)",
+        default=0.6,
+        help="share of the epochs the factored methods first train the dense model, then factor "
+        "it by SVD (0: factored from initialisation, the paper's method)",
     )
     # maestro-gl is the method with the lasso on, so its λ is not the run config's 0 (off).
     p.add_argument("--lasso", type=float, default=1e-4, help="λ of the group lasso (maestro-gl)")

@@ -59,7 +59,7 @@ def test_dense_warmup_trains_dense_then_factors_the_trained_weights(fmnist_sampl
     warm = centralized.main([*base, "--dense-warmup", "0.5"])
     assert factored_after == [True]
     factored_after.clear()
-    plain = centralized.main(base)
+    plain = centralized.main([*base, "--dense-warmup", "0"])
     assert factored_after == [False]  # factored at initialisation, before any step
     assert {r.method for r in warm} == {"maestro+warmup"}
     assert {r.method for r in plain} == {"maestro"}
@@ -76,6 +76,8 @@ def test_warmup_epochs_round_and_leave_a_factored_epoch():
     args = centralized.parse_args(["--epochs", "2", "--dense-warmup", "0.9"])
     assert centralized.warmup_epochs(args) == 1
     args = centralized.parse_args(["--epochs", "5"])
+    assert centralized.warmup_epochs(args) == 3  # the default share, 0.6
+    args = centralized.parse_args(["--epochs", "5", "--dense-warmup", "0"])
     assert centralized.warmup_epochs(args) == 0
 
 
