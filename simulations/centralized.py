@@ -5,10 +5,9 @@ Methods:
 - ``dense``: the dense model, trained as is. Its rows at β < 1 are the naive alternative: the
   trained dense model factored by SVD and truncated to each budget (``svd`` in the table).
 - ``maestro``: the model factored (by default after a dense warm-up, below) and trained with the
-  objective of
-  ``--objective``: ``nested`` (default: the whole model on the labels plus sub-models of the
-  ``--grid`` cut from it, all layers together, distilled from its output) or ``sampled`` (one
-  sub-model per step from ``--sampler``).
+  objective of ``--objective``: ``nested`` (default: the whole model on the labels plus
+  sub-models of the ``--grid`` cut from it, all layers together, distilled from its output) or
+  ``sampled`` (one sub-model per step from ``--sampler``).
 - ``maestro-sampled``: ``maestro`` with ``--objective sampled`` (the paper's per-layer sampler by
   default), to compare both objectives in one run.
 - ``maestro-gl``: ``maestro`` plus the hierarchical group lasso (λ = ``--lasso``) and progressive
