@@ -6,7 +6,8 @@ Methods:
   trained dense model factored by SVD and truncated to each budget (``svd`` in the table).
 - ``maestro``: the model factored (by default after a dense warm-up, below) and trained with the
   objective of ``--objective``: ``nested`` (default: the whole model on the labels plus
-  sub-models of the ``--grid`` cut from it, all layers together, distilled from its output) or
+  sub-models of the ``--grid`` cut from it, all layers together, on the labels too, or with
+  ``--distill`` on its output) or
   ``sampled`` (one sub-model per step from ``--sampler``).
 - ``maestro-sampled``: ``maestro`` with ``--objective sampled`` (the paper's per-layer sampler by
   default), to compare both objectives in one run.
