@@ -45,7 +45,7 @@ from maestro_common.lowrank.accounting import count_macs
 from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.freezing import FreezeSchedule, freeze
 from maestro_common.lowrank.layers import budget_rank, low_rank_layers, set_rank_quantum
-from maestro_common.lowrank.merging import clear_cache, merge_faster
+from maestro_common.lowrank.merging import clear_cache, merge_faster, time_calls
 from maestro_common.lowrank.samplers import NestedSampler, make_sampler
 from maestro_common.ml.models import build_model
 from maestro_common.ml.training import TrainSettings, nested_loss
@@ -99,17 +99,15 @@ class Timer:
     def interleaved(self, fns: Sequence[Callable[[], Any]]) -> list[float]:
         """The median ms of each of ``fns``, their calls interleaved round-robin, so that a load
         change on the machine hits all of them alike (their ratios are the fairest we take)."""
-        now = CLOCKS[self.clock]
-        for _ in range(self.warmup):
-            for fn in fns:
-                fn()
-        times: list[list[float]] = [[] for _ in fns]
-        for _ in range(self.repeats):
-            for fn, spent in zip(fns, times, strict=True):
-                start = now()
-                fn()
-                spent.append(now() - start)
-        return [statistics.median(t) * 1e3 for t in times]
+        seconds = time_calls(
+            fns, torch.device("cpu"), self.repeats, self.warmup, clock=CLOCKS[self.clock]
+        )
+        return [s * 1e3 for s in seconds]
+
+    def paired(self, batch: int) -> Timer:
+        """The timer for a comparison at inference ``batch``: 5× the repeats at batch 1, whose
+        sub-millisecond calls are the noisiest."""
+        return replace(self, repeats=self.repeats * (5 if batch == 1 else 1))
 
 
 def train_step_fn(
@@ -209,8 +207,7 @@ def measure_model(name: str, tiers: Sequence[float], timer: Timer, batch: int) -
     ]
     twin = copy.deepcopy(dense)
     for b in (1, 64):  # the noise floor: the dense model against a copy of itself, interleaved
-        paired = replace(timer, repeats=timer.repeats * (5 if b == 1 else 1))
-        first, second = paired.interleaved([infer_fn(dense, b), infer_fn(twin, b)])
+        first, second = timer.paired(b).interleaved([infer_fn(dense, b), infer_fn(twin, b)])
         rows[0].extra[f"self-ratio-{b}"] = second / first
     svd_macs: dict[float, int] = {}
     for kind in ("svd", "tucker"):
@@ -224,10 +221,10 @@ def measure_model(name: str, tiers: Sequence[float], timer: Timer, batch: int) -
             for b in (1, 64):
                 merged = copy.deepcopy(model).eval()
                 decisions = merge_faster(merged, torch.randn(b, *SHAPE))
-                # Timed against the dense model in one interleaved run: the target compares them
-                # (5× the repeats at batch 1, whose sub-millisecond calls are the noisiest).
-                paired = replace(timer, repeats=timer.repeats * (5 if b == 1 else 1))
-                merged_ms, dense_ms = paired.interleaved([infer_fn(merged, b), infer_fn(dense, b)])
+                # Timed against the dense model in one interleaved run: the target compares them.
+                merged_ms, dense_ms = timer.paired(b).interleaved(
+                    [infer_fn(merged, b), infer_fn(dense, b)]
+                )
                 setattr(row, f"merged{b}_ms", merged_ms)
                 row.extra[f"dense{b}-paired-ms"] = dense_ms
                 row.extra[f"merged-layers-{b}"] = sum(decisions.values())
@@ -499,7 +496,13 @@ def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list
                 f"- {name} {kind} β=0.25: train step {train:.2f}× faster, inference b64 "
                 f"{infer:.2f}× faster (target ≥ 2× both): {ok}"
             )
-    slow, noise = [], {}
+    slow = []
+    noise = {  # (model, batch) -> |ratio − 1| of its dense model timed against a copy of itself
+        (d.group, b): abs(d.extra.get(f"self-ratio-{b}", 1.0) - 1)
+        for d in models
+        if d.variant == "dense"
+        for b in (1, 64)
+    }
     for r in models:
         d = _find(models, r.group, "dense", 1.0)
         if r.variant not in ("svd", "tucker") or d is None:
@@ -507,8 +510,7 @@ def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list
         for b in (1, 64):
             merged = getattr(r, f"merged{b}_ms")
             base = r.extra.get(f"dense{b}-paired-ms", getattr(d, f"infer{b}_ms"))
-            floor = abs(d.extra.get(f"self-ratio-{b}", 1.0) - 1)
-            noise[(r.group, b)] = floor
+            floor = noise[(r.group, b)]
             if merged is not None and merged > base:
                 slow.append((f"{r.group} {r.variant} β={r.beta:g} b{b}", merged / base, floor))
     factored = [r for r in models if r.variant in ("svd", "tucker")]

@@ -39,15 +39,6 @@ def fmnist_sample(tmp_path_factory) -> Path:
     return write_fmnist_sample(tmp_path_factory.mktemp("fmnist"), 2400, 400)
 
 
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """One intra-op thread: two oversubscribe this 2-core machine badly (5x slower seen here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 IDENTITY = ("run_id", "node_id", "task_id")
 
 

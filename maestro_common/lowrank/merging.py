@@ -47,15 +47,20 @@ def _sync(device: torch.device) -> None:
 
 
 def time_calls(
-    fns: Sequence[Callable[[], Any]], device: torch.device, repeats: int = 5, warmup: int = 2
+    fns: Sequence[Callable[[], Any]],
+    device: torch.device,
+    repeats: int = 5,
+    warmup: int = 2,
+    clock: Callable[[], float] | None = None,
 ) -> list[float]:
     """Median seconds of each of ``fns``, their calls interleaved round-robin.
 
     On CPU the calling thread's CPU time (what a call costs, little moved by other processes on
-    the machine); on CUDA wall time with the device synchronized. Interleaving spreads a change
-    of load over all of them alike, so their ratios are fairer than back-to-back timings'.
+    the machine); on CUDA wall time with the device synchronized; ``clock`` overrides either.
+    Interleaving spreads a change of load over all of them alike, so their ratios are fairer
+    than back-to-back timings'.
     """
-    now = time.thread_time if device.type == "cpu" else time.perf_counter
+    now = clock or (time.thread_time if device.type == "cpu" else time.perf_counter)
     for _ in range(warmup):
         for fn in fns:
             fn()

@@ -19,7 +19,7 @@ from server import server_app
 from server.strategy import NestedFedAvg
 from tests.fakegrid import FakeGrid
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread", "task_identity")
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 def slow_device(cfg, beta):

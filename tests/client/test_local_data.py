@@ -11,8 +11,6 @@ from maestro_common.ml.data import partition_indices
 from maestro_common.ml.data.partition import holdout_split
 from server.evaluation import ModelOps
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def _parts(data: str, val_size: int, num: int = 8) -> tuple[np.ndarray, ...]:
     return _partitions("fashion-mnist", data, num, "dirichlet", 0.5, 2, 3, val_size)

@@ -7,8 +7,6 @@ from maestro_common.app.config import ConfigError, RunConfig
 from server import evaluation
 from server.evaluation import EVAL_THREADS_ENV, ModelOps, eval_threads
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.mark.parametrize(("method", "distinct"), [("fedavg-all", 1), ("maestro", 3)])
 def test_each_distinct_budget_is_evaluated_once(fmnist_sample, monkeypatch, method, distinct):

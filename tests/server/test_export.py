@@ -30,8 +30,6 @@ from server.export import (
     tier_beta,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def make_run(folder: Path, data_dir: Path, method: str = "maestro") -> Path:
     """A run folder with a LeNet-5 trained one epoch on 600 images: its checkpoint's path."""

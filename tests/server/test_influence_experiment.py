@@ -26,7 +26,7 @@ pytestmark = [
         os.environ.get("MAESTRO_EXPERIMENTS") != "1", reason="set MAESTRO_EXPERIMENTS=1"
     ),
     pytest.mark.skipif(not FMNIST.is_dir(), reason="needs the real Fashion-MNIST"),
-    pytest.mark.usefixtures("one_torch_thread", "task_identity"),
+    pytest.mark.usefixtures("task_identity"),
 ]
 
 

@@ -13,7 +13,7 @@ from server.evaluation import ModelOps
 from server.server_app import make_strategy
 from tests.fakegrid import FakeGrid
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread", "task_identity")
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 TIERS = (0.25, 0.5, 1.0)
 

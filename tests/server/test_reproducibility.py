@@ -16,7 +16,7 @@ from maestro_common.ml.data import write_idx
 from server import server_app
 from tests.fakegrid import FakeGrid
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread", "task_identity")
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 # Wall-clock times and process memory differ between any two runs; nothing else may.
 TIMES = {

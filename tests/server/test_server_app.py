@@ -14,7 +14,7 @@ from server.results import CHECKPOINT, METRICS, OLD_CHECKPOINT, SUMMARY, ResumeE
 from tests.fakegrid import FakeGrid
 from tests.server.test_strategy import _echo, _nan
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread", "task_identity")
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 NODES = {11: {"partition-id": 0, "num-partitions": 2}, 22: {"partition-id": 1, "num-partitions": 2}}
 

@@ -27,7 +27,7 @@ from server.strategy import NestedFedAvg, RoundLog
 from tests.adversary import noise_train
 from tests.fakegrid import FakeGrid, Handler
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread", "task_identity")
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 NUM_TRAIN, NUM_TEST = 400, 100
 FACTORED = {"conv2", "fc1", "fc2"}  # lenet5's factored layers (first conv and head stay dense)

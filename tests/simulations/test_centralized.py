@@ -9,8 +9,6 @@ import torch
 
 from simulations import centralized
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def test_lr_grid_on_validation_and_every_method(fmnist_sample, tmp_path):
     out = tmp_path / "out"

@@ -8,7 +8,6 @@ from server.export import evaluate_run, load_run, load_test_set
 from simulations.centralized import main
 
 
-@pytest.mark.usefixtures("one_torch_thread")
 def test_saved_models_evaluate_as_the_trainer_reported(fmnist_sample, tmp_path):
     rows = main(
         [
@@ -28,7 +27,6 @@ def test_saved_models_evaluate_as_the_trainer_reported(fmnist_sample, tmp_path):
                 assert row["accuracy"] == pytest.approx(reported[row["beta"]])
 
 
-@pytest.mark.usefixtures("one_torch_thread")
 def test_a_tucker_model_with_breakeven_ranks_is_rebuilt_as_trained(fmnist_sample, tmp_path):
     # export rebuilds the model from config.json: the factorisation and ranks must be recorded.
     rows = main(

@@ -55,7 +55,6 @@ def test_the_report_round_trips_through_a_query_reply():
         decode_auto_tier({**record, "auto-step-ms": [1.0]})
 
 
-@pytest.mark.usefixtures("one_torch_thread")
 def test_the_real_benchmark_grows_with_the_budget():
     small, full = benchmark_step(CFG, 0.25, steps=1), benchmark_step(CFG, 1.0, steps=1)
     assert small.step_ms > 0 and full.step_ms > 0

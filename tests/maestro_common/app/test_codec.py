@@ -12,8 +12,6 @@ from maestro_common.lowrank.layers import LowRankConv2d, LowRankLinear, low_rank
 from maestro_common.lowrank.prefix import array_shapes, budget_dim, payload_nbytes
 from tests.received import model_arrays_at_budget
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 class Small(torch.nn.Module):
     """A conv and a linear factored layer, with a dense head."""

@@ -13,8 +13,6 @@ from maestro_common.ml.models import build_model
 from maestro_common.ml.training import TrainSettings
 from simulations.centralized import parse_args
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def test_train_settings_defaults_are_the_run_configs():
     assert TrainSettings() == train_settings(RunConfig())

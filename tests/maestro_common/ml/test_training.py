@@ -16,8 +16,6 @@ from maestro_common.ml.models import build_model
 from maestro_common.ml.training import TrainSettings, nested_loss, train
 from maestro_common.width.sliceable import make_width_sliceable
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def _factored():
     torch.manual_seed(0)
