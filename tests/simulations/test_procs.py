@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import psutil
 
@@ -23,10 +24,21 @@ def _detached_sleeper(env: dict) -> int:
     return int(out.stdout)
 
 
+def _after_exec(pid: int, argv: list[str], timeout: float = 10.0) -> psutil.Process:
+    # `echo $!` prints the pid while the child may still be inside execve, when its
+    # /proc/PID/environ reads empty; wait until it runs the program it was started as.
+    proc = psutil.Process(pid)
+    deadline = time.monotonic() + timeout
+    while proc.cmdline() != argv:
+        assert time.monotonic() < deadline, f"pid {pid} never became {argv}: {proc.cmdline()}"
+        time.sleep(0.01)
+    return proc
+
+
 def test_guard_stops_detached_descendants():
     with ProcessGuard(grace=2.0) as guard:
         pid = _detached_sleeper(guard.env)
-        sleeper = psutil.Process(pid)
+        sleeper = _after_exec(pid, ["sleep", "300"])
         assert sleeper.environ()[MARKER] == guard.marker
         assert [p.pid for p in marked(guard.marker)] == [pid]
     gone = not sleeper.is_running() or sleeper.status() == psutil.STATUS_ZOMBIE
