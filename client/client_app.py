@@ -26,6 +26,7 @@ from maestro_common.app.task import (
     train_settings,
 )
 from maestro_common.app.tiers import resolve_budget
+from maestro_common.app.warmup import phase_config
 from maestro_common.lowrank.prefix import array_shapes, take_prefix
 from maestro_common.ml.training import evaluate, train
 
@@ -121,8 +122,9 @@ def train_fn(msg: Message, context: Context) -> Message:
     """Train the received prefix for E local epochs inside its budget; reply with the prefix."""
     start, started_at = time.perf_counter(), time.time()
     _setup(context)
-    cfg = load_run_config(context.run_config)
     task = P.decode_instruction(msg)
+    # The dense model in a dense warm-up's rounds, the run's own method after them.
+    cfg = phase_config(load_run_config(context.run_config), task.server_round)
     device = resolve_device(cfg)
     train_ds, _ = _splits(cfg, context)
     model, shapes, global_ranks = _model_from(task.arrays, cfg, device)
@@ -162,10 +164,10 @@ def train_fn(msg: Message, context: Context) -> Message:
 def evaluate_fn(msg: Message, context: Context) -> Message:
     """Accuracy and loss of the received prefix on this client's validation split."""
     _setup(context)
-    cfg = load_run_config(context.run_config)
+    task = P.decode_instruction(msg)
+    cfg = phase_config(load_run_config(context.run_config), task.server_round)
     device = resolve_device(cfg)
     _, val_ds = _splits(cfg, context)
-    task = P.decode_instruction(msg)
     model, _, _ = _model_from(task.arrays, cfg, device)
     # The same sub-model the server evaluates for this tier (see Method.loaded_budget).
     budget = run_method(cfg).loaded_budget(task.budget)

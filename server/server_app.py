@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from logging import INFO, WARNING
 from pathlib import Path
 
@@ -17,13 +17,14 @@ from maestro_common.app.checkpoint import check_arrays
 from maestro_common.app.config import ConfigError, RunConfig
 from maestro_common.app.malloc import tune_malloc
 from maestro_common.app.task import load_run_config
+from maestro_common.app.warmup import dense_config, factor_arrays, in_warmup
 from maestro_common.ml.schedules import round_lr
 from server.evaluation import ModelOps
-from server.policy import VirtualClockPolicy, run_profiles
+from server.policy import EligibleOnly, VirtualClockPolicy, run_profiles
 from server.profiles import TierProfile
 from server.report import plot_accuracy, write_summary
 from server.results import CHECKPOINT, RunRecorder
-from server.strategy import NestedFedAvg, RoundLog
+from server.strategy import NestedFedAvg, RoundLog, RoundPolicy
 
 app = ServerApp()
 
@@ -86,6 +87,14 @@ def preflight(cfg: RunConfig) -> tuple[Path, ModelOps, tuple[TierProfile, ...]]:
     ops = ModelOps(cfg)
     test = len(ops.test_set()) if cfg.test_eval else 0
     val = len(ops.val_set()) if cfg.val_size else 0
+    if cfg.warmup_rounds and not any(
+        map(covers_dense(ops, ops.sibling(dense_config(cfg))), cfg.tiers)
+    ):
+        raise ConfigError(
+            f"dense-warmup: no tier in tier-fractions={cfg.tier_fractions!r} can train the dense "
+            "model (its factored sub-model runs fewer MACs than the dense one even at the "
+            "largest β): add a tier of β = 1 with rank-fraction = 1, or leave dense-warmup at 0"
+        )
     log(
         INFO,
         "preflight passed: %d test examples, %d validation examples, %d tier profiles",
@@ -96,13 +105,27 @@ def preflight(cfg: RunConfig) -> tuple[Path, ModelOps, tuple[TierProfile, ...]]:
     return folder, ops, profiles
 
 
+def covers_dense(ops: ModelOps, dense_ops: ModelOps) -> Callable[[float], bool]:
+    """Which tier budgets β may train the dense model in a dense warm-up: those whose factored
+    sub-model runs at least the dense model's forward MACs (the CNN at full rank: β = 1)."""
+    factored = ops.initial_arrays()
+    dense = dense_ops.forward_macs(dense_ops.initial_arrays(), 1.0)
+    return lambda beta: ops.forward_macs(factored, beta) >= dense
+
+
 def make_strategy(
     cfg: RunConfig,
     ops: ModelOps,
     state: dict[str, dict[str, np.ndarray]],
     profiles: Sequence[TierProfile] | None = None,
+    eligible: Callable[[float], bool] | None = None,
 ) -> tuple[NestedFedAvg, ConfigRecord]:
-    """The run's strategy and train config; ``state["arrays"]`` tracks the global arrays."""
+    """The run's strategy and train config; ``state["arrays"]`` tracks the global arrays.
+
+    ``ops`` are the model operations of the phase the strategy runs (a dense warm-up's, or the
+    run's own). With ``eligible`` only nodes whose β passes it train, and there is no federated
+    evaluation (the other tiers could not run the model): a dense warm-up's rounds.
+    """
 
     def cost(beta: float) -> tuple[int, int, int]:
         """Forward MACs per example and payload bytes of tier β's sub-model, for the clock."""
@@ -110,7 +133,7 @@ def make_strategy(
         nbytes = ops.payload_nbytes(arrays, beta)
         return ops.forward_macs(arrays, beta), nbytes, nbytes
 
-    policy = VirtualClockPolicy(
+    policy: RoundPolicy = VirtualClockPolicy(
         profiles if profiles is not None else run_profiles(cfg),
         cost,
         cfg.local_epochs,
@@ -118,10 +141,12 @@ def make_strategy(
         cfg.deadline,
         cfg.deadline_policy,
     )
+    if eligible is not None:
+        policy = EligibleOnly(policy, eligible)
     strategy = NestedFedAvg(
         ops.axes,
         cfg.clients_per_round,
-        cfg.clients_per_eval,
+        cfg.clients_per_eval if eligible is None else 0,
         cfg.seed,
         shapes_fn=ops.shapes,
         budget_fn=ops.method_budget,
@@ -140,36 +165,41 @@ def main(grid: Grid, context: Context) -> None:
     cfg = load_run_config(context.run_config)
     tune_malloc()  # evaluation batches of 1000: 1.7-1.8x faster with memory kept (docs/results.md)
     folder, ops, profiles = preflight(cfg)
+    # A dense warm-up's rounds (and round 0, its initial model) run the dense model's operations.
+    dense_ops = ops.sibling(dense_config(cfg)) if cfg.warmup_rounds else None
+
+    def ops_at(rnd: int) -> ModelOps:
+        return dense_ops if dense_ops is not None and in_warmup(cfg, rnd) else ops
+
     recorder = RunRecorder(folder, cfg.to_run_config(), resume=cfg.resume)
-    log(INFO, "run folder: %s (starting after round %d)", folder, recorder.start_round)
-    arrays = ops.initial_arrays()
+    start_round = recorder.start_round
+    log(INFO, "run folder: %s (starting after round %d)", folder, start_round)
+    arrays = ops_at(start_round).initial_arrays()
     if recorder.initial_arrays is not None:
         # Keys, dtypes and shapes against the model before any round trains on them.
-        check_arrays(folder / CHECKPOINT, recorder.initial_arrays, arrays, ops.axes)
+        check_arrays(folder / CHECKPOINT, recorder.initial_arrays, arrays, ops_at(start_round).axes)
         arrays = recorder.initial_arrays
-    if recorder.start_round >= cfg.num_rounds:
+    if start_round >= cfg.num_rounds:
         log(INFO, "all %d rounds are already done", cfg.num_rounds)
         return
     state = {"arrays": arrays}
-    strategy, train_config = make_strategy(cfg, ops, state, profiles)
-    wait_for_nodes(grid, cfg.min_nodes, cfg.node_wait)
-    strategy.discover(grid, timeout=cfg.round_timeout)
-    if not strategy.nodes:
-        raise RuntimeError("no node reported its tier; see the client logs")
     previous = recorder.rows()
     clock = {"virtual": previous[-1].get("virtual-clock", 0.0) if previous else 0.0}
     recorded_auto: set[int] = set()  # nodes whose automatic tier choice is in a row already
+    current: dict[str, NestedFedAvg] = {}  # the phase's strategy (the first found the nodes)
 
     def evaluate_round(rnd: int) -> bool:
         return rnd % cfg.eval_every == 0 or rnd == cfg.num_rounds
 
     def on_round_end(round_log: RoundLog, new_arrays: dict[str, np.ndarray], start: float) -> None:
         rnd = round_log.server_round
+        strategy = current["strategy"]
+        round_ops = ops_at(rnd)
         state["arrays"] = new_arrays
         clock["virtual"] += round_log.virtual_seconds
         row = {
             "round": rnd,
-            "ranks": ops.ranks(new_arrays),
+            "ranks": round_ops.ranks(new_arrays),
             "clients": round_log.clients,
             "rejected": [[int(n), reason] for n, reason in round_log.rejected],
             "eval-rejected": [[int(n), reason] for n, reason in round_log.eval_rejected],
@@ -184,6 +214,8 @@ def main(grid: Grid, context: Context) -> None:
             "fed-eval-seconds": round_log.fed_eval_seconds,
             "train-start": round_log.train_start,
         }
+        if round_ops is dense_ops:
+            row["phase"] = "dense-warmup"  # every tier's accuracy is the dense model's
         if not round_log.valid_replies:
             row["no-valid-reply"] = True
         new_auto = {n: r for n, r in strategy.auto_tiers.items() if n not in recorded_auto}
@@ -195,9 +227,9 @@ def main(grid: Grid, context: Context) -> None:
             betas = sorted(set(cfg.tiers) | {n.beta for n in strategy.nodes.values()})
             eval_start = time.perf_counter()
             if cfg.test_eval:
-                row["tiers"] = ops.evaluate_tiers(new_arrays, betas)
+                row["tiers"] = round_ops.evaluate_tiers(new_arrays, betas)
             if cfg.val_size:
-                row["val-tiers"] = ops.evaluate_val(new_arrays, betas)
+                row["val-tiers"] = round_ops.evaluate_val(new_arrays, betas)
             row["eval-seconds"] = time.perf_counter() - eval_start
             for key, what in (("tiers", "test"), ("val-tiers", "validation")):
                 if key in row:
@@ -208,17 +240,58 @@ def main(grid: Grid, context: Context) -> None:
         row["wall-seconds"] = time.perf_counter() - start
         recorder.record_round(rnd, new_arrays, row)
 
+    def start(strategy: NestedFedAvg) -> None:
+        """Nodes found once (waited for, asked for their tier), known to every phase."""
+        if "strategy" in current:
+            strategy.nodes, strategy.auto_tiers = (
+                current["strategy"].nodes,
+                current["strategy"].auto_tiers,
+            )
+        else:
+            wait_for_nodes(grid, cfg.min_nodes, cfg.node_wait)
+            strategy.discover(grid, timeout=cfg.round_timeout)
+            if not strategy.nodes:
+                raise RuntimeError("no node reported its tier; see the client logs")
+        current["strategy"] = strategy
+
+    rounds = {
+        "timeout": cfg.round_timeout,
+        "on_round_end": on_round_end,
+        "evaluate_round": evaluate_round,
+    }
+    if dense_ops is not None and start_round < cfg.warmup_rounds:
+        warm, warm_config = make_strategy(
+            cfg, dense_ops, state, profiles, eligible=covers_dense(ops, dense_ops)
+        )
+        start(warm)
+        log(
+            INFO,
+            "dense warm-up: rounds %d-%d train the dense model",
+            start_round + 1,
+            cfg.warmup_rounds,
+        )
+        arrays = warm.run(grid, arrays, cfg.warmup_rounds, warm_config, start_round, **rounds)
+        start_round = cfg.warmup_rounds
+    if dense_ops is not None and start_round == cfg.warmup_rounds:
+        # The checkpoint of the warm-up's last round holds the dense model: factor it by SVD.
+        arrays = factor_arrays(cfg, arrays)
+        state["arrays"] = arrays
+        log(
+            INFO,
+            "dense warm-up done: the dense model factored by SVD (ranks %s)",
+            ops.ranks(arrays),
+        )
+    strategy, train_config = make_strategy(cfg, ops, state, profiles)
+    start(strategy)
     strategy.run(
         grid,
         arrays,
         cfg.num_rounds,
         train_config,
-        start_round=recorder.start_round,
-        timeout=cfg.round_timeout,
+        start_round,
         shrink_fn=ops.shrink if ops.method.shrinks else None,
         shrink_every=cfg.shrink_every,
-        on_round_end=on_round_end,
-        evaluate_round=evaluate_round,
+        **rounds,
     )
     rows = recorder.rows()
     table = write_summary(folder, rows, f"{cfg.name}: {cfg.method} {cfg.model} on {cfg.dataset}")

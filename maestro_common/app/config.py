@@ -108,6 +108,9 @@ class RunConfig:
     full_pass_share: float = 1.0  # nested: share of steps that train the whole prefix
     initial_ranks: str = "full"  # maestro: full (rank-fraction of min(m, n)) or breakeven
     lr_schedule: str = "constant"  # constant, cosine or step, applied per round by the server
+    # Factored methods: this share of the rounds first trains the dense model, on the tiers whose
+    # budget covers it, then the server factors it by SVD (docs/federated.md; 0 = off)
+    dense_warmup: float = 0.0
     tiers: tuple[float, ...] = field(init=False, default=())
     shares: tuple[float, ...] = field(init=False, default=())
 
@@ -130,6 +133,15 @@ class RunConfig:
         check(
             0 <= self.full_pass_share <= 1,
             f"full-pass-share must be in [0, 1], got {self.full_pass_share}",
+        )
+        check(
+            0 <= self.dense_warmup < 1,
+            f"dense-warmup must be in [0, 1) (a share of the rounds), got {self.dense_warmup}",
+        )
+        check(
+            self.warmup_rounds < self.num_rounds,
+            f"dense-warmup={self.dense_warmup:g} of num-rounds={self.num_rounds} leaves no round "
+            "for the factored model: lower dense-warmup or raise num-rounds",
         )
         check(
             self.distill_temperature > 0,
@@ -214,6 +226,14 @@ class RunConfig:
         total = sum(shares)
         object.__setattr__(self, "tiers", tiers)
         object.__setattr__(self, "shares", tuple(s / total for s in shares))
+
+    @property
+    def warmup_rounds(self) -> int:
+        """Rounds ``1 .. warmup_rounds`` train the dense model first (``dense-warmup`` of
+        ``num-rounds``, rounded, at least 1 when on; 0 when off)."""
+        if not self.dense_warmup:
+            return 0
+        return max(1, round(self.dense_warmup * self.num_rounds))
 
     @property
     def name(self) -> str:

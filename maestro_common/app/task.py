@@ -30,7 +30,11 @@ def check_names(cfg: RunConfig) -> None:
     ConfigError
         Naming the key, the value and what is allowed.
     """
-    get_method(cfg.method)
+    if not get_method(cfg.method).factored and cfg.dense_warmup:
+        raise ConfigError(
+            f"dense-warmup applies to factored methods only (maestro); method {cfg.method!r} "
+            "trains its own model from the start: leave dense-warmup at 0"
+        )
     for key, value, allowed in (
         ("model", cfg.model, MODEL_NAMES),
         ("dataset", cfg.dataset, tuple(DATASET_INFO)),
