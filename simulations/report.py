@@ -33,7 +33,7 @@ from simulations.time_to_accuracy import time_to_accuracy
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt
 
-METHOD_ORDER = ("maestro", "fjord", "heterofl", "fedavg-all", "fedavg-fit")
+METHOD_ORDER = ("maestro", "maestro+warmup", "fjord", "heterofl", "fedavg-all", "fedavg-fit")
 PLOTS = {
     "accuracy-per-round.png": "Test accuracy per round, one panel per tier (mean over seeds, "
     "band: min to max over seeds)",
@@ -62,7 +62,10 @@ class Run:
 
     @property
     def method(self) -> str:
-        return str(self.config["method"])
+        """The method's label: its name, plus ``+warmup`` when a dense warm-up ran first (a
+        variant, reported apart from the method as the paper defines it)."""
+        name = str(self.config["method"])
+        return f"{name}+warmup" if float(self.config.get("dense-warmup") or 0) else name
 
     @property
     def seed(self) -> int:
@@ -512,7 +515,7 @@ def plot_accuracy_vs_step_time(
     model, factorization = _model_of(runs)
 
     def step_ms(group: Sequence[Run], tier: str) -> float | None:
-        times = step_times(bench, model, group[0].method, factorization)
+        times = step_times(bench, model, str(group[0].config["method"]), factorization)
         return next((ms for beta, (ms, _) in times.items() if f"{beta:g}" == tier), None)
 
     return _plot_accuracy_vs_cost(

@@ -81,6 +81,16 @@ def test_load_runs(folders):
     assert runs[0].final["round"] == 3
 
 
+def test_a_warmed_up_run_is_reported_apart_from_its_method(folders):
+    config = folders[1] / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "dense-warmup": 0.6}))
+    runs = load_runs(folders)
+    assert [r.method for r in runs[:2]] == ["maestro", "maestro+warmup"]
+    lines = comparison_table(runs).splitlines()
+    assert "| maestro | 0.2 | 70.00 ± 0.00 | 1 | 1,000 | 100 | 400 |" in lines
+    assert "| maestro+warmup | 0.2 | 74.00 ± 0.00 | 1 | 1,000 | 100 | 400 |" in lines
+
+
 def test_load_runs_needs_method_and_seed(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"seed": 0}))
     (tmp_path / "metrics.jsonl").write_text("")
