@@ -146,6 +146,9 @@ def test_lossless_coercions_accepted():
         ({"objective": "both"}, "objective"),
         ({"full-pass-share": 1.5}, "full-pass-share"),
         ({"distill-temperature": 0.0}, "distill-temperature"),
+        ({"dense-warmup": 1.0}, "dense-warmup"),
+        ({"dense-warmup": -0.1}, "dense-warmup"),
+        ({"dense-warmup": 0.9, "num-rounds": 2}, "dense-warmup=0.9 of num-rounds=2 leaves no"),
     ],
 )
 def test_each_validation_raises_naming_the_key(changes, key):
@@ -180,6 +183,19 @@ def test_names_are_checked_against_their_registries(changes, key):
     (value,) = changes.values()
     with pytest.raises(ConfigError, match=rf"{key} must be one of .*got '{value}'"):
         load_run_config(changes)
+
+
+@pytest.mark.parametrize(
+    ("share", "rounds", "warm"), [(0.0, 100, 0), (0.6, 100, 60), (0.6, 20, 12), (0.01, 10, 1)]
+)
+def test_warmup_rounds_are_a_rounded_share_and_at_least_one(share, rounds, warm):
+    assert RunConfig(dense_warmup=share, num_rounds=rounds).warmup_rounds == warm
+
+
+def test_a_dense_warmup_needs_a_factored_method():
+    load_run_config({"dense-warmup": 0.5, "num-rounds": 4})  # maestro
+    with pytest.raises(ConfigError, match="dense-warmup applies to factored methods only"):
+        load_run_config({"dense-warmup": 0.5, "num-rounds": 4, "method": "fjord"})
 
 
 def test_config_module_is_a_leaf():
