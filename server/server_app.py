@@ -17,7 +17,7 @@ from maestro_common.app.checkpoint import check_arrays
 from maestro_common.app.config import ConfigError, RunConfig
 from maestro_common.app.malloc import tune_malloc
 from maestro_common.app.task import load_run_config
-from maestro_common.app.warmup import dense_config, factor_arrays, in_warmup
+from maestro_common.app.warmup import factor_arrays, in_warmup, warmup_config, whole_model
 from maestro_common.ml.schedules import round_lr
 from server.evaluation import ModelOps
 from server.policy import EligibleOnly, VirtualClockPolicy, run_profiles
@@ -87,8 +87,10 @@ def preflight(cfg: RunConfig) -> tuple[Path, ModelOps, tuple[TierProfile, ...]]:
     ops = ModelOps(cfg)
     test = len(ops.test_set()) if cfg.test_eval else 0
     val = len(ops.val_set()) if cfg.val_size else 0
-    if cfg.warmup_rounds and not any(
-        map(covers_dense(ops, ops.sibling(dense_config(cfg))), cfg.tiers)
+    if (
+        cfg.warmup_rounds
+        and whole_model(cfg)
+        and not any(map(covers_dense(ops, ops.sibling(warmup_config(cfg))), cfg.tiers))
     ):
         raise ConfigError(
             f"dense-warmup: no tier in tier-fractions={cfg.tier_fractions!r} can train the dense "
@@ -165,11 +167,11 @@ def main(grid: Grid, context: Context) -> None:
     cfg = load_run_config(context.run_config)
     tune_malloc()  # evaluation batches of 1000: 1.7-1.8x faster with memory kept (docs/results.md)
     folder, ops, profiles = preflight(cfg)
-    # A dense warm-up's rounds (and round 0, its initial model) run the dense model's operations.
-    dense_ops = ops.sibling(dense_config(cfg)) if cfg.warmup_rounds else None
+    # A dense warm-up's rounds (and round 0, its initial model) run the warm-up method's operations.
+    warm_ops = ops.sibling(warmup_config(cfg)) if cfg.warmup_rounds else None
 
     def ops_at(rnd: int) -> ModelOps:
-        return dense_ops if dense_ops is not None and in_warmup(cfg, rnd) else ops
+        return warm_ops if warm_ops is not None and in_warmup(cfg, rnd) else ops
 
     recorder = RunRecorder(folder, cfg.to_run_config(), resume=cfg.resume)
     start_round = recorder.start_round
@@ -214,8 +216,8 @@ def main(grid: Grid, context: Context) -> None:
             "fed-eval-seconds": round_log.fed_eval_seconds,
             "train-start": round_log.train_start,
         }
-        if round_ops is dense_ops:
-            row["phase"] = "dense-warmup"  # every tier's accuracy is the dense model's
+        if round_ops is warm_ops:
+            row["phase"] = f"warmup ({cfg.warmup_method})"  # tiers score warmup-method's models
         if not round_log.valid_replies:
             row["no-valid-reply"] = True
         new_auto = {n: r for n, r in strategy.auto_tiers.items() if n not in recorded_auto}
@@ -259,20 +261,20 @@ def main(grid: Grid, context: Context) -> None:
         "on_round_end": on_round_end,
         "evaluate_round": evaluate_round,
     }
-    if dense_ops is not None and start_round < cfg.warmup_rounds:
-        warm, warm_config = make_strategy(
-            cfg, dense_ops, state, profiles, eligible=covers_dense(ops, dense_ops)
-        )
+    if warm_ops is not None and start_round < cfg.warmup_rounds:
+        eligible = covers_dense(ops, warm_ops) if whole_model(cfg) else None
+        warm, warm_config = make_strategy(cfg, warm_ops, state, profiles, eligible=eligible)
         start(warm)
         log(
             INFO,
-            "dense warm-up: rounds %d-%d train the dense model",
+            "dense warm-up: rounds %d-%d train the dense model (%s)",
             start_round + 1,
             cfg.warmup_rounds,
+            cfg.warmup_method,
         )
         arrays = warm.run(grid, arrays, cfg.warmup_rounds, warm_config, start_round, **rounds)
         start_round = cfg.warmup_rounds
-    if dense_ops is not None and start_round == cfg.warmup_rounds:
+    if warm_ops is not None and start_round == cfg.warmup_rounds:
         # The checkpoint of the warm-up's last round holds the dense model: factor it by SVD.
         arrays = factor_arrays(cfg, arrays)
         state["arrays"] = arrays

@@ -33,7 +33,15 @@ from simulations.time_to_accuracy import time_to_accuracy
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt
 
-METHOD_ORDER = ("maestro", "maestro+warmup", "fjord", "heterofl", "fedavg-all", "fedavg-fit")
+METHOD_ORDER = (
+    "maestro",
+    "maestro+warmup",
+    "maestro+fjord-warmup",
+    "fjord",
+    "heterofl",
+    "fedavg-all",
+    "fedavg-fit",
+)
 PLOTS = {
     "accuracy-per-round.png": "Test accuracy per round, one panel per tier (mean over seeds, "
     "band: min to max over seeds)",
@@ -62,10 +70,14 @@ class Run:
 
     @property
     def method(self) -> str:
-        """The method's label: its name, plus ``+warmup`` when a dense warm-up ran first (a
-        variant, reported apart from the method as the paper defines it)."""
+        """The method's label: its name, plus ``+warmup`` when a dense warm-up ran first
+        (``+fjord-warmup`` when FjORD trained it): a variant, reported apart from the method as
+        the paper defines it."""
         name = str(self.config["method"])
-        return f"{name}+warmup" if float(self.config.get("dense-warmup") or 0) else name
+        if not float(self.config.get("dense-warmup") or 0):
+            return name
+        how = self.config.get("warmup-method", "fedavg-all")
+        return f"{name}+warmup" if how == "fedavg-all" else f"{name}+{how}-warmup"
 
     @property
     def seed(self) -> int:

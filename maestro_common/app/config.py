@@ -108,9 +108,10 @@ class RunConfig:
     full_pass_share: float = 1.0  # nested: share of steps that train the whole prefix
     initial_ranks: str = "full"  # maestro: full (rank-fraction of min(m, n)) or breakeven
     lr_schedule: str = "constant"  # constant, cosine or step, applied per round by the server
-    # Factored methods: this share of the rounds first trains the dense model, on the tiers whose
-    # budget covers it, then the server factors it by SVD (docs/federated.md; 0 = off)
+    # Factored methods: this share of the rounds first trains the dense model with
+    # warmup-method, then the server factors it by SVD (docs/federated.md; 0 = off)
     dense_warmup: float = 0.0
+    warmup_method: str = "fedavg-all"  # fedavg-all: the tiers that can run it; fjord: every tier
     tiers: tuple[float, ...] = field(init=False, default=())
     shares: tuple[float, ...] = field(init=False, default=())
 

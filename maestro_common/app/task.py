@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from maestro_common.app.config import ConfigError, RunConfig
-from maestro_common.app.methods import Method, get_method
+from maestro_common.app.methods import WARMUP_METHODS, Method, get_method
 from maestro_common.lowrank.decompose import CONV_FACTORIZATIONS, INITIAL_RANKS
 from maestro_common.lowrank.freezing import FREEZE_MODES
 from maestro_common.lowrank.samplers import SAMPLER_NAMES, SUBMODEL_RULES
@@ -45,6 +45,7 @@ def check_names(cfg: RunConfig) -> None:
         ("sub-models", cfg.sub_models, SUBMODEL_RULES),
         ("lr-schedule", cfg.lr_schedule, SCHEDULES),
         ("initial-ranks", cfg.initial_ranks, INITIAL_RANKS),
+        ("warmup-method", cfg.warmup_method, WARMUP_METHODS),
     ):
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {tuple(allowed)}, got {value!r}")

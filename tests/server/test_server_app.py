@@ -239,7 +239,8 @@ def test_dense_warmup_trains_the_dense_model_on_the_top_tier_then_factors_it(dat
         assert "fc1.weight" in _sent_keys(grid, rnd) and "fc1.u" not in _sent_keys(grid, rnd)
         assert grid.sent_of(MessageType.EVALUATE, rnd) == []
         row = rows[rnd - 1]
-        assert row["phase"] == "dense-warmup" and row["ranks"] == {} and row["valid-replies"] == 1
+        assert row["phase"] == "warmup (fedavg-all)" and row["ranks"] == {}
+        assert row["valid-replies"] == 1
         accs = {m["accuracy"] for m in row["tiers"].values()}
         assert len(accs) == 1  # every tier label evaluates the one dense model
     # Round 3: both tiers train their factored prefixes, evaluated per tier.
@@ -250,6 +251,29 @@ def test_dense_warmup_trains_the_dense_model_on_the_top_tier_then_factors_it(dat
     assert rows[2]["ranks"] and set(rows[2]["federated"]) == {"0.5", "1"}
     ckpt = read_checkpoint(server_app.run_folder(cfg) / CHECKPOINT)
     assert ckpt.round == 3 and "fc1.u" in ckpt.arrays
+
+
+def test_a_fjord_warmup_trains_every_tier_at_its_width_then_factors(data_dir, tmp_path):
+    cfg = _cfg(
+        data_dir,
+        tmp_path,
+        num_rounds=3,
+        dense_warmup=0.67,
+        warmup_method="fjord",
+        rank_fraction=0.5,
+    )
+    grid = _main(cfg, nodes=TIERED)  # at half rank no tier could run the whole dense model
+    rows = _rows(cfg)
+    for rnd in (1, 2):
+        assert _trained_nodes(grid, rnd) == [11, 22]
+        sent = {m.metadata.dst_node_id: m.content for m in grid.sent_of(MessageType.TRAIN, rnd)}
+        # Width prefixes of the dense model, MAC-matched to each tier's factored budget (at half
+        # rank even β = 1 runs fewer MACs than the whole dense model, whose fc1 has 120 units).
+        widths = [sent[n][ARRAYS_KEY]["fc1.weight"].shape[0] for n in (11, 22)]
+        assert widths[0] < widths[1] < 120
+        assert rows[rnd - 1]["phase"] == "warmup (fjord)"
+        assert len(grid.sent_of(MessageType.EVALUATE, rnd)) == 0  # clients-per-eval is 0 here
+    assert "fc1.u" in _sent_keys(grid, 3) and "phase" not in rows[2]
 
 
 def test_the_first_factored_round_starts_from_the_svd_of_the_warmed_up_model(data_dir, tmp_path):

@@ -89,6 +89,8 @@ def test_a_warmed_up_run_is_reported_apart_from_its_method(folders):
     lines = comparison_table(runs).splitlines()
     assert "| maestro | 0.2 | 70.00 ± 0.00 | 1 | 1,000 | 100 | 400 |" in lines
     assert "| maestro+warmup | 0.2 | 74.00 ± 0.00 | 1 | 1,000 | 100 | 400 |" in lines
+    config.write_text(json.dumps({**json.loads(config.read_text()), "warmup-method": "fjord"}))
+    assert load_runs(folders)[1].method == "maestro+fjord-warmup"
 
 
 def test_load_runs_needs_method_and_seed(tmp_path):

@@ -7,7 +7,7 @@ import torch
 from maestro_common.app.codec import load_arrays, model_arrays
 from maestro_common.app.config import RunConfig
 from maestro_common.app.task import build_run_model
-from maestro_common.app.warmup import WARMUP_METHOD, factor_arrays, in_warmup, phase_config
+from maestro_common.app.warmup import factor_arrays, in_warmup, phase_config, whole_model
 from maestro_common.lowrank.layers import low_rank_layers
 
 
@@ -15,15 +15,23 @@ def test_rounds_up_to_the_warmup_train_the_dense_method_then_the_runs_own():
     cfg = RunConfig(model="lenet5", num_rounds=10, dense_warmup=0.3)
     assert [in_warmup(cfg, r) for r in (0, 1, 3, 4, 10)] == [True, True, True, False, False]
     dense = phase_config(cfg, 3)
-    assert (dense.method, dense.dense_warmup, dense.model) == (WARMUP_METHOD, 0.0, "lenet5")
+    assert (dense.method, dense.dense_warmup, dense.model) == ("fedavg-all", 0.0, "lenet5")
     assert phase_config(cfg, 4) is cfg
+    assert phase_config(cfg.replace(warmup_method="fjord"), 1).method == "fjord"
     off = RunConfig(model="lenet5")
     assert not in_warmup(off, 1) and phase_config(off, 1) is off
 
 
-@pytest.mark.parametrize("conv", ["svd", "tucker"])
-def test_factored_arrays_compute_what_the_dense_model_did(conv):
-    cfg = RunConfig(model="cnn", conv_factorization=conv, num_rounds=4, dense_warmup=0.5)
+def test_only_the_whole_dense_model_limits_who_warms_up():
+    assert whole_model(RunConfig(dense_warmup=0.5))
+    assert not whole_model(RunConfig(dense_warmup=0.5, warmup_method="fjord"))
+
+
+@pytest.mark.parametrize(("conv", "how"), [("svd", "fedavg-all"), ("tucker", "fjord")])
+def test_factored_arrays_compute_what_the_dense_model_did(conv, how):
+    cfg = RunConfig(
+        model="cnn", conv_factorization=conv, num_rounds=4, dense_warmup=0.5, warmup_method=how
+    )
     dense_model = build_run_model(phase_config(cfg, 1))
     with torch.no_grad():  # "trained": weights unlike the seeded initial ones
         for p in dense_model.parameters():
