@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from simulations.labels import method_label
 from simulations.time_axis import step_times, time_axis_table
 from simulations.time_to_accuracy import time_to_accuracy
 
@@ -70,14 +71,9 @@ class Run:
 
     @property
     def method(self) -> str:
-        """The method's label: its name, plus ``+warmup`` when a dense warm-up ran first
-        (``+fjord-warmup`` when FjORD trained it): a variant, reported apart from the method as
-        the paper defines it."""
-        name = str(self.config["method"])
-        if not float(self.config.get("dense-warmup") or 0):
-            return name
-        how = self.config.get("warmup-method", "fedavg-all")
-        return f"{name}+warmup" if how == "fedavg-all" else f"{name}+{how}-warmup"
+        """The method's label (:func:`~simulations.labels.method_label`): a variant such as
+        ``maestro+warmup`` is reported apart from its method."""
+        return method_label(self.config)
 
     @property
     def seed(self) -> int:

@@ -61,6 +61,7 @@ from maestro_common.ml.data.partition import holdout_split
 from maestro_common.ml.data.raw import local_raw_split
 from server.policy import run_profiles
 from simulations import lr_sweep, provenance
+from simulations.labels import method_label
 from simulations.procs import MARKER, ProcessGuard, TreeMemory, marked, stop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -859,12 +860,12 @@ class Sweep:
             if failure:
                 failures.append(failure)
             got = failure or read_rows(run_dir(cfg))
-            results.setdefault(cfg["method"], {})[float(cfg["lr"])] = got
+            results.setdefault(method_label(cfg), {})[float(cfg["lr"])] = got
         chosen = {m: lr_sweep.method_selection(r, self.last_k) for m, r in results.items()}
         lr_sweep.write_selection(self.out_dir, self.tuning, chosen)
         main_configs, requests, plans = [], {}, {}
         for cfg in configs:
-            name, method = cfg["run-name"], cfg["method"]
+            name, method = cfg["run-name"], method_label(cfg)
             lr = chosen[method]["lr"]
             if lr is None:
                 failures.append(f"{name}: not run, no sweep run of {method} gave a score")

@@ -291,6 +291,25 @@ def test_sweep_chooses_per_method_and_sets_the_main_runs_lr(tmp_path, fmnist_sam
     assert selection["methods"]["fjord"]["lr"] is None
 
 
+def test_a_variants_lr_is_chosen_and_kept_under_its_own_label(tmp_path, fmnist_sample):
+    from simulations import lr_sweep
+    from simulations.run import Sweep, tuning_settings
+
+    conf = f'model = "lenet5"\ndata-dir = "{fmnist_sample}"\nnum-rounds = 5\nval-size = 400\n'
+    args = _sweep_args(
+        tmp_path,
+        conf,
+        *("--lrs", "0.05,0.1", "--methods", "maestro", "--seeds", "0"),
+        *("--set", "dense-warmup=0.4", "--select-rounds", "2", "--supernodes", "4"),
+    )
+    out = tmp_path / "out"
+    configs, federation, _ = prepare(args, out)
+    sweep = Sweep.plan(args, out, configs, federation, tuning_settings(args, configs))
+    main, _, _ = sweep.run(_FakeRunner(), configs, [])
+    assert [(c["run-name"], c["lr"]) for c in main] == [("maestro-seed0", 0.05)]
+    assert set(lr_sweep.read_selection(out)["methods"]) == {"maestro+warmup"}
+
+
 def test_the_headline_conf_and_its_documented_sweep_parse(tmp_path):
     """docs/federated.md's headline command, up to the point where Flower would start."""
     from pathlib import Path

@@ -1,0 +1,26 @@
+"""Run labels: a method's variants are tuned and reported apart from it."""
+
+import pytest
+
+from simulations.labels import method_label
+
+
+@pytest.mark.parametrize(
+    ("config", "label"),
+    [
+        ({"method": "fjord"}, "fjord"),
+        ({"method": "maestro", "dense-warmup": 0.0}, "maestro"),
+        ({"method": "maestro", "dense-warmup": 0.6}, "maestro+warmup"),
+        (
+            {"method": "maestro", "dense-warmup": 0.6, "warmup-method": "fedavg-all"},
+            "maestro+warmup",
+        ),
+        (
+            {"method": "maestro", "dense-warmup": 0.6, "warmup-method": "fjord"},
+            "maestro+fjord-warmup",
+        ),
+        ({"method": "maestro", "warmup-method": "fjord"}, "maestro"),  # no warm-up at all
+    ],
+)
+def test_method_label(config, label):
+    assert method_label(config) == label
