@@ -62,10 +62,17 @@ def make_request(
 
 
 def _flatten(request: Mapping[str, Any]) -> dict[str, Any]:
-    """``section.key`` -> value, without the volatile run-config keys (older records hold them)."""
+    """``section.key`` -> value, without the volatile run-config keys (older records hold them).
+
+    A run-config key missing from a request (a record written before the key existed) reads as
+    its default: every new key's default keeps the behaviour the code had before it.
+    """
+    sections = dict(request)
+    if "run-config" in sections:
+        sections["run-config"] = {**RunConfig().to_run_config(), **sections["run-config"]}
     return {
         f"{section}.{k}": v
-        for section, keys in request.items()
+        for section, keys in sections.items()
         for k, v in keys.items()
         if not (section == "run-config" and k in VOLATILE)
     }

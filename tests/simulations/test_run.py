@@ -154,6 +154,17 @@ def test_defaults_count_as_settings(tmp_path):
     ]
 
 
+def test_a_key_older_records_lack_reads_as_its_default():
+    # A run recorded before warmup-method existed ran as its default does now; a new value
+    # for it is still a different request.
+    old = _request()
+    del old["run-config"]["warmup-method"]
+    assert not provenance.differences(old, _request())
+    assert provenance.differences(old, _request(**{"warmup-method": "fjord"})) == [
+        "run-config.warmup-method: 'fedavg-all' -> 'fjord'"
+    ]
+
+
 def test_a_moved_out_folder_holds_the_same_runs(tmp_path):
     # Where the folder lies is not a setting: a copied or moved --out is skipped, not refused
     # (records written before output-dir was volatile hold it; it is ignored there too).
