@@ -928,7 +928,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = load_runs(folders)
     frame = runs_frame(runs)
     frame.to_csv(args.csv, index=False)
-    print(f"{len(frame)} rows from {frame['run'].nunique()} runs: {args.csv}")
+    print(f"{len(frame)} rows from {len(runs)} runs: {args.csv}")  # names repeat across folders
     if args.summary is not None:
         summary_frame(runs, args.last_evals).to_csv(args.summary, index=False)
         print(f"headline per run and tier: {args.summary}")
