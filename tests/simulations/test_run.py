@@ -213,16 +213,18 @@ def test_lr_sweep_needs_a_validation_split_and_owns_the_lr(tmp_path, fmnist_samp
         prepare(args, tmp_path / "out")
 
 
-def _plan_sweep(tmp_path, data, lrs: str, seeds: str, rounds: str):
-    """A 5-round lenet5 conf with a validation split, swept for maestro and fjord."""
+def _plan_sweep(
+    tmp_path, data, lrs: str, seeds: str, rounds: str, methods: str = "maestro,fjord", *more: str
+):
+    """A 5-round lenet5 conf with a validation split, swept for ``methods``."""
     from simulations.run import Sweep, tuning_settings
 
     conf = f'model = "lenet5"\ndata-dir = "{data}"\nnum-rounds = 5\nval-size = 400\n'
     args = _sweep_args(
         tmp_path,
         conf,
-        *("--lrs", lrs, "--methods", "maestro,fjord", "--seeds", seeds),
-        *("--select-rounds", rounds, "--supernodes", "4"),
+        *("--lrs", lrs, "--methods", methods, "--seeds", seeds),
+        *("--select-rounds", rounds, "--supernodes", "4", *more),
     )
     out = tmp_path / "out"
     configs, federation, _ = prepare(args, out)
@@ -304,18 +306,10 @@ def test_sweep_chooses_per_method_and_sets_the_main_runs_lr(tmp_path, fmnist_sam
 
 def test_a_variants_lr_is_chosen_and_kept_under_its_own_label(tmp_path, fmnist_sample):
     from simulations import lr_sweep
-    from simulations.run import Sweep, tuning_settings
 
-    conf = f'model = "lenet5"\ndata-dir = "{fmnist_sample}"\nnum-rounds = 5\nval-size = 400\n'
-    args = _sweep_args(
-        tmp_path,
-        conf,
-        *("--lrs", "0.05,0.1", "--methods", "maestro", "--seeds", "0"),
-        *("--set", "dense-warmup=0.4", "--select-rounds", "2", "--supernodes", "4"),
+    _, out, configs, _, sweep = _plan_sweep(
+        tmp_path, fmnist_sample, "0.05,0.1", "0", "2", "maestro", "--set", "dense-warmup=0.4"
     )
-    out = tmp_path / "out"
-    configs, federation, _ = prepare(args, out)
-    sweep = Sweep.plan(args, out, configs, federation, tuning_settings(args, configs))
     main, _, _ = sweep.run(_FakeRunner(), configs, [])
     assert [(c["run-name"], c["lr"]) for c in main] == [("maestro-seed0", 0.05)]
     assert set(lr_sweep.read_selection(out)["methods"]) == {"maestro+warmup"}
