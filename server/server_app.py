@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from logging import INFO, WARNING
 from pathlib import Path
 
@@ -70,7 +71,18 @@ def run_folder(cfg: RunConfig) -> Path:
     return folder
 
 
-def preflight(cfg: RunConfig) -> tuple[Path, ModelOps, tuple[TierProfile, ...]]:
+@dataclass(frozen=True)
+class Warmup:
+    """A dense warm-up's phase: its model operations, and which tier budgets β may train in it
+    (None: every tier, each at its own budget)."""
+
+    ops: ModelOps
+    eligible: Callable[[float], bool] | None
+
+
+def preflight(
+    cfg: RunConfig,
+) -> tuple[Path, ModelOps, tuple[TierProfile, ...], Warmup | None]:
     """Every check that can fail before round 1, run before the run folder is touched.
 
     The run folder stays inside ``output-dir``; an explicit ``data-dir`` exists; the tier profile
@@ -87,10 +99,15 @@ def preflight(cfg: RunConfig) -> tuple[Path, ModelOps, tuple[TierProfile, ...]]:
     ops = ModelOps(cfg)
     test = len(ops.test_set()) if cfg.test_eval else 0
     val = len(ops.val_set()) if cfg.val_size else 0
+    warmup = None
+    if cfg.warmup_rounds:
+        warm_ops = ops.sibling(warmup_config(cfg))
+        # Read off the fresh models, before any round loads or resizes them.
+        warmup = Warmup(warm_ops, covers_dense(ops, warm_ops) if whole_model(cfg) else None)
     if (
-        cfg.warmup_rounds
-        and whole_model(cfg)
-        and not any(map(covers_dense(ops, ops.sibling(warmup_config(cfg))), cfg.tiers))
+        warmup is not None
+        and warmup.eligible is not None
+        and not any(map(warmup.eligible, cfg.tiers))
     ):
         raise ConfigError(
             f"dense-warmup: no tier in tier-fractions={cfg.tier_fractions!r} can train the dense "
@@ -104,7 +121,7 @@ def preflight(cfg: RunConfig) -> tuple[Path, ModelOps, tuple[TierProfile, ...]]:
         val,
         len(profiles),
     )
-    return folder, ops, profiles
+    return folder, ops, profiles, warmup
 
 
 def covers_dense(ops: ModelOps, dense_ops: ModelOps) -> Callable[[float], bool]:
@@ -166,9 +183,9 @@ def make_strategy(
 def main(grid: Grid, context: Context) -> None:
     cfg = load_run_config(context.run_config)
     tune_malloc()  # evaluation batches of 1000: 1.7-1.8x faster with memory kept (docs/results.md)
-    folder, ops, profiles = preflight(cfg)
+    folder, ops, profiles, warmup = preflight(cfg)
     # A dense warm-up's rounds (and round 0, its initial model) run the warm-up method's operations.
-    warm_ops = ops.sibling(warmup_config(cfg)) if cfg.warmup_rounds else None
+    warm_ops = warmup.ops if warmup is not None else None
 
     def ops_at(rnd: int) -> ModelOps:
         return warm_ops if warm_ops is not None and in_warmup(cfg, rnd) else ops
@@ -188,14 +205,18 @@ def main(grid: Grid, context: Context) -> None:
     previous = recorder.rows()
     clock = {"virtual": previous[-1].get("virtual-clock", 0.0) if previous else 0.0}
     recorded_auto: set[int] = set()  # nodes whose automatic tier choice is in a row already
-    current: dict[str, NestedFedAvg] = {}  # the phase's strategy (the first found the nodes)
+    # The run's strategy finds the nodes; a warm-up's strategy shares what it knows of them.
+    strategy, train_config = make_strategy(cfg, ops, state, profiles)
+    wait_for_nodes(grid, cfg.min_nodes, cfg.node_wait)
+    strategy.discover(grid, timeout=cfg.round_timeout)
+    if not strategy.nodes:
+        raise RuntimeError("no node reported its tier; see the client logs")
 
     def evaluate_round(rnd: int) -> bool:
         return rnd % cfg.eval_every == 0 or rnd == cfg.num_rounds
 
     def on_round_end(round_log: RoundLog, new_arrays: dict[str, np.ndarray], start: float) -> None:
         rnd = round_log.server_round
-        strategy = current["strategy"]
         round_ops = ops_at(rnd)
         state["arrays"] = new_arrays
         clock["virtual"] += round_log.virtual_seconds
@@ -242,29 +263,14 @@ def main(grid: Grid, context: Context) -> None:
         row["wall-seconds"] = time.perf_counter() - start
         recorder.record_round(rnd, new_arrays, row)
 
-    def start(strategy: NestedFedAvg) -> None:
-        """Nodes found once (waited for, asked for their tier), known to every phase."""
-        if "strategy" in current:
-            strategy.nodes, strategy.auto_tiers = (
-                current["strategy"].nodes,
-                current["strategy"].auto_tiers,
-            )
-        else:
-            wait_for_nodes(grid, cfg.min_nodes, cfg.node_wait)
-            strategy.discover(grid, timeout=cfg.round_timeout)
-            if not strategy.nodes:
-                raise RuntimeError("no node reported its tier; see the client logs")
-        current["strategy"] = strategy
-
     rounds = {
         "timeout": cfg.round_timeout,
         "on_round_end": on_round_end,
         "evaluate_round": evaluate_round,
     }
-    if warm_ops is not None and start_round < cfg.warmup_rounds:
-        eligible = covers_dense(ops, warm_ops) if whole_model(cfg) else None
-        warm, warm_config = make_strategy(cfg, warm_ops, state, profiles, eligible=eligible)
-        start(warm)
+    if warmup is not None and start_round < cfg.warmup_rounds:
+        warm, warm_config = make_strategy(cfg, warmup.ops, state, profiles, warmup.eligible)
+        warm.nodes, warm.auto_tiers = strategy.nodes, strategy.auto_tiers  # one view of the nodes
         log(
             INFO,
             "dense warm-up: rounds %d-%d train the dense model (%s)",
@@ -274,7 +280,7 @@ def main(grid: Grid, context: Context) -> None:
         )
         arrays = warm.run(grid, arrays, cfg.warmup_rounds, warm_config, start_round, **rounds)
         start_round = cfg.warmup_rounds
-    if warm_ops is not None and start_round == cfg.warmup_rounds:
+    if warmup is not None and start_round == cfg.warmup_rounds:
         # The checkpoint of the warm-up's last round holds the dense model: factor it by SVD.
         arrays = factor_arrays(cfg, arrays)
         state["arrays"] = arrays
@@ -283,8 +289,6 @@ def main(grid: Grid, context: Context) -> None:
             "dense warm-up done: the dense model factored by SVD (ranks %s)",
             ops.ranks(arrays),
         )
-    strategy, train_config = make_strategy(cfg, ops, state, profiles)
-    start(strategy)
     strategy.run(
         grid,
         arrays,
