@@ -16,7 +16,7 @@ match the svd tier's (the harness's matched-MACs rule,
 Sections: per layer type; whole models (train step at ``--batch``, inference at batch 1 and 64,
 with factored tiers also merged by measurement); one Maestro training step against one dense step
 (factorization, sampling and each training objective separated); rank quantization; sequential
-freezing.
+freezing; the branched Tucker core (a grouped conv) against the plain one.
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ MODELS: dict[str, dict[str, Any]] = {
     "resnet18-full": {"arch": "resnet18", "width": 1.0},
 }
 MODELS_SECTION_ONLY = ("resnet18-full",)
+# The factorizations whole models are timed in (the branched Tucker's 4-branch form is timed per
+# layer, in the branched section).
+MODEL_KINDS = ("svd", "tucker", "tucker-b2")
 WIDTH_MODELS = ("lenet5", "cnn")
 SECTIONS = (
     "layers",
@@ -72,6 +75,7 @@ SECTIONS = (
     "overhead",
     "quantization",
     "freezing",
+    "branched",
 )  # width slicing refuses norm layers and attention
 
 
@@ -191,7 +195,8 @@ class Row:
 
 
 def measure_model(name: str, tiers: Sequence[float], timer: Timer, batch: int) -> list[Row]:
-    """Dense, svd, tucker and (where supported) width rows of one model at every tier."""
+    """Dense, factored (every kind of MODEL_KINDS) and (where supported) width rows of one model
+    at every tier."""
     dense = dense_model(name)
     dense_macs = count_macs(dense, SHAPE)
     rows = [
@@ -210,7 +215,7 @@ def measure_model(name: str, tiers: Sequence[float], timer: Timer, batch: int) -
         first, second = timer.paired(b).interleaved([infer_fn(dense, b), infer_fn(twin, b)])
         rows[0].extra[f"self-ratio-{b}"] = second / first
     svd_macs: dict[float, int] = {}
-    for kind in ("svd", "tucker"):
+    for kind in MODEL_KINDS:
         for beta in tiers:
             model = factored_tier(dense, kind, beta)
             macs = count_macs(model, SHAPE)
@@ -418,6 +423,86 @@ def measure_freezing(
     return rows
 
 
+# ----- branched Tucker: the core as a grouped convolution ---------------------------------------
+BRANCHES = (1, 2, 4)
+
+
+def branched_tucker(dense: nn.Conv2d, rank: int, branches: int) -> nn.Module:
+    """The compute of a Tucker-2 conv whose core is split into ``branches`` parallel blocks.
+
+    The "branched" Tucker of arXiv 2407.20266: a 1x1 conv in→k, the kxk core as a grouped conv
+    k→k with ``groups=branches`` (each branch a k/b→k/b core: 1/b of the core's MACs at the same
+    rank), a 1x1 conv k→out. Random weights: it is built to be timed, against ``branches=1``
+    (the plain Tucker-2 layer's three convolutions at the same rank).
+    """
+    if rank % branches:
+        raise ValueError(f"rank {rank} is not a multiple of {branches} branches")
+    return nn.Sequential(
+        nn.Conv2d(dense.in_channels, rank, 1, bias=False),
+        nn.Conv2d(
+            rank,
+            rank,
+            dense.kernel_size,
+            dense.stride,
+            dense.padding,
+            dense.dilation,
+            groups=branches,
+            bias=False,
+        ),
+        nn.Conv2d(rank, dense.out_channels, 1),
+    )
+
+
+def _no_grad_call(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        with torch.no_grad():
+            model(x)
+
+    return run
+
+
+def measure_branched(tiers: Sequence[float], timer: Timer, batch: int) -> list[Row]:
+    """Every kxk conv of the layer section as Tucker-2 at each tier's rank (rounded down to a
+    multiple of the most branches), with its core in 1, 2 and 4 branches, timed interleaved."""
+    rows = []
+    for name, (make, shape) in LAYERS.items():
+        torch.manual_seed(0)
+        dense = make()
+        if not isinstance(dense, nn.Conv2d) or dense.kernel_size == (1, 1):
+            continue
+        full = max(dense.in_channels, dense.out_channels)
+        x64 = torch.randn(64, *shape)
+        for beta in tiers:
+            k = budget_rank(full, beta, max(BRANCHES))
+            if k % max(BRANCHES):
+                continue
+            models = [branched_tucker(dense, k, b) for b in BRANCHES]
+            train = timer.interleaved([_layer_step(m, shape, batch) for m in models])
+            infer = timer.interleaved([_no_grad_call(m.eval(), x64) for m in models])
+            for b, m, t, i in zip(BRANCHES, models, train, infer, strict=True):
+                variant = "tucker" if b == 1 else f"branched ×{b}"
+                row = Row(name, variant, beta, count_macs(m, shape), t, None, i)
+                row.note = f"rank {k}"
+                rows.append(row)
+    return rows
+
+
+def branched_summary(rows: list[Row]) -> list[str]:
+    """Per branched row: its time against plain Tucker at the same rank, beside its MACs."""
+    out = []
+    for r in rows:
+        base = _find(rows, r.group, "tucker", r.beta)
+        if r.variant == "tucker" or base is None:
+            continue
+        train, infer = r.train_ms / base.train_ms, r.infer64_ms / base.infer64_ms
+        verdict = "faster" if train < 1 and infer < 1 else "not faster"
+        out.append(
+            f"- {r.group} β={r.beta:g} ({r.note}) {r.variant}: MACs {r.macs / base.macs:.2f}, "
+            f"train {train:.2f}, inference b64 {infer:.2f} of plain Tucker: {verdict}"
+        )
+    return out
+
+
 # ----- report -------------------------------------------------------------------------------------
 def _fmt(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
@@ -485,7 +570,7 @@ def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list
     out = []
     for name in ("cnn", "resnet18", "resnet18-full"):
         dense = _find(models, name, "dense", 1.0)
-        for kind in ("svd", "tucker"):
+        for kind in MODEL_KINDS:
             r = _find(models, name, kind, 0.25)
             if dense is None or r is None:
                 continue
@@ -505,7 +590,7 @@ def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list
     }
     for r in models:
         d = _find(models, r.group, "dense", 1.0)
-        if r.variant not in ("svd", "tucker") or d is None:
+        if r.variant not in MODEL_KINDS or d is None:
             continue
         for b in (1, 64):
             merged = getattr(r, f"merged{b}_ms")
@@ -513,7 +598,7 @@ def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list
             floor = noise[(r.group, b)]
             if merged is not None and merged > base:
                 slow.append((f"{r.group} {r.variant} β={r.beta:g} b{b}", merged / base, floor))
-    factored = [r for r in models if r.variant in ("svd", "tucker")]
+    factored = [r for r in models if r.variant in MODEL_KINDS]
     if factored:
         beyond = [s for s in slow if s[1] > 1 + s[2]]
         verdict = (
@@ -536,7 +621,7 @@ def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list
         )
     losers = []
     for r in models:
-        if r.variant not in ("svd", "tucker"):
+        if r.variant not in MODEL_KINDS:
             continue
         w = _find(models, r.group, "width", r.beta)
         if w is not None and r.train_ms > w.train_ms:
@@ -681,6 +766,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[Row]]:
             for kind in ("svd", "tucker")
             for r in measure_freezing(m, (0.25, 1.0), timer, args.batch, kind)
         ],
+        "branched": lambda: measure_branched(tiers, timer, args.batch),
     }
     for name in args.sections:
         section_start = time.perf_counter()
@@ -838,6 +924,21 @@ def render(args: argparse.Namespace, results: dict[str, list[Row]], meta: dict[s
                 r for r in results["freezing"] if (r.group, r.variant.split()[0], r.beta) == group
             ]
             out += [simple_table(rows, rows[0], ["train"]), ""]
+    if results.get("branched"):
+        out += [
+            "## Branched Tucker (the core as a grouped convolution)",
+            "",
+            "Each kxk conv of the layer section as Tucker-2 at the tier's rank (rounded down to a "
+            "multiple of 4), its core split into 2 or 4 parallel branches (a grouped conv, "
+            "arXiv 2407.20266), timed interleaved with the plain core; ratios against plain "
+            "Tucker at the same rank.",
+            "",
+            *branched_summary(results["branched"]),
+            "",
+        ]
+        for group in dict.fromkeys((r.group, r.beta) for r in results["branched"]):
+            rows = [r for r in results["branched"] if (r.group, r.beta) == group]
+            out += [simple_table(rows, rows[0], ["train", "infer64"]), ""]
     return "\n".join(out)
 
 

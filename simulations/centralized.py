@@ -419,7 +419,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--conv-factorization",
         default="svd",
         choices=CONV_FACTORIZATIONS,
-        help="how kxk convs are factored: svd (kxk→r, 1x1 r→out) or tucker (1x1, kxk core, 1x1)",
+        help="how kxk convs are factored: svd (kxk→r, 1x1 r→out), tucker (1x1, kxk core, 1x1) "
+        "or tucker-b2/-b4 (the branched Tucker: the core in 2 or 4 groups)",
     )
     p.add_argument(
         "--rank-quantum", type=int, default=1, help="round tier ranks down to multiples of this"

@@ -48,7 +48,7 @@ def load_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module
     for name, layer in low_rank_layers(model).items():
         key = state_key(name, "u")
         u = arrays[key]
-        k = u.shape[layer.rank_axes["u"]] if u.ndim == 2 else -1
+        k = u.shape[layer.rank_axes["u"]] if u.ndim == layer.u.ndim else -1
         if not 1 <= k <= layer.max_rank:
             raise ValueError(
                 f"{key} has shape {tuple(u.shape)}: its rank axis must hold 1..{layer.max_rank}"

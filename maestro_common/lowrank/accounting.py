@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from maestro_common.lowrank.branched import BranchedTuckerConv2d
 from maestro_common.lowrank.budget import use_budget
 from maestro_common.lowrank.layers import (
     LowRankConv2d,
@@ -133,6 +134,12 @@ def _layer_macs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
         # set by use_budget otherwise, exactly as the forward pass itself does.
         rank = args[1] if len(args) > 1 else kwargs.get("rank")
         k = module._resolve(rank)
+        if isinstance(module, BranchedTuckerConv2d):  # b groups of k→k in the core
+            kh, kw = module.kernel_size
+            width = module.branches * k
+            return x[:, 0].numel() * module.in_channels * width + out[:, 0].numel() * width * (
+                k * kh * kw + module.out_channels
+            )
         if isinstance(module, TuckerConv2d):
             kh, kw = module.kernel_size
             positions_in = x[:, 0].numel()  # B·H_in·W_in: the first 1x1 runs before the stride
@@ -155,6 +162,7 @@ _COUNTED = (
     LowRankConv2d,
     LowRankLinear,
     TuckerConv2d,
+    BranchedTuckerConv2d,
     ScaledDotProductAttention,
 )
 
@@ -175,7 +183,8 @@ def count_macs(model: nn.Module, input_shape: Sequence[int], beta: float = 1.0) 
     -------
     The sum over forward calls of: Conv2d H_out·W_out·out·(in/groups)·kh·kw; Linear
     tokens·in·out; LowRankConv2d H_out·W_out·k·(in·kh·kw + out); TuckerConv2d
-    H_in·W_in·in·k + H_out·W_out·k·(k·kh·kw + out); LowRankLinear tokens·k·(in + out);
+    H_in·W_in·in·k + H_out·W_out·k·(k·kh·kw + out) (branched with b branches: k → b·k, the core's
+    k·kh·kw unchanged); LowRankLinear tokens·k·(in + out);
     attention B·heads·N²·(d_k + d_v). For width layers, in and out are the widths used at β.
     Other operations are ignored (see the module docstring).
     """

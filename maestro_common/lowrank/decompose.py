@@ -7,6 +7,7 @@ from math import prod
 
 from torch import nn
 
+from maestro_common.lowrank.branched import BRANCH_COUNTS, BranchedTuckerConv2d
 from maestro_common.lowrank.layers import (
     LowRankConv2d,
     LowRankLayer,
@@ -18,8 +19,15 @@ from maestro_common.lowrank.tucker import TuckerConv2d
 
 _FACTORABLE = (nn.Linear, nn.Conv2d)
 # How a kxk convolution (k > 1) is factored: svd (a kxk conv to r channels, then a 1x1 conv to
-# out) or tucker (1x1 in→r, kxk core r→r, 1x1 r→out). Linears and 1x1 convs always use SVD.
-CONV_FACTORIZATIONS = ("svd", "tucker")
+# out), tucker (1x1 in→r, kxk core r→r, 1x1 r→out) or the branched Tucker tucker-bN (1x1 in→N·r,
+# a kxk core of N groups r→r, 1x1 N·r→out). Linears and 1x1 convs always use SVD.
+CONV_FACTORIZATIONS = ("svd", "tucker", *(f"tucker-b{b}" for b in BRANCH_COUNTS))
+
+
+def branches_of(conv_factorization: str) -> int:
+    """The branch count of a branched Tucker factorization (``tucker-b4`` → 4), else 1."""
+    prefix = "tucker-b"
+    return int(conv_factorization[len(prefix) :]) if conv_factorization.startswith(prefix) else 1
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -108,15 +116,22 @@ def decompose(
             continue  # depthwise/grouped convs stay dense: their factorisation is not a prefix
         cls: type[LowRankLayer] = LowRankLinear
         full = min(module.weight.shape[0], module.weight[0].numel())
+        per_branch = 1  # a branched Tucker layer's rank counts the channels of one branch
         if isinstance(module, nn.Conv2d):
             cls = LowRankConv2d
-            if conv_factorization == "tucker" and module.weight[0, 0].numel() > 1:
+            if conv_factorization != "svd" and module.weight[0, 0].numel() > 1:
                 cls = TuckerConv2d
-                full = max(module.in_channels, module.out_channels)
+                per_branch = branches_of(conv_factorization)
+                full = -(-max(module.in_channels, module.out_channels) // per_branch)
         rank = max(1, round(rank_fraction * full))
         if initial_ranks == "breakeven":
-            rank = min(rank, breakeven_rank(module.weight.shape[0], module.weight[0].numel()))
-        _set_submodule(model, name, cls.from_dense(module, rank=rank))
+            even = breakeven_rank(module.weight.shape[0], module.weight[0].numel())
+            rank = min(rank, max(1, even // per_branch))
+        if per_branch > 1:
+            layer = BranchedTuckerConv2d.from_dense(module, rank=rank, branches=per_branch)
+        else:
+            layer = cls.from_dense(module, rank=rank)
+        _set_submodule(model, name, layer)
     return model
 
 
@@ -130,7 +145,7 @@ def to_dense_module(layer: LowRankLayer, rank: int | None = None) -> nn.Module:
     bias = layer.bias is not None
     if isinstance(layer, LowRankLinear):
         dense: nn.Module = nn.Linear(layer.in_features, layer.out_features, bias=bias)
-    elif isinstance(layer, LowRankConv2d | TuckerConv2d):
+    elif isinstance(layer, LowRankConv2d | TuckerConv2d | BranchedTuckerConv2d):
         dense = nn.Conv2d(
             layer.in_channels,
             layer.out_channels,

@@ -227,8 +227,11 @@ class LowRankLinear(LowRankLayer):
         )
 
 
-def conv_from_dense(cls: type[LowRankLayer], module: nn.Module, rank: int | None) -> LowRankLayer:
-    """A factored conv layer of class ``cls`` initialised from a dense ``nn.Conv2d``."""
+def conv_from_dense(
+    cls: type[LowRankLayer], module: nn.Module, rank: int | None, **options: int
+) -> LowRankLayer:
+    """A factored conv layer of class ``cls`` initialised from a dense ``nn.Conv2d``; ``options``
+    go to the class (e.g. ``branches``)."""
     if not isinstance(module, nn.Conv2d):
         raise ValueError(f"{cls.__name__}.from_dense needs nn.Conv2d, got {type(module).__name__}")
     if module.padding_mode != "zeros" or isinstance(module.padding, str):
@@ -246,6 +249,7 @@ def conv_from_dense(cls: type[LowRankLayer], module: nn.Module, rank: int | None
         rank=rank,
         bias=module.bias is not None,
         groups=module.groups,
+        **options,
     )
     layer.to(module.weight.device, module.weight.dtype)
     layer._init_from_weight(module.weight, module.bias)

@@ -314,3 +314,17 @@ def test_a_warmup_no_tier_can_afford_fails_before_anything_is_sent(data_dir, tmp
     with pytest.raises(ConfigError, match=r"no tier in tier-fractions='0\.5,1\.0' can train"):
         server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
     assert grid.sent == [] and not (tmp_path / "runs").exists()
+
+
+def test_a_branched_tucker_run_trains_and_aggregates_each_tiers_branch_prefixes(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, num_rounds=1, conv_factorization="tucker-b2")
+    grid = _main(cfg, nodes=TIERED)
+    sent = {m.metadata.dst_node_id: m.content for m in grid.sent_of(MessageType.TRAIN, 1)}
+    # LeNet-5's conv2 (6→16, 5x5) in 2 branches of 8: β = 0.5 gets 4 channels of each branch.
+    cores = {n: sent[n][ARRAYS_KEY]["conv2.core"].shape for n in (11, 22)}
+    assert cores == {11: (2, 4, 4, 5, 5), 22: (2, 8, 8, 5, 5)}
+    (row,) = _rows(cfg)
+    assert row["valid-replies"] == 2
+    assert all(0 <= m["accuracy"] <= 1 for m in row["tiers"].values())
+    ckpt = read_checkpoint(server_app.run_folder(cfg) / CHECKPOINT)
+    assert ckpt.arrays["conv2.core"].shape == (2, 8, 8, 5, 5)

@@ -123,3 +123,39 @@ def test_every_objective_of_the_maestro_method_is_measured():
     assert "maestro step: nested: sandwich (3 passes; the default)" in names
     assert all("," not in o for o in OBJECTIVES)  # --objectives is a comma list
     assert all(r.train_ms > 0 for r in got)
+
+
+def test_branched_tucker_splits_the_core_into_groups():
+    from torch import nn
+
+    dense = nn.Conv2d(8, 12, 3, padding=1)
+    plain, branched = bench.branched_tucker(dense, 8, 1), bench.branched_tucker(dense, 8, 4)
+    x = torch.randn(2, 8, 6, 6)
+    assert plain(x).shape == branched(x).shape == dense(x).shape
+    assert branched[1].groups == 4 and branched[1].weight.shape == (8, 2, 3, 3)
+    core = lambda m: bench.count_macs(m[1], (8, 6, 6))  # noqa: E731
+    assert core(branched) * 4 == core(plain)
+    with pytest.raises(ValueError, match="not a multiple of 4 branches"):
+        bench.branched_tucker(dense, 6, 4)
+
+
+def test_branched_section_times_every_conv_against_plain_tucker_at_one_rank(monkeypatch):
+    from torch import nn
+
+    monkeypatch.setattr(
+        bench, "LAYERS", {"conv": (lambda: nn.Conv2d(8, 16, 3, padding=1), (8, 6, 6))}
+    )
+    got = bench.measure_branched((0.25, 1.0), Timer(0, 1, "cpu"), 2)
+    assert [(r.variant, r.beta) for r in got] == [
+        (v, b) for b in (0.25, 1.0) for v in ("tucker", "branched ×2", "branched ×4")
+    ]
+    assert {r.note for r in got if r.beta == 0.25} == {"rank 4"}
+    assert all(r.train_ms > 0 and r.infer64_ms > 0 for r in got)
+    lines = bench.branched_summary(got)
+    assert len(lines) == 4 and all("of plain Tucker" in line for line in lines)
+    assert "## Branched Tucker" in bench.render(
+        parse_args(["--quick"]),
+        {"branched": got},
+        {k: "" for k in ("started", "load-before", "load-after", "settings")}
+        | {"seconds": 0.0, "commands": [""]},
+    )

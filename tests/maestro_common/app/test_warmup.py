@@ -27,7 +27,9 @@ def test_only_the_whole_dense_model_limits_who_warms_up():
     assert not whole_model(RunConfig(dense_warmup=0.5, warmup_method="fjord"))
 
 
-@pytest.mark.parametrize(("conv", "how"), [("svd", "fedavg-all"), ("tucker", "fjord")])
+@pytest.mark.parametrize(
+    ("conv", "how"), [("svd", "fedavg-all"), ("tucker", "fjord"), ("tucker-b2", "fedavg-all")]
+)
 def test_factored_arrays_compute_what_the_dense_model_did(conv, how):
     cfg = RunConfig(
         model="cnn", conv_factorization=conv, num_rounds=4, dense_warmup=0.5, warmup_method=how
