@@ -96,7 +96,8 @@ class RunConfig:
     update_cap: float = 2.0  # a reply's update RMS is cut to this × the round's median (0 = off)
     node_wait: float = 300.0  # seconds to wait for min-nodes nodes before round 1
     # Fast low-rank tiers (maestro only)
-    conv_factorization: str = "svd"  # kxk convs: svd (kxk→r, 1x1 r→out) or tucker (1x1, core, 1x1)
+    # kxk convs: svd (kxk→r, 1x1 r→out), tucker (1x1, core, 1x1) or tucker-b2/-b4 (branched core)
+    conv_factorization: str = "svd"
     rank_quantum: int = 1  # a tier's per-layer ranks are rounded down to multiples of this
     freeze: str = "none"  # sequential freezing of factors: none, factor or layer (per epoch)
     freeze_groups: int = 2  # layer groups that freeze in turn (freeze = layer)

@@ -35,6 +35,7 @@ def rows() -> list[Row]:
         Row("cnn", "svd", 0.25, 30, 4.0, 0.9, 3.0, merged1_ms=0.8, merged64_ms=3.0),
         Row("cnn", "tucker", 0.25, 20, 6.0, 1.5, 5.0, merged1_ms=1.2, merged64_ms=5.0),
         Row("cnn", "width", 0.25, 30, 5.0, 0.5, 2.0),
+        Row("cnn", "width@tucker", 0.25, 20, 5.0, 0.5, 2.0),
     ]
 
 
@@ -57,6 +58,7 @@ def test_targets_report_met_and_missed():
     assert "MISSED by 1 beyond timing noise; above 1.00: cnn tucker β=0.25 b1 (1.20)" in text
     assert "MISSED by 1: cnn tucker β=0.25 (1.20×)" in text
     assert "maestro step: od: 1.20× a dense step" in text
+    assert "against dense" not in text
     assert "sampling itself 1.09× the factored step; target ≤ 1.2×" in text
     # A multi-pass objective's extra passes are its own, not sampling overhead.
     assert "(3 passes): 2.20× a dense step (2.00× the factored step: the objective's own" in text
@@ -96,7 +98,7 @@ def test_timer_interleaves_its_functions(monkeypatch):
 def test_tier_table_ratios():
     table = tier_table(rows())
     assert "| svd | 0.25 | 0.30 | 4.00 | 0.40 |" in table
-    assert table.count("\n") == 5
+    assert table.count("\n") == 6  # header, rule and one line a row
 
 
 def test_arguments_are_checked():
@@ -159,3 +161,21 @@ def test_branched_section_times_every_conv_against_plain_tucker_at_one_rank(monk
         {k: "" for k in ("started", "load-before", "load-after", "settings")}
         | {"seconds": 0.0, "commands": [""]},
     )
+
+
+def test_each_kind_is_judged_against_the_width_tier_of_its_own_macs():
+    models = [
+        *rows()[:3],
+        Row("cnn", "width", 0.25, 30, 3.0, 0.5, 2.0),  # matched to svd: tucker is not judged by it
+        Row("cnn", "width@tucker", 0.25, 20, 7.0, 0.5, 2.0),
+        Row("cnn", "tucker", 1.0, 190, 18.0, 1.5, 5.0),  # above dense MACs: no width tier
+    ]
+    (line,) = [x for x in targets(models, [], []) if "width tier" in x]
+    assert "MISSED by 1: cnn svd β=0.25 (1.33×)" in line
+    assert "tucker β=0.25" not in line
+    assert "against dense: cnn tucker β=1 (1.80×)" in line
+
+
+def test_width_variants_name_the_kind_they_match():
+    assert bench.width_variant("svd") == "width"
+    assert bench.width_variant("tucker-b2") == "width@tucker-b2"
