@@ -250,6 +250,7 @@ def run_one(
         lasso=args.lasso if method == "maestro-gl" else 0.0,
         distill=args.distill,
         distill_temperature=args.distill_temperature,
+        pass_average=args.pass_average,
         lr_schedule=args.lr_schedule,
     )
     steps_per_epoch = -(-len(train_ds) // args.batch_size)
@@ -384,6 +385,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sub-models", default="sandwich", choices=SUBMODEL_RULES)
     p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--distill-temperature", type=float, default=1.0)
+    p.add_argument(
+        "--pass-average",
+        action=argparse.BooleanOptionalAction,
+        default=train.pass_average,
+        help="nested: each gradient is the mean over the step's passes that used it (off: sum)",
+    )
     p.add_argument("--full-pass-share", type=float, default=1.0, help="steps that run the prefix")
     p.add_argument("--grid", type=_floats, default=[], help="sub-model fractions (default β's)")
     p.add_argument("--momentum", type=float, default=train.momentum)

@@ -9,12 +9,19 @@ from typing import Any
 def method_label(config: Mapping[str, Any]) -> str:
     """A run config's (kebab-case keys) method label.
 
-    The method's name, plus ``+warmup`` when a dense warm-up ran first (``+fjord-warmup`` when
-    FjORD's width prefixes trained it): a variant, tuned and reported apart from the method as the
-    paper defines it.
+    The method's name, plus a suffix for each variant option it ran with: ``+tucker`` (or
+    ``+tucker-b2`` …) when kxk convolutions were not SVD-factored, ``+warmup`` when a dense
+    warm-up ran first (``+fjord-warmup`` when FjORD's width prefixes trained it), and
+    ``+pass-average`` when a nested step's gradients were averaged over its passes: a variant,
+    tuned and reported apart from the method as the paper defines it.
     """
-    name = str(config["method"])
-    if not float(config.get("dense-warmup") or 0):
-        return name
-    how = config.get("warmup-method", "fedavg-all")
-    return f"{name}+warmup" if how == "fedavg-all" else f"{name}+{how}-warmup"
+    label = str(config["method"])
+    conv = str(config.get("conv-factorization") or "svd")
+    if conv != "svd":
+        label += f"+{conv}"
+    if float(config.get("dense-warmup") or 0):
+        how = config.get("warmup-method", "fedavg-all")
+        label += "+warmup" if how == "fedavg-all" else f"+{how}-warmup"
+    if config.get("pass-average") in (True, "true"):
+        label += "+pass-average"
+    return label

@@ -107,6 +107,7 @@ class RunConfig:
     distill: bool = False  # nested: sub-models learn the prefix's softened output (off: labels)
     distill_temperature: float = 1.0
     full_pass_share: float = 1.0  # nested: share of steps that train the whole prefix
+    pass_average: bool = False  # nested: a gradient is the mean over the passes that used it
     initial_ranks: str = "full"  # maestro: full (rank-fraction of min(m, n)) or breakeven
     lr_schedule: str = "constant"  # constant, cosine or step, applied per round by the server
     # Factored methods: this share of the rounds first trains the dense model with

@@ -123,6 +123,7 @@ def train_settings(cfg: RunConfig, lr: float | None = None) -> TrainSettings:
         lasso=cfg.lasso if run_method(cfg).uses_lasso else 0.0,
         distill=cfg.distill,
         distill_temperature=cfg.distill_temperature,
+        pass_average=cfg.pass_average,
     )
 
 

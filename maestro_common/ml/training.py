@@ -27,6 +27,7 @@ from maestro_common.app.config import RunConfig
 from maestro_common.lowrank.budget import use_budget
 from maestro_common.lowrank.freezing import FreezeSchedule, freeze
 from maestro_common.lowrank.layers import low_rank_layers, use_ranks
+from maestro_common.lowrank.pass_average import average_over_passes
 from maestro_common.lowrank.regularizers import group_lasso
 from maestro_common.lowrank.samplers import NestedSampler, RankSampler, WidthSampler
 from maestro_common.ml.schedules import SCHEDULES, lr_factor
@@ -50,6 +51,9 @@ class TrainSettings:
     distill: bool = False  # nested objective: sub-models learn the prefix's softened output
     distill_temperature: float = 1.0  # T of the softened logits (the KL is scaled by T²)
     lr_schedule: str = "constant"  # per step over this call's steps (see schedules)
+    # nested objective: each parameter's gradient is the mean over the step's passes that used it
+    # (off: their sum, as the authors' code)
+    pass_average: bool = _RUN.pass_average
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in SCHEDULES:
@@ -125,6 +129,7 @@ def train(
         total_steps = step_offset + settings.epochs * math.ceil(len(labels) / settings.batch_size)
     total, steps, start = 0.0, 0, time.perf_counter()
     passes: Counter[float] = Counter()
+    pass_ranks: list[dict[str, int]] = []  # the ranks of each pass of the current nested step
     for epoch in range(settings.epochs):
         for x, y in _batches(images, labels, settings.batch_size, gen):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -134,7 +139,10 @@ def train(
             # The graph is built with this period's factors frozen: backward skips their gradients.
             with freeze(model, freezing, period_offset + epoch):
                 if isinstance(sampler, NestedSampler):
-                    loss, objective = nested_loss(model, x, y, sampler, settings, passes)
+                    pass_ranks.clear()
+                    loss, objective = nested_loss(
+                        model, x, y, sampler, settings, passes, pass_ranks
+                    )
                 elif isinstance(sampler, WidthSampler):
                     width = sampler.sample()
                     with use_width(model, width):
@@ -151,6 +159,8 @@ def train(
                     objective = objective + settings.lasso * group_lasso(model)
             opt.zero_grad(set_to_none=True)
             objective.backward()
+            if settings.pass_average and isinstance(sampler, NestedSampler):
+                average_over_passes(model, pass_ranks)
             if settings.max_grad_norm > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
             opt.step()
@@ -172,6 +182,7 @@ def nested_loss(
     sampler: NestedSampler,
     settings: TrainSettings,
     passes: Counter[float],
+    pass_ranks: list[dict[str, int]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(task loss of the largest model run, summed objective) of one nested step.
 
@@ -179,13 +190,16 @@ def nested_loss(
     (KL at temperature T, scaled by T² so its gradient keeps the labels' scale) when
     ``settings.distill`` is on and the prefix ran, else the labels. The losses are summed, as in
     the authors' code: a sub-model's components are shared with the prefix, so each pass adds
-    its own gradient to them.
+    its own gradient to them (``settings.pass_average`` turns the sum into a mean per parameter
+    after backward, from the per-layer ranks of each pass appended to ``pass_ranks``).
     """
     full, fractions = sampler.plan()
     objective = x.new_zeros(())
     teacher = None
     task_loss = None
     if full:
+        if pass_ranks is not None:
+            pass_ranks.append(dict(sampler.caps))
         with use_ranks(model, sampler.caps):
             logits = model(x)
         task_loss = F.cross_entropy(logits, y)
@@ -194,7 +208,10 @@ def nested_loss(
         passes[sampler.beta] += 1
     t = settings.distill_temperature
     for p in fractions:
-        with use_ranks(model, sampler.ranks_at(p)):
+        ranks = sampler.ranks_at(p)
+        if pass_ranks is not None:
+            pass_ranks.append(ranks)
+        with use_ranks(model, ranks):
             out = model(x)
         if settings.distill and teacher is not None:
             sub = F.kl_div(

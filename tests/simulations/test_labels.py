@@ -20,6 +20,12 @@ from simulations.labels import method_label
             "maestro+fjord-warmup",
         ),
         ({"method": "maestro", "warmup-method": "fjord"}, "maestro"),  # no warm-up at all
+        ({"method": "maestro", "conv-factorization": "svd", "pass-average": False}, "maestro"),
+        ({"method": "maestro", "pass-average": True}, "maestro+pass-average"),
+        (
+            {"method": "maestro", "conv-factorization": "tucker-b2", "dense-warmup": 0.6},
+            "maestro+tucker-b2+warmup",
+        ),
     ],
 )
 def test_method_label(config, label):
