@@ -504,14 +504,20 @@ def plot_accuracy_vs_bytes(runs: Sequence[Run], path: Path | str, last_k: int = 
 STEP_TIME_PLOT = "accuracy-vs-step-time.png"
 
 
-def _model_of(runs: Sequence[Run]) -> tuple[str, str]:
-    """The (model, conv-factorization) every run trained; ValueError when they differ."""
-    kinds = {
-        (r.config.get("model", "cnn"), r.config.get("conv-factorization", "svd")) for r in runs
+def _model_of(runs: Sequence[Run]) -> str:
+    """The model every run trained; ValueError when they differ."""
+    models = {r.config.get("model", "cnn") for r in runs}
+    if len(models) != 1:
+        raise ValueError(f"runs of several models {sorted(models)}: no time axis")
+    return models.pop()
+
+
+def _timed_kinds(runs: Sequence[Run]) -> dict[str, tuple[str, str]]:
+    """Label -> (method, conv-factorization) of each method or variant the runs ran."""
+    return {
+        label: (str(group[0].config["method"]), group[0].config.get("conv-factorization", "svd"))
+        for label, group in _by_method(runs).items()
     }
-    if len(kinds) != 1:
-        raise ValueError(f"runs of several models or factorizations {sorted(kinds)}: no time axis")
-    return kinds.pop()
 
 
 def plot_accuracy_vs_step_time(
@@ -520,9 +526,10 @@ def plot_accuracy_vs_step_time(
     """Headline accuracy against the measured train step time of each method's tier model
     (:mod:`simulations.time_axis`, from ``simulations.bench``), so methods compare at matched
     time as well as matched MACs."""
-    model, factorization = _model_of(runs)
+    model = _model_of(runs)
 
     def step_ms(group: Sequence[Run], tier: str) -> float | None:
+        factorization = group[0].config.get("conv-factorization", "svd")
         times = step_times(bench, model, str(group[0].config["method"]), factorization)
         return next((ms for beta, (ms, _) in times.items() if f"{beta:g}" == tier), None)
 
@@ -535,8 +542,7 @@ def time_axis_section(runs: Sequence[Run], bench: Mapping[str, Any]) -> str:
     """The report's time axis: per tier and method the measured step time beside the MAC ratio,
     and the plot of accuracy against it; a line saying why when the benchmark cannot serve."""
     try:
-        model, factorization = _model_of(runs)
-        table = time_axis_table(bench, model, list(_by_method(runs)), factorization)
+        table = time_axis_table(bench, _model_of(runs), _timed_kinds(runs))
     except ValueError as err:
         return f"No time axis: {err}."
     settings = bench.get("meta", {}).get("settings", "")

@@ -11,7 +11,7 @@ harness's report so that either can change without the other.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +70,17 @@ def step_times(
 def time_axis_table(
     bench: Mapping[str, list[dict[str, Any]]],
     model: str,
-    methods: Sequence[str],
-    conv_factorization: str = "svd",
+    methods: Mapping[str, tuple[str, str]],
 ) -> str:
-    """Markdown: one row per tier, per method its measured step ms and MAC ratio."""
-    per_method = {m: step_times(bench, model, m, conv_factorization) for m in methods}
+    """Markdown: one row per tier, per method its measured step ms and MAC ratio.
+
+    ``methods``: column label (a method or a variant of one, e.g. ``maestro+tucker-b2``) ->
+    (the method, its conv-factorization).
+    """
+    per_method = {
+        label: step_times(bench, model, method, factorization)
+        for label, (method, factorization) in methods.items()
+    }
     betas = sorted({b for times in per_method.values() for b in times})
     head = "| β | " + " | ".join(f"{m} step ms | {m} MACs ratio" for m in methods) + " |"
     lines = [head, "|" + "---|" * (1 + 2 * len(methods))]

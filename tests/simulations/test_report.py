@@ -377,6 +377,21 @@ def test_report_gains_a_time_axis_from_the_benchmark(folders, tmp_path, monkeypa
     assert sorted(x for x, _ in step) == [3.0, 4.0, 4.0, 11.0]
 
 
+def test_a_variant_is_timed_as_its_own_factorization(folders, tmp_path):
+    config = folders[1] / "config.json"
+    changes = {"conv-factorization": "tucker", "dense-warmup": 0.6}
+    config.write_text(json.dumps({**json.loads(config.read_text()), **changes}))
+    bench = _bench()
+    bench["models"] += [
+        {"group": "cnn", "variant": "tucker", "beta": b, "train_ms": t, "macs": int(100 * t)}
+        for b, t in ((0.2, 2.0), (1.0, 17.0))
+    ]
+    write_report(folders, tmp_path / "out", "t", last_k=1, bench=bench)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "maestro+tucker+warmup step ms" in text and "No time axis" not in text
+    assert "| 0.2 | 3.0 | 0.30 | 4.0 | 0.40 | 2.0 | 0.20 |" in text  # maestro, fedavg-fit, variant
+
+
 def test_no_time_axis_for_a_model_the_benchmark_did_not_measure(folders, tmp_path):
     bench = _bench()
     for row in bench["models"]:

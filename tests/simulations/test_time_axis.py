@@ -29,8 +29,12 @@ def test_methods_map_to_variants():
 def test_step_times_and_table():
     assert step_times(BENCH, "cnn", "maestro", "tucker") == {0.25: (5.0, 0.2)}
     assert step_times(BENCH, "cnn", "fedavg-all")[0.25] == (10.0, 1.0)
-    table = time_axis_table(BENCH, "cnn", ["maestro", "fjord"])
+    pair = {"maestro": ("maestro", "svd"), "fjord": ("fjord", "svd")}
+    table = time_axis_table(BENCH, "cnn", pair)
     assert "| 0.25 | 6.0 | 0.30 | 4.0 | 0.30 |" in table
+    variants = {"maestro": ("maestro", "svd"), "maestro+tucker": ("maestro", "tucker")}
+    table = time_axis_table(BENCH, "cnn", variants)
+    assert "maestro+tucker step ms" in table and "| 0.25 | 6.0 | 0.30 | 5.0 | 0.20 |" in table
     with pytest.raises(ValueError, match="no benchmark rows"):
         step_times(BENCH, "lenet5", "maestro")
 
