@@ -45,6 +45,20 @@ def three_conv_net(
     return decompose(m, conv_factorization=kind)
 
 
+def tiny_conv_net(last: int = 6) -> nn.Module:
+    """A dense net on (1, 8, 8) inputs: convs 1→4→8→``last`` (3x3; the third with stride 2) and a
+    linear to 10. Factored with ``default_skip``, conv 4→8 and 8→``last`` are factored."""
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, last, 3, stride=2),
+        nn.Flatten(),
+        nn.Linear(9 * last, 10),
+    )
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """‖a − b‖ / ‖b‖ (‖b‖ at least 1e-12)."""
     return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()

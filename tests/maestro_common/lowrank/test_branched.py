@@ -13,18 +13,17 @@ from torch import nn
 from maestro_common.app.codec import load_arrays, model_arrays, prefix_axes
 from maestro_common.app.config import RunConfig
 from maestro_common.app.task import build_run_model, check_names, load_run_config
-from maestro_common.lowrank.accounting import count_macs, count_macs_flop_counter, count_params
+from maestro_common.lowrank.accounting import count_macs
 from maestro_common.lowrank.branched import BranchedTuckerConv2d
-from maestro_common.lowrank.budget import use_budget
-from maestro_common.lowrank.decompose import branches_of, decompose, to_dense
+from maestro_common.lowrank.decompose import branches_of, decompose
 from maestro_common.lowrank.freezing import FreezeSchedule, freeze
 from maestro_common.lowrank.layers import low_rank_layers
 from maestro_common.lowrank.regularizers import group_lasso
 from maestro_common.lowrank.shrinking import shrink
 from maestro_common.lowrank.tucker import TuckerConv2d
 from server.aggregation import aggregate_nested
-from tests.received import model_arrays_at_budget
-from tests.small_nets import rel_err
+from tests.received import assert_tier_round_trip, model_arrays_at_budget
+from tests.small_nets import rel_err, tiny_conv_net
 
 
 @pytest.fixture(autouse=True)
@@ -70,17 +69,6 @@ def test_rank_k_is_a_grouped_core_matching_its_dense_weight_and_truncation(k):
     torch.testing.assert_close(cut(x), layer(x, rank=k))
 
 
-def test_prefixes_nest_as_leading_blocks():
-    layer = BranchedTuckerConv2d(6, 10, 3, branches=2)
-    small, big = copy.deepcopy(layer), copy.deepcopy(layer)
-    small.truncate(2)
-    big.truncate(4)
-    for name, axes in layer.factor_axes().items():
-        a, b = getattr(small, name), getattr(big, name)
-        block = tuple(slice(0, a.shape[i]) if i in axes else slice(None) for i in range(b.ndim))
-        assert torch.equal(b[block], a), name
-
-
 def test_bad_rank_branches_and_groups_are_rejected():
     with pytest.raises(ValueError, match=r"rank must be in 1\.\.4"):
         BranchedTuckerConv2d(4, 8, 3, rank=5, branches=2)
@@ -95,23 +83,9 @@ def test_bad_rank_branches_and_groups_are_rejected():
 SHAPE = (1, 8, 8)
 
 
-def tiny_dense(last: int = 6) -> nn.Module:
-    # The first conv and the classifier stay dense (default_skip); conv 4→8 and 8→last are
-    # factored.
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(4, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, last, 3, stride=2),
-        nn.Flatten(),
-        nn.Linear(9 * last, 10),
-    )
-
-
 def branched_cnn(kind: str = "tucker-b2") -> nn.Module:
     torch.manual_seed(0)
-    return decompose(tiny_dense(), conv_factorization=kind)
+    return decompose(tiny_conv_net(), conv_factorization=kind)
 
 
 @pytest.mark.parametrize("kind,branches", [("tucker-b2", 2), ("tucker-b4", 4)])
@@ -123,15 +97,6 @@ def test_decompose_makes_branched_kxk_convs(kind, branches):
     assert not any(isinstance(m, TuckerConv2d) for m in layers.values())
 
 
-def test_two_branch_model_matches_dense_at_full_rank_and_merges():
-    dense = tiny_dense(last=4)  # 4 channels a branch cover min(in, out) of both convs: exact
-    model = decompose(copy.deepcopy(dense), conv_factorization="tucker-b2")
-    x = torch.randn(3, *SHAPE)
-    assert rel_err(model(x), dense(x)) < 1e-4
-    merged = to_dense(copy.deepcopy(model), beta=1.0)
-    assert rel_err(merged(x), dense(x)) < 1e-4
-
-
 @pytest.mark.parametrize("beta", [0.25, 0.5, 1.0])
 def test_wire_prefix_roundtrip(beta):
     model = branched_cnn()
@@ -141,12 +106,7 @@ def test_wire_prefix_roundtrip(beta):
     assert arrays["2.v"].shape == (2, k, 4)
     assert arrays["2.u"].shape == (8, 2, k)
     assert prefix_axes(model)["2.core"] == (1, 2)
-    client = load_arrays(branched_cnn(), arrays)
-    x = torch.randn(2, *SHAPE)
-    with torch.no_grad(), use_budget(model, beta):
-        expected = model(x)
-    torch.testing.assert_close(client(x), expected)
-    assert sum(a.nbytes for a in arrays.values()) == 4 * count_params(model, beta)
+    assert_tier_round_trip(model, branched_cnn, beta, SHAPE)
 
 
 def test_a_received_u_of_the_wrong_rank_axis_is_refused():
@@ -169,19 +129,6 @@ def test_nested_aggregation_of_two_branched_tiers():
     np.testing.assert_allclose(core[:, :1, :1], old[:, :1, :1] + 2.0, rtol=1e-6)
     np.testing.assert_allclose(core[:, 1:], old[:, 1:] + 3.0, rtol=1e-6)
     np.testing.assert_allclose(core[:, :1, 1:], old[:, :1, 1:] + 3.0, rtol=1e-6)
-
-
-@pytest.mark.parametrize("beta", [0.25, 0.5, 1.0])
-@pytest.mark.parametrize("kind", ["tucker-b2", "tucker-b4"])
-def test_macs_match_flop_counter_and_params(beta, kind):
-    model = branched_cnn(kind)
-    assert count_macs(model, SHAPE, beta) == count_macs_flop_counter(model, SHAPE, beta)
-    trained = copy.deepcopy(model)
-    for name, layer in low_rank_layers(trained).items():
-        with torch.no_grad(), use_budget(model, beta):
-            k = low_rank_layers(model)[name]._resolve(None)
-        layer.truncate(k)
-    assert count_params(model, beta) == sum(p.numel() for p in trained.parameters())
 
 
 def test_branched_core_costs_a_fraction_of_the_plain_core_at_the_same_width():

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maestro_common.app.codec import load_arrays, model_arrays, prefix_axes
+from maestro_common.app.codec import model_arrays, prefix_axes
 from maestro_common.app.config import ConfigError
 from maestro_common.app.task import load_run_config
 from maestro_common.lowrank.accounting import (
@@ -18,6 +18,7 @@ from maestro_common.lowrank.accounting import (
     count_macs_flop_counter,
     count_params,
 )
+from maestro_common.lowrank.branched import BranchedTuckerConv2d
 from maestro_common.lowrank.budget import use_budget
 from maestro_common.lowrank.decompose import decompose, to_dense
 from maestro_common.lowrank.layers import low_rank_layers
@@ -26,8 +27,8 @@ from maestro_common.lowrank.shrinking import shrink
 from maestro_common.lowrank.tucker import TuckerConv2d, hosvd_factors
 from maestro_common.ml.models import build_model
 from server.aggregation import aggregate_nested
-from tests.received import model_arrays_at_budget
-from tests.small_nets import rel_err
+from tests.received import assert_tier_round_trip, model_arrays_at_budget
+from tests.small_nets import rel_err, tiny_conv_net
 
 
 @pytest.fixture(autouse=True)
@@ -61,11 +62,18 @@ def test_rank_k_matches_dense_weight_and_truncation(k):
     torch.testing.assert_close(cut(x), layer(x, rank=k))
 
 
-def test_prefixes_nest_as_leading_blocks():
-    layer = TuckerConv2d(6, 10, 3)
+@pytest.mark.parametrize(
+    ("make", "ks"),
+    [
+        (lambda: TuckerConv2d(6, 10, 3), (3, 7)),
+        (lambda: BranchedTuckerConv2d(6, 10, 3, branches=2), (2, 4)),  # ranks per branch
+    ],
+)
+def test_prefixes_nest_as_leading_blocks(make, ks):
+    layer = make()
     small, big = copy.deepcopy(layer), copy.deepcopy(layer)
-    small.truncate(3)
-    big.truncate(7)
+    small.truncate(ks[0])
+    big.truncate(ks[1])
     for name, axes in layer.factor_axes().items():
         a, b = getattr(small, name), getattr(big, name)
         block = tuple(slice(0, a.shape[i]) if i in axes else slice(None) for i in range(b.ndim))
@@ -95,22 +103,9 @@ def test_rank_out_of_range_and_bad_groups_rejected():
 SHAPE = (1, 8, 8)
 
 
-def tiny_dense() -> nn.Module:
-    # The first conv and the classifier stay dense (default_skip); conv 4→8 and 8→6 are factored.
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(4, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 6, 3, stride=2),
-        nn.Flatten(),
-        nn.Linear(54, 10),
-    )
-
-
 def tucker_cnn() -> nn.Module:
     torch.manual_seed(0)
-    return decompose(tiny_dense(), conv_factorization="tucker")
+    return decompose(tiny_conv_net(), conv_factorization="tucker")
 
 
 def test_decompose_tucker_only_factors_kxk_convs():
@@ -134,9 +129,11 @@ def test_decompose_rejects_unknown_factorization():
         load_run_config({"conv-factorization": "cp"})
 
 
-def test_factored_model_matches_dense_at_full_rank():
-    dense = tiny_dense()
-    model = decompose(copy.deepcopy(dense), conv_factorization="tucker")
+# Two branches of 4 channels cover min(in, out) of both convs only when the last has 4 outputs.
+@pytest.mark.parametrize(("kind", "last"), [("tucker", 6), ("tucker-b2", 4)])
+def test_factored_model_matches_dense_at_full_rank(kind, last):
+    dense = tiny_conv_net(last)
+    model = decompose(copy.deepcopy(dense), conv_factorization=kind)
     x = torch.randn(3, *SHAPE)
     assert rel_err(model(x), dense(x)) < 1e-4
     merged = to_dense(copy.deepcopy(model), beta=1.0)
@@ -152,13 +149,7 @@ def test_wire_prefix_roundtrip(beta):
     assert arrays["2.v"].shape == (k, 4, 1, 1)
     assert arrays["2.u"].shape == (8, k)
     assert prefix_axes(model)["2.core"] == (0, 1)
-    client = load_arrays(tucker_cnn(), arrays)
-    x = torch.randn(2, *SHAPE)
-    with torch.no_grad(), use_budget(model, beta):
-        expected = model(x)
-    torch.testing.assert_close(client(x), expected)
-    # The wire carries exactly the sub-model's parameters (float32, no buffers here).
-    assert sum(a.nbytes for a in arrays.values()) == 4 * count_params(model, beta)
+    assert_tier_round_trip(model, tucker_cnn, beta, SHAPE)
 
 
 def test_nested_aggregation_of_two_tucker_tiers():
@@ -174,12 +165,13 @@ def test_nested_aggregation_of_two_tucker_tiers():
 
 
 @pytest.mark.parametrize("beta", [0.25, 0.5, 1.0])
-def test_macs_match_flop_counter_and_params(beta):
-    model = tucker_cnn()
+@pytest.mark.parametrize("kind", ["tucker", "tucker-b2", "tucker-b4"])
+def test_macs_match_flop_counter_and_params(beta, kind):
+    model = decompose(tiny_conv_net(), conv_factorization=kind)
     assert count_macs(model, SHAPE, beta) == count_macs_flop_counter(model, SHAPE, beta)
     resnet = decompose(
         build_model("resnet18", in_channels=3, image_size=16, width=0.125, norm="batch"),
-        conv_factorization="tucker",
+        conv_factorization=kind,
     )
     assert count_macs(resnet, (3, 16, 16), beta) == count_macs_flop_counter(
         resnet, (3, 16, 16), beta
