@@ -29,8 +29,8 @@ __all__ = ["average_over_passes", "component_counts"]
 
 def component_counts(rank: int, pass_ranks: Sequence[int]) -> torch.Tensor:
     """c_j = the number of passes whose rank is above j, for j < ``rank``; shape (rank,)."""
-    j = torch.arange(rank)
-    return sum((j < k).to(torch.float32) for k in pass_ranks) + torch.zeros(rank)
+    ranks = torch.tensor(list(pass_ranks), dtype=torch.long).reshape(1, -1)
+    return (torch.arange(rank).reshape(-1, 1) < ranks).sum(dim=1).to(torch.float32)
 
 
 def _count_tensor(counts: torch.Tensor, ndim: int, axes: Sequence[int]) -> torch.Tensor:
