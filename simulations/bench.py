@@ -42,11 +42,13 @@ from torch import nn
 
 from maestro_common.app.malloc import tune_malloc
 from maestro_common.lowrank.accounting import count_macs
+from maestro_common.lowrank.branched import BranchedTuckerConv2d
 from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.freezing import FreezeSchedule, freeze
 from maestro_common.lowrank.layers import budget_rank, low_rank_layers, set_rank_quantum
 from maestro_common.lowrank.merging import clear_cache, merge_faster, time_calls
 from maestro_common.lowrank.samplers import NestedSampler, make_sampler
+from maestro_common.lowrank.tucker import TuckerConv2d
 from maestro_common.ml.models import build_model
 from maestro_common.ml.training import TrainSettings, nested_loss
 from maestro_common.width.match import width_for_macs
@@ -437,30 +439,15 @@ def measure_freezing(
 BRANCHES = (1, 2, 4)
 
 
-def branched_tucker(dense: nn.Conv2d, rank: int, branches: int) -> nn.Module:
-    """The compute of a Tucker-2 conv whose core is split into ``branches`` parallel blocks.
-
-    The "branched" Tucker of arXiv 2407.20266: a 1x1 conv in→k, the kxk core as a grouped conv
-    k→k with ``groups=branches`` (each branch a k/b→k/b core: 1/b of the core's MACs at the same
-    rank), a 1x1 conv k→out. Random weights: it is built to be timed, against ``branches=1``
-    (the plain Tucker-2 layer's three convolutions at the same rank).
-    """
-    if rank % branches:
-        raise ValueError(f"rank {rank} is not a multiple of {branches} branches")
-    return nn.Sequential(
-        nn.Conv2d(dense.in_channels, rank, 1, bias=False),
-        nn.Conv2d(
-            rank,
-            rank,
-            dense.kernel_size,
-            dense.stride,
-            dense.padding,
-            dense.dilation,
-            groups=branches,
-            bias=False,
-        ),
-        nn.Conv2d(rank, dense.out_channels, 1),
-    )
+def tucker_layer(dense: nn.Conv2d, width: int, branches: int) -> nn.Module:
+    """The factored layer that runs ``dense`` as Tucker-2 with ``width`` inner channels: plain
+    (:class:`TuckerConv2d`, ``branches=1``) or branched (:class:`BranchedTuckerConv2d`, ``width /
+    branches`` channels a branch), as a client holds it (truncated to that rank)."""
+    if width % branches:
+        raise ValueError(f"width {width} is not a multiple of {branches} branches")
+    if branches == 1:
+        return TuckerConv2d.from_dense(dense, rank=width)
+    return BranchedTuckerConv2d.from_dense(dense, rank=width // branches, branches=branches)
 
 
 def _no_grad_call(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
@@ -472,8 +459,9 @@ def _no_grad_call(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 
 
 def measure_branched(tiers: Sequence[float], timer: Timer, batch: int) -> list[Row]:
-    """Every kxk conv of the layer section as Tucker-2 at each tier's rank (rounded down to a
-    multiple of the most branches), with its core in 1, 2 and 4 branches, timed interleaved."""
+    """Every kxk conv of the layer section as Tucker-2 with each tier's inner width (its rank,
+    rounded down to a multiple of the most branches), plain and with its core in 2 and 4
+    branches (:func:`tucker_layer`), timed interleaved."""
     rows = []
     for name, (make, shape) in LAYERS.items():
         torch.manual_seed(0)
@@ -486,7 +474,7 @@ def measure_branched(tiers: Sequence[float], timer: Timer, batch: int) -> list[R
             k = budget_rank(full, beta, max(BRANCHES))
             if k % max(BRANCHES):
                 continue
-            models = [branched_tucker(dense, k, b) for b in BRANCHES]
+            models = [tucker_layer(dense, k, b) for b in BRANCHES]
             train = timer.interleaved([_layer_step(m, shape, batch) for m in models])
             infer = timer.interleaved([_no_grad_call(m.eval(), x64) for m in models])
             for b, m, t, i in zip(BRANCHES, models, train, infer, strict=True):
@@ -949,10 +937,11 @@ def render(args: argparse.Namespace, results: dict[str, list[Row]], meta: dict[s
         out += [
             "## Branched Tucker (the core as a grouped convolution)",
             "",
-            "Each kxk conv of the layer section as Tucker-2 at the tier's rank (rounded down to a "
-            "multiple of 4), its core split into 2 or 4 parallel branches (a grouped conv, "
-            "arXiv 2407.20266), timed interleaved with the plain core; ratios against plain "
-            "Tucker at the same rank.",
+            "Each kxk conv of the layer section as Tucker-2 with the tier's inner width (its rank "
+            "rounded down to a multiple of 4): `TuckerConv2d`, and `BranchedTuckerConv2d` with "
+            "its core split into 2 or 4 parallel branches (a grouped conv, arXiv 2407.20266), "
+            "each truncated as a client holds it and timed interleaved; ratios against plain "
+            "Tucker at the same width.",
             "",
             *branched_summary(results["branched"]),
             "",

@@ -134,17 +134,12 @@ def _layer_macs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
         # set by use_budget otherwise, exactly as the forward pass itself does.
         rank = args[1] if len(args) > 1 else kwargs.get("rank")
         k = module._resolve(rank)
-        if isinstance(module, BranchedTuckerConv2d):  # b groups of k→k in the core
+        if isinstance(module, TuckerConv2d | BranchedTuckerConv2d):
             kh, kw = module.kernel_size
-            width = module.branches * k
-            return x[:, 0].numel() * module.in_channels * width + out[:, 0].numel() * width * (
-                k * kh * kw + module.out_channels
-            )
-        if isinstance(module, TuckerConv2d):
-            kh, kw = module.kernel_size
+            width = module.branches * k  # inner channels; each core output reads k of them
             positions_in = x[:, 0].numel()  # B·H_in·W_in: the first 1x1 runs before the stride
             positions = out[:, 0].numel()
-            return positions_in * module.in_channels * k + positions * k * (
+            return positions_in * module.in_channels * width + positions * width * (
                 k * kh * kw + module.out_channels
             )
         if isinstance(module, LowRankConv2d):

@@ -5,8 +5,9 @@ arXiv 2407.20266): a kxk convolution is held as a sum of ``b`` Tucker-2 terms (a
 decomposition). Run as one layer, that is a 1x1 conv in→b·k, a kxk *grouped* core conv with
 ``b`` groups (each branch a k→k core: 1/b of a plain Tucker core's MACs at the same total
 width b·k), and a 1x1 conv b·k→out. Whether that is faster than the plain Tucker-2 layer
-depends on the grouped-convolution kernels: on this project's CPU two branches are faster at
-full rank and at some tier ranks, and up to 1.8× slower at others (``docs/performance.md``).
+depends on the grouped-convolution kernels: on this project's CPU two branches train in
+0.60–0.96× of plain Tucker's time at the same width, four are slower where a branch has 3 to 6
+channels (``docs/performance.md``, branched section).
 
 Nesting: the rank k is per branch, and a forward pass at rank k uses the first k channels of
 every branch. Every factor keeps the branch as its own axis so that each prefix is a leading

@@ -117,21 +117,19 @@ def decompose(
         cls: type[LowRankLayer] = LowRankLinear
         full = min(module.weight.shape[0], module.weight[0].numel())
         per_branch = 1  # a branched Tucker layer's rank counts the channels of one branch
+        options: dict[str, int] = {}
         if isinstance(module, nn.Conv2d):
             cls = LowRankConv2d
             if conv_factorization != "svd" and module.weight[0, 0].numel() > 1:
-                cls = TuckerConv2d
                 per_branch = branches_of(conv_factorization)
+                cls = TuckerConv2d if per_branch == 1 else BranchedTuckerConv2d
+                options = {"branches": per_branch} if per_branch > 1 else {}
                 full = -(-max(module.in_channels, module.out_channels) // per_branch)
         rank = max(1, round(rank_fraction * full))
         if initial_ranks == "breakeven":
             even = breakeven_rank(module.weight.shape[0], module.weight[0].numel())
             rank = min(rank, max(1, even // per_branch))
-        if per_branch > 1:
-            layer = BranchedTuckerConv2d.from_dense(module, rank=rank, branches=per_branch)
-        else:
-            layer = cls.from_dense(module, rank=rank)
-        _set_submodule(model, name, layer)
+        _set_submodule(model, name, cls.from_dense(module, rank=rank, **options))
     return model
 
 

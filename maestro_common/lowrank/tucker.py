@@ -67,6 +67,7 @@ class TuckerConv2d(LowRankLayer):
     rank_axes = {"u": 1, "v": 0}  # noqa: RUF012 (read-only class constant)
     # The core is cut on both of its channel axes by the same rank.
     core_axes = (0, 1)
+    branches = 1  # one Tucker-2 term (BranchedTuckerConv2d holds several)
 
     def __init__(
         self,

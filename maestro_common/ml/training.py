@@ -129,7 +129,8 @@ def train(
         total_steps = step_offset + settings.epochs * math.ceil(len(labels) / settings.batch_size)
     total, steps, start = 0.0, 0, time.perf_counter()
     passes: Counter[float] = Counter()
-    pass_ranks: list[dict[str, int]] = []  # the ranks of each pass of the current nested step
+    # The ranks of each pass of the current nested step, kept only when they are averaged over.
+    pass_ranks: list[dict[str, int]] | None = [] if settings.pass_average else None
     for epoch in range(settings.epochs):
         for x, y in _batches(images, labels, settings.batch_size, gen):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -139,7 +140,8 @@ def train(
             # The graph is built with this period's factors frozen: backward skips their gradients.
             with freeze(model, freezing, period_offset + epoch):
                 if isinstance(sampler, NestedSampler):
-                    pass_ranks.clear()
+                    if pass_ranks is not None:
+                        pass_ranks.clear()
                     loss, objective = nested_loss(
                         model, x, y, sampler, settings, passes, pass_ranks
                     )
@@ -159,7 +161,7 @@ def train(
                     objective = objective + settings.lasso * group_lasso(model)
             opt.zero_grad(set_to_none=True)
             objective.backward()
-            if settings.pass_average and isinstance(sampler, NestedSampler):
+            if pass_ranks and isinstance(sampler, NestedSampler):
                 average_over_passes(model, pass_ranks)
             if settings.max_grad_norm > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)

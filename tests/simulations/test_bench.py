@@ -127,18 +127,22 @@ def test_every_objective_of_the_maestro_method_is_measured():
     assert all(r.train_ms > 0 for r in got)
 
 
-def test_branched_tucker_splits_the_core_into_groups():
+def test_the_branched_section_times_the_layers_a_client_runs():
     from torch import nn
 
+    from maestro_common.lowrank.branched import BranchedTuckerConv2d
+    from maestro_common.lowrank.tucker import TuckerConv2d
+
     dense = nn.Conv2d(8, 12, 3, padding=1)
-    plain, branched = bench.branched_tucker(dense, 8, 1), bench.branched_tucker(dense, 8, 4)
+    plain, branched = bench.tucker_layer(dense, 8, 1), bench.tucker_layer(dense, 8, 4)
+    assert isinstance(plain, TuckerConv2d) and plain.rank == 8
+    assert isinstance(branched, BranchedTuckerConv2d) and branched.core.shape == (4, 2, 2, 3, 3)
     x = torch.randn(2, 8, 6, 6)
     assert plain(x).shape == branched(x).shape == dense(x).shape
-    assert branched[1].groups == 4 and branched[1].weight.shape == (8, 2, 3, 3)
-    core = lambda m: bench.count_macs(m[1], (8, 6, 6))  # noqa: E731
-    assert core(branched) * 4 == core(plain)
+    # A core entry is used once per output position: 4 branches, a quarter of the core's MACs.
+    assert branched.core.numel() * 4 == plain.core.numel()
     with pytest.raises(ValueError, match="not a multiple of 4 branches"):
-        bench.branched_tucker(dense, 6, 4)
+        bench.tucker_layer(dense, 6, 4)
 
 
 def test_branched_section_times_every_conv_against_plain_tucker_at_one_rank(monkeypatch):
