@@ -24,7 +24,9 @@ by SVD and go on factored (Pufferfish's warm-up); their rows are then named ``<m
 
 With ``--val-size N`` the last N images of a fixed shuffle of the training set are held out as a
 validation split; with several ``--lrs`` each method's lr is chosen on it (mean accuracy over the
-β's, ``--select-epochs`` epochs, the first seed), then every seed is trained at that lr.
+β's, ``--select-epochs`` epochs, the first seed), then every seed is trained at that lr. Every
+row then also records its model's accuracy on that split (``val_accuracy``), so other settings
+(e.g. ``--dense-warmup``) can be chosen on validation too, from the runs themselves.
 
 Example::
 
@@ -73,6 +75,7 @@ from maestro_common.width.sliceable import make_width_sliceable
 
 log = logging.getLogger("maestro.centralized")
 METHODS = ("dense", "maestro", "maestro-sampled", "maestro-gl", "fjord")
+VAL_SEED = 12345  # the shuffle that picks the validation split (--val-size)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ class Row:
     lr: float = 0.0
     step_cost: float = 1.0  # MACs of one training step's passes / one dense model's pass
     width: float = 1.0  # fjord: the width evaluated at this β
+    # The same model's accuracy on the validation split (--val-size), None without one: what
+    # settings other than the lr (e.g. --dense-warmup) are chosen on, never the test accuracy.
+    val_accuracy: float | None = None
 
 
 def _shape(args: argparse.Namespace) -> tuple[int, int, int]:
@@ -96,8 +102,15 @@ def _shape(args: argparse.Namespace) -> tuple[int, int, int]:
     return (info.in_channels, info.image_size, info.image_size)
 
 
+def _val_accuracy(model, val, budget: float, args: argparse.Namespace) -> float | None:
+    """Accuracy of ``model`` at ``budget`` on the validation split (None without one)."""
+    if val is None:
+        return None
+    return evaluate(model, val.images, val.labels, budget, device=args.device)[1]
+
+
 def _budget_rows(
-    model, method, args, seed, test, train_seconds, widths=None, lr=0.0, cost=1.0
+    model, method, args, seed, test, train_seconds, widths=None, lr=0.0, cost=1.0, val=None
 ) -> list[Row]:
     """One row per β; a width model (``widths``: β -> width) is evaluated at its matched width."""
     shape = _shape(args)
@@ -119,6 +132,7 @@ def _budget_rows(
                 lr,
                 cost,
                 budget if widths else 1.0,
+                _val_accuracy(model, val, budget, args),
             )
         )
         log.info("%s seed=%d β=%.2f acc=%.4f params=%d", method, seed, beta, acc, rows[-1].params)
@@ -223,9 +237,18 @@ def _cost(method: str, model, args, result, widths) -> float:
 
 
 def run_one(
-    method: str, seed: int, args: argparse.Namespace, train_ds, test_ds, lr: float | None = None
+    method: str,
+    seed: int,
+    args: argparse.Namespace,
+    train_ds,
+    test_ds,
+    lr: float | None = None,
+    val_ds=None,
 ) -> list[Row]:
-    """Train one model with ``method`` and ``seed`` (at ``lr``, default ``--lr``); rows per β."""
+    """Train one model with ``method`` and ``seed`` (at ``lr``, default ``--lr``); rows per β.
+
+    With ``val_ds`` every row also carries the model's accuracy on it (``val_accuracy``).
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
     lr = args.lr if lr is None else lr
@@ -306,12 +329,25 @@ def run_one(
                 seconds,
                 lr,
                 cost,
+                val_accuracy=_val_accuracy(model, val_ds, 1.0, args),
             )
         ]
         decompose(model)  # exact at full rank; each β below is the truncated SVD
-        return rows + _budget_rows(model, "svd", args, seed, test_ds, seconds, lr=lr, cost=cost)
+        return rows + _budget_rows(
+            model, "svd", args, seed, test_ds, seconds, lr=lr, cost=cost, val=val_ds
+        )
     label = f"{method}+warmup" if warmup else method
-    return _budget_rows(model, label, args, seed, test_ds, seconds, widths, lr, cost)
+    return _budget_rows(model, label, args, seed, test_ds, seconds, widths, lr, cost, val_ds)
+
+
+def split_validation(train_ds, val_size: int):
+    """(training, validation): the last ``val_size`` images of a fixed shuffle are held out.
+
+    The shuffle's seed is fixed, so every run (and any later evaluation of a saved model) holds
+    out the same images whatever its own seed.
+    """
+    order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(VAL_SEED))
+    return train_ds.subset(order[:-val_size]), train_ds.subset(order[-val_size:])
 
 
 def choose_lr(method: str, args: argparse.Namespace, train_ds, val_ds) -> tuple[float, dict]:
@@ -336,17 +372,20 @@ def summarize(rows: list[Row]) -> str:
     for r in rows:
         groups.setdefault((r.method, r.beta), []).append(r)
     lines = [
-        "| model | method | β | accuracy % (mean ± std) | seeds | params | MACs | lr | step cost |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | method | β | accuracy % (mean ± std) | validation % | seeds | params | MACs "
+        "| lr | step cost |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (method, beta), rs in groups.items():
         accs = [100 * r.accuracy for r in rs]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        vals = [100 * r.val_accuracy for r in rs if r.val_accuracy is not None]
+        val = f"{statistics.mean(vals):.2f}" if vals else "–"
         params = round(statistics.mean(r.params for r in rs))
         macs = round(statistics.mean(r.macs for r in rs))
         lines.append(
             f"| {rs[0].model} | {method} | {beta:.2f} | {statistics.mean(accs):.2f} ± {std:.2f} "
-            f"| {len(rs)} | {params:,} | {macs:,} | {rs[0].lr:g} "
+            f"| {val} | {len(rs)} | {params:,} | {macs:,} | {rs[0].lr:g} "
             f"| {statistics.mean(r.step_cost for r in rs):.2f} |"
         )
     return "\n".join(lines)
@@ -480,9 +519,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     if args.val_size:
         if args.val_size >= len(train_ds):
             raise SystemExit(f"--val-size {args.val_size} must be below {len(train_ds)} images")
-        order = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(12345))
-        val_ds = train_ds.subset(order[-args.val_size :])
-        train_ds = train_ds.subset(order[: -args.val_size])
+        train_ds, val_ds = split_validation(train_ds, args.val_size)
     start = time.perf_counter()
     chosen = {m: args.lr for m in args.methods}
     selection = {}
@@ -493,7 +530,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     rows: list[Row] = []
     for seed in args.seeds:
         for method in args.methods:
-            rows += run_one(method, seed, args, train_ds, test_ds, chosen[method])
+            rows += run_one(method, seed, args, train_ds, test_ds, chosen[method], val_ds)
     table = summarize(rows)
     print(table)
     print(

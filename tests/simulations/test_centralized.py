@@ -33,6 +33,19 @@ def test_lr_grid_on_validation_and_every_method(fmnist_sample, tmp_path):
     # A nested step runs the prefix and the smaller sub-model: dearer than one dense pass.
     assert by["maestro", 1.0].step_cost > 1.0 and by["dense", 1.0].step_cost == 1.0
     assert "step cost" in (out / "table.md").read_text()
+    # Every final model is also scored on the validation split, at its own budget.
+    assert all(r.val_accuracy is not None and 0.0 <= r.val_accuracy <= 1.0 for r in rows)
+
+
+def test_validation_split_is_fixed_and_disjoint(fmnist_sample):
+    train = centralized.load_dataset("fashion-mnist", "train", str(fmnist_sample))
+    fit, val = centralized.split_validation(train, 300)
+    fit2, val2 = centralized.split_validation(train, 300)
+    assert len(val) == 300 and len(fit) == len(train) - 300
+    assert torch.equal(val.images, val2.images) and torch.equal(fit.labels, fit2.labels)
+    # No validation image is among the training images.
+    flat = {bytes(x.numpy().tobytes()) for x in fit.images}
+    assert not any(bytes(x.numpy().tobytes()) in flat for x in val.images)
 
 
 def test_dense_warmup_trains_dense_then_factors_the_trained_weights(fmnist_sample, monkeypatch):
@@ -60,6 +73,7 @@ def test_dense_warmup_trains_dense_then_factors_the_trained_weights(fmnist_sampl
     plain = centralized.main([*base, "--dense-warmup", "0"])
     assert factored_after == [False]  # factored at initialisation, before any step
     assert {r.method for r in warm} == {"maestro+warmup"}
+    assert all(r.val_accuracy is None for r in warm)  # no --val-size: no validation score
     assert {r.method for r in plain} == {"maestro"}
     by_warm = {r.beta: r for r in warm}
     by_plain = {r.beta: r for r in plain}
