@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -240,11 +240,15 @@ def evaluate(
     beta: float = 1.0,
     batch_size: int = 1000,
     device: torch.device | str = "cpu",
+    ranks: Mapping[str, int] | None = None,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of the nested sub-model of budget β."""
+    """Mean cross-entropy and accuracy of the nested sub-model of budget β.
+
+    ``ranks`` (per factored layer) runs the sub-model of those ranks instead of β's uniform ones.
+    """
     model.to(device).eval()
     loss_sum, correct = 0.0, 0
-    with use_budget(model, beta):
+    with use_budget(model, beta) if ranks is None else use_ranks(model, dict(ranks)):
         for start in range(0, len(labels), batch_size):
             x = images[start : start + batch_size].to(device)
             y = labels[start : start + batch_size].to(device)
