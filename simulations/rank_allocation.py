@@ -83,15 +83,21 @@ def score_run(ckpt: Path, betas: list[float], val, test, calibration: torch.Tens
 
 
 def summarize(rows: list[dict]) -> str:
-    """Mean validation / test accuracy over the runs of each kind, β and rule."""
+    """Mean validation / test accuracy over the seeds of each folder, kind, β and rule."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["kind"], r["beta"], r["rule"]), []).append(r)
-    lines = ["| kind | β | rule | validation % | test % | runs |", "|---|---|---|---|---|---|"]
-    for (kind, beta, rule), rs in sorted(groups.items()):
+        folder = Path(r["run"]).parent.name
+        groups.setdefault((folder, r["kind"], r["beta"], r["rule"]), []).append(r)
+    lines = [
+        "| folder | kind | β | rule | validation % | test % | runs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (folder, kind, beta, rule), rs in sorted(groups.items()):
         val = statistics.mean(100 * r["val"] for r in rs)
         test = statistics.mean(100 * r["test"] for r in rs)
-        lines.append(f"| {kind} | {beta:g} | {rule} | {val:.2f} | {test:.2f} | {len(rs)} |")
+        lines.append(
+            f"| {folder} | {kind} | {beta:g} | {rule} | {val:.2f} | {test:.2f} | {len(rs)} |"
+        )
     return "\n".join(lines)
 
 
