@@ -87,8 +87,8 @@ def input_moments(model: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Ten
     layers = low_rank_layers(model)
     moments: dict[str, torch.Tensor] = {}
 
-    def recorder(name: str, layer: LowRankLayer):
-        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+    def recorder(name: str):
+        def hook(layer: nn.Module, args: tuple, out: torch.Tensor) -> None:
             x = args[0].double()
             if isinstance(layer, LowRankLinear):
                 cols = x.reshape(-1, x.shape[-1])
@@ -102,7 +102,7 @@ def input_moments(model: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Ten
 
         return hook
 
-    handles = [m.register_forward_hook(recorder(n, m)) for n, m in layers.items()]
+    handles = [m.register_forward_hook(recorder(n)) for n, m in layers.items()]
     try:
         with eval_mode(model), use_budget(model, 1.0):
             model(inputs)
@@ -122,6 +122,10 @@ def rank_order(
     """
     if set(residuals) != set(costs):
         raise ValueError("residuals and costs must name the same layers")
+    table = {name: torch.as_tensor(costs[name], dtype=torch.float64) for name in residuals}
+    for name, cost in table.items():
+        if bool((cost[2:] <= cost[1:-1]).any()):
+            raise ValueError(f"layer {name!r}: its cost must grow with the rank")
     ranks = {name: 1 for name in residuals}
     order: list[Step] = []
     while True:
@@ -130,10 +134,7 @@ def rank_order(
             k, full = ranks[name], len(res) - 1
             if k >= full:
                 continue
-            cost = torch.as_tensor(costs[name][k + 1 :], dtype=torch.float64) - costs[name][k]
-            if bool((cost <= 0).any()):
-                raise ValueError(f"layer {name!r}: its cost must grow with the rank")
-            gain = (res[k] - res[k + 1 :]) / cost
+            gain = (res[k] - res[k + 1 :]) / (table[name][k + 1 :] - table[name][k])
             j = int(torch.argmax(gain))
             if best is None or float(gain[j]) > best[0]:
                 best = (float(gain[j]), name, k + 1 + j)
