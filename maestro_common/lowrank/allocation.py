@@ -4,21 +4,23 @@ A uniform tier of budget β keeps ⌈β·r_l⌉ components of every factored lay
 component costs in that layer or how much of the layer it carries. The allocation here keeps the
 same MACs but spends them where they buy the most: components are added one layer at a time, each
 time to the layer whose next components remove the most of its weight's relative residual energy
-per MAC,
+per unit of cost (:func:`tier_ranks`: a step's MACs plus its parameters, each as a share of the
+whole model's),
 
-    gain_l(k → k+j) = (e_l(k) − e_l(k+j)) / (MACs_l(k+j) − MACs_l(k)),
+    gain_l(k → k+j) = (e_l(k) − e_l(k+j)) / (cost_l(k+j) − cost_l(k)),
     e_l(k) = ‖W_l − W_l,k‖²_F / ‖W_l‖²_F,
 
 (the best j for each layer, so that a component whose neighbour carries more is not skipped).
 The order of these additions does not depend on the budget, so a tier's ranks are the longest
-prefix of one sequence that fits its MACs: a smaller tier's ranks never exceed a larger one's in
-any layer, and every tier is still a leading block of every factor (nesting, wire format and
-aggregation are unchanged). Every layer keeps at least one component; a budget at or above the
-whole model's MACs keeps every component.
+prefix of one sequence that fits its MACs and parameters: a smaller tier's ranks never exceed a
+larger one's in any layer, and every tier is still a leading block of every factor (nesting,
+wire format and aggregation are unchanged). Every layer keeps at least one component; a
+budget at or above the whole model's MACs keeps every component.
 
-The energy is that of the weights, not of the loss: a cheap proxy that treats every layer's
-relative error alike. This is the layer-granular rank selection of Maestro (Horváth et al.)
-under a MAC budget; it is measured, not assumed, to help (docs/centralized.md).
+The energy is that of the weights, or of the layer's outputs over training inputs
+(:func:`input_moments`), not of the loss: a cheap proxy that treats every layer's relative error
+alike. This is the layer-granular rank selection of Maestro (Horváth et al.) under a MAC budget;
+measured on trained models it did not beat uniform ranks (docs/centralized.md), so no run uses it.
 """
 
 from __future__ import annotations
