@@ -61,6 +61,28 @@ def breakeven_rank(out_dim: int, fan_in: int) -> int:
     return max(1, (out_dim * fan_in) // (out_dim + fan_in))
 
 
+def tucker_breakeven_rank(
+    out_channels: int, in_channels: int, kernel_numel: int, branches: int = 1
+) -> int:
+    """The largest per-branch rank k with b·(k·(in + out) + k²·kh·kw) ≤ in·out·kh·kw.
+
+    A Tucker-2 term's cost grows with k² (its core), so its break-even is well below the SVD
+    form's: the CNN's conv2 (32→64, 5x5) breaks even at k = 43, where r·(m + n) ≤ m·n gives 59.
+    Parameters and MACs per output position are the same count for a stride-1 convolution.
+    """
+    dense = out_channels * in_channels * kernel_numel
+
+    def cost(k: int) -> int:
+        return branches * (k * (in_channels + out_channels) + k * k * kernel_numel)
+
+    k = max(1, min(in_channels, out_channels))
+    while k > 1 and cost(k) > dense:
+        k -= 1
+    while cost(k + 1) <= dense and k + 1 <= max(in_channels, out_channels):
+        k += 1
+    return k
+
+
 def decompose(
     model: nn.Module,
     skip: Collection[str] | None = None,
@@ -82,8 +104,9 @@ def decompose(
         model computes exactly what the dense one did.
     initial_ranks:
         ``full``: ``rank_fraction`` of the full rank min(m, n); ``breakeven``: further capped at
-        :func:`breakeven_rank`, so the whole factored model is no bigger than the dense one
-        (the CNN's fc1 keeps 440 of 512 components, conv2 59 of 64).
+        :func:`breakeven_rank` (:func:`tucker_breakeven_rank` for a Tucker conv), so the whole
+        factored model is no bigger than the dense one (the CNN's fc1 keeps 440 of 512
+        components; conv2 59 of 64 in the SVD form, 43 in the Tucker form).
     conv_factorization:
         One of :data:`CONV_FACTORIZATIONS`: how kxk convolutions (k > 1) are factored.
 
@@ -127,8 +150,16 @@ def decompose(
                 full = -(-max(module.in_channels, module.out_channels) // per_branch)
         rank = max(1, round(rank_fraction * full))
         if initial_ranks == "breakeven":
-            even = breakeven_rank(module.weight.shape[0], module.weight[0].numel())
-            rank = min(rank, max(1, even // per_branch))
+            if cls is TuckerConv2d or cls is BranchedTuckerConv2d:
+                even = tucker_breakeven_rank(
+                    module.out_channels,
+                    module.in_channels,
+                    module.weight[0, 0].numel(),
+                    per_branch,
+                )
+            else:
+                even = breakeven_rank(module.weight.shape[0], module.weight[0].numel())
+            rank = min(rank, even)
         _set_submodule(model, name, cls.from_dense(module, rank=rank, **options))
     return model
 

@@ -119,3 +119,37 @@ def test_breakeven_initial_ranks_keep_the_factored_model_no_bigger_than_dense():
     assert sum(p.numel() for p in model.parameters()) <= n_dense
     with pytest.raises(ValueError, match="initial_ranks"):
         decompose(build_model("cnn", 10, 1, 28), initial_ranks="half")
+
+
+@pytest.mark.parametrize(("factorization", "conv2_rank"), [("tucker", 43), ("tucker-b2", 30)])
+def test_breakeven_tucker_ranks_keep_the_model_no_bigger_than_dense(factorization, conv2_rank):
+    from maestro_common.ml.models import build_model
+
+    n_dense = sum(p.numel() for p in build_model("cnn", 10, 1, 28).parameters())
+    model = decompose(
+        build_model("cnn", 10, 1, 28), initial_ranks="breakeven", conv_factorization=factorization
+    )
+    layers = low_rank_layers(model)
+    assert {n: m.rank for n, m in layers.items()} == {"conv2": conv2_rank, "fc1": 440}
+    assert sum(p.numel() for p in model.parameters()) <= n_dense
+    conv2 = layers["conv2"]
+    # the largest such rank: one more component would make conv2 bigger than its dense form
+    assert conv2.params_at(conv2_rank) <= 64 * 32 * 25 < conv2.params_at(conv2_rank + 1)
+
+
+def test_tucker_breakeven_rank_is_the_largest_rank_no_bigger_than_dense():
+    from maestro_common.lowrank.decompose import tucker_breakeven_rank
+
+    for out, cin, taps, branches in [
+        (64, 32, 25, 1),
+        (128, 128, 9, 1),
+        (64, 1, 25, 1),
+        (8, 8, 9, 4),
+    ]:
+        k = tucker_breakeven_rank(out, cin, taps, branches)
+
+        def cost(r, cin=cin, out=out, taps=taps, branches=branches):
+            return branches * (r * (cin + out) + r * r * taps)
+
+        assert k >= 1
+        assert k == 1 or cost(k) <= out * cin * taps < cost(k + 1)
