@@ -68,8 +68,15 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 MODELS_SECTION_ONLY = ("resnet18-full",)
 # The factorizations whole models are timed in (the branched Tucker's 4-branch form is timed per
-# layer, in the branched section).
-MODEL_KINDS = ("svd", "tucker", "tucker-b2")
+# layer, in the branched section), each as `decompose` options. tucker-be is the Tucker form with
+# break-even initial ranks (`initial-ranks = "breakeven"`): every layer no bigger than dense.
+KIND_OPTIONS: dict[str, dict[str, str]] = {
+    "svd": {"conv_factorization": "svd"},
+    "tucker": {"conv_factorization": "tucker"},
+    "tucker-b2": {"conv_factorization": "tucker-b2"},
+    "tucker-be": {"conv_factorization": "tucker", "initial_ranks": "breakeven"},
+}
+MODEL_KINDS = tuple(KIND_OPTIONS)
 WIDTH_MODELS = ("lenet5", "cnn")
 SECTIONS = (
     "layers",
@@ -169,7 +176,7 @@ def factored_tier(dense: nn.Module, kind: str, beta: float, quantum: int = 1) ->
     """The model a factored client of budget β holds: every factor cut to the tier's ranks."""
     key = (id(dense), kind)
     if key not in _FACTORED:
-        _FACTORED[key] = (dense, decompose(copy.deepcopy(dense), conv_factorization=kind))
+        _FACTORED[key] = (dense, decompose(copy.deepcopy(dense), **KIND_OPTIONS[kind]))
     model = copy.deepcopy(_FACTORED[key][1])
     set_rank_quantum(model, quantum)
     for layer in low_rank_layers(model).values():
@@ -854,7 +861,8 @@ def render(args: argparse.Namespace, results: dict[str, list[Row]], meta: dict[s
         "- Ratios are tier / dense of the same model or layer (below 1: faster). A factored "
         "tier runs its rank prefix only (truncated factors, as a client holds them); a width "
         "tier slices the whole model at the width whose MACs match the svd tier's ('width@K': "
-        "the tier of factorization K's; none where K's tier has the dense model's MACs or more). "
+        "the tier of factorization K's; none where K's tier has the dense model's MACs or more; "
+        "tucker-be: Tucker with break-even initial ranks, every layer no bigger than dense). "
         "'merged' "
         "columns: factored layers whose dense form measured faster at that batch were merged, "
         "then the whole model as decided, fully merged and unmerged were timed and the fastest "

@@ -29,6 +29,16 @@ def test_factored_tier_holds_the_quantized_prefix(kind):
     assert tier(x).shape == (2, 10)
 
 
+def test_tucker_be_tiers_start_from_break_even_ranks():
+    dense = bench.dense_model("cnn")
+    full = low_rank_layers(factored_tier(dense, "tucker-be", 1.0))
+    assert {n: m.rank for n, m in full.items()} == {"conv2": 43, "fc1": 440}
+    tier = low_rank_layers(factored_tier(dense, "tucker-be", 0.25))
+    assert {n: m.rank for n, m in tier.items()} == {
+        n: budget_rank(m.rank, 0.25) for n, m in full.items()
+    }
+
+
 def rows() -> list[Row]:
     return [
         Row("cnn", "dense", 1.0, 100, 10.0, 1.0, 8.0),
