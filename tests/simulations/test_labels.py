@@ -22,6 +22,11 @@ from simulations.labels import method_label
         ({"method": "maestro", "warmup-method": "fjord"}, "maestro"),  # no warm-up at all
         ({"method": "maestro", "conv-factorization": "svd", "pass-average": False}, "maestro"),
         ({"method": "maestro", "pass-average": True}, "maestro+pass-average"),
+        ({"method": "maestro", "initial-ranks": "full"}, "maestro"),
+        (
+            {"method": "maestro", "conv-factorization": "tucker", "initial-ranks": "breakeven"},
+            "maestro+tucker+breakeven",
+        ),
         (
             {"method": "maestro", "conv-factorization": "tucker-b2", "dense-warmup": 0.6},
             "maestro+tucker-b2+warmup",
