@@ -28,7 +28,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from simulations.labels import method_label
-from simulations.time_axis import step_times, time_axis_table
+from simulations.time_axis import factored_kind, step_times, time_axis_table
 from simulations.time_to_accuracy import time_to_accuracy
 
 matplotlib.use("Agg")  # files only: no display on servers and CI
@@ -513,9 +513,9 @@ def _model_of(runs: Sequence[Run]) -> str:
 
 
 def _timed_kinds(runs: Sequence[Run]) -> dict[str, tuple[str, str]]:
-    """Label -> (method, conv-factorization) of each method or variant the runs ran."""
+    """Label -> (method, benchmark kind) of each method or variant the runs ran."""
     return {
-        label: (str(group[0].config["method"]), group[0].config.get("conv-factorization", "svd"))
+        label: (str(group[0].config["method"]), factored_kind(group[0].config))
         for label, group in _by_method(runs).items()
     }
 
@@ -529,8 +529,9 @@ def plot_accuracy_vs_step_time(
     model = _model_of(runs)
 
     def step_ms(group: Sequence[Run], tier: str) -> float | None:
-        factorization = group[0].config.get("conv-factorization", "svd")
-        times = step_times(bench, model, str(group[0].config["method"]), factorization)
+        times = step_times(
+            bench, model, str(group[0].config["method"]), factored_kind(group[0].config)
+        )
         return next((ms for beta, (ms, _) in times.items() if f"{beta:g}" == tier), None)
 
     return _plot_accuracy_vs_cost(

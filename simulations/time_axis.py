@@ -2,10 +2,10 @@
 
 Reads the figures :mod:`simulations.bench` saved (``runs/bench/bench.json``) and maps a method to
 the variant its clients run: maestro to the factored variant of its ``conv-factorization`` (svd
-or tucker), fjord / heterofl to the width variant (at the width matched to the svd tier's MACs,
-the harness's rule), fedavg-fit to the weakest tier's width at every tier, fedavg-all to the
-dense model at every tier. Kept apart from the
-harness's report so that either can change without the other.
+or tucker; tucker-be with break-even initial ranks, :func:`factored_kind`), fjord / heterofl to
+the width variant (at the width matched to the svd tier's MACs, the harness's rule), fedavg-fit
+to the weakest tier's width at every tier, fedavg-all to the dense model at every tier. Kept apart
+from the harness's report so that either can change without the other.
 """
 
 from __future__ import annotations
@@ -30,6 +30,15 @@ def load_bench(path: Path) -> dict[str, list[dict[str, Any]]]:
             f"{path} not found: run `python -m simulations.bench` first to measure step times"
         )
     return json.loads(path.read_text())
+
+
+def factored_kind(config: Mapping[str, Any]) -> str:
+    """The benchmark kind a maestro run's clients train (:data:`simulations.bench.KIND_OPTIONS`):
+    its ``conv-factorization``, with ``-be`` when ``initial-ranks = "breakeven"``."""
+    kind = str(config.get("conv-factorization") or "svd")
+    if str(config.get("initial-ranks") or "full") == "breakeven":
+        kind += "-be"
+    return kind
 
 
 def variant(method: str, conv_factorization: str = "svd") -> str:

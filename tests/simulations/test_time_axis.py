@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from simulations.time_axis import load_bench, step_times, time_axis_table, variant
+from simulations.time_axis import (
+    factored_kind,
+    load_bench,
+    step_times,
+    time_axis_table,
+    variant,
+)
 
 BENCH = {
     "models": [
@@ -14,8 +20,17 @@ BENCH = {
         {"group": "cnn", "variant": "svd", "beta": 0.25, "macs": 30, "train_ms": 6.0},
         {"group": "cnn", "variant": "tucker", "beta": 0.25, "macs": 20, "train_ms": 5.0},
         {"group": "cnn", "variant": "width", "beta": 0.25, "macs": 30, "train_ms": 4.0},
+        {"group": "cnn", "variant": "tucker-be", "beta": 0.25, "macs": 15, "train_ms": 4.5},
     ]
 }
+
+
+def test_a_run_config_names_the_benchmark_kind_its_clients_train():
+    assert factored_kind({"method": "maestro"}) == "svd"
+    assert factored_kind({"conv-factorization": "tucker", "initial-ranks": "full"}) == "tucker"
+    tucker_be = {"conv-factorization": "tucker", "initial-ranks": "breakeven"}
+    assert factored_kind(tucker_be) == "tucker-be"
+    assert step_times(BENCH, "cnn", "maestro", factored_kind(tucker_be)) == {0.25: (4.5, 0.15)}
 
 
 def test_methods_map_to_variants():
