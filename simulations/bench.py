@@ -69,7 +69,7 @@ MODELS: dict[str, dict[str, Any]] = {
 MODELS_SECTION_ONLY = ("resnet18-full",)
 # The factorizations whole models are timed in (the branched Tucker's 4-branch form is timed per
 # layer, in the branched section), each as `decompose` options. tucker-be is the Tucker form with
-# break-even initial ranks (`initial-ranks = "breakeven"`): every layer no bigger than dense.
+# break-even initial ranks (`initial-ranks = "breakeven"`): no layer's factors bigger than it.
 KIND_OPTIONS: dict[str, dict[str, str]] = {
     "svd": {"conv_factorization": "svd"},
     "tucker": {"conv_factorization": "tucker"},
@@ -862,7 +862,7 @@ def render(args: argparse.Namespace, results: dict[str, list[Row]], meta: dict[s
         "tier runs its rank prefix only (truncated factors, as a client holds them); a width "
         "tier slices the whole model at the width whose MACs match the svd tier's ('width@K': "
         "the tier of factorization K's; none where K's tier has the dense model's MACs or more; "
-        "tucker-be: Tucker with break-even initial ranks, every layer no bigger than dense). "
+        "tucker-be: Tucker with break-even initial ranks, no layer's factors bigger than it). "
         "'merged' "
         "columns: factored layers whose dense form measured faster at that batch were merged, "
         "then the whole model as decided, fully merged and unmerged were timed and the fastest "
