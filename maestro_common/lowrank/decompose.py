@@ -75,10 +75,8 @@ def tucker_breakeven_rank(
     def cost(k: int) -> int:
         return branches * (k * (in_channels + out_channels) + k * k * kernel_numel)
 
-    k = max(1, min(in_channels, out_channels))
-    while k > 1 and cost(k) > dense:
-        k -= 1
-    while cost(k + 1) <= dense and k + 1 <= max(in_channels, out_channels):
+    k = 1  # at least one component, as breakeven_rank keeps
+    while k < max(in_channels, out_channels) and cost(k + 1) <= dense:
         k += 1
     return k
 
