@@ -24,7 +24,8 @@ by SVD and go on factored (Pufferfish's warm-up); their rows are then named ``<m
 
 With ``--val-size N`` the last N images of a fixed shuffle of the training set are held out as a
 validation split; with several ``--lrs`` each method's lr is chosen on it (mean accuracy over the
-β's, ``--select-epochs`` epochs, the first seed), then every seed is trained at that lr. Every
+β's, ``--select-epochs`` epochs, seed ``--select-seed``, whatever ``--seeds`` this process trains,
+so seeds split over processes share one trial), then every seed is trained at that lr. Every
 row then also records its model's accuracy on that split (``val_accuracy``), so other settings
 (e.g. ``--dense-warmup``) can be chosen on validation too, from the runs themselves.
 
@@ -351,7 +352,7 @@ def split_validation(train_ds, val_size: int):
 
 
 def choose_lr(method: str, args: argparse.Namespace, train_ds, val_ds) -> tuple[float, dict]:
-    """The lr of ``--lrs`` with the best mean validation accuracy over the β's (first seed).
+    """The lr of ``--lrs`` with the best mean validation accuracy over the β's (``--select-seed``).
 
     Dense is judged on the dense model and its SVD truncations together (the rows it reports).
     """
@@ -360,7 +361,7 @@ def choose_lr(method: str, args: argparse.Namespace, train_ds, val_ds) -> tuple[
         train_ds = train_ds.subset(torch.arange(min(args.select_train, len(train_ds))))
     scores = {}
     for lr in args.lrs:
-        rows = run_one(method, args.seeds[0], sub, train_ds, val_ds, lr)
+        rows = run_one(method, args.select_seed, sub, train_ds, val_ds, lr)
         scores[lr] = statistics.mean(r.accuracy for r in rows)
         log.info("lr selection %s lr=%g: mean validation accuracy %.4f", method, lr, scores[lr])
     return max(scores, key=lambda lr: scores[lr]), scores
@@ -418,6 +419,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lrs", type=_floats, default=[], help="lr grid chosen on --val-size images")
     p.add_argument("--select-epochs", type=int, default=2, help="epochs of each lr trial")
     p.add_argument("--select-train", type=int, default=0, help="train images of a trial (0: all)")
+    p.add_argument("--select-seed", type=int, default=0, help="seed of the lr trials")
     p.add_argument("--val-size", type=int, default=0, help="train images held out (validation)")
     p.add_argument("--lr-schedule", default="cosine", choices=SCHEDULES)
     p.add_argument("--objective", default="nested", choices=OBJECTIVES, help="maestro's")
@@ -486,6 +488,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown method(s) {bad}; allowed: {', '.join(METHODS)}")
     if any(not 0 < b <= 1 for b in args.betas):
         p.error(f"--betas must lie in (0, 1], got {args.betas}")
+    if args.select_seed < 0:
+        p.error(f"--select-seed must be ≥ 0, got {args.select_seed}")
     if args.epochs < 1 or args.select_epochs < 1:
         p.error("--epochs and --select-epochs must be ≥ 1")
     if args.lrs and args.val_size <= 0:

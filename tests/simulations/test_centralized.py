@@ -101,9 +101,25 @@ def test_warmup_epochs_round_and_leave_a_factored_epoch():
         (["--grid", "0,1"], "--grid"),
         (["--methods", "dense,width"], "unknown method"),
         (["--dense-warmup", "1"], "--dense-warmup"),
+        (["--select-seed", "-1"], "--select-seed"),
     ],
 )
 def test_bad_arguments_are_refused(argv, match, capsys):
     with pytest.raises(SystemExit):
         centralized.parse_args(argv)
     assert match in capsys.readouterr().err
+
+
+def test_the_lr_trial_runs_on_the_select_seed_not_this_process_first_seed(monkeypatch):
+    # Seeds split over processes (--seeds 0,1 here, --seeds 2 there) must share one trial.
+    args = centralized.parse_args(["--seeds", "2", "--lrs", "0.1,0.2", "--val-size", "10"])
+    assert args.select_seed == 0
+    trial_seeds = []
+
+    def fake_run_one(method, seed, sub, train_ds, val_ds, lr):
+        trial_seeds.append(seed)
+        return [centralized.Row("cnn", method, seed, 1.0, 0.5 + lr, 0.0, 0, 0, 0.0, lr)]
+
+    monkeypatch.setattr(centralized, "run_one", fake_run_one)
+    lr, scores = centralized.choose_lr("maestro", args, None, None)
+    assert trial_seeds == [0, 0] and lr == 0.2 and set(scores) == {0.1, 0.2}
