@@ -152,4 +152,6 @@ def test_tucker_breakeven_rank_is_the_largest_rank_no_bigger_than_dense():
             return branches * (r * (cin + out) + r * r * taps)
 
         assert k >= 1
-        assert k == 1 or cost(k) <= out * cin * taps < cost(k + 1)
+        assert cost(k) <= out * cin * taps or k == 1  # one component is kept even if dearer
+        assert out * cin * taps < cost(k + 1)  # the largest: one more is bigger than dense
+    assert tucker_breakeven_rank(64, 32, 25) == 43  # the CNN's conv2
