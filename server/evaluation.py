@@ -100,11 +100,12 @@ class ModelOps:
     @cache  # noqa: B019 (one ModelOps per run; the cache lives as long as the run)
     def method_budget(self, beta: float) -> float:
         """The method's own budget for tier label β: a rank fraction or a width."""
-        return self.method.budget(beta, self.cfg.tiers, self._matched_width)
+        return self.method.budget(beta, self.cfg.tiers, self._matched_width, self.model)
 
     def _matched_width(self, beta: float) -> float:
-        # Methods are compared at matched MACs: the widest width within the reference's MACs.
-        reference = build_run_model(self.cfg.replace(method=MAC_REFERENCE))
+        # Methods are compared at matched MACs: the widest width within the reference's MACs
+        # (for a hybrid Maestro model, the largest budget within the plain model's MACs).
+        reference = build_run_model(self.cfg.replace(method=MAC_REFERENCE, hybrid_width=False))
         return width_for_macs(self.model, self.shape, count_macs(reference, self.shape, beta))
 
     def shapes(self, global_shapes: Shapes, beta: float) -> Shapes:

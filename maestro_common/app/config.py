@@ -109,6 +109,8 @@ class RunConfig:
     full_pass_share: float = 1.0  # nested: share of steps that train the whole prefix
     pass_average: bool = False  # nested: a gradient is the mean over the passes that used it
     initial_ranks: str = "full"  # maestro: full (rank-fraction of min(m, n)) or breakeven
+    # maestro: nest the first (dense) conv by width and the factored layers by rank (hybrid)
+    hybrid_width: bool = False
     lr_schedule: str = "constant"  # constant, cosine or step, applied per round by the server
     # Factored methods: this share of the rounds first trains the dense model with
     # warmup-method, then the server factors it by SVD (docs/federated.md; 0 = off)

@@ -24,6 +24,7 @@ from maestro_common.app.codec import load_arrays, load_leading_blocks, prefix_ax
 from maestro_common.app.config import ConfigError, RunConfig
 from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.freezing import FreezeSchedule
+from maestro_common.lowrank.hybrid import is_hybrid, make_hybrid
 from maestro_common.lowrank.layers import low_rank_layers, rank_quantum, set_rank_quantum
 from maestro_common.lowrank.prefix import budget_shapes
 from maestro_common.lowrank.samplers import NestedSampler, RankSampler, WidthSampler, make_sampler
@@ -54,8 +55,14 @@ class Method:
         """Turn a freshly built dense model into this method's global model, in place."""
         return model
 
-    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
-        """What this method trains for tier label β: a rank fraction or a width in (0, 1]."""
+    def budget(
+        self, beta: float, tiers: Grid, matched_width: MatchedWidth, model: nn.Module | None = None
+    ) -> float:
+        """What this method trains for tier label β: a rank fraction or a width in (0, 1].
+
+        ``matched_width`` gives the largest budget of the run's ``model`` whose MACs fit the MAC
+        reference's at a label (:data:`MAC_REFERENCE`, as the run configures it but not hybrid).
+        """
         return 1.0
 
     def shapes(self, model: nn.Module, shapes: Shapes, budget: float, input_shape: Shape) -> Shapes:
@@ -113,10 +120,19 @@ class Maestro(Method):
             conv_factorization=cfg.conv_factorization,
         )
         set_rank_quantum(model, cfg.rank_quantum)
+        if cfg.hybrid_width:
+            try:
+                make_hybrid(model, input_shape, cfg.rank_quantum)
+            except ValueError as err:
+                raise ConfigError(f"hybrid-width = true: {err}") from None
         return model
 
-    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
-        return beta
+    def budget(
+        self, beta: float, tiers: Grid, matched_width: MatchedWidth, model: nn.Module | None = None
+    ) -> float:
+        # A hybrid model (the first conv nested by width) spends fewer MACs at a fraction than
+        # the plain one: its tier takes the largest fraction within the plain model's MACs at β.
+        return matched_width(beta) if model is not None and is_hybrid(model) else beta
 
     def shapes(self, model: nn.Module, shapes: Shapes, budget: float, input_shape: Shape) -> Shapes:
         return budget_shapes(shapes, prefix_axes(model), budget, rank_quantum(model))
@@ -141,6 +157,11 @@ class Maestro(Method):
         global_ranks: Mapping[str, int] | None = None,
     ) -> Sampler:
         received = self.ranks(model)
+        if is_hybrid(model):
+            # A hybrid tier's fraction is its MAC-matched budget, not its label β (budget()).
+            beta, tiers = budget, tuple(grid)
+        else:
+            tiers = cfg.tiers
         if cfg.objective == "nested":
             # The whole received prefix, plus sub-models at the tiers' fractions of the global
             # ranks R_l, all layers cut together. The prefix holds ⌈β·R_l⌉, so ⌊r/β⌋ ≈ R_l
@@ -153,7 +174,7 @@ class Maestro(Method):
             return NestedSampler(
                 full,
                 beta=beta,
-                grid=cfg.tiers,
+                grid=tiers,
                 rule=cfg.sub_models,
                 full_pass_share=cfg.full_pass_share,
                 seed=seed,
@@ -175,7 +196,9 @@ class HeteroFL(Method):
     def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
         return make_width_sliceable(model, input_shape)
 
-    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
+    def budget(
+        self, beta: float, tiers: Grid, matched_width: MatchedWidth, model: nn.Module | None = None
+    ) -> float:
         return matched_width(beta)
 
     def shapes(self, model: nn.Module, shapes: Shapes, budget: float, input_shape: Shape) -> Shapes:
@@ -217,7 +240,9 @@ class FedAvgFit(HeteroFL):
 
     name = "fedavg-fit"
 
-    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
+    def budget(
+        self, beta: float, tiers: Grid, matched_width: MatchedWidth, model: nn.Module | None = None
+    ) -> float:
         return matched_width(min(tiers))
 
 

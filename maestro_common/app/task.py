@@ -35,6 +35,11 @@ def check_names(cfg: RunConfig) -> None:
             f"dense-warmup applies to factored methods only (maestro); method {cfg.method!r} "
             "trains its own model from the start: leave dense-warmup at 0"
         )
+    if not get_method(cfg.method).factored and cfg.hybrid_width:
+        raise ConfigError(
+            f"hybrid-width applies to factored methods only (maestro); method {cfg.method!r} "
+            "has no factored layers: leave hybrid-width false"
+        )
     for key, value, allowed in (
         ("model", cfg.model, MODEL_NAMES),
         ("dataset", cfg.dataset, tuple(DATASET_INFO)),
@@ -84,6 +89,7 @@ _MODEL_FIELDS = (
     "conv_factorization",
     "rank_quantum",
     "initial_ranks",
+    "hybrid_width",
 )
 
 

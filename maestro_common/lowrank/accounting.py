@@ -32,7 +32,7 @@ from maestro_common.lowrank.layers import (
     LowRankLinear,
     budget_rank,
 )
-from maestro_common.lowrank.prefix import check_budget, state_key
+from maestro_common.lowrank.prefix import budget_shapes, check_budget, state_key
 from maestro_common.lowrank.probe import eval_mode, probe_input
 from maestro_common.lowrank.tucker import TuckerConv2d
 from maestro_common.ml.models.transformer import ScaledDotProductAttention
@@ -67,6 +67,15 @@ def _width_cut(
         )
     shapes = width_shapes(model, beta, input_shape)
     return {key: shape for key, shape in shapes.items() if key in keys}
+
+
+def _hybrid_reader_shapes(layer: LowRankLayer, beta: float) -> dict[str, tuple[int, ...]]:
+    """The factor shapes at β of a layer reading a hybrid model's width-nested layer: its rank
+    axes and its input axis cut (:mod:`maestro_common.lowrank.hybrid`)."""
+    shapes = {name: tuple(getattr(layer, name).shape) for name in layer.factor_axes()}
+    axes = dict(layer.factor_axes())
+    axes["v"] = (*axes["v"], layer.input_axis)
+    return budget_shapes(shapes, axes, beta, layer.rank_quantum)
 
 
 def count_params(
@@ -105,8 +114,10 @@ def count_params(
                     total += prod(cut[state_key(name, key)])
             continue
         if isinstance(module, LowRankLayer):
-            cap = budget_rank(module.rank, beta, module.rank_quantum)
-            total += module.params_at(cap)
+            if module.nested_input:
+                total += sum(map(prod, _hybrid_reader_shapes(module, beta).values()))
+            else:
+                total += module.params_at(budget_rank(module.rank, beta, module.rank_quantum))
             total += module.bias.numel() if module.bias is not None else 0
             continue
         for p in module.parameters(recurse=False):
@@ -134,17 +145,20 @@ def _layer_macs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
         # set by use_budget otherwise, exactly as the forward pass itself does.
         rank = args[1] if len(args) > 1 else kwargs.get("rank")
         k = module._resolve(rank)
+        # A conv's input channels are read off the input too: a hybrid model's factored conv
+        # reads only the channels its width-nested input layer produced.
         if isinstance(module, TuckerConv2d | BranchedTuckerConv2d):
             kh, kw = module.kernel_size
             width = module.branches * k  # inner channels; each core output reads k of them
             positions_in = x[:, 0].numel()  # B·H_in·W_in: the first 1x1 runs before the stride
             positions = out[:, 0].numel()
-            return positions_in * module.in_channels * width + positions * width * (
+            return positions_in * x.shape[1] * width + positions * width * (
                 k * kh * kw + module.out_channels
             )
         if isinstance(module, LowRankConv2d):
+            kh, kw = module.kernel_size
             positions = out[:, 0].numel()  # B·H_out·W_out
-            return positions * k * (module.fan_in + module.out_dim)
+            return positions * k * (x.shape[1] * kh * kw + module.out_dim)
         if isinstance(module, LowRankLinear):
             tokens = x.numel() // module.in_features
             return tokens * k * (module.in_features + module.out_features)

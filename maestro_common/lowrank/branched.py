@@ -44,6 +44,7 @@ class BranchedTuckerConv2d(LowRankLayer):
     """1x1 conv in→b·k, kxk core conv with b groups of k→k, 1x1 conv b·k→out (k per branch)."""
 
     rank_axes = {"u": 2, "v": 1}  # noqa: RUF012 (read-only class constant)
+    input_axis = 2
     core_axes = (1, 2)
 
     def __init__(
@@ -130,7 +131,8 @@ class BranchedTuckerConv2d(LowRankLayer):
 
     def _forward_at(self, x: torch.Tensor, k: int) -> torch.Tensor:
         b, kh, kw = self.branches, *self.kernel_size
-        v = self.v[:, :k].reshape(b * k, self.in_channels, 1, 1)
+        cin = x.shape[-3]  # a hybrid model may feed the leading input channels only
+        v = self.v[:, :k, :cin].reshape(b * k, cin, 1, 1)
         core = self.core[:, :k, :k].reshape(b * k, k, kh, kw)
         u = self.u[:, :, :k].reshape(self.out_channels, b * k, 1, 1)
         h = F.conv2d(x, v)  # (B, b·k, H, W), branch-major channels

@@ -52,6 +52,12 @@ class LowRankLayer(nn.Module):
     rank_quantum: int = 1
     # The axis of each factor along which components are stacked (a prefix cuts this axis).
     rank_axes: dict[str, int]
+    # The axis of ``v`` that holds a conv's input channels. A factored conv takes as many of
+    # them as its input has, so a hybrid model (maestro_common.lowrank.hybrid) can feed it the
+    # leading channels of a width-cut layer; ``nested_input`` marks such a layer, whose ``v`` is
+    # then cut on this axis too. None: the layer takes its whole input (linears).
+    input_axis: int | None = None
+    nested_input: bool = False
 
     @property
     def rank(self) -> int:
@@ -298,6 +304,7 @@ class LowRankConv2d(LowRankLayer):
     """A kxk conv to k channels (original stride/padding/dilation), then a 1x1 conv to out."""
 
     rank_axes = {"u": 1, "v": 0}  # noqa: RUF012 (read-only class constant)
+    input_axis = 1
 
     def __init__(
         self,
@@ -343,7 +350,7 @@ class LowRankConv2d(LowRankLayer):
 
     def _forward_at(self, x: torch.Tensor, k: int) -> torch.Tensor:
         h = F.conv2d(
-            x, self.v[:k], None, self.stride, self.padding, self.dilation
+            x, self.v[:k, : x.shape[-3]], None, self.stride, self.padding, self.dilation
         )  # (B, k, H', W')
         return F.conv2d(h, self.u[:, :k, None, None], self.bias)  # (B, out, H', W')
 

@@ -65,6 +65,7 @@ class TuckerConv2d(LowRankLayer):
     """1x1 conv in→k, kxk core conv k→k (original stride/padding/dilation), 1x1 conv k→out."""
 
     rank_axes = {"u": 1, "v": 0}  # noqa: RUF012 (read-only class constant)
+    input_axis = 1
     # The core is cut on both of its channel axes by the same rank.
     core_axes = (0, 1)
     branches = 1  # one Tucker-2 term (BranchedTuckerConv2d holds several)
@@ -129,7 +130,7 @@ class TuckerConv2d(LowRankLayer):
         return torch.einsum("or,rshw,si->oihw", self.u[:, :k], self.core[:k, :k], v)
 
     def _forward_at(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        h = F.conv2d(x, self.v[:k])  # (B, k, H, W)
+        h = F.conv2d(x, self.v[:k, : x.shape[-3]])  # (B, k, H, W)
         h = F.conv2d(
             h, self.core[:k, :k], None, self.stride, self.padding, self.dilation
         )  # (B, k, H', W')

@@ -202,7 +202,8 @@ def nested_loss(
     if full:
         if pass_ranks is not None:
             pass_ranks.append(dict(sampler.caps))
-        with use_ranks(model, sampler.caps):
+        # use_width cuts a hybrid model's width-nested layer with the ranks (no-op otherwise).
+        with use_ranks(model, sampler.caps), use_width(model, sampler.beta):
             logits = model(x)
         task_loss = F.cross_entropy(logits, y)
         objective = objective + task_loss
@@ -213,7 +214,7 @@ def nested_loss(
         ranks = sampler.ranks_at(p)
         if pass_ranks is not None:
             pass_ranks.append(ranks)
-        with use_ranks(model, ranks):
+        with use_ranks(model, ranks), use_width(model, p):
             out = model(x)
         if settings.distill and teacher is not None:
             sub = F.kl_div(

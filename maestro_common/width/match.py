@@ -2,7 +2,8 @@
 
 The FjORD / HeteroFL baselines are compared with Maestro at matched MACs
 (:meth:`maestro_common.app.methods.Method.budget`): each tier gets the widest width whose MACs stay
-within Maestro's MACs at that tier.
+within Maestro's MACs at that tier. A hybrid Maestro model (:mod:`maestro_common.lowrank.hybrid`)
+is matched the same way: its budget p cuts its first layer's width and every factored rank.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fractions import Fraction
 from torch import nn
 
 from maestro_common.lowrank.accounting import count_macs
+from maestro_common.lowrank.layers import low_rank_layers
 from maestro_common.lowrank.prefix import budget_dim
 from maestro_common.width.sliceable import width_layers
 
@@ -22,8 +24,10 @@ __all__ = ["width_for_macs"]
 
 def _breakpoints(model: nn.Module) -> list[Fraction]:
     # ⌈p·C⌉ = j exactly for p in ((j-1)/C, j/C], so the configuration of out-widths only changes
-    # at the fractions j/C of the non-classifier layers' output sizes.
+    # at the fractions j/C of the non-classifier layers' output sizes (and, in a hybrid model,
+    # at j/R of its factored layers' ranks R).
     sizes = {m.out_size for m in width_layers(model).values() if not m.fixed_out}
+    sizes |= {m.rank for m in low_rank_layers(model).values()}
     points = {Fraction(j, c) for c in sizes for j in range(1, c + 1)}
     return sorted(points | {Fraction(1)})
 
@@ -44,7 +48,7 @@ def width_for_macs(model: nn.Module, input_shape: Sequence[int], target_macs: fl
     Parameters
     ----------
     model:
-        A width model (from :func:`make_width_sliceable`).
+        A width model (from :func:`make_width_sliceable`), or a hybrid factored model.
     input_shape:
         Shape of one sample without the batch axis.
     target_macs:
@@ -96,4 +100,4 @@ def _out_config(model: nn.Module, width: float) -> tuple[int, ...]:
     return tuple(
         m.out_size if m.fixed_out else budget_dim(m.out_size, width)
         for m in width_layers(model).values()
-    )
+    ) + tuple(budget_dim(m.rank, width) for m in low_rank_layers(model).values())

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maestro_common.lowrank.layers import LowRankLayer
+from maestro_common.lowrank.layers import LowRankLayer, quantize_rank
 from maestro_common.lowrank.prefix import budget_dim, check_budget, state_key
 from maestro_common.lowrank.probe import eval_mode, probe_input
 from maestro_common.ml.models.transformer import ScaledDotProductAttention
@@ -62,13 +62,18 @@ class WidthLayer:
     """Behaviour shared by :class:`WidthConv2d` and :class:`WidthLinear`.
 
     ``active_width`` is set by :func:`use_width` (None: full width). ``fixed_out`` marks the
-    classifier, whose outputs are the classes and are never cut.
+    classifier, whose outputs are the classes and are never cut. ``global_out`` is set on the
+    width layer of a hybrid factored model (:mod:`maestro_common.lowrank.hybrid`), whose received
+    weight holds only its tier's leading rows: widths are then fractions of the *global* layer's
+    outputs, rounded down to multiples of ``width_quantum`` as rank prefixes are.
     """
 
     weight: nn.Parameter
     bias: nn.Parameter | None
     active_width: float | None
     fixed_out: bool
+    global_out: int | None = None
+    width_quantum: int = 1
 
     def __init__(self, *args: Any, fixed_out: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # the torch layer's own arguments
@@ -108,7 +113,10 @@ class WidthLayer:
             )
         if self.fixed_out or self.active_width is None:
             return self.out_size, in_k
-        return budget_dim(self.out_size, self.active_width), in_k
+        if self.global_out is None:
+            return budget_dim(self.out_size, self.active_width), in_k
+        k = quantize_rank(budget_dim(self.global_out, self.active_width), self.width_quantum)
+        return min(k, self.out_size), in_k
 
     def used_shapes(self, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
         """Shape of the leading block of ``weight`` (and ``bias``) a forward pass on ``x`` uses."""
