@@ -161,6 +161,7 @@ def save_model(model: torch.nn.Module, method: str, seed: int, args: argparse.Na
         conv_factorization=args.conv_factorization,
         initial_ranks=args.initial_ranks,
         rank_quantum=args.rank_quantum,
+        hybrid_width=args.hybrid_width,
     )
     folder = args.out / cfg.name
     path = folder / "checkpoint.npz"
@@ -176,6 +177,7 @@ def _factor(model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module
         initial_ranks=args.initial_ranks,
         conv_factorization=args.conv_factorization,
         rank_quantum=args.rank_quantum,
+        hybrid_width=args.hybrid_width,
     )
     return get_method("maestro").prepare(model, _shape(args), cfg)
 
@@ -445,6 +447,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--initial-ranks", default="full", choices=INITIAL_RANKS, help="breakeven: ≤ dense size"
+    )
+    p.add_argument(
+        "--hybrid-width",
+        action="store_true",
+        help="factored methods: nest the first conv by width, the factored layers by rank "
+        "(fjord is then matched to the hybrid's MACs at each β)",
     )
     p.add_argument(
         "--dense-warmup",

@@ -31,9 +31,10 @@ from server.export import (
 )
 
 
-def make_run(folder: Path, data_dir: Path, method: str = "maestro") -> Path:
+def make_run(folder: Path, data_dir: Path, method: str = "maestro", **changes) -> Path:
     """A run folder with a LeNet-5 trained one epoch on 600 images: its checkpoint's path."""
     cfg = RunConfig(
+        **changes,
         method=method,
         model="lenet5",
         data_dir=str(data_dir),
@@ -159,6 +160,21 @@ def test_dense_runs_export_whole(tmp_path, fmnist_sample):
     facts = export_tier(run, 0.2, tmp_path / "out", load_test_set(run.cfg, limit=100), repeats=1)
     assert facts["budget"] == 1.0 and facts["ranks"] == {}
     assert facts["test-accuracy"] == pytest.approx(facts["framework-accuracy"], abs=1e-3)
+
+
+def test_hybrid_runs_export_their_tiers_first_conv_cut(tmp_path, fmnist_sample):
+    """A hybrid tier exports as a plain factored model: conv1 keeps the tier's leading channels
+    and conv2 reads them; it predicts as the framework's sub-model does."""
+    checkpoint = make_run(tmp_path / "hybrid", fmnist_sample, hybrid_width=True)
+    run = load_run(checkpoint)
+    test = load_test_set(run.cfg, limit=200)
+    facts = export_tier(run, 0.2, tmp_path / "out", test, merge="none", repeats=1)
+    assert 0.2 < facts["budget"] < 1.0  # the largest fraction within plain Maestro's MACs
+    assert facts["macs"] == facts["tier-macs"]  # unmerged: the tier's own sub-model
+    assert facts["test-accuracy"] == pytest.approx(facts["framework-accuracy"], abs=1e-3)
+    program = torch.export.load(tmp_path / "out" / facts["artifact"]).module()
+    weights = [p for n, p in program.named_parameters() if "conv1" in n and p.dim() == 4]
+    assert weights and weights[0].shape[0] == -(-6 * facts["budget"] // 1) < 6
 
 
 def test_bad_inputs_get_clear_errors(checkpoint, tmp_path, capsys):

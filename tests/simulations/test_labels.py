@@ -31,6 +31,8 @@ from simulations.labels import method_label
             {"method": "maestro", "conv-factorization": "tucker-b2", "dense-warmup": 0.6},
             "maestro+tucker-b2+warmup",
         ),
+        ({"method": "maestro", "hybrid-width": True}, "maestro+hybrid"),
+        ({"method": "maestro", "hybrid-width": False}, "maestro"),
     ],
 )
 def test_method_label(config, label):

@@ -11,7 +11,7 @@ import pytest
 
 from maestro_common.app.config import ConfigError, RunConfig, parse_floats
 from maestro_common.app.methods import METHOD_NAMES
-from maestro_common.app.task import load_run_config
+from maestro_common.app.task import build_run_model, load_run_config
 
 PYPROJECT = Path(__file__).resolve().parents[3] / "pyproject.toml"
 
@@ -197,6 +197,16 @@ def test_a_dense_warmup_needs_a_factored_method():
     load_run_config({"dense-warmup": 0.5, "num-rounds": 4})  # maestro
     with pytest.raises(ConfigError, match="dense-warmup applies to factored methods only"):
         load_run_config({"dense-warmup": 0.5, "num-rounds": 4, "method": "fjord"})
+
+
+def test_hybrid_width_needs_a_factored_method_and_a_model_it_can_cut():
+    load_run_config({"hybrid-width": True})  # maestro
+    with pytest.raises(ConfigError, match="hybrid-width applies to factored methods only"):
+        load_run_config({"hybrid-width": True, "method": "fjord"})
+    # ResNet-18's first conv feeds a BatchNorm: refused when its model is built, naming why.
+    cfg = load_run_config({"hybrid-width": True, "model": "resnet18"})
+    with pytest.raises(ConfigError, match=r"hybrid-width = true: .*activations and pooling only"):
+        build_run_model(cfg)
 
 
 def test_config_module_is_a_leaf():
