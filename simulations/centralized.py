@@ -17,6 +17,11 @@ Methods:
   step from the widths whose MACs match the factored model's at each β), evaluated at those
   widths: the width-nesting anchor at matched MACs.
 
+``--hybrid-width`` nests the factored methods' first conv by width, their factored layers by rank
+(:mod:`maestro_common.lowrank.hybrid`); each β row is then evaluated at the hybrid's largest
+fraction whose MACs fit the plain factored model's at β (the ``width`` column), as the
+federation's tiers are, and fjord stays matched to the plain factored model.
+
 The factored methods first train the dense model for ``--dense-warmup`` of the epochs (default
 0.6, rounded to whole epochs, at least one factored epoch left), then factor its trained weights
 by SVD and go on factored (Pufferfish's warm-up); their rows are then named ``<method>+warmup``.
@@ -92,7 +97,7 @@ class Row:
     train_seconds: float
     lr: float = 0.0
     step_cost: float = 1.0  # MACs of one training step's passes / one dense model's pass
-    width: float = 1.0  # fjord: the width evaluated at this β
+    width: float = 1.0  # fjord: the width evaluated at this β; a hybrid maestro: its budget
     # The same model's accuracy on the validation split (--val-size), None without one: what
     # settings other than the lr (e.g. --dense-warmup) are chosen on, never the test accuracy.
     val_accuracy: float | None = None
@@ -113,7 +118,8 @@ def _val_accuracy(model, val, budget: float, args: argparse.Namespace) -> float 
 def _budget_rows(
     model, method, args, seed, test, train_seconds, widths=None, lr=0.0, cost=1.0, val=None
 ) -> list[Row]:
-    """One row per β; a width model (``widths``: β -> width) is evaluated at its matched width."""
+    """One row per β; a width model (``widths``: β -> width) is evaluated at its matched width,
+    a hybrid one (``widths``: β -> fraction) at its MAC-matched budget."""
     shape = _shape(args)
     rows = []
     for beta in args.betas:
@@ -170,14 +176,17 @@ def save_model(model: torch.nn.Module, method: str, seed: int, args: argparse.Na
     return path
 
 
-def _factor(model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
-    """Factor ``model`` in place with the maestro options of ``args``, as the federated run does."""
+def _factor(
+    model: torch.nn.Module, args: argparse.Namespace, hybrid: bool | None = None
+) -> torch.nn.Module:
+    """Factor ``model`` in place with the maestro options of ``args``, as the federated run does
+    (``hybrid``: whether its first conv is nested by width; default ``--hybrid-width``)."""
     cfg = RunConfig(
         rank_fraction=args.rank_fraction,
         initial_ranks=args.initial_ranks,
         conv_factorization=args.conv_factorization,
         rank_quantum=args.rank_quantum,
-        hybrid_width=args.hybrid_width,
+        hybrid_width=args.hybrid_width if hybrid is None else hybrid,
     )
     return get_method("maestro").prepare(model, _shape(args), cfg)
 
@@ -188,14 +197,26 @@ def _build(args: argparse.Namespace) -> torch.nn.Module:
 
 
 def matched_widths(args: argparse.Namespace) -> dict[float, float]:
-    """For every β, the widest width model whose MACs fit the factored model's at β."""
+    """For every β, the widest width model whose MACs fit the factored model's at β (the plain
+    factored model's, also with ``--hybrid-width``)."""
     with torch.random.fork_rng(devices=[]):
-        factored = _factor(_build(args), args)
         width_model = make_width_sliceable(_build(args), _shape(args))
+    return _matched(width_model, args)
+
+
+def hybrid_budgets(args: argparse.Namespace) -> dict[float, float]:
+    """``--hybrid-width``: for every β, the largest fraction of the hybrid model whose MACs fit
+    the plain factored model's at β, as the federation's tiers take (its rows' ``width``)."""
+    with torch.random.fork_rng(devices=[]):
+        hybrid = _factor(_build(args), args)
+    return _matched(hybrid, args)
+
+
+def _matched(model: torch.nn.Module, args: argparse.Namespace) -> dict[float, float]:
+    with torch.random.fork_rng(devices=[]):
+        plain = _factor(_build(args), args, hybrid=False)
     shape = _shape(args)
-    return {
-        b: width_for_macs(width_model, shape, count_macs(factored, shape, b)) for b in args.betas
-    }
+    return {b: width_for_macs(model, shape, count_macs(plain, shape, b)) for b in args.betas}
 
 
 def warmup_epochs(args: argparse.Namespace) -> int:
@@ -221,7 +242,8 @@ def _epoch_sampler(method: str, model, args: argparse.Namespace, seed: int, widt
     if objective == "nested":
         return NestedSampler(
             ranks,
-            grid=args.grid or args.betas,
+            # A hybrid's sub-models are its tiers' budgets (``widths``), not the β labels.
+            grid=args.grid or (sorted(widths.values()) if widths else args.betas),
             rule=args.sub_models,
             full_pass_share=args.full_pass_share,
             seed=seed,
@@ -257,8 +279,12 @@ def run_one(
     lr = args.lr if lr is None else lr
     torch.manual_seed(seed)
     model = _build(args)
-    widths = matched_widths(args) if method == "fjord" else None
     factored = method not in ("dense", "fjord")
+    widths = None  # β -> the budget a row is evaluated at, where it is not β itself
+    if method == "fjord":
+        widths = matched_widths(args)
+    elif factored and args.hybrid_width:
+        widths = hybrid_budgets(args)
     # A factored method with a dense warm-up trains the dense model first, then factors it.
     warmup = warmup_epochs(args) if factored else 0
     if method == "fjord":
@@ -339,7 +365,7 @@ def run_one(
         return rows + _budget_rows(
             model, "svd", args, seed, test_ds, seconds, lr=lr, cost=cost, val=val_ds
         )
-    label = f"{method}+warmup" if warmup else method
+    label = method + ("+hybrid" if args.hybrid_width else "") + ("+warmup" if warmup else "")
     return _budget_rows(model, label, args, seed, test_ds, seconds, widths, lr, cost, val_ds)
 
 

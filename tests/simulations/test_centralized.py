@@ -82,6 +82,22 @@ def test_dense_warmup_trains_dense_then_factors_the_trained_weights(fmnist_sampl
     assert 1.0 < by_warm[1.0].step_cost < by_plain[1.0].step_cost
 
 
+def test_hybrid_rows_run_at_the_budget_within_the_plain_models_macs(fmnist_sample):
+    base = [
+        "--model", "lenet5", "--data-dir", str(fmnist_sample), "--epochs", "1", "--betas",
+        "0.5,1", "--limit-train", "300", "--limit-test", "100", "--threads", "1",
+        "--dense-warmup", "0",
+    ]  # fmt: skip
+    hybrid = centralized.main([*base, "--methods", "maestro", "--hybrid-width"])
+    plain = centralized.main([*base, "--methods", "maestro"])
+    hybrid, plain = ({r.beta: r for r in rows} for rows in (hybrid, plain))
+    assert {r.method for r in hybrid.values()} == {"maestro+hybrid"}
+    # β = 0.5 runs a larger fraction of the hybrid (conv1 cut too) within plain Maestro's MACs.
+    assert 0.5 < hybrid[0.5].width < 1.0 and hybrid[1.0].width == 1.0
+    assert hybrid[0.5].macs <= plain[0.5].macs and hybrid[1.0].macs == plain[1.0].macs
+    assert hybrid[0.5].params > plain[0.5].params  # more rank for the same MACs
+
+
 def test_warmup_epochs_round_and_leave_a_factored_epoch():
     args = centralized.parse_args(["--epochs", "5", "--dense-warmup", "0.6"])
     assert centralized.warmup_epochs(args) == 3
