@@ -34,8 +34,9 @@ def in_warmup(cfg: RunConfig, server_round: int) -> bool:
 
 
 def warmup_config(cfg: RunConfig) -> RunConfig:
-    """The run config of the warm-up phase: ``warmup-method``, same model, data and seed."""
-    return cfg.replace(method=cfg.warmup_method, dense_warmup=0.0)
+    """The run config of the warm-up phase: ``warmup-method``, same model, data and seed (the
+    dense model has no factored layers: no hybrid nesting either)."""
+    return cfg.replace(method=cfg.warmup_method, dense_warmup=0.0, hybrid_width=False)
 
 
 def phase_config(cfg: RunConfig, server_round: int) -> RunConfig:
@@ -58,7 +59,8 @@ def factor_arrays(cfg: RunConfig, dense: Mapping[str, np.ndarray]) -> dict[str, 
     party's model.
     """
     model = load_arrays(
-        build_run_model(cfg.replace(method=FedAvgAll.name, dense_warmup=0.0)), dense
+        build_run_model(cfg.replace(method=FedAvgAll.name, dense_warmup=0.0, hybrid_width=False)),
+        dense,
     )
     get_method(cfg.method).prepare(model, input_shape(cfg), cfg)
     return model_arrays(model)
