@@ -5,8 +5,9 @@ what a tier receives, how received arrays are loaded or at which budget a sub-mo
 method is one subclass and one entry in :data:`METHODS`.
 
 Budgets. A tier is named by its label β (a rank fraction). :meth:`Method.budget` turns the label
-into what the method trains: a rank fraction (Maestro) or a width (the FjORD / HeteroFL
-baselines, matched to Maestro's MACs at β). The tier's sub-model is the global model run at that
+into what the method trains: a rank fraction (Maestro; a hybrid Maestro model takes the largest
+fraction within plain Maestro's MACs at β) or a width (the FjORD / HeteroFL baselines, matched to
+Maestro's MACs at β). The tier's sub-model is the global model run at that
 budget. A model loaded from the arrays a tier *received* runs the same sub-model at
 :meth:`Method.loaded_budget`: 1.0 for Maestro, whose received factors are already cut to the
 budget, and the budget itself for width and dense models, which keep their full shapes.
@@ -34,7 +35,8 @@ Shapes = dict[str, tuple[int, ...]]
 Shape = Sequence[int]
 Grid = Sequence[float]
 Sampler = RankSampler | WidthSampler | NestedSampler | None
-# The widest width whose MACs fit the MAC-reference method's MACs at a tier label β.
+# The widest width (for a hybrid Maestro model: the largest fraction) of the run's model whose
+# MACs fit the MAC-reference method's MACs at a tier label β.
 MatchedWidth = Callable[[float], float]
 
 
