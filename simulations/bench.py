@@ -11,7 +11,9 @@ factored (svd or tucker) client holds its rank prefix only (the layers truncated
 ranks, as :func:`maestro_common.app.codec.load_arrays` leaves them); a width client (FjORD/HeteroFL)
 holds the whole model and slices it at its width on every call, the width being the one whose MACs
 match the svd tier's (the harness's matched-MACs rule,
-:func:`maestro_common.width.match.width_for_macs`).
+:func:`maestro_common.width.match.width_for_macs`). A hybrid client (``svd-hybrid``: the first conv
+nested by width, LeNet-5 and the CNN only) holds its tier cut out at the largest fraction within
+the svd tier's MACs, conv1 at its channels, as the federation runs it.
 
 Sections: per layer type; whole models (train step at ``--batch``, inference at batch 1 and 64,
 with factored tiers also merged by measurement); one Maestro training step against one dense step
@@ -45,6 +47,8 @@ from maestro_common.lowrank.accounting import count_macs
 from maestro_common.lowrank.branched import BranchedTuckerConv2d
 from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.freezing import FreezeSchedule, freeze
+from maestro_common.lowrank.hybrid import make_hybrid
+from maestro_common.lowrank.inference import tier_model
 from maestro_common.lowrank.layers import budget_rank, low_rank_layers, set_rank_quantum
 from maestro_common.lowrank.merging import clear_cache, merge_faster, time_calls
 from maestro_common.lowrank.samplers import NestedSampler, make_sampler
@@ -76,7 +80,12 @@ KIND_OPTIONS: dict[str, dict[str, str]] = {
     "tucker-b2": {"conv_factorization": "tucker-b2"},
     "tucker-be": {"conv_factorization": "tucker", "initial_ranks": "breakeven"},
 }
-MODEL_KINDS = tuple(KIND_OPTIONS)
+# Hybrid kinds (`hybrid-width = true`, maestro_common.lowrank.hybrid): the base kind with its first
+# conv nested by width, a tier labelled β at the largest fraction within the base kind's MACs at
+# β (as the federation's tiers run). Only models whose first conv feeds a factored conv.
+HYBRID_KINDS: dict[str, str] = {"svd-hybrid": "svd"}
+HYBRID_MODELS = ("lenet5", "cnn")
+MODEL_KINDS = (*KIND_OPTIONS, *HYBRID_KINDS)
 WIDTH_MODELS = ("lenet5", "cnn")
 SECTIONS = (
     "layers",
@@ -174,6 +183,8 @@ _FACTORED: dict[tuple[int, str], tuple[nn.Module, nn.Module]] = {}
 
 def factored_tier(dense: nn.Module, kind: str, beta: float, quantum: int = 1) -> nn.Module:
     """The model a factored client of budget β holds: every factor cut to the tier's ranks."""
+    if kind in HYBRID_KINDS:
+        return hybrid_tier(dense, kind, beta)
     key = (id(dense), kind)
     if key not in _FACTORED:
         _FACTORED[key] = (dense, decompose(copy.deepcopy(dense), **KIND_OPTIONS[kind]))
@@ -184,6 +195,18 @@ def factored_tier(dense: nn.Module, kind: str, beta: float, quantum: int = 1) ->
         if k < layer.rank:
             layer.truncate(k)
     return model
+
+
+def hybrid_tier(dense: nn.Module, kind: str, beta: float) -> nn.Module:
+    """The model a hybrid client of tier label β holds: the hybrid cut at the largest fraction
+    whose MACs fit the base kind's tier at β (conv1 at its channels, conv2 reading them)."""
+    key = (id(dense), kind)
+    if key not in _FACTORED:
+        base = decompose(copy.deepcopy(dense), **KIND_OPTIONS[HYBRID_KINDS[kind]])
+        _FACTORED[key] = (dense, make_hybrid(base, SHAPE))
+    hybrid = _FACTORED[key][1]
+    target = count_macs(factored_tier(dense, HYBRID_KINDS[kind], beta), SHAPE)
+    return tier_model(hybrid, width_for_macs(hybrid, SHAPE, target)).train()
 
 
 @dataclass
@@ -224,7 +247,8 @@ def measure_model(name: str, tiers: Sequence[float], timer: Timer, batch: int) -
         first, second = timer.paired(b).interleaved([infer_fn(dense, b), infer_fn(twin, b)])
         rows[0].extra[f"self-ratio-{b}"] = second / first
     kind_macs: dict[tuple[str, float], int] = {}
-    for kind in MODEL_KINDS:
+    kinds = [k for k in MODEL_KINDS if k not in HYBRID_KINDS or name in HYBRID_MODELS]
+    for kind in kinds:
         for beta in tiers:
             model = factored_tier(dense, kind, beta)
             macs = count_macs(model, SHAPE)
@@ -245,7 +269,7 @@ def measure_model(name: str, tiers: Sequence[float], timer: Timer, batch: int) -
             rows.append(row)
     if name in WIDTH_MODELS:
         wide = make_width_sliceable(copy.deepcopy(dense), SHAPE)
-        for kind in MODEL_KINDS:
+        for kind in kinds:
             for beta in tiers:
                 if kind != "svd" and kind_macs[kind, beta] >= dense_macs:
                     continue  # no width tier has as many MACs: the comparison is with dense
