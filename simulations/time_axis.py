@@ -35,7 +35,8 @@ def load_bench(path: Path) -> dict[str, list[dict[str, Any]]]:
 def factored_kind(config: Mapping[str, Any]) -> str:
     """The benchmark kind a maestro run's clients train (:data:`simulations.bench.KIND_OPTIONS`):
     its ``conv-factorization``, with ``-be`` when ``initial-ranks = "breakeven"``, and
-    ``-hybrid`` with ``hybrid-width``, a kind the benchmark does not time (its tiers show "–")."""
+    ``-hybrid`` with ``hybrid-width`` (the benchmark times ``svd-hybrid`` only: other hybrid
+    kinds' tiers show "–")."""
     kind = str(config.get("conv-factorization") or "svd")
     if str(config.get("initial-ranks") or "full") == "breakeven":
         kind += "-be"

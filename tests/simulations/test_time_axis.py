@@ -31,7 +31,7 @@ def test_a_run_config_names_the_benchmark_kind_its_clients_train():
     tucker_be = {"conv-factorization": "tucker", "initial-ranks": "breakeven"}
     assert factored_kind(tucker_be) == "tucker-be"
     assert step_times(BENCH, "cnn", "maestro", factored_kind(tucker_be)) == {0.25: (4.5, 0.15)}
-    # The benchmark does not time hybrid models: their tiers have no step time ("–").
+    # A hybrid run maps to the bench's svd-hybrid rows (none in this fixture: no step time).
     hybrid = {"hybrid-width": True}
     assert factored_kind(hybrid) == "svd-hybrid"
     assert step_times(BENCH, "cnn", "maestro", factored_kind(hybrid)) == {}
