@@ -27,7 +27,7 @@ from torch import nn
 
 from maestro_common.lowrank.layers import LowRankLayer, low_rank_layers
 from maestro_common.lowrank.prefix import is_leading_block, state_key
-from maestro_common.lowrank.probe import eval_mode, probe_input
+from maestro_common.lowrank.probe import dry_pass
 from maestro_common.width.sliceable import WidthConv2d, use_width, width_layers
 
 __all__ = [
@@ -62,16 +62,12 @@ def _input_widths(model: nn.Module, input_shape: Sequence[int], width: float) ->
 
         return hook
 
-    modules = {
-        n: m for n, m in model.named_modules() if n and next(m.parameters(False), None) is not None
+    hooks = {
+        m: recorder(n)
+        for n, m in model.named_modules()
+        if n and next(m.parameters(False), None) is not None
     }
-    handles = [m.register_forward_pre_hook(recorder(n)) for n, m in modules.items()]
-    try:
-        with eval_mode(model), use_width(model, width), torch.no_grad():
-            model(probe_input(model, input_shape))
-    finally:
-        for h in handles:
-            h.remove()
+    dry_pass(model, input_shape, hooks, use_width(model, width))
     return seen
 
 

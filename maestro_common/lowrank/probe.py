@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -29,3 +29,20 @@ def probe_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
     device = p.device if p is not None else torch.device("cpu")
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
     return torch.zeros((1, *input_shape), device=device, dtype=dtype)
+
+
+def dry_pass(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    pre_hooks: Mapping[nn.Module, Callable[[nn.Module, tuple], None]],
+    context: AbstractContextManager | None = None,
+) -> None:
+    """One no-grad forward pass of a zero sample, in eval mode and inside ``context``, with each
+    module's forward pre-hook of ``pre_hooks`` registered for that pass only."""
+    handles = [m.register_forward_pre_hook(hook) for m, hook in pre_hooks.items()]
+    try:
+        with eval_mode(model), context or nullcontext(), torch.no_grad():
+            model(probe_input(model, input_shape))
+    finally:
+        for h in handles:
+            h.remove()

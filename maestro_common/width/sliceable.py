@@ -28,7 +28,7 @@ from torch import nn
 
 from maestro_common.lowrank.layers import LowRankLayer, quantize_rank
 from maestro_common.lowrank.prefix import budget_dim, check_budget, state_key
-from maestro_common.lowrank.probe import eval_mode, probe_input
+from maestro_common.lowrank.probe import dry_pass
 from maestro_common.ml.models.transformer import ScaledDotProductAttention
 
 __all__ = [
@@ -334,13 +334,9 @@ def width_shapes(
 
         return hook
 
-    handles = [m.register_forward_pre_hook(recorder(n)) for n, m in layers.items()]
-    try:
-        with eval_mode(model), use_width(model, width), torch.no_grad():
-            model(probe_input(model, input_shape))
-    finally:
-        for h in handles:
-            h.remove()
+    dry_pass(
+        model, input_shape, {m: recorder(n) for n, m in layers.items()}, use_width(model, width)
+    )
     missing = sorted(set(layers) - set(used))
     if missing:
         raise ValueError(f"width layers {missing} were not reached by a forward pass")
