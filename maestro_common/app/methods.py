@@ -159,24 +159,20 @@ class Maestro(Method):
         global_ranks: Mapping[str, int] | None = None,
     ) -> Sampler:
         received = self.ranks(model)
-        if is_hybrid(model):
-            # A hybrid tier's fraction is its MAC-matched budget, not its label β (budget()).
-            beta, tiers = budget, tuple(grid)
-        else:
-            tiers = cfg.tiers
         if cfg.objective == "nested":
-            # The whole received prefix, plus sub-models at the tiers' fractions of the global
-            # ranks R_l, all layers cut together. The prefix holds ⌈β·R_l⌉, so ⌊r/β⌋ ≈ R_l
-            # (capped by R_l; exact without server-side shrinking).
+            # The whole received prefix, plus sub-models at the tiers' budgets (``grid``: the
+            # rank fractions, a hybrid's MAC-matched ones too) of the global ranks R_l, all
+            # layers cut together. The prefix holds ⌈b·R_l⌉ at this client's budget b, so
+            # ⌊r/b⌋ ≈ R_l (capped by R_l; exact without server-side shrinking).
             glob = dict(global_ranks or {})
             full = {}
             for n, r in received.items():
-                whole = int(r / beta + 1e-9)
+                whole = int(r / budget + 1e-9)
                 full[n] = max(1, min(glob[n], whole) if n in glob else whole)
             return NestedSampler(
                 full,
-                beta=beta,
-                grid=tiers,
+                beta=budget,
+                grid=grid,
                 rule=cfg.sub_models,
                 full_pass_share=cfg.full_pass_share,
                 seed=seed,
