@@ -300,6 +300,7 @@ def run_one(
         weight_decay=args.weight_decay,
         max_grad_norm=args.max_grad_norm,
         lasso=args.lasso if method == "maestro-gl" else 0.0,
+        frobenius_decay=args.frobenius_decay if factored else 0.0,
         distill=args.distill,
         distill_temperature=args.distill_temperature,
         pass_average=args.pass_average,
@@ -365,7 +366,12 @@ def run_one(
         return rows + _budget_rows(
             model, "svd", args, seed, test_ds, seconds, lr=lr, cost=cost, val=val_ds
         )
-    label = method + ("+hybrid" if args.hybrid_width else "") + ("+warmup" if warmup else "")
+    label = (
+        method
+        + ("+hybrid" if args.hybrid_width else "")
+        + ("+fd" if factored and args.frobenius_decay else "")
+        + ("+warmup" if warmup else "")
+    )
     return _budget_rows(model, label, args, seed, test_ds, seconds, widths, lr, cost, val_ds)
 
 
@@ -490,6 +496,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # maestro-gl is the method with the lasso on, so its λ is not the run config's 0 (off).
     p.add_argument("--lasso", type=float, default=1e-4, help="λ of the group lasso (maestro-gl)")
     p.add_argument(
+        "--frobenius-decay",
+        type=float,
+        default=train.frobenius_decay,
+        help="λ of Frobenius decay, ½λ‖U Vᵀ‖² per factored layer (factored methods; 0: off)",
+    )
+    p.add_argument(
         "--shrink-eps", type=float, default=run.shrink_eps, help="ε of shrinking (maestro-gl)"
     )
     p.add_argument("--betas", type=_floats, default=[0.25, 0.5, 0.75, 1.0])
@@ -536,6 +548,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--grid must lie in (0, 1], got {args.grid}")
     if args.rank_quantum < 1 or args.freeze_groups < 1:
         p.error("--rank-quantum and --freeze-groups must be ≥ 1")
+    if args.frobenius_decay < 0:
+        p.error(f"--frobenius-decay must be ≥ 0, got {args.frobenius_decay}")
     if not 0 <= args.dense_warmup < 1:
         p.error(f"--dense-warmup must be in [0, 1), got {args.dense_warmup}")
     return args

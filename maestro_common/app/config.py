@@ -81,6 +81,7 @@ class RunConfig:
     max_grad_norm: float = 5.0  # gradient clipping (0 = off)
     sampler: str = "maestro"  # maestro, uniform or none
     lasso: float = 0.0  # λ of the group lasso
+    frobenius_decay: float = 0.0  # factored methods: λ of ½λ‖U Vᵀ‖²_F per factored layer
     # Server-side progressive shrinking
     shrink_every: int = 0  # rounds between shrinks (0 = off)
     shrink_eps: float = 1e-2
@@ -195,7 +196,14 @@ class RunConfig:
                 getattr(self, key) > 0,
                 f"{key.replace('_', '-')} must be > 0, got {getattr(self, key)}",
             )
-        for key in ("momentum", "weight_decay", "max_grad_norm", "lasso", "shrink_eps"):
+        for key in (
+            "momentum",
+            "weight_decay",
+            "max_grad_norm",
+            "lasso",
+            "frobenius_decay",
+            "shrink_eps",
+        ):
             check(
                 getattr(self, key) >= 0,
                 f"{key.replace('_', '-')} must be ≥ 0, got {getattr(self, key)}",

@@ -40,6 +40,12 @@ def check_names(cfg: RunConfig) -> None:
             f"hybrid-width applies to factored methods only (maestro); method {cfg.method!r} "
             "has no factored layers: leave hybrid-width false"
         )
+    if not get_method(cfg.method).factored and cfg.frobenius_decay:
+        raise ConfigError(
+            f"frobenius-decay applies to factored methods only (maestro); method {cfg.method!r} "
+            "has no factored layers: leave frobenius-decay at 0 (weight-decay is the dense "
+            "model's equivalent)"
+        )
     for key, value, allowed in (
         ("model", cfg.model, MODEL_NAMES),
         ("dataset", cfg.dataset, tuple(DATASET_INFO)),
@@ -127,6 +133,7 @@ def train_settings(cfg: RunConfig, lr: float | None = None) -> TrainSettings:
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
         lasso=cfg.lasso if run_method(cfg).uses_lasso else 0.0,
+        frobenius_decay=cfg.frobenius_decay if run_method(cfg).factored else 0.0,
         distill=cfg.distill,
         distill_temperature=cfg.distill_temperature,
         pass_average=cfg.pass_average,

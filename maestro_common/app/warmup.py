@@ -35,8 +35,10 @@ def in_warmup(cfg: RunConfig, server_round: int) -> bool:
 
 def warmup_config(cfg: RunConfig) -> RunConfig:
     """The run config of the warm-up phase: ``warmup-method``, same model, data and seed (the
-    dense model has no factored layers: no hybrid nesting either)."""
-    return cfg.replace(method=cfg.warmup_method, dense_warmup=0.0, hybrid_width=False)
+    dense model has no factored layers: no hybrid nesting or Frobenius decay either)."""
+    return cfg.replace(
+        method=cfg.warmup_method, dense_warmup=0.0, hybrid_width=False, frobenius_decay=0.0
+    )
 
 
 def phase_config(cfg: RunConfig, server_round: int) -> RunConfig:

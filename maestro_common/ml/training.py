@@ -28,7 +28,7 @@ from maestro_common.lowrank.budget import use_budget
 from maestro_common.lowrank.freezing import FreezeSchedule, freeze
 from maestro_common.lowrank.layers import low_rank_layers, use_ranks
 from maestro_common.lowrank.pass_average import average_over_passes
-from maestro_common.lowrank.regularizers import group_lasso
+from maestro_common.lowrank.regularizers import frobenius_decay, group_lasso
 from maestro_common.lowrank.samplers import NestedSampler, RankSampler, WidthSampler
 from maestro_common.ml.schedules import SCHEDULES, lr_factor
 from maestro_common.width.sliceable import use_width
@@ -47,6 +47,9 @@ class TrainSettings:
     momentum: float = _RUN.momentum
     weight_decay: float = _RUN.weight_decay
     lasso: float = _RUN.lasso  # λ of the hierarchical group lasso (0: off)
+    # λ of Frobenius decay, ½λ‖U Vᵀ‖² per factored layer (0: off; weight_decay still acts on
+    # every parameter, the factors too)
+    frobenius_decay: float = _RUN.frobenius_decay
     max_grad_norm: float = _RUN.max_grad_norm  # 0: no clipping
     distill: bool = False  # nested objective: sub-models learn the prefix's softened output
     distill_temperature: float = 1.0  # T of the softened logits (the KL is scaled by T²)
@@ -66,8 +69,13 @@ class TrainSettings:
             raise ValueError(
                 f"epochs must be ≥ 0 and batch_size ≥ 1, got {self.epochs}, {self.batch_size}"
             )
-        if self.lr <= 0 or self.lasso < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ValueError("lr must be > 0; lasso, weight_decay and max_grad_norm must be ≥ 0")
+        if (
+            self.lr <= 0
+            or min(self.lasso, self.weight_decay, self.max_grad_norm, self.frobenius_decay) < 0
+        ):
+            raise ValueError(
+                "lr must be > 0; lasso, weight_decay, frobenius_decay and max_grad_norm must be ≥ 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -110,8 +118,9 @@ def train(
 
     ``sampler`` gives each step's sub-model(s): per-layer ranks or a width (one sampled
     sub-model), a :class:`NestedSampler` (the prefix plus smaller sub-models, see the module
-    docstring), or None (the whole model). The group lasso is added with weight
-    ``settings.lasso`` when the model has factored layers. The lr follows
+    docstring), or None (the whole model). The group lasso and Frobenius decay are added with
+    weights ``settings.lasso`` and ``settings.frobenius_decay`` when the model has factored
+    layers (on all of their kept components, whatever the step's sub-models). The lr follows
     ``settings.lr_schedule`` over steps ``step_offset`` … of ``total_steps`` (0: this call's).
     ``freezing`` freezes factors in sequence, one period per epoch, counted from
     ``period_offset`` (the epochs trained before this call).
@@ -125,6 +134,7 @@ def train(
         weight_decay=settings.weight_decay,
     )
     use_lasso = settings.lasso > 0 and bool(low_rank_layers(model))
+    use_fd = settings.frobenius_decay > 0 and bool(low_rank_layers(model))
     if total_steps <= 0:
         total_steps = step_offset + settings.epochs * math.ceil(len(labels) / settings.batch_size)
     total, steps, start = 0.0, 0, time.perf_counter()
@@ -159,6 +169,8 @@ def train(
                     passes[sampler.beta if sampler is not None else 1.0] += 1
                 if use_lasso:
                     objective = objective + settings.lasso * group_lasso(model)
+                if use_fd:
+                    objective = objective + settings.frobenius_decay * frobenius_decay(model)
             opt.zero_grad(set_to_none=True)
             objective.backward()
             if pass_ranks and isinstance(sampler, NestedSampler):

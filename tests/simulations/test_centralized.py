@@ -139,3 +139,17 @@ def test_the_lr_trial_runs_on_the_select_seed_not_this_process_first_seed(monkey
     monkeypatch.setattr(centralized, "run_one", fake_run_one)
     lr, scores = centralized.choose_lr("maestro", args, None, None)
     assert trial_seeds == [0, 0] and lr == 0.2 and set(scores) == {0.1, 0.2}
+
+
+def test_frobenius_decay_rows_are_labelled_and_negative_decay_is_refused(fmnist_sample, capsys):
+    base = [
+        "--model", "lenet5", "--data-dir", str(fmnist_sample), "--epochs", "1", "--betas",
+        "1", "--limit-train", "100", "--limit-test", "50", "--threads", "1",
+        "--dense-warmup", "0", "--frobenius-decay", "1e-4",
+    ]  # fmt: skip
+    rows = centralized.main([*base, "--methods", "maestro,dense"])
+    # Dense (and its SVD truncation) has no factors to decay: only the factored rows say +fd.
+    assert {r.method for r in rows} == {"maestro+fd", "dense", "svd"}
+    with pytest.raises(SystemExit):
+        centralized.parse_args(["--frobenius-decay", "-1"])
+    assert "--frobenius-decay must be ≥ 0" in capsys.readouterr().err

@@ -209,6 +209,14 @@ def test_hybrid_width_needs_a_factored_method_and_a_model_it_can_cut():
         build_run_model(cfg)
 
 
+def test_frobenius_decay_needs_a_factored_method_and_is_not_negative():
+    load_run_config({"frobenius-decay": 1e-4})  # maestro
+    with pytest.raises(ConfigError, match="frobenius-decay applies to factored methods only"):
+        load_run_config({"frobenius-decay": 1e-4, "method": "heterofl"})
+    with pytest.raises(ConfigError, match="frobenius-decay must be ≥ 0"):
+        load_run_config({"frobenius-decay": -1e-4})
+
+
 def test_config_module_is_a_leaf():
     """Reading a config loads neither torch nor the models, data or samplers."""
     code = (

@@ -18,6 +18,10 @@ def test_rounds_up_to_the_warmup_train_the_dense_method_then_the_runs_own():
     assert (dense.method, dense.dense_warmup, dense.model) == ("fedavg-all", 0.0, "lenet5")
     assert phase_config(cfg, 4) is cfg
     assert phase_config(cfg.replace(warmup_method="fjord"), 1).method == "fjord"
+    # The warm-up's dense model has no factors: Frobenius decay waits for the factored phase.
+    decayed = cfg.replace(frobenius_decay=1e-4)
+    assert phase_config(decayed, 3).frobenius_decay == 0.0
+    assert phase_config(decayed, 4).frobenius_decay == 1e-4
     off = RunConfig(model="lenet5")
     assert not in_warmup(off, 1) and phase_config(off, 1) is off
 

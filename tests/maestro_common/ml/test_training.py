@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 import torch
@@ -117,3 +118,27 @@ def test_bad_settings_are_refused():
         TrainSettings(lr_schedule="linear")
     with pytest.raises(ValueError, match="distill_temperature"):
         TrainSettings(distill_temperature=0.0)
+
+
+def test_frobenius_decay_adds_its_gradient_to_one_plain_sgd_step():
+    """With momentum and clipping off, one step moves U by lr·λ·U Vᵀ V more than without."""
+    x, y = _data(32)
+    base = TrainSettings(epochs=1, batch_size=32, lr=0.1, momentum=0.0, max_grad_norm=0.0)
+    lam = 0.5
+    before = _factored()
+    start = {n: p.detach().clone() for n, p in before.named_parameters()}
+    fc2 = low_rank_layers(before)["fc2"]
+    u, v = fc2.u.detach().clone(), fc2.v.detach().clone()
+    plain, decayed = _factored(), _factored()
+    train(plain, x, y, base, seed=3)
+    train(decayed, x, y, replace(base, frobenius_decay=lam), seed=3)
+    got = low_rank_layers(plain)["fc2"].u.detach() - low_rank_layers(decayed)["fc2"].u.detach()
+    assert torch.allclose(got, 0.1 * lam * (u @ v.T @ v), atol=1e-5)
+    # The dense first conv is not factored: Frobenius decay leaves it as plain SGD does.
+    assert torch.equal(
+        dict(plain.named_parameters())["conv1.weight"],
+        dict(decayed.named_parameters())["conv1.weight"],
+    )
+    assert not torch.equal(start["conv1.weight"], dict(plain.named_parameters())["conv1.weight"])
+    with pytest.raises(ValueError, match="frobenius_decay"):
+        TrainSettings(frobenius_decay=-1.0)
