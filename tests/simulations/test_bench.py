@@ -65,7 +65,10 @@ def test_targets_report_met_and_missed():
     text = "\n".join(lines)
     assert "cnn svd β=0.25: train step 2.50× faster, inference b64 2.67× faster" in text
     assert "cnn tucker β=0.25: train step 1.67× faster" in text and "MISSED" in text
-    assert "MISSED by 1 beyond timing noise; above 1.00: cnn tucker β=0.25 b1 (1.20)" in text
+    assert (
+        "MISSED by 1 beyond timing noise; above 1.00 among the tiers that keep factors: "
+        "cnn tucker β=0.25 b1 (1.20)" in text
+    )
     assert "MISSED by 1: cnn tucker β=0.25 (1.20×)" in text
     assert "maestro step: od: 1.20× a dense step" in text
     assert "against dense" not in text
@@ -82,17 +85,38 @@ def test_slower_than_dense_is_judged_against_the_paired_dense_and_the_noise_floo
     # tucker b1: 1.2 ms merged against 1.18 ms dense timed with it: 1.02, inside the 0.03 floor.
     models[2].extra["dense1-paired-ms"] = 1.18
     text = "\n".join(targets(models, [], []))
-    assert "with dense): met within timing noise; above 1.00: cnn tucker β=0.25 b1 (1.02)" in text
     assert (
-        "noise floor (dense against a copy of itself, |ratio − 1|): cnn b1 0.03, cnn b64 0.01"
-        in (text)
+        "with dense): met within timing noise; above 1.00 among the tiers that keep factors: "
+        "cnn tucker β=0.25 b1 (1.02)" in text
     )
+    assert "of the tiers in the dense form): cnn b1 0.03, cnn b64 0.01" in text
     models[2].extra["dense1-paired-ms"] = 1.0
     assert "MISSED by 1 beyond timing noise" in "\n".join(targets(models, [], []))
     models[2].merged1_ms = 0.9
     assert "(merged by measurement, timed interleaved with dense): met" in "\n".join(
         targets(models, [], [])
     )
+
+
+def test_tiers_in_the_dense_form_are_timing_noise_and_widen_the_floor():
+    """A tier with every factored layer merged runs the dense model's layers: its ratio to dense
+    is noise, never a miss, and it measures the noise for the tiers that keep factors."""
+    models = rows()
+    models[0].extra.update({"self-ratio-1": 1.0, "self-ratio-64": 1.0})
+    # svd b1 merged in full: 1.05 against dense; tucker b1 keeps a factor: 1.04 against dense.
+    models[1].merged1_ms = 1.05
+    models[1].extra.update({"layers": 2, "merged-layers-1": 2, "merged-layers-64": 1})
+    models[2].merged1_ms = 1.04
+    models[2].extra.update({"layers": 2, "merged-layers-1": 1, "merged-layers-64": 0})
+    text = "\n".join(targets(models, [], []))
+    assert "with dense): met within timing noise; 1 tier figures run the dense model's" in text
+    assert "their ratios to dense 1.05–1.05 being timing noise" in text
+    assert "keep factors: cnn tucker β=0.25 b1 (1.04)" in text and "svd β=0.25 b1" not in text
+    assert "cnn b1 0.05" in text
+    # Without the dense-form tier, the noise floor is the dense model's own (0): a miss.
+    models[1].extra["merged-layers-1"] = 1
+    text = "\n".join(targets(models, [], []))
+    assert "MISSED by 2 beyond timing noise" in text and "svd β=0.25 b1 (1.05)" in text
 
 
 def test_timer_interleaves_its_functions(monkeypatch):
