@@ -613,9 +613,14 @@ def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list
 
     def dense_form(r: Row, b: int) -> bool:
         # Every factored layer merged: the tier runs the dense model's layers, so any ratio to
-        # dense other than 1 is timing noise (merging_faster keeps this form only if fastest).
+        # dense other than 1 is timing noise (merge_faster keeps this form only if fastest).
+        # Not a hybrid's: its first conv keeps fewer channels, so it does run less.
         layers = r.extra.get("layers")
-        return bool(layers) and r.extra.get(f"merged-layers-{b}") == layers
+        return (
+            r.variant not in HYBRID_KINDS
+            and bool(layers)
+            and r.extra.get(f"merged-layers-{b}") == layers
+        )
 
     def ratio(r: Row, b: int) -> float | None:
         d = _find(models, r.group, "dense", 1.0)
@@ -634,7 +639,7 @@ def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list
         for b in (1, 64)
     }
     same = []  # (ratio) of the tiers in the dense form
-    slow = []  # (name, ratio, floor) of tiers that keep factors and time above dense
+    slow = []  # (name, ratio, noise key) of the other tiers that time above dense
     for r in factored:
         for b in (1, 64):
             x = ratio(r, b)
@@ -668,7 +673,7 @@ def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list
                 else ""
             )
             + (
-                f"; above 1.00 among the tiers that keep factors: "
+                f"; above 1.00 among the others (factors kept, or a hybrid's first conv cut): "
                 f"{', '.join(f'{n} ({x:.2f})' for n, x, _ in slow)}"
                 if slow
                 else ""

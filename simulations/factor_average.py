@@ -56,6 +56,7 @@ from maestro_common.ml.training import train
 from server.aggregation import aggregate_nested
 from server.evaluation import ModelOps
 from server.sampling import sample_nodes
+from simulations.run import parse_sets
 
 log = logging.getLogger(__name__)
 Arrays = dict[str, np.ndarray]
@@ -223,9 +224,7 @@ def _config(conf: Path | None, overrides: Sequence[str], checkpoint_config: Mapp
     values: dict = dict(checkpoint_config)
     if conf is not None:
         values.update(tomllib.loads(conf.read_text()))
-    for item in overrides:
-        key, _, raw = item.partition("=")
-        values[key] = tomllib.loads(f"v = {raw}")["v"] if raw else ""
+    values.update(parse_sets(overrides))
     cfg = RunConfig.from_run_config(values)
     check_names(cfg)
     return cfg
@@ -259,8 +258,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    ckpt = read_checkpoint(args.checkpoint) if args.checkpoint is not None else None
-    cfg = _config(args.conf, args.set, ckpt.config if ckpt is not None else {})
+    try:
+        ckpt = read_checkpoint(args.checkpoint) if args.checkpoint is not None else None
+        cfg = _config(args.conf, args.set, ckpt.config if ckpt is not None else {})
+    except (ValueError, OSError) as err:  # ConfigError and CheckpointError are ValueErrors
+        raise SystemExit(f"factor_average: {err}") from None
     if cfg.val_size <= 0:
         cfg = cfg.replace(val_size=5000)
     if ckpt is not None:

@@ -12,7 +12,8 @@ def method_label(config: Mapping[str, Any]) -> str:
     The method's name, plus a suffix for each variant option it ran with: ``+tucker`` (or
     ``+tucker-b2`` …) when kxk convolutions were not SVD-factored, ``+breakeven`` when the
     initial ranks were capped at the dense size (``initial-ranks``), ``+hybrid`` when the first
-    conv was nested by width (``hybrid-width``), ``+warmup`` when a dense
+    conv was nested by width (``hybrid-width``), ``+fd`` with Frobenius decay
+    (``frobenius-decay`` > 0), ``+warmup`` when a dense
     warm-up ran first (``+fjord-warmup`` when FjORD's width prefixes trained it), and
     ``+pass-average`` when a nested step's gradients were averaged over its passes: a variant,
     tuned and reported apart from the method as the paper defines it.
@@ -25,6 +26,8 @@ def method_label(config: Mapping[str, Any]) -> str:
         label += f"+{config['initial-ranks']}"
     if config.get("hybrid-width") in (True, "true"):
         label += "+hybrid"
+    if float(config.get("frobenius-decay") or 0):
+        label += "+fd"
     if float(config.get("dense-warmup") or 0):
         how = config.get("warmup-method", "fedavg-all")
         label += "+warmup" if how == "fedavg-all" else f"+{how}-warmup"

@@ -12,8 +12,9 @@ model with repeated blocks, or a second call, times each case once.
 Layer-by-layer timings miss what happens between layers and are noisy for layers that take
 microseconds, so the layer decisions are then checked on the whole model (:func:`fastest_plan`):
 the model as decided, with every layer merged, and with none merged are timed with their calls
-interleaved, and the fastest is kept. With every layer merged the model has the dense model's
-layers, so the kept form is never slower than the dense model beyond timing noise.
+interleaved, and the fastest is kept; a form that keeps factors must beat the fully merged one by
+``MERGE_MARGIN``. With every layer merged the model has the dense model's layers, so the kept
+form is never slower than the dense model beyond timing noise.
 
 For inference and export only: a merged layer no longer has nested ranks.
 """
@@ -32,6 +33,8 @@ from torch import nn
 from maestro_common.lowrank.decompose import _set_submodule, to_dense_module
 from maestro_common.lowrank.layers import LowRankLayer, low_rank_layers
 
+# A form that keeps factors must beat the fully merged (dense-layer) model by this fraction.
+MERGE_MARGIN = 0.03
 # (decision key) -> (factored seconds, dense seconds)
 _CACHE: dict[tuple[Any, ...], tuple[float, float]] = {}
 
@@ -148,12 +151,16 @@ def fastest_plan(
     examples: Sequence[torch.Tensor],
     repeats: int = 5,
     timer: Callable[[Sequence[Callable[[], Any]]], list[float]] | None = None,
+    margin: float = MERGE_MARGIN,
 ) -> dict[str, bool]:
     """Of ``plan``, every layer of it merged, and none merged: the plan whose model runs fastest.
 
     Each candidate is built from ``unmerged`` (a factored model at the ranks to serve) and run on
     every example; calls are interleaved (:func:`time_calls`) and candidates are ranked by the
-    product of their times over the examples (the geometric mean). Ties keep ``plan``.
+    product of their times over the examples (the geometric mean). Every layer merged is the
+    dense model's layers, never slower than dense: a candidate that keeps factors replaces it
+    only when faster by more than ``margin`` (a fraction, per example), so a timing blip of a
+    sub-millisecond call cannot keep a slower form. Other ties keep ``plan``.
 
     Parameters
     ----------
@@ -172,7 +179,11 @@ def fastest_plan(
     for x in examples:
         times = timer([lambda m=m, x=x: m(x) for m in models])
         score = [s * t for s, t in zip(score, times, strict=True)]
-    return unique[min(range(len(unique)), key=lambda i: (score[i], i))]
+    best = min(range(len(unique)), key=lambda i: (score[i], i))
+    merged = unique.index(dict.fromkeys(plan, True))
+    if score[best] >= score[merged] * (1 - margin) ** len(examples):
+        return unique[merged]
+    return unique[best]
 
 
 @torch.no_grad()

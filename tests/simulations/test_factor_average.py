@@ -109,3 +109,12 @@ def test_bad_arguments_are_refused(capsys):
     with pytest.raises(SystemExit):
         fa.parse_args(["--conf", "x.toml", "--partitions", "0"])
     assert "--partitions and --threads must be ≥ 1" in capsys.readouterr().err
+
+
+def test_a_bad_run_config_is_refused_with_its_reason(tmp_path):
+    conf = tmp_path / "run.toml"
+    conf.write_text('model = "cnn"\n')
+    with pytest.raises(SystemExit, match=r"factor_average: .*lr must be > 0"):
+        fa.main(["--conf", str(conf), "--set", "lr=0"])
+    with pytest.raises(SystemExit, match=r"factor_average: .*KEY=VALUE"):
+        fa.main(["--conf", str(conf), "--set", "lr"])

@@ -33,6 +33,8 @@ from simulations.labels import method_label
         ),
         ({"method": "maestro", "hybrid-width": True}, "maestro+hybrid"),
         ({"method": "maestro", "hybrid-width": False}, "maestro"),
+        ({"method": "maestro", "frobenius-decay": 1e-3}, "maestro+fd"),
+        ({"method": "maestro", "frobenius-decay": 0.0}, "maestro"),
     ],
 )
 def test_method_label(config, label):

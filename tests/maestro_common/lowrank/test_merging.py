@@ -116,6 +116,19 @@ def test_whole_model_check_keeps_the_fastest_candidate(monkeypatch, winner):
     assert merging.fastest_plan(m, plan, [x, x], timer=lambda fns: next(times)) == candidates[1]
 
 
+@pytest.mark.parametrize(("faster", "kept"), [(0.98, 1), (0.9, 2)])
+def test_a_form_keeping_factors_must_beat_the_fully_merged_one_by_the_margin(faster, kept):
+    """Fully merged runs the dense model's layers: 2 % faster is a blip, 10 % is kept."""
+    m = model("svd")
+    names = list(low_rank_layers(m))
+    plan = {names[0]: True, **dict.fromkeys(names[1:], False)}
+    x = torch.randn(3, 1, 6, 6)
+    chosen = merging.fastest_plan(m, plan, [x, x], timer=lambda fns: [1.0, 1.0, faster])
+    candidates = [plan, dict.fromkeys(names, True), dict.fromkeys(names, False)]
+    assert chosen == candidates[kept]
+    assert merging.MERGE_MARGIN == 0.03
+
+
 def test_merge_faster_applies_the_whole_model_choice(monkeypatch):
     """Layer timings say merge the first layer; the whole model runs fastest unmerged."""
     m = model("svd")
