@@ -141,6 +141,25 @@ def test_the_lr_trial_runs_on_the_select_seed_not_this_process_first_seed(monkey
     assert trial_seeds == [0, 0] and lr == 0.2 and set(scores) == {0.1, 0.2}
 
 
+def test_dense_is_chosen_on_the_dense_model_not_its_truncations(monkeypatch):
+    args = centralized.parse_args(["--lrs", "0.1,0.2", "--val-size", "10"])
+
+    def fake_run_one(method, seed, sub, train_ds, val_ds, lr):
+        # lr 0.1: the better dense model; lr 0.2: far better truncations.
+        dense = centralized.Row(
+            "cnn", "dense", seed, 1.0, 0.9 if lr == 0.1 else 0.8, 0.0, 0, 0, 0.0, lr
+        )
+        svd = [
+            centralized.Row("cnn", "svd", seed, b, 0.3 if lr == 0.1 else 0.7, 0.0, 0, 0, 0.0, lr)
+            for b in (0.25, 0.5)
+        ]
+        return [dense, *svd]
+
+    monkeypatch.setattr(centralized, "run_one", fake_run_one)
+    lr, scores = centralized.choose_lr("dense", args, None, None)
+    assert lr == 0.1 and scores == {0.1: 0.9, 0.2: 0.8}
+
+
 def test_frobenius_decay_rows_are_labelled_and_negative_decay_is_refused(fmnist_sample, capsys):
     base = [
         "--model", "lenet5", "--data-dir", str(fmnist_sample), "--epochs", "1", "--betas",
