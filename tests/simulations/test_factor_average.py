@@ -81,7 +81,7 @@ def test_tucker_and_hybrid_readers_are_left_out():
     assert set(fa.product_layers(build_run_model(RunConfig(model="cnn")))) == {"conv2", "fc1"}
 
 
-def test_one_round_in_process_reports_every_layer_and_tier(fmnist_sample, tmp_path):
+def test_one_round_in_process_reports_every_layer_and_tier(fmnist_sample):
     cfg = RunConfig(
         model="lenet5",
         data_dir=str(fmnist_sample),
