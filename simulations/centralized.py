@@ -78,6 +78,7 @@ from maestro_common.ml.schedules import SCHEDULES
 from maestro_common.ml.training import TrainSettings, evaluate, train
 from maestro_common.width.match import width_for_macs
 from maestro_common.width.sliceable import make_width_sliceable
+from simulations.provenance import cpu_model
 
 log = logging.getLogger("maestro.centralized")
 METHODS = ("dense", "maestro", "maestro-sampled", "maestro-gl", "fjord")
@@ -597,6 +598,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "rows.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
         cmd = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        cmd["cpu"] = cpu_model()  # results differ between CPU models (rounding of their kernels)
         (args.out / "args.json").write_text(json.dumps(cmd, indent=1))
         (args.out / "table.md").write_text(table + "\n")
         (args.out / "lr-selection.json").write_text(

@@ -9,6 +9,7 @@ different settings or quotes a command that did not produce them.
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +43,22 @@ def git_commit(root: Path) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The machine's CPU model (Linux's ``model name``), else what :mod:`platform` says.
+
+    Floating-point results can differ between CPUs (their vector kernels round differently), so
+    a figure is only comparable with another from the same model: every record names it.
+    """
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def make_request(
@@ -104,9 +121,11 @@ def read_record(folder: Path) -> dict[str, Any] | None:
 def write_record(
     folder: Path, request: Mapping[str, Any], command: str, commit: str, first_round: int
 ) -> None:
-    """Store the request and add this invocation (command, commit, first round it trains)."""
+    """Store the request and add this invocation (command, commit, first round it trains, CPU)."""
     record = read_record(folder) or {"request": dict(request), "invocations": []}
     record["request"] = dict(request)
-    record["invocations"].append({"command": command, "commit": commit, "from-round": first_round})
+    record["invocations"].append(
+        {"command": command, "commit": commit, "from-round": first_round, "cpu": cpu_model()}
+    )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")

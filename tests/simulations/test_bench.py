@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -223,3 +225,24 @@ def test_each_kind_is_judged_against_the_width_tier_of_its_own_macs():
 def test_width_variants_name_the_kind_they_match():
     assert bench.width_variant("svd") == "width"
     assert bench.width_variant("tucker-b2") == "width@tucker-b2"
+
+
+def test_the_report_names_the_cpu_of_each_run(tmp_path):
+    """Figures from two CPU models are not comparable: the header says which one measured."""
+    meta = {
+        "started": "2026-11-25 01:50 UTC",
+        "load-before": "0.9",
+        "load-after": "1.0",
+        "seconds": 1.0,
+        "commands": [""],
+        "settings": "s",
+        "cpu": "Some CPU 9000",
+    }
+    for i, cpu in enumerate(("Some CPU 9000", "Other CPU 1")):
+        (tmp_path / f"{i}.json").write_text(json.dumps({"meta": {**meta, "cpu": cpu}}))
+    out = tmp_path / "perf.md"
+    files = f"{tmp_path / '0.json'},{tmp_path / '1.json'}"
+    bench.main(["--from-json", files, "--out", str(out), "--json", str(tmp_path / "all.json")])
+    assert "- Taken: 2026-11-25 01:50 UTC, 2026-11-25 01:50 UTC; Some CPU 9000; Other CPU 1," in (
+        out.read_text()
+    )

@@ -354,3 +354,17 @@ def test_a_missing_or_foreign_bench_file_is_refused_before_flower_starts(tmp_pat
     args = _sweep_args(tmp_path, conf, "--bench", str(tmp_path / "other.json"), "--supernodes", "2")
     with pytest.raises(HarnessError, match=r"not a simulations\.bench file"):
         prepare(args, tmp_path / "out")
+
+
+def test_every_invocation_names_the_cpu_model(tmp_path):
+    folder = tmp_path / "maestro-seed0"
+    _fake_run(folder, range(1, 2), _request())
+    record = provenance.read_record(folder)
+    assert record["invocations"][0]["cpu"] == provenance.cpu_model() != ""
+
+
+def test_cpu_model_reads_the_model_name_or_falls_back(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t: avx\n")
+    assert provenance.cpu_model(info) == "Some CPU 9000"
+    assert provenance.cpu_model(tmp_path / "missing") not in ("", "Some CPU 9000")
