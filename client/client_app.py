@@ -7,6 +7,7 @@ import resource
 import time
 import zlib
 
+import numpy as np
 import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
@@ -28,7 +29,7 @@ from maestro_common.app.task import (
 from maestro_common.app.tiers import resolve_budget
 from maestro_common.app.warmup import phase_config
 from maestro_common.lowrank.prefix import array_shapes, take_prefix
-from maestro_common.ml.training import evaluate, train
+from maestro_common.ml.training import TrainResult, evaluate, train
 
 app = ClientApp()
 _malloc = {"decided": False}  # per process: decided on its first message
@@ -117,18 +118,19 @@ def query(msg: Message, context: Context) -> Message:
     )
 
 
-@app.train()
-def train_fn(msg: Message, context: Context) -> Message:
-    """Train the received prefix for E local epochs inside its budget; reply with the prefix."""
-    start, started_at = time.perf_counter(), time.time()
-    _setup(context)
-    task = P.decode_instruction(msg)
-    # The dense model in a dense warm-up's rounds, the run's own method after them.
-    cfg = phase_config(load_run_config(context.run_config), task.server_round)
-    device = resolve_device(cfg)
-    train_ds, _ = _splits(cfg, context)
+def local_round(
+    cfg: RunConfig,
+    task: Instruction,
+    train_ds,
+    seed_id: int,
+    device: torch.device | str = "cpu",
+) -> tuple[dict[str, np.ndarray], TrainResult]:
+    """One round of local training: the received prefix trained on ``train_ds`` as the run's
+    method says, for ``cfg.local_epochs``. Returns the reply's arrays (the prefix, in the shapes
+    received) and the training result. ``seed_id`` seeds it (the partition id where there is one).
+    """
     model, shapes, global_ranks = _model_from(task.arrays, cfg, device)
-    seed = _seed(cfg, task.server_round, _data_seed_id(context))
+    seed = _seed(cfg, task.server_round, seed_id)
     torch.manual_seed(seed)
     sampler = _sampler(cfg, model, task, seed, global_ranks)
     settings = train_settings(cfg, lr=task.lr)  # the server's round lr, when it sends one
@@ -145,7 +147,20 @@ def train_fn(msg: Message, context: Context) -> Message:
         freezing=method.freezing(cfg),
         period_offset=(task.server_round - 1) * cfg.local_epochs,
     )
-    arrays = take_prefix(model_arrays(model), shapes)
+    return take_prefix(model_arrays(model), shapes), result
+
+
+@app.train()
+def train_fn(msg: Message, context: Context) -> Message:
+    """Train the received prefix for E local epochs inside its budget; reply with the prefix."""
+    start, started_at = time.perf_counter(), time.time()
+    _setup(context)
+    task = P.decode_instruction(msg)
+    # The dense model in a dense warm-up's rounds, the run's own method after them.
+    cfg = phase_config(load_run_config(context.run_config), task.server_round)
+    device = resolve_device(cfg)
+    train_ds, _ = _splits(cfg, context)
+    arrays, result = local_round(cfg, task, train_ds, _data_seed_id(context), device)
     extra = {
         P.TRAIN_SECONDS: result.seconds,
         # The process's peak resident set (Linux reports KiB); psutil has no peak on Linux.

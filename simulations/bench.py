@@ -643,16 +643,14 @@ def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list
     slow = []  # (name, ratio, noise key) of the other tiers that time above dense
     for r in factored:
         for b in (1, 64):
-            x = ratio(r, b)
-            if x is not None and dense_form(r, b):
+            x, key = ratio(r, b), (r.group, b)
+            if x is None:
+                continue
+            if dense_form(r, b):
                 same.append(x)
-                key = (r.group, b)
                 noise[key] = max(noise.get(key, 0.0), abs(x - 1))
-    for r in factored:
-        for b in (1, 64):
-            x = ratio(r, b)
-            if x is not None and not dense_form(r, b) and x > 1:
-                slow.append((f"{r.group} {r.variant} β={r.beta:g} b{b}", x, (r.group, b)))
+            elif x > 1:
+                slow.append((f"{r.group} {r.variant} β={r.beta:g} b{b}", x, key))
     if factored:
         beyond = [s for s in slow if s[1] > 1 + noise[s[2]]]
         verdict = (

@@ -35,7 +35,6 @@ import argparse
 import json
 import logging
 import tomllib
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,16 +42,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from client.client_app import local_round
 from client.local_data import local_splits
 from maestro_common.app.checkpoint import read_checkpoint
 from maestro_common.app.codec import model_arrays
 from maestro_common.app.config import RunConfig
-from maestro_common.app.task import build_run_model, check_names, run_method, train_settings
+from maestro_common.app.protocol import Instruction
+from maestro_common.app.task import build_run_model, check_names
 from maestro_common.app.tiers import assign_tiers
 from maestro_common.lowrank.layers import LowRankLayer, low_rank_layers
 from maestro_common.lowrank.prefix import array_shapes, take_prefix
 from maestro_common.ml.schedules import round_lr
-from maestro_common.ml.training import train
 from server.aggregation import aggregate_nested
 from server.evaluation import ModelOps
 from server.sampling import sample_nodes
@@ -144,31 +144,20 @@ def client_round(
     beta: float,
     server_round: int,
 ) -> Reply:
-    """What one client replies in ``server_round``: the client app's training, in process."""
-    method = run_method(cfg)
+    """What one client replies in ``server_round``: the server's instruction for tier β, then the
+    client app's own local round (:func:`client.client_app.local_round`), in process."""
     shapes = ops.shapes(array_shapes(global_arrays), beta)
-    payload = take_prefix(global_arrays, shapes)
-    model = build_run_model(cfg)
-    global_ranks = method.ranks(model)
-    model = method.load(model, payload)
-    seed = zlib.crc32(f"{cfg.seed}/{server_round}/{partition}".encode())
-    torch.manual_seed(seed)
-    budget = ops.method_budget(beta)
-    grid = [ops.method_budget(t) for t in cfg.tiers]
-    sampler = method.sampler(model, cfg, budget, grid, seed, beta, global_ranks)
-    train_ds, _ = local_splits(cfg, partition, num_partitions)
-    lr = round_lr(cfg.lr, cfg.lr_schedule, server_round, cfg.num_rounds)
-    result = train(
-        model,
-        train_ds.images,
-        train_ds.labels,
-        train_settings(cfg, lr=lr),
-        sampler,
-        seed,
-        freezing=method.freezing(cfg),
-        period_offset=(server_round - 1) * cfg.local_epochs,
+    task = Instruction(
+        take_prefix(global_arrays, shapes),
+        server_round,
+        beta,
+        ops.method_budget(beta),
+        tuple(ops.method_budget(t) for t in cfg.tiers),
+        round_lr(cfg.lr, cfg.lr_schedule, server_round, cfg.num_rounds),
     )
-    return Reply(take_prefix(model_arrays(model), shapes), float(result.num_examples), beta)
+    train_ds, _ = local_splits(cfg, partition, num_partitions)
+    arrays, result = local_round(cfg, task, train_ds, partition)
+    return Reply(arrays, float(result.num_examples), beta)
 
 
 def measure(
