@@ -46,7 +46,7 @@ from maestro_common.app.malloc import tune_malloc
 from maestro_common.lowrank.accounting import count_macs
 from maestro_common.lowrank.branched import BranchedTuckerConv2d
 from maestro_common.lowrank.decompose import decompose
-from maestro_common.lowrank.freezing import FreezeSchedule, freeze
+from maestro_common.lowrank.freezing import FREEZE_MODES, FreezeSchedule, freeze
 from maestro_common.lowrank.hybrid import make_hybrid
 from maestro_common.lowrank.inference import tier_model
 from maestro_common.lowrank.layers import budget_rank, low_rank_layers, set_rank_quantum
@@ -448,21 +448,26 @@ def measure_quantization(
 def measure_freezing(
     name: str, tiers: Sequence[float], timer: Timer, batch: int, kind: str = "svd"
 ) -> list[Row]:
-    """Train step time with sequential freezing, averaged over one rotation cycle."""
+    """Train step time with sequential freezing, averaged over one rotation cycle. Every period of
+    every mode is timed interleaved with the others, so the ratios to no freezing share one load."""
     dense = dense_model(name)
     rows = []
     for beta in tiers:
         base = factored_tier(dense, kind, beta)
-        for mode in ("none", "factor", "layer"):
+        steps: list[tuple[str, Callable[[], None]]] = []
+        for mode in FREEZE_MODES:
             schedule = FreezeSchedule(mode, groups=2, seed=0)
-            periods = {"none": 1, "factor": 3 if kind == "tucker" else 2, "layer": 2}[mode]
-            times = []
+            periods = {"none": 1, "factor": 3 if kind == "tucker" else 2}.get(mode, 2)
             for period in range(periods):
                 model = copy.deepcopy(base)
                 ctx = lambda m=model, p=period, s=schedule: freeze(m, s, p)  # noqa: E731
-                times.append(timer(train_step_fn(model, batch, ctx)))
+                steps.append((mode, train_step_fn(model, batch, ctx)))
+        times = timer.interleaved([fn for _, fn in steps])
+        for mode in FREEZE_MODES:
             row = Row(name, f"{kind} freeze={mode}", beta, count_macs(base, SHAPE))
-            row.train_ms = statistics.mean(times)
+            row.train_ms = statistics.mean(
+                t for (m, _), t in zip(steps, times, strict=True) if m == mode
+            )
             rows.append(row)
     return rows
 
@@ -722,9 +727,8 @@ def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list
     for r in freezing:
         if r.variant.endswith("freeze=none"):
             continue
-        base = _find(
-            freezing, r.group, r.variant.replace("factor", "none").replace("layer", "none"), r.beta
-        )
+        kind = r.variant.split()[0]
+        base = _find(freezing, r.group, f"{kind} freeze=none", r.beta)
         if base is not None:
             gain = base.train_ms / r.train_ms - 1
             ok = "met" if gain >= 0.2 else "MISSED"

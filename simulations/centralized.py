@@ -528,9 +528,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--freeze",
         default="none",
         choices=FREEZE_MODES,
-        help="sequential freezing of factors, rotating per epoch",
+        help="sequential freezing, rotating per epoch: one factor of every factored layer, a "
+        "group of factored layers, or a stage of the whole model (docs/fast-tiers.md)",
     )
-    p.add_argument("--freeze-groups", type=int, default=2, help="layer groups (--freeze layer)")
+    p.add_argument(
+        "--freeze-groups",
+        type=int,
+        default=2,
+        help="groups (--freeze layer) or stages (--freeze stage)",
+    )
     p.add_argument("--out", type=Path, default=None, help="folder for rows.json and table.md")
     args = p.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]

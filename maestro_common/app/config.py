@@ -100,8 +100,8 @@ class RunConfig:
     # kxk convs: svd (kxk→r, 1x1 r→out), tucker (1x1, core, 1x1) or tucker-b2/-b4 (branched core)
     conv_factorization: str = "svd"
     rank_quantum: int = 1  # a tier's per-layer ranks are rounded down to multiples of this
-    freeze: str = "none"  # sequential freezing of factors: none, factor or layer (per epoch)
-    freeze_groups: int = 2  # layer groups that freeze in turn (freeze = layer)
+    freeze: str = "none"  # sequential freezing: none, factor, layer or stage (per epoch)
+    freeze_groups: int = 2  # groups (freeze = layer) or stages (freeze = stage) frozen in turn
     # Maestro's training objective and the lr schedule (issue 12)
     objective: str = "nested"  # nested: prefix + smaller sub-models; sampled: `sampler`
     sub_models: str = "sandwich"  # nested: sandwich, random, smallest or none

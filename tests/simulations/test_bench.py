@@ -246,3 +246,22 @@ def test_the_report_names_the_cpu_of_each_run(tmp_path):
     assert "- Taken: 2026-11-25 01:50 UTC, 2026-11-25 01:50 UTC; Some CPU 9000; Other CPU 1," in (
         out.read_text()
     )
+
+
+def test_freezing_section_times_every_mode_interleaved_per_tier(monkeypatch):
+    from maestro_common.lowrank.freezing import FREEZE_MODES
+
+    calls = []
+
+    def fake(self, fns):
+        calls.append(len(fns))
+        for fn in fns:
+            fn()  # each step runs with its period's parameters frozen
+        return [float(i + 1) for i in range(len(fns))]
+
+    monkeypatch.setattr(Timer, "interleaved", fake)
+    got = bench.measure_freezing("lenet5", (0.25, 1.0), Timer(0, 1, "cpu"), 2, "svd")
+    # one interleaved call per tier: none (1 period), factor (2), layer (2), stage (2)
+    assert calls == [7, 7]
+    assert [r.variant for r in got[:4]] == [f"svd freeze={m}" for m in FREEZE_MODES]
+    assert [r.train_ms for r in got[:4]] == [1.0, 2.5, 4.5, 6.5]  # each mode's mean over periods

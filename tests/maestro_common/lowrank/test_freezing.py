@@ -31,7 +31,7 @@ SETTINGS = TrainSettings(
 
 
 @pytest.mark.parametrize("kind", ["svd", "tucker"])
-@pytest.mark.parametrize("mode", ["factor", "layer"])
+@pytest.mark.parametrize("mode", ["factor", "layer", "stage"])
 @pytest.mark.parametrize("period", [0, 1, 2])
 def test_frozen_factors_bit_identical_after_training(kind, mode, period):
     m = model(kind)
@@ -43,7 +43,7 @@ def test_frozen_factors_bit_identical_after_training(kind, mode, period):
     sampler = make_sampler("maestro", {n: layer.rank for n, layer in low_rank_layers(m).items()})
     train(m, x, y, SETTINGS, sampler, seed=0, freezing=schedule, period_offset=period)
     after = m.state_dict()
-    frozen_keys = {f"{n}.{f}" for n, factors in frozen.items() for f in factors}
+    frozen_keys = {f"{n}.{f}" if n else f for n, factors in frozen.items() for f in factors}
     for key in frozen_keys:
         assert torch.equal(after[key], before[key]), key
     changed = [k for k in after if k not in frozen_keys and not torch.equal(after[k], before[k])]
@@ -71,6 +71,50 @@ def test_layer_mode_freezes_each_group_once_per_cycle():
     assert set().union(*frozen) == set(low_rank_layers(m))
     assert sum(len(f) for f in frozen) == len(low_rank_layers(m))  # disjoint groups
     assert [set(schedule.frozen(m, p)) for p in range(3, 6)] == frozen
+
+
+def _holders(m: nn.Module) -> list[str]:
+    return [n for n, mod in m.named_modules() if list(mod.parameters(recurse=False))]
+
+
+@pytest.mark.parametrize("kind", ["svd", "tucker"])
+def test_stage_mode_covers_every_parameter_once_per_cycle(kind):
+    m = model(kind)
+    schedule = FreezeSchedule("stage", groups=2, seed=1)
+    stages = [schedule.frozen(m, p) for p in range(2)]
+    keys = [{f"{n}.{p}" for n, params in st.items() for p in params} for st in stages]
+    assert not keys[0] & keys[1]  # disjoint stages
+    assert keys[0] | keys[1] == set(dict(m.named_parameters()))  # dense layers and biases too
+    holders = _holders(m)
+    for st in stages:  # each stage is a contiguous run of modules in forward order
+        index = sorted(holders.index(n) for n in st)
+        assert index == list(range(index[0], index[-1] + 1))
+    assert [schedule.frozen(m, p) for p in range(2, 4)] == stages
+
+
+def test_frozen_input_stage_stops_backward_above_it():
+    # The input-side stage (the dense first conv and the next factored convs) frozen: its last
+    # module's output needs no gradient, so autograd computes none below it. Freezing only the
+    # factors (layer mode) leaves the first conv training, and its output then needs one.
+    m = model()  # modules with parameters: 0 (dense conv), 2, 4 (factored convs), 6, 7
+    x, _ = data(4)
+    for mode, needs_grad in (("stage", False), ("layer", True)):
+        schedule = FreezeSchedule(mode, groups=2, seed=0)
+        # stage: the stage of modules 0, 2, 4; layer: the group of factored convs 2 and 4
+        period = next(p for p in range(2) if "2" in schedule.frozen(m, p))
+        assert ("4" in schedule.frozen(m, period)) and (
+            ("0" in schedule.frozen(m, period)) != needs_grad
+        )
+        seen = []
+        hook = m[4].register_forward_hook(lambda mod, i, out, s=seen: s.append(out.requires_grad))
+        with freeze(m, schedule, period):
+            m(x).sum().backward()
+        hook.remove()
+        assert seen == [needs_grad], mode
+        if not needs_grad:
+            assert all(p.grad is None for p in m[0].parameters())
+            assert all(p.grad is not None for p in m[7].parameters())
+        m.zero_grad(set_to_none=True)
 
 
 def test_reproducible_by_seed():
