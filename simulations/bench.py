@@ -32,8 +32,8 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -445,11 +445,32 @@ def measure_quantization(
     return rows
 
 
+BOUND = "every-factor-frozen"  # the freezing section's reference row
+
+
+def _factor_params(layer: nn.Module) -> list[nn.Parameter]:
+    return [getattr(layer, name) for name in layer.factor_axes()]
+
+
+@contextmanager
+def _frozen(params: Sequence[nn.Parameter]) -> Iterator[None]:
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def measure_freezing(
     name: str, tiers: Sequence[float], timer: Timer, batch: int, kind: str = "svd"
 ) -> list[Row]:
     """Train step time with sequential freezing, averaged over one rotation cycle. Every period of
-    every mode is timed interleaved with the others, so the ratios to no freezing share one load."""
+    every mode is timed interleaved with the others, so the ratios to no freezing share one load.
+
+    Beside the modes, a reference row: every factor of every factored layer frozen at once (the
+    dense layers training), the most that the ``factor`` and ``layer`` modes can ever skip."""
     dense = dense_model(name)
     rows = []
     for beta in tiers:
@@ -462,9 +483,13 @@ def measure_freezing(
                 model = copy.deepcopy(base)
                 ctx = lambda m=model, p=period, s=schedule: freeze(m, s, p)  # noqa: E731
                 steps.append((mode, train_step_fn(model, batch, ctx)))
+        model = copy.deepcopy(base)
+        every = [p for layer in low_rank_layers(model).values() for p in _factor_params(layer)]
+        steps.append((BOUND, train_step_fn(model, batch, lambda ps=every: _frozen(ps))))
         times = timer.interleaved([fn for _, fn in steps])
-        for mode in FREEZE_MODES:
-            row = Row(name, f"{kind} freeze={mode}", beta, count_macs(base, SHAPE))
+        for mode in (*FREEZE_MODES, BOUND):
+            variant = f"{kind} {BOUND}" if mode == BOUND else f"{kind} freeze={mode}"
+            row = Row(name, variant, beta, count_macs(base, SHAPE))
             row.train_ms = statistics.mean(
                 t for (m, _), t in zip(steps, times, strict=True) if m == mode
             )
@@ -725,7 +750,7 @@ def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list
                     "objective's own extra passes)"
                 )
     for r in freezing:
-        if r.variant.endswith("freeze=none"):
+        if r.variant.endswith("freeze=none") or r.variant.endswith(BOUND):
             continue
         kind = r.variant.split()[0]
         base = _find(freezing, r.group, f"{kind} freeze=none", r.beta)
@@ -993,7 +1018,11 @@ def render(args: argparse.Namespace, results: dict[str, list[Row]], meta: dict[s
         out += [
             "## Sequential freezing",
             "",
-            "Train step time averaged over one rotation cycle; ratios against no freezing.",
+            "Train step time averaged over one rotation cycle; ratios against no freezing. "
+            f"`{BOUND}`: every factor of every factored layer frozen at once while the dense "
+            "layers train, the most the `factor` and `layer` modes can skip (a reference, not a "
+            "schedule); `stage` also freezes the dense layers of a stage, so a frozen "
+            "input-side stage stops backward above it.",
             "",
         ]
         for group in dict.fromkeys(

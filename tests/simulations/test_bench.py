@@ -261,7 +261,22 @@ def test_freezing_section_times_every_mode_interleaved_per_tier(monkeypatch):
 
     monkeypatch.setattr(Timer, "interleaved", fake)
     got = bench.measure_freezing("lenet5", (0.25, 1.0), Timer(0, 1, "cpu"), 2, "svd")
-    # one interleaved call per tier: none (1 period), factor (2), layer (2), stage (2)
-    assert calls == [7, 7]
-    assert [r.variant for r in got[:4]] == [f"svd freeze={m}" for m in FREEZE_MODES]
-    assert [r.train_ms for r in got[:4]] == [1.0, 2.5, 4.5, 6.5]  # each mode's mean over periods
+    # one interleaved call per tier: none (1 period), factor (2), layer (2), stage (2), the bound
+    assert calls == [8, 8]
+    variants = [f"svd freeze={m}" for m in FREEZE_MODES] + [f"svd {bench.BOUND}"]
+    assert [r.variant for r in got[:5]] == variants
+    assert [r.train_ms for r in got[:5]] == [1.0, 2.5, 4.5, 6.5, 8.0]  # means over periods
+    # the bound is a reference, not a schedule: targets judge the three modes only
+    lines = [t for t in targets([], [], got) if "training throughput" in t]
+    assert len(lines) == 6 and not any(bench.BOUND in t for t in lines)
+
+
+def test_the_freezing_bound_freezes_every_factor_and_nothing_else():
+    model = factored_tier(bench.dense_model("lenet5"), "svd", 1.0)
+    factors = {
+        id(p) for layer in low_rank_layers(model).values() for p in bench._factor_params(layer)
+    }
+    assert factors
+    with bench._frozen([p for p in model.parameters() if id(p) in factors]):
+        assert {id(p) for p in model.parameters() if not p.requires_grad} == factors
+    assert all(p.requires_grad for p in model.parameters())
