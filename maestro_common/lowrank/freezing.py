@@ -90,16 +90,34 @@ class FreezeSchedule:
         return {names[i]: _factor_names(layers[names[i]]) for i in chunks[group]}
 
     def _stage(self, model: nn.Module, period: int) -> dict[str, list[str]]:
-        # Modules in registration order, which is forward order for the models of this project.
-        holders = [
-            (name, [p for p, _ in module.named_parameters(recurse=False)])
-            for name, module in model.named_modules()
-        ]
-        holders = [(name, params) for name, params in holders if params]
-        stages = min(self.groups, len(holders))
+        units = _stage_units(model)
+        stages = min(self.groups, len(units))
         stage = self._order(stages)[period % stages]
-        chunks = np.array_split(np.arange(len(holders)), stages)
-        return dict(holders[i] for i in chunks[stage])
+        chunks = np.array_split(np.arange(len(units)), stages)
+        return {name: params for i in chunks[stage] for name, params in units[i]}
+
+
+NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def _stage_units(model: nn.Module) -> list[list[tuple[str, list[str]]]]:
+    """The modules holding parameters, in registration order (forward order for this project's
+    models), as units that a stage boundary never splits: a norm stays with the layer before it.
+
+    So no stage starts with a norm whose input needs no gradient. Besides being the natural cut,
+    this avoids a crash: torch 2.13's CPU GroupNorm backward segfaults when its input is
+    channels-last and needs no gradient while its weight does (the Tucker ResNet-18's convs
+    give channels-last outputs)."""
+    units: list[list[tuple[str, list[str]]]] = []
+    for name, module in model.named_modules():
+        params = [p for p, _ in module.named_parameters(recurse=False)]
+        if not params:
+            continue
+        if isinstance(module, NORMS) and units:
+            units[-1].append((name, params))
+        else:
+            units.append([(name, params)])
+    return units
 
 
 @contextmanager

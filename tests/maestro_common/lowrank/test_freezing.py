@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.freezing import FreezeSchedule, freeze
 from maestro_common.lowrank.layers import low_rank_layers
 from maestro_common.lowrank.samplers import make_sampler
@@ -115,6 +116,41 @@ def test_frozen_input_stage_stops_backward_above_it():
             assert all(p.grad is None for p in m[0].parameters())
             assert all(p.grad is not None for p in m[7].parameters())
         m.zero_grad(set_to_none=True)
+
+
+def normed_net() -> nn.Module:
+    # Modules with parameters: 0 conv, 1 norm, 3 conv, 4 norm, 6 conv, 7 norm, 9, 10 linears. A
+    # split of the eight into three stages would start the second at the norm 4.
+    torch.manual_seed(0)
+    m = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.GroupNorm(2, 4),
+        nn.ReLU(),
+        nn.Conv2d(4, 8, 3, padding=1),
+        nn.GroupNorm(2, 8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.GroupNorm(2, 8),
+        nn.Flatten(),
+        nn.Linear(8 * 36, 16),
+        nn.Linear(16, 10),
+    )
+    return decompose(m, conv_factorization="tucker")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_stage_never_starts_with_a_norm(seed):
+    m = normed_net()
+    schedule = FreezeSchedule("stage", groups=3, seed=seed)
+    stages = [list(schedule.frozen(m, p)) for p in range(3)]
+    assert sorted(stages) == [["0", "1", "3", "4"], ["10"], ["6", "7", "9"]]
+    # The input-side stage frozen, on a channels-last input: the first trainable module is the
+    # conv 6, not a GroupNorm fed without gradient (which crashes torch 2.13's CPU backward).
+    period = next(p for p in range(3) if "0" in stages[p])
+    x = torch.randn(4, 1, 6, 6).contiguous(memory_format=torch.channels_last)
+    with freeze(m, schedule, period):
+        m(x).sum().backward()
+    assert m[7].weight.grad is not None and m[4].weight.grad is None
 
 
 def test_reproducible_by_seed():
