@@ -78,6 +78,7 @@ from maestro_common.ml.schedules import SCHEDULES
 from maestro_common.ml.training import TrainSettings, evaluate, train
 from maestro_common.width.match import width_for_macs
 from maestro_common.width.sliceable import make_width_sliceable
+from simulations.labels import freeze_suffix
 from simulations.provenance import cpu_model
 
 log = logging.getLogger("maestro.centralized")
@@ -292,7 +293,11 @@ def run_one(
         make_width_sliceable(model, _shape(args))
     elif factored and not warmup:
         _factor(model, args)
-    freezing = FreezeSchedule(args.freeze, args.freeze_groups, seed) if factored else None
+    freezing = (
+        FreezeSchedule(args.freeze, args.freeze_groups, seed, args.freeze_per_epoch)
+        if factored
+        else None
+    )
     settings = TrainSettings(
         epochs=1,
         batch_size=args.batch_size,
@@ -371,6 +376,7 @@ def run_one(
         method
         + ("+hybrid" if args.hybrid_width else "")
         + ("+fd" if factored and args.frobenius_decay else "")
+        + (freeze_suffix(args.freeze, args.freeze_per_epoch) if factored else "")
         + ("+warmup" if warmup else "")
     )
     return _budget_rows(model, label, args, seed, test_ds, seconds, widths, lr, cost, val_ds)
@@ -537,6 +543,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2,
         help="groups (--freeze layer) or stages (--freeze stage)",
     )
+    p.add_argument(
+        "--freeze-per-epoch",
+        type=int,
+        default=1,
+        help="freezing periods per epoch: what is frozen changes this often",
+    )
     p.add_argument("--out", type=Path, default=None, help="folder for rows.json and table.md")
     args = p.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
@@ -557,8 +569,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--full-pass-share must be in [0, 1], got {args.full_pass_share}")
     if any(not 0 < g <= 1 for g in args.grid):
         p.error(f"--grid must lie in (0, 1], got {args.grid}")
-    if args.rank_quantum < 1 or args.freeze_groups < 1:
-        p.error("--rank-quantum and --freeze-groups must be ≥ 1")
+    if args.rank_quantum < 1 or args.freeze_groups < 1 or args.freeze_per_epoch < 1:
+        p.error("--rank-quantum, --freeze-groups and --freeze-per-epoch must be ≥ 1")
     if args.frobenius_decay < 0:
         p.error(f"--frobenius-decay must be ≥ 0, got {args.frobenius_decay}")
     if not 0 <= args.dense_warmup < 1:

@@ -13,7 +13,8 @@ def method_label(config: Mapping[str, Any]) -> str:
     ``+tucker-b2`` …) when kxk convolutions were not SVD-factored, ``+breakeven`` when the
     initial ranks were capped at the dense size (``initial-ranks``), ``+hybrid`` when the first
     conv was nested by width (``hybrid-width``), ``+fd`` with Frobenius decay
-    (``frobenius-decay`` > 0), ``+warmup`` when a dense
+    (``frobenius-decay`` > 0), ``+freeze-<mode>`` with sequential freezing (``-xN`` for N periods
+    per local epoch), ``+warmup`` when a dense
     warm-up ran first (``+fjord-warmup`` when FjORD's width prefixes trained it), and
     ``+pass-average`` when a nested step's gradients were averaged over its passes: a variant,
     tuned and reported apart from the method as the paper defines it.
@@ -28,9 +29,18 @@ def method_label(config: Mapping[str, Any]) -> str:
         label += "+hybrid"
     if float(config.get("frobenius-decay") or 0):
         label += "+fd"
+    label += freeze_suffix(config.get("freeze"), config.get("freeze-per-epoch"))
     if float(config.get("dense-warmup") or 0):
         how = config.get("warmup-method", "fedavg-all")
         label += "+warmup" if how == "fedavg-all" else f"+{how}-warmup"
     if config.get("pass-average") in (True, "true"):
         label += "+pass-average"
     return label
+
+
+def freeze_suffix(mode: Any, per_epoch: Any = 1) -> str:
+    """``+freeze-<mode>`` (``-xN`` with N > 1 periods per epoch); empty without freezing."""
+    if not mode or mode == "none":
+        return ""
+    per = int(per_epoch or 1)
+    return f"+freeze-{mode}" + (f"-x{per}" if per > 1 else "")

@@ -102,6 +102,7 @@ class RunConfig:
     rank_quantum: int = 1  # a tier's per-layer ranks are rounded down to multiples of this
     freeze: str = "none"  # sequential freezing: none, factor, layer or stage (per epoch)
     freeze_groups: int = 2  # groups (freeze = layer) or stages (freeze = stage) frozen in turn
+    freeze_per_epoch: int = 1  # periods per local epoch: what is frozen changes this often
     # Maestro's training objective and the lr schedule (issue 12)
     objective: str = "nested"  # nested: prefix + smaller sub-models; sampled: `sampler`
     sub_models: str = "sandwich"  # nested: sandwich, random, smallest or none
@@ -169,6 +170,7 @@ class RunConfig:
         for key in (
             "rank_quantum",
             "freeze_groups",
+            "freeze_per_epoch",
             "num_rounds",
             "clients_per_round",
             "local_epochs",

@@ -146,7 +146,7 @@ class Maestro(Method):
         return 1.0  # the received prefix *is* the budget
 
     def freezing(self, cfg: RunConfig) -> FreezeSchedule | None:
-        return FreezeSchedule(cfg.freeze, cfg.freeze_groups, cfg.seed)
+        return FreezeSchedule(cfg.freeze, cfg.freeze_groups, cfg.seed, cfg.freeze_per_epoch)
 
     def sampler(
         self,

@@ -26,6 +26,10 @@ Modes:
   parameter of stage (t mod groups) is frozen. A frozen input-side stage needs no gradient at
   all, so backward stops above it; a frozen later stage skips its weight gradients.
 
+``per_epoch`` > 1 splits every epoch into that many periods of (almost) equal batch counts, so the
+frozen part changes inside an epoch: with one local epoch per round, every round then trains every
+part. (Rotated per round instead, ``stage`` collapsed in the federation: `docs/fast-tiers.md`.)
+
 The rotation order (which factor or group comes first) is a permutation drawn from ``seed``, so a
 run is reproducible by its seed. Except in ``stage`` mode, dense layers (the first conv, the
 classifier, norms) always train.
@@ -57,12 +61,24 @@ class FreezeSchedule:
     mode: str = "none"  # one of FREEZE_MODES
     groups: int = 2  # layer groups of mode "layer", stages of mode "stage"
     seed: int = 0  # draws the rotation order
+    per_epoch: int = 1  # periods per epoch
 
     def __post_init__(self) -> None:
         if self.mode not in FREEZE_MODES:
             raise ValueError(f"freeze mode must be one of {FREEZE_MODES}, got {self.mode!r}")
-        if isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 1:
-            raise ValueError(f"freeze groups must be an int ≥ 1, got {self.groups!r}")
+        for name in ("groups", "per_epoch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"freeze {name.replace('_', ' ')} must be an int ≥ 1, got {value!r}"
+                )
+
+    def period(self, epoch: int, batch: int, batches: int) -> int:
+        """The period of batch ``batch`` (of ``batches``) in epoch ``epoch`` (counted over the
+        whole training, rounds before included)."""
+        if not 0 <= batch < batches:
+            raise ValueError(f"batch must be in [0, {batches}), got {batch}")
+        return epoch * self.per_epoch + batch * self.per_epoch // batches
 
     def _order(self, n: int) -> list[int]:
         return [int(i) for i in np.random.default_rng(self.seed).permutation(n)]

@@ -122,8 +122,8 @@ def train(
     weights ``settings.lasso`` and ``settings.frobenius_decay`` when the model has factored
     layers (on all of their kept components, whatever the step's sub-models). The lr follows
     ``settings.lr_schedule`` over steps ``step_offset`` … of ``total_steps`` (0: this call's).
-    ``freezing`` freezes factors in sequence, one period per epoch, counted from
-    ``period_offset`` (the epochs trained before this call).
+    ``freezing`` freezes factors in sequence, ``freezing.per_epoch`` periods per epoch, epochs
+    counted from ``period_offset`` (the epochs trained before this call).
     """
     model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
@@ -141,14 +141,16 @@ def train(
     passes: Counter[float] = Counter()
     # The ranks of each pass of the current nested step, kept only when they are averaged over.
     pass_ranks: list[dict[str, int]] | None = [] if settings.pass_average else None
+    batches = math.ceil(len(labels) / settings.batch_size)
     for epoch in range(settings.epochs):
-        for x, y in _batches(images, labels, settings.batch_size, gen):
+        for batch, (x, y) in enumerate(_batches(images, labels, settings.batch_size, gen)):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             progress = min((step_offset + steps) / max(total_steps, 1), 1.0)
             for group in opt.param_groups:
                 group["lr"] = settings.lr * lr_factor(settings.lr_schedule, progress)
             # The graph is built with this period's factors frozen: backward skips their gradients.
-            with freeze(model, freezing, period_offset + epoch):
+            period = freezing.period(period_offset + epoch, batch, batches) if freezing else 0
+            with freeze(model, freezing, period):
                 if isinstance(sampler, NestedSampler):
                     if pass_ranks is not None:
                         pass_ranks.clear()

@@ -35,6 +35,12 @@ from simulations.labels import method_label
         ({"method": "maestro", "hybrid-width": False}, "maestro"),
         ({"method": "maestro", "frobenius-decay": 1e-3}, "maestro+fd"),
         ({"method": "maestro", "frobenius-decay": 0.0}, "maestro"),
+        ({"method": "maestro", "freeze": "none", "freeze-per-epoch": 2}, "maestro"),
+        ({"method": "maestro", "freeze": "stage"}, "maestro+freeze-stage"),
+        (
+            {"method": "maestro", "freeze": "stage", "freeze-per-epoch": 2},
+            "maestro+freeze-stage-x2",
+        ),
     ],
 )
 def test_method_label(config, label):

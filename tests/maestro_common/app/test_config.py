@@ -112,6 +112,7 @@ def test_lossless_coercions_accepted():
         ({"num-rounds": 0}, "num-rounds"),
         ({"clients-per-round": 0}, "clients-per-round"),
         ({"local-epochs": 0}, "local-epochs"),
+        ({"freeze-per-epoch": 0}, "freeze-per-epoch"),
         ({"batch-size": 0}, "batch-size"),
         ({"eval-every": 0}, "eval-every"),
         ({"min-nodes": 0}, "min-nodes"),

@@ -153,6 +153,29 @@ def test_a_stage_never_starts_with_a_norm(seed):
     assert m[7].weight.grad is not None and m[4].weight.grad is None
 
 
+def test_periods_per_epoch_split_each_epoch_by_batches():
+    schedule = FreezeSchedule("stage", per_epoch=2)
+    assert [schedule.period(0, b, 5) for b in range(5)] == [0, 0, 0, 1, 1]
+    assert [schedule.period(3, b, 4) for b in range(4)] == [6, 6, 7, 7]
+    assert [FreezeSchedule("stage").period(3, b, 4) for b in range(4)] == [3, 3, 3, 3]
+    with pytest.raises(ValueError, match="batch must be in"):
+        schedule.period(0, 5, 5)
+    with pytest.raises(ValueError, match="freeze per epoch must be an int"):
+        FreezeSchedule("stage", per_epoch=0)
+
+
+@pytest.mark.parametrize("per_epoch", [1, 2])
+def test_one_epoch_trains_every_stage_only_with_several_periods(per_epoch):
+    m = model()
+    before = copy.deepcopy(m.state_dict())
+    x, y = data()  # 24 examples, batch 8: 3 batches
+    schedule = FreezeSchedule("stage", groups=2, seed=0, per_epoch=per_epoch)
+    train(m, x, y, SETTINGS, None, seed=0, freezing=schedule)
+    unchanged = {k for k, v in m.state_dict().items() if torch.equal(v, before[k])}
+    frozen_first = {f"{n}.{p}" for n, ps in schedule.frozen(m, 0).items() for p in ps}
+    assert unchanged == (frozen_first if per_epoch == 1 else set())
+
+
 def test_reproducible_by_seed():
     x, y = data()
     results = []
