@@ -75,10 +75,12 @@ class FreezeSchedule:
 
     def period(self, epoch: int, batch: int, batches: int) -> int:
         """The period of batch ``batch`` (of ``batches``) in epoch ``epoch`` (counted over the
-        whole training, rounds before included)."""
+        whole training, rounds before included). An epoch of fewer batches than ``per_epoch``
+        has one period a batch, numbered consecutively, so its batches still rotate."""
         if not 0 <= batch < batches:
             raise ValueError(f"batch must be in [0, {batches}), got {batch}")
-        return epoch * self.per_epoch + batch * self.per_epoch // batches
+        parts = min(self.per_epoch, batches)
+        return epoch * self.per_epoch + batch * parts // batches
 
     def _order(self, n: int) -> list[int]:
         return [int(i) for i in np.random.default_rng(self.seed).permutation(n)]

@@ -158,6 +158,8 @@ def test_periods_per_epoch_split_each_epoch_by_batches():
     assert [schedule.period(0, b, 5) for b in range(5)] == [0, 0, 0, 1, 1]
     assert [schedule.period(3, b, 4) for b in range(4)] == [6, 6, 7, 7]
     assert [FreezeSchedule("stage").period(3, b, 4) for b in range(4)] == [3, 3, 3, 3]
+    # fewer batches than periods: one period a batch, consecutive (not 0 and 2, one stage twice)
+    assert [FreezeSchedule("stage", per_epoch=4).period(1, b, 2) for b in range(2)] == [4, 5]
     with pytest.raises(ValueError, match="batch must be in"):
         schedule.period(0, 5, 5)
     with pytest.raises(ValueError, match="freeze per epoch must be an int"):
