@@ -36,12 +36,17 @@ def factored_kind(config: Mapping[str, Any]) -> str:
     """The benchmark kind a maestro run's clients train (:data:`simulations.bench.KIND_OPTIONS`):
     its ``conv-factorization``, with ``-be`` when ``initial-ranks = "breakeven"``, and
     ``-hybrid`` with ``hybrid-width`` (the benchmark times ``svd-hybrid`` only: other hybrid
-    kinds' tiers show "–")."""
+    kinds' tiers show "–"), and `` freeze=<mode>`` with sequential freezing: its step time is the
+    benchmark's freezing section's (a rotation cycle's mean, measured at β = 0.25 and 1 only; the
+    other tiers show "–", never the unfrozen step's time)."""
     kind = str(config.get("conv-factorization") or "svd")
     if str(config.get("initial-ranks") or "full") == "breakeven":
         kind += "-be"
     if config.get("hybrid-width") in (True, "true"):
         kind += "-hybrid"
+    freeze = str(config.get("freeze") or "none")
+    if freeze != "none":
+        kind += f" freeze={freeze}"
     return kind
 
 
@@ -70,6 +75,8 @@ def step_times(
     if kind == "dense":
         betas = sorted({r["beta"] for r in rows})
         return {b: (dense["train_ms"], 1.0) for b in betas}
+    if " freeze=" in kind:  # timed in the freezing section, on the same dense model
+        rows = [r for r in bench.get("freezing", []) if r["group"] == model]
     measured = {
         r["beta"]: (r["train_ms"], r["macs"] / dense["macs"]) for r in rows if r["variant"] == kind
     }

@@ -75,3 +75,39 @@ def test_fedavg_fit_runs_the_weakest_tiers_width_at_every_tier():
     times = step_times({"models": rows}, "cnn", "fedavg-fit")
     assert times == {0.2: (3.0, 0.25), 1.0: (3.0, 0.25)}
     assert step_times({"models": rows}, "cnn", "fjord")[1.0] == (10.0, 1.0)
+
+
+def test_a_freezing_run_takes_the_freezing_sections_step_time_never_the_unfrozen_one():
+    bench = {
+        **BENCH,
+        "freezing": [
+            {
+                "group": "cnn",
+                "variant": "svd freeze=none",
+                "beta": 1.0,
+                "macs": 90,
+                "train_ms": 9.0,
+            },
+            {
+                "group": "cnn",
+                "variant": "svd freeze=stage",
+                "beta": 1.0,
+                "macs": 90,
+                "train_ms": 7.0,
+            },
+            {
+                "group": "cnn",
+                "variant": "svd freeze=stage",
+                "beta": 0.25,
+                "macs": 30,
+                "train_ms": 4.2,
+            },
+        ],
+    }
+    config = {"method": "maestro", "freeze": "stage", "freeze-per-epoch": 2}
+    assert factored_kind(config) == "svd freeze=stage"
+    assert factored_kind({"freeze": "none"}) == "svd"
+    got = step_times(bench, "cnn", "maestro", factored_kind(config))
+    assert got == {0.25: (4.2, 0.3), 1.0: (7.0, 0.9)}  # not the models section's svd 6.0 ms
+    # No freezing section measured: its tiers have no step time rather than the unfrozen one.
+    assert step_times(BENCH, "cnn", "maestro", factored_kind(config)) == {}
