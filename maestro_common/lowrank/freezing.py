@@ -8,10 +8,11 @@ rest keeps learning; rotating what is frozen from one period to the next trains 
 Freezing factors alone saves little while the dense layers below them train: backward must still
 carry the input gradient through every factored layer down to the first conv. On this project's
 CPU, freezing *every* factor of the CNN and ResNet-18 (the dense layers training) cut a train
-step by only 14–31 %, so a rotation that freezes half of them cannot reach much. Freezing an
-input-side stage of the whole model instead (``stage``) stops backward at the stage's end.
-A period is one local epoch; the caller offsets it by the epochs already done (the federated
-client by its round), so the rotation continues across rounds.
+step by only 13–32 % (``docs/performance.md``), so a rotation that freezes half of them cannot
+reach much. Freezing an input-side stage of the whole model instead (``stage``) stops backward
+at the stage's end. A period is one epoch (or a share of it, ``per_epoch``); the caller offsets
+epochs by those already done (the federated client by its round), so the rotation continues
+across rounds.
 
 Modes:
 
