@@ -32,8 +32,8 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from maestro_common.app.malloc import tune_malloc
 from maestro_common.lowrank.accounting import count_macs
 from maestro_common.lowrank.branched import BranchedTuckerConv2d
 from maestro_common.lowrank.decompose import decompose
-from maestro_common.lowrank.freezing import FREEZE_MODES, FreezeSchedule, freeze
+from maestro_common.lowrank.freezing import FREEZE_MODES, FreezeSchedule, freeze, without_grad
 from maestro_common.lowrank.hybrid import make_hybrid
 from maestro_common.lowrank.inference import tier_model
 from maestro_common.lowrank.layers import budget_rank, low_rank_layers, set_rank_quantum
@@ -452,17 +452,6 @@ def _factor_params(layer: nn.Module) -> list[nn.Parameter]:
     return [getattr(layer, name) for name in layer.factor_axes()]
 
 
-@contextmanager
-def _frozen(params: Sequence[nn.Parameter]) -> Iterator[None]:
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
 def measure_freezing(
     name: str, tiers: Sequence[float], timer: Timer, batch: int, kind: str = "svd"
 ) -> list[Row]:
@@ -478,14 +467,13 @@ def measure_freezing(
         steps: list[tuple[str, Callable[[], None]]] = []
         for mode in FREEZE_MODES:
             schedule = FreezeSchedule(mode, groups=2, seed=0)
-            periods = {"none": 1, "factor": 3 if kind == "tucker" else 2}.get(mode, 2)
-            for period in range(periods):
+            for period in range(schedule.cycle(base)):
                 model = copy.deepcopy(base)
                 ctx = lambda m=model, p=period, s=schedule: freeze(m, s, p)  # noqa: E731
                 steps.append((mode, train_step_fn(model, batch, ctx)))
         model = copy.deepcopy(base)
         every = [p for layer in low_rank_layers(model).values() for p in _factor_params(layer)]
-        steps.append((BOUND, train_step_fn(model, batch, lambda ps=every: _frozen(ps))))
+        steps.append((BOUND, train_step_fn(model, batch, lambda ps=every: without_grad(ps))))
         times = timer.interleaved([fn for _, fn in steps])
         for mode in (*FREEZE_MODES, BOUND):
             variant = f"{kind} {BOUND}" if mode == BOUND else f"{kind} freeze={mode}"

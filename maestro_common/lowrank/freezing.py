@@ -8,7 +8,7 @@ rest keeps learning; rotating what is frozen from one period to the next trains 
 Freezing factors alone saves little while the dense layers below them train: backward must still
 carry the input gradient through every factored layer down to the first conv. On this project's
 CPU, freezing *every* factor of the CNN and ResNet-18 (the dense layers training) cut a train
-step by only 13–32 % (``docs/performance.md``), so a rotation that freezes half of them cannot
+step by only 12–33 % (``docs/performance.md``), so a rotation that freezes half of them cannot
 reach much. Freezing an input-side stage of the whole model instead (``stage``) stops backward
 at the stage's end. A period is one epoch (or a share of it, ``per_epoch``); the caller offsets
 epochs by those already done (the federated client by its round), so the rotation continues
@@ -38,7 +38,8 @@ classifier, norms) always train.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -82,6 +83,16 @@ class FreezeSchedule:
             raise ValueError(f"batch must be in [0, {batches}), got {batch}")
         parts = min(self.per_epoch, batches)
         return epoch * self.per_epoch + batch * parts // batches
+
+    def cycle(self, model: nn.Module) -> int:
+        """Periods after which the frozen parts of ``model`` repeat (1 without freezing)."""
+        layers = low_rank_layers(model)
+        if self.mode == "none" or not layers:
+            return 1
+        if self.mode == "factor":
+            return math.lcm(*(len(_factor_names(layer)) for layer in layers.values()))
+        parts = len(_stage_units(model)) if self.mode == "stage" else len(layers)
+        return min(self.groups, parts)
 
     def _order(self, n: int) -> list[int]:
         return [int(i) for i in np.random.default_rng(self.seed).permutation(n)]
@@ -139,22 +150,24 @@ def _stage_units(model: nn.Module) -> list[list[tuple[str, list[str]]]]:
     return units
 
 
-@contextmanager
-def freeze(model: nn.Module, schedule: FreezeSchedule | None, period: int) -> Iterator[None]:
-    """Train ``model`` with the factors ``schedule`` picks for ``period`` frozen.
-
-    Frozen parameters get ``requires_grad = False`` for the duration, so autograd computes no
-    gradient for them and the optimizer (which skips parameters whose ``grad`` is None) leaves them
-    bit-identical; their previous ``requires_grad`` flags are restored on exit.
-    """
+def frozen_parameters(
+    model: nn.Module, schedule: FreezeSchedule | None, period: int
+) -> list[nn.Parameter]:
+    """The parameters of ``model`` that ``schedule`` freezes in ``period`` (none without one)."""
     if schedule is None:
-        yield
-        return
-    params = [
+        return []
+    return [
         getattr(model.get_submodule(name), param)
         for name, names in schedule.frozen(model, period).items()
         for param in names
     ]
+
+
+@contextmanager
+def without_grad(params: Sequence[nn.Parameter]) -> Iterator[None]:
+    """``params`` frozen for the duration: ``requires_grad = False``, so autograd computes no
+    gradient for them and the optimizer (which skips parameters whose ``grad`` is None) leaves them
+    bit-identical; their previous ``requires_grad`` flags are restored on exit."""
     previous = [p.requires_grad for p in params]
     try:
         for p in params:
@@ -164,3 +177,11 @@ def freeze(model: nn.Module, schedule: FreezeSchedule | None, period: int) -> It
     finally:
         for p, flag in zip(params, previous, strict=True):
             p.requires_grad_(flag)
+
+
+@contextmanager
+def freeze(model: nn.Module, schedule: FreezeSchedule | None, period: int) -> Iterator[None]:
+    """Train ``model`` with the parameters ``schedule`` picks for ``period`` frozen
+    (:func:`without_grad`)."""
+    with without_grad(frozen_parameters(model, schedule, period)):
+        yield

@@ -25,7 +25,7 @@ from torch import nn
 
 from maestro_common.app.config import RunConfig
 from maestro_common.lowrank.budget import use_budget
-from maestro_common.lowrank.freezing import FreezeSchedule, freeze
+from maestro_common.lowrank.freezing import FreezeSchedule, frozen_parameters, without_grad
 from maestro_common.lowrank.layers import low_rank_layers, use_ranks
 from maestro_common.lowrank.pass_average import average_over_passes
 from maestro_common.lowrank.regularizers import frobenius_decay, group_lasso
@@ -142,6 +142,7 @@ def train(
     # The ranks of each pass of the current nested step, kept only when they are averaged over.
     pass_ranks: list[dict[str, int]] | None = [] if settings.pass_average else None
     batches = math.ceil(len(labels) / settings.batch_size)
+    frozen: tuple[int, list[torch.nn.Parameter]] | None = None  # (period, its frozen parameters)
     for epoch in range(settings.epochs):
         for batch, (x, y) in enumerate(_batches(images, labels, settings.batch_size, gen)):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -150,7 +151,9 @@ def train(
                 group["lr"] = settings.lr * lr_factor(settings.lr_schedule, progress)
             # The graph is built with this period's factors frozen: backward skips their gradients.
             period = freezing.period(period_offset + epoch, batch, batches) if freezing else 0
-            with freeze(model, freezing, period):
+            if frozen is None or frozen[0] != period:  # looked up once a period, not a step
+                frozen = (period, frozen_parameters(model, freezing, period))
+            with without_grad(frozen[1]):
                 if isinstance(sampler, NestedSampler):
                     if pass_ranks is not None:
                         pass_ranks.clear()

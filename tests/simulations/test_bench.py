@@ -9,7 +9,15 @@ import torch
 
 from maestro_common.lowrank.layers import budget_rank, low_rank_layers
 from simulations import bench
-from simulations.bench import Row, Timer, factored_tier, parse_args, targets, tier_table
+from simulations.bench import (
+    Row,
+    Timer,
+    factored_tier,
+    parse_args,
+    targets,
+    tier_table,
+    train_step_fn,
+)
 
 
 def test_timer_takes_the_median_after_warmup(monkeypatch):
@@ -272,11 +280,15 @@ def test_freezing_section_times_every_mode_interleaved_per_tier(monkeypatch):
 
 
 def test_the_freezing_bound_freezes_every_factor_and_nothing_else():
+    from maestro_common.lowrank.freezing import without_grad
+
     model = factored_tier(bench.dense_model("lenet5"), "svd", 1.0)
-    factors = {
-        id(p) for layer in low_rank_layers(model).values() for p in bench._factor_params(layer)
-    }
-    assert factors
-    with bench._frozen([p for p in model.parameters() if id(p) in factors]):
-        assert {id(p) for p in model.parameters() if not p.requires_grad} == factors
+    layers = low_rank_layers(model)
+    every = [p for layer in layers.values() for p in bench._factor_params(layer)]
+    names = {n for n, p in model.named_parameters() if any(p is q for q in every)}
+    assert names == {f"{n}.{f}" for n, layer in layers.items() for f in ("u", "v")}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_step_fn(model, 4, lambda: without_grad(every))()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert not moved & names and moved  # factors bit-identical, dense layers and biases train
     assert all(p.requires_grad for p in model.parameters())

@@ -65,6 +65,22 @@ def test_factor_mode_rotates_through_every_factor():
         assert seen[name] == set(layer.factor_axes())
 
 
+def test_one_cycle_freezes_every_factor_of_every_layer_equally_often():
+    m = model("tucker")  # Tucker convs (3 factors) and an SVD linear (2): a cycle of 6 periods
+    schedule = FreezeSchedule("factor", seed=0)
+    assert schedule.cycle(m) == 6
+    counts: dict[tuple[str, str], int] = {}
+    for period in range(schedule.cycle(m)):
+        for name, factors in schedule.frozen(m, period).items():
+            for f in factors:
+                counts[name, f] = counts.get((name, f), 0) + 1
+    for name, layer in low_rank_layers(m).items():
+        assert {counts[name, f] for f in layer.factor_axes()} == {6 // len(layer.factor_axes())}
+    assert FreezeSchedule("stage", groups=3).cycle(m) == 3
+    assert FreezeSchedule("layer", groups=9).cycle(m) == len(low_rank_layers(m))
+    assert FreezeSchedule("none").cycle(m) == 1
+
+
 def test_layer_mode_freezes_each_group_once_per_cycle():
     m = model()
     schedule = FreezeSchedule("layer", groups=3, seed=5)
