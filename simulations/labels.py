@@ -16,7 +16,9 @@ def method_label(config: Mapping[str, Any]) -> str:
     (``frobenius-decay`` > 0), ``+freeze-<mode>`` with sequential freezing (``-xN`` for N periods
     per local epoch), ``+warmup`` when a dense
     warm-up ran first (``+fjord-warmup`` when FjORD's width prefixes trained it), and
-    ``+pass-average`` when a nested step's gradients were averaged over its passes: a variant,
+    ``+pass-average`` when a nested step's gradients were averaged over its passes, ``+gl`` with
+    the group lasso (``lasso`` > 0) and ``+shrink`` with server-side shrinking
+    (``shrink-every`` > 0): a variant,
     tuned and reported apart from the method as the paper defines it.
     """
     label = str(config["method"])
@@ -35,6 +37,10 @@ def method_label(config: Mapping[str, Any]) -> str:
         label += "+warmup" if how == "fedavg-all" else f"+{how}-warmup"
     if config.get("pass-average") in (True, "true"):
         label += "+pass-average"
+    if float(config.get("lasso") or 0):
+        label += "+gl"
+    if int(config.get("shrink-every") or 0):
+        label += "+shrink"
     return label
 
 
