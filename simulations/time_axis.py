@@ -38,7 +38,10 @@ def factored_kind(config: Mapping[str, Any]) -> str:
     ``-hybrid`` with ``hybrid-width`` (the benchmark times ``svd-hybrid`` only: other hybrid
     kinds' tiers show "–"), and `` freeze=<mode>`` with sequential freezing: its step time is the
     benchmark's freezing section's (a rotation cycle's mean, measured at β = 0.25 and 1 only; the
-    other tiers show "–", never the unfrozen step's time)."""
+    other tiers show "–", never the unfrozen step's time). A run whose step the benchmark never
+    timed gets a kind it has no rows for, so its tiers show "–" rather than another step's time:
+    `` +fd`` with Frobenius decay (an extra term every step), `` +gl`` with the group lasso (the
+    same) and `` +shrink`` with server-side shrinking (the model's ranks fall during the run)."""
     kind = str(config.get("conv-factorization") or "svd")
     if str(config.get("initial-ranks") or "full") == "breakeven":
         kind += "-be"
@@ -47,7 +50,12 @@ def factored_kind(config: Mapping[str, Any]) -> str:
     freeze = str(config.get("freeze") or "none")
     if freeze != "none":
         kind += f" freeze={freeze}"
-    return kind
+    untimed = {
+        "+fd": float(config.get("frobenius-decay") or 0) > 0,
+        "+gl": float(config.get("lasso") or 0) > 0,
+        "+shrink": int(config.get("shrink-every") or 0) > 0,
+    }
+    return " ".join([kind, *(name for name, on in untimed.items() if on)])
 
 
 def variant(method: str, conv_factorization: str = "svd") -> str:

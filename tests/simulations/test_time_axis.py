@@ -37,6 +37,26 @@ def test_a_run_config_names_the_benchmark_kind_its_clients_train():
     assert step_times(BENCH, "cnn", "maestro", factored_kind(hybrid)) == {}
 
 
+@pytest.mark.parametrize(
+    ("option", "kind"),
+    [
+        ({"frobenius-decay": 1e-3}, "svd +fd"),
+        ({"lasso": 1e-3}, "svd +gl"),
+        ({"shrink-every": 10}, "svd +shrink"),
+        ({"lasso": 1e-3, "shrink-every": 10}, "svd +gl +shrink"),
+    ],
+)
+def test_untimed_options_get_no_step_time(option, kind):
+    # The benchmark timed the plain svd step (6.0 ms here): a run with an extra term per step
+    # or ranks that shrink must not borrow it.
+    assert step_times(BENCH, "cnn", "maestro", "svd") == {0.25: (6.0, 0.3)}
+    config = {"method": "maestro", **option}
+    assert factored_kind(config) == kind
+    assert step_times(BENCH, "cnn", "maestro", factored_kind(config)) == {}
+    off = {"frobenius-decay": 0.0, "lasso": 0.0, "shrink-every": 0}
+    assert factored_kind({"method": "maestro", **off}) == "svd"
+
+
 def test_methods_map_to_variants():
     assert variant("maestro") == "svd"
     assert variant("maestro", "tucker") == "tucker"
