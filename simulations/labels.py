@@ -16,8 +16,9 @@ def method_label(config: Mapping[str, Any]) -> str:
     (``frobenius-decay`` > 0), ``+freeze-<mode>`` with sequential freezing (``-xN`` for N periods
     per local epoch), ``+warmup`` when a dense
     warm-up ran first (``+fjord-warmup`` when FjORD's width prefixes trained it), and
-    ``+pass-average`` when a nested step's gradients were averaged over its passes, ``+gl`` with
-    the group lasso (``lasso`` > 0) and ``+shrink`` with server-side shrinking
+    ``+pass-average`` when a nested step's gradients were averaged over its passes, ``+gl<λ>``
+    with the group lasso (``lasso`` = λ > 0; its value too, since it sets how far the ranks fall)
+    and ``+shrink`` with server-side shrinking
     (``shrink-every`` > 0): a variant,
     tuned and reported apart from the method as the paper defines it.
     """
@@ -38,7 +39,7 @@ def method_label(config: Mapping[str, Any]) -> str:
     if config.get("pass-average") in (True, "true"):
         label += "+pass-average"
     if float(config.get("lasso") or 0):
-        label += "+gl"
+        label += f"+gl{float(config['lasso']):g}"
     if int(config.get("shrink-every") or 0):
         label += "+shrink"
     return label

@@ -37,8 +37,8 @@ from simulations.labels import method_label
         ({"method": "maestro", "frobenius-decay": 0.0}, "maestro"),
         ({"method": "maestro", "freeze": "none", "freeze-per-epoch": 2}, "maestro"),
         ({"method": "maestro", "freeze": "stage"}, "maestro+freeze-stage"),
-        ({"method": "maestro", "lasso": 1e-4, "shrink-every": 10}, "maestro+gl+shrink"),
-        ({"method": "maestro", "lasso": 1e-4, "shrink-every": 0}, "maestro+gl"),
+        ({"method": "maestro", "lasso": 1e-3, "shrink-every": 10}, "maestro+gl0.001+shrink"),
+        ({"method": "maestro", "lasso": 3e-4, "shrink-every": 0}, "maestro+gl0.0003"),
         ({"method": "maestro", "lasso": 0.0, "shrink-every": 5}, "maestro+shrink"),
         (
             {"method": "maestro", "freeze": "stage", "freeze-per-epoch": 2},
