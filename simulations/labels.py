@@ -17,10 +17,9 @@ def method_label(config: Mapping[str, Any]) -> str:
     per local epoch), ``+warmup`` when a dense
     warm-up ran first (``+fjord-warmup`` when FjORD's width prefixes trained it), and
     ``+pass-average`` when a nested step's gradients were averaged over its passes, ``+gl<λ>``
-    with the group lasso (``lasso`` = λ > 0; its value too, since it sets how far the ranks fall)
-    and ``+shrink`` with server-side shrinking
-    (``shrink-every`` > 0): a variant,
-    tuned and reported apart from the method as the paper defines it.
+    with the group lasso (``lasso`` = λ > 0; its value too, since it sets how far the ranks
+    fall) and ``+shrink`` with server-side shrinking (``shrink-every`` > 0): a variant, tuned
+    and reported apart from the method as the paper defines it.
     """
     label = str(config["method"])
     conv = str(config.get("conv-factorization") or "svd")

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from maestro_common.app.config import ConfigError, RunConfig
-from maestro_common.app.methods import WARMUP_METHODS, Method, get_method
+from maestro_common.app.methods import METHOD_NAMES, WARMUP_METHODS, Method, get_method
 from maestro_common.lowrank.decompose import CONV_FACTORIZATIONS, INITIAL_RANKS
 from maestro_common.lowrank.freezing import FREEZE_MODES
 from maestro_common.lowrank.samplers import SAMPLER_NAMES, SUBMODEL_RULES
@@ -45,6 +45,18 @@ def check_names(cfg: RunConfig) -> None:
             f"frobenius-decay applies to factored methods only (maestro); method {cfg.method!r} "
             "has no factored layers: leave frobenius-decay at 0 (weight-decay is the dense "
             "model's equivalent)"
+        )
+    using = [name for name in METHOD_NAMES if get_method(name).uses_lasso]
+    if not get_method(cfg.method).uses_lasso and cfg.lasso:
+        raise ConfigError(
+            f"lasso applies to {', '.join(using)} only (a group lasso over factored layers' "
+            f"components); method {cfg.method!r} would ignore it: leave lasso at 0"
+        )
+    shrinking = [name for name in METHOD_NAMES if get_method(name).shrinks]
+    if not get_method(cfg.method).shrinks and cfg.shrink_every:
+        raise ConfigError(
+            f"shrink-every applies to {', '.join(shrinking)} only (it cuts factored layers' "
+            f"ranks); method {cfg.method!r} would ignore it: leave shrink-every at 0"
         )
     for key, value, allowed in (
         ("model", cfg.model, MODEL_NAMES),

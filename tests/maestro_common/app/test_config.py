@@ -218,6 +218,16 @@ def test_frobenius_decay_needs_a_factored_method_and_is_not_negative():
         load_run_config({"frobenius-decay": -1e-4})
 
 
+@pytest.mark.parametrize("method", ["fjord", "heterofl", "fedavg-all", "fedavg-fit"])
+def test_the_lasso_and_shrinking_need_a_method_that_uses_them(method):
+    load_run_config({"lasso": 1e-3, "shrink-every": 10})  # maestro
+    load_run_config({"lasso": 0.0, "shrink-every": 0, "method": method})
+    with pytest.raises(ConfigError, match=rf"lasso applies to maestro only.*{method!r}"):
+        load_run_config({"lasso": 1e-3, "method": method})
+    with pytest.raises(ConfigError, match=rf"shrink-every applies to maestro only.*{method!r}"):
+        load_run_config({"shrink-every": 10, "method": method})
+
+
 def test_config_module_is_a_leaf():
     """Reading a config loads neither torch nor the models, data or samplers."""
     code = (
