@@ -297,6 +297,7 @@ def main(grid: Grid, context: Context) -> None:
         start_round,
         shrink_fn=ops.shrink if ops.method.shrinks else None,
         shrink_every=cfg.shrink_every,
+        shrink_after=cfg.warmup_rounds,
         **rounds,
     )
     rows = recorder.rows()

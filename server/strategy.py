@@ -388,13 +388,15 @@ class NestedFedAvg(Strategy):
         timeout: float = 3600.0,
         shrink_fn: Callable[[Arrays], Arrays] | None = None,
         shrink_every: int = 0,
+        shrink_after: int = 0,
         on_round_end: Callable[[RoundLog, Arrays, float], None] | None = None,
         evaluate_round: Callable[[int], bool] = lambda rnd: True,
     ) -> Arrays:
         """Run rounds ``start_round+1 .. num_rounds``; ``on_round_end`` checkpoints each one.
 
         Unlike ``Strategy.start`` this keeps numpy arrays between rounds, applies server-side
-        shrinking every ``shrink_every`` rounds, and can resume after a finished round.
+        shrinking every ``shrink_every`` rounds once round ``shrink_after`` is over (a dense
+        warm-up's rounds have no ranks to cut), and can resume after a finished round.
         Federated evaluation runs on the rounds where ``evaluate_round(rnd)`` is true.
         """
         self.global_arrays = {k: np.array(v) for k, v in initial_arrays.items()}
@@ -413,7 +415,12 @@ class NestedFedAvg(Strategy):
             self.round_log.train_seconds = time.perf_counter() - train_start
             _, summary = self.aggregate_train(rnd, replies)
             log(INFO, "round %d: %s", rnd, summary)
-            if shrink_fn is not None and shrink_every and rnd % shrink_every == 0:
+            if (
+                shrink_fn is not None
+                and shrink_every
+                and rnd % shrink_every == 0
+                and (rnd > shrink_after)
+            ):
                 self.global_arrays = shrink_fn(self.global_arrays)
                 self.round_log.shrunk = True
             if self.clients_per_eval and evaluate_round(rnd):

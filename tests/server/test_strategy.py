@@ -578,6 +578,32 @@ def test_shrunk_shapes_travel_in_the_next_round(cfg, ops):
     assert all(np.all(np.isfinite(a)) for a in out.values())
 
 
+def test_no_shrinking_until_shrink_after_is_over(cfg, ops):
+    # A dense warm-up's rounds hold no ranks: shrinking starts with the first factored round.
+    shrink_ops = ModelOps(cfg.replace(shrink_eps=1e9))
+    grid = FakeGrid(_partition_nodes(3), cfg.to_run_config())
+    cut: list[int] = []
+
+    def shrink(arrays):
+        cut.append(len(cut))
+        return shrink_ops.shrink(arrays)
+
+    logs: list[RoundLog] = []
+    out = _strategy(shrink_ops, cfg).run(
+        grid,
+        shrink_ops.initial_arrays(),
+        num_rounds=3,
+        train_config=ConfigRecord({}),
+        shrink_fn=shrink,
+        shrink_every=1,
+        shrink_after=2,
+        on_round_end=lambda log, arrays, start: logs.append(log),
+    )
+    assert [log.shrunk for log in logs] == [False, False, True]
+    assert len(cut) == 1
+    assert shrink_ops.ranks(out) == dict.fromkeys(FACTORED, 1)
+
+
 def test_reply_from_a_node_not_sampled_this_round_is_refused(cfg, ops):
     nodes = _partition_nodes(6)
     grid = FakeGrid(nodes, cfg.to_run_config())
