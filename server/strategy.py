@@ -415,12 +415,8 @@ class NestedFedAvg(Strategy):
             self.round_log.train_seconds = time.perf_counter() - train_start
             _, summary = self.aggregate_train(rnd, replies)
             log(INFO, "round %d: %s", rnd, summary)
-            if (
-                shrink_fn is not None
-                and shrink_every
-                and rnd % shrink_every == 0
-                and (rnd > shrink_after)
-            ):
+            shrink_due = bool(shrink_every) and rnd % shrink_every == 0 and rnd > shrink_after
+            if shrink_fn is not None and shrink_due:
                 self.global_arrays = shrink_fn(self.global_arrays)
                 self.round_log.shrunk = True
             if self.clients_per_eval and evaluate_round(rnd):

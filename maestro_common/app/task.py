@@ -46,18 +46,17 @@ def check_names(cfg: RunConfig) -> None:
             "has no factored layers: leave frobenius-decay at 0 (weight-decay is the dense "
             "model's equivalent)"
         )
-    using = [name for name in METHOD_NAMES if get_method(name).uses_lasso]
-    if not get_method(cfg.method).uses_lasso and cfg.lasso:
-        raise ConfigError(
-            f"lasso applies to {', '.join(using)} only (a group lasso over factored layers' "
-            f"components); method {cfg.method!r} would ignore it: leave lasso at 0"
-        )
-    shrinking = [name for name in METHOD_NAMES if get_method(name).shrinks]
-    if not get_method(cfg.method).shrinks and cfg.shrink_every:
-        raise ConfigError(
-            f"shrink-every applies to {', '.join(shrinking)} only (it cuts factored layers' "
-            f"ranks); method {cfg.method!r} would ignore it: leave shrink-every at 0"
-        )
+    # Keys that only some methods act on: any other method would ignore them silently.
+    for key, value, flag, what in (
+        ("lasso", cfg.lasso, "uses_lasso", "a group lasso over factored layers' components"),
+        ("shrink-every", cfg.shrink_every, "shrinks", "it cuts factored layers' ranks"),
+    ):
+        if value and not getattr(get_method(cfg.method), flag):
+            users = [name for name in METHOD_NAMES if getattr(get_method(name), flag)]
+            raise ConfigError(
+                f"{key} applies to {', '.join(users)} only ({what}); method {cfg.method!r} "
+                f"would ignore it: leave {key} at 0"
+            )
     for key, value, allowed in (
         ("model", cfg.model, MODEL_NAMES),
         ("dataset", cfg.dataset, tuple(DATASET_INFO)),
