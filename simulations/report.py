@@ -28,6 +28,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from simulations.labels import method_label
+from simulations.paired import paired_section
 from simulations.time_axis import factored_kind, step_times, time_axis_table
 from simulations.time_to_accuracy import time_to_accuracy
 
@@ -789,6 +790,7 @@ def write_report(
     last_k: int = 3,
     selection: dict[str, Any] | None = None,
     bench: Mapping[str, Any] | None = None,
+    paired_against: Sequence[str] = (),
 ) -> Path:
     """Write ``out_dir/report.md``, its PNGs, ``results.csv`` and ``summary.csv`` (the headline
     per run and tier, :func:`summary_frame`); return the report's path.
@@ -815,12 +817,17 @@ def write_report(
     bench : mapping | None
         ``simulations.bench``'s saved figures (``bench.json``): when given, the report gains a
         time axis (measured step time per tier, accuracy against it).
+    paired_against : Sequence[str]
+        Method labels to compare every other method against seed by seed
+        (:mod:`simulations.paired`: mean difference per tier, its 95 % interval, a verdict).
     """
     runs = load_runs(folders)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs_frame(runs).to_csv(out / "results.csv", index=False)
-    summary_frame(runs, last_k).to_csv(out / "summary.csv", index=False)
+    summary = summary_frame(runs, last_k)
+    summary.to_csv(out / "summary.csv", index=False)
+    paired = paired_section(summary, paired_against) if paired_against else ""
     plot_accuracy_per_round(runs, out / "accuracy-per-round.png")
     plot_accuracy_vs_macs(runs, out / "accuracy-vs-macs.png", last_k)
     plot_accuracy_vs_bytes(runs, out / "accuracy-vs-bytes.png", last_k)
@@ -846,6 +853,7 @@ def write_report(
         f"{provenance_section(runs, commit)}\n\n"
         f"Runs: {len(runs)} (seeds per method: {seeds}).\n\n"
         f"{comparison_table(runs, last_k)}\n\n"
+        + (f"{paired}\n\n" if paired else "")
         + (f"{selection_table(selection)}\n\n" if selection else "")
         + f"{timing_table(runs, concurrency, target)}\n\n"
         + profile
@@ -908,6 +916,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="with --report: simulations.bench's bench.json, for a time axis (step time per tier)",
     )
+    p.add_argument(
+        "--paired-against",
+        default="",
+        help="with --report: comma list of method labels; every other method is compared with "
+        "each seed by seed (mean difference per tier, 95%% interval, verdict)",
+    )
     args = p.parse_args(argv)
     if args.last_evals < 1:
         p.error(f"--last-evals must be ≥ 1, got {args.last_evals}")
@@ -930,6 +944,7 @@ def main(argv: list[str] | None = None) -> None:
             last_k=args.last_evals,
             selection=selection,
             bench=bench,
+            paired_against=[m for m in args.paired_against.split(",") if m],
         )
         print(f"report: {path}")
     runs = load_runs(folders)

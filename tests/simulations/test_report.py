@@ -456,3 +456,12 @@ def test_waiting_for_the_slowest_worker_is_apart_from_the_overhead(tmp_path):
     assert line.startswith(
         "| maestro | 12.00 | 6.25 | 1.25 | 1.25 | 1.25 | 1.00 | 4.17 | 10.4 | 25.0 |"
     ), line
+
+
+def test_report_pairs_methods_by_seed_when_asked(folders, tmp_path):
+    write_report(folders, tmp_path / "out", "t", last_k=1, paired_against=["fedavg-fit"])
+    text = (tmp_path / "out" / "report.md").read_text()
+    # maestro − fedavg-fit at β = 1: 86 − 90 and 88 − 90 (seeds 0, 1).
+    assert "| maestro | fedavg-fit | 1 | 2 | 0,1 | -4.00 / -2.00 |" in text
+    write_report(folders, tmp_path / "plain", "t", last_k=1)
+    assert "Paired by seed" not in (tmp_path / "plain" / "report.md").read_text()

@@ -1,0 +1,99 @@
+"""Paired-by-seed comparison: the t quantile, the differences, the verdicts, bad input."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from simulations.paired import main, paired_differences, paired_section, paired_table, t_quantile
+
+
+def summary(rows: dict[tuple[str, float, int], float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"method": m, "beta": b, "seed": s, "accuracy": a} for (m, b, s), a in rows.items()]
+    )
+
+
+# maestro is ahead of fit at β = 1 on every seed by about 1 pp, and mixed at β = 0.2.
+ROWS = {
+    ("maestro", 0.2, 0): 88.0, ("maestro", 0.2, 1): 87.0, ("maestro", 0.2, 2): 89.5,
+    ("maestro", 1.0, 0): 89.0, ("maestro", 1.0, 1): 88.1, ("maestro", 1.0, 2): 89.9,
+    ("fit", 0.2, 0): 88.5, ("fit", 0.2, 1): 86.5, ("fit", 0.2, 2): 89.4,
+    ("fit", 1.0, 0): 88.0, ("fit", 1.0, 1): 87.0, ("fit", 1.0, 2): 89.0,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("df", "value"), [(1, 12.706), (2, 4.303), (4, 2.776), (30, 2.042)])
+def test_t_quantile_matches_the_published_table(df, value):
+    assert t_quantile(0.975, df) == pytest.approx(value, abs=1e-3)
+
+
+def test_t_quantile_refuses_a_lower_tail_or_no_degrees_of_freedom():
+    with pytest.raises(ValueError, match="p must be in"):
+        t_quantile(0.4, 3)
+    with pytest.raises(ValueError, match="df must be"):
+        t_quantile(0.975, 0)
+
+
+def test_differences_are_paired_by_seed_with_a_t_interval():
+    low, full = paired_differences(summary(ROWS), "maestro", "fit")
+    assert (low.beta, low.seeds) == (0.2, (0, 1, 2))
+    assert low.differences == pytest.approx((-0.5, 0.5, 0.1))
+    assert low.verdict == "not resolved"
+    assert full.differences == pytest.approx((1.0, 1.1, 0.9))
+    assert full.mean == pytest.approx(1.0) and full.std == pytest.approx(0.1)
+    assert full.half_width == pytest.approx(4.303 * 0.1 / 3**0.5, abs=1e-3)
+    assert full.verdict == "ahead"
+    (back,) = [r for r in paired_differences(summary(ROWS), "fit", "maestro") if r.beta == 1]
+    assert back.verdict == "behind"
+
+
+def test_margin_moves_the_reference_down():
+    (_, full) = paired_differences(summary(ROWS), "maestro", "fit", margin=2.0)
+    assert full.mean == pytest.approx(3.0)
+    assert "fit − 2 pp" in paired_table([full])
+
+
+def test_only_shared_seeds_pair_and_one_seed_has_no_interval():
+    rows = {k: v for k, v in ROWS.items() if not (k[0] == "fit" and k[2] > 0)}
+    low, _ = paired_differences(summary(rows), "maestro", "fit")
+    assert low.seeds == (0,) and low.verdict == "one seed: no interval"
+    assert "| -0.50 |" in paired_table([low])  # no ± without an interval
+
+
+def test_bad_summaries_are_refused_with_what_is_wrong():
+    with pytest.raises(ValueError, match=r"no rows of method 'fjord'.*\['fit', 'maestro'\]"):
+        paired_differences(summary(ROWS), "maestro", "fjord")
+    twice = pd.concat([summary(ROWS), summary({("fit", 1.0, 2): 80.0})])
+    with pytest.raises(ValueError, match=r"more than once, e.g. \(fit, 1, 2\)"):
+        paired_differences(twice, "maestro", "fit")
+    with pytest.raises(ValueError, match=r"lack the columns \['seed'\]"):
+        paired_differences(summary(ROWS).drop(columns="seed"), "maestro", "fit")
+    disjoint = summary({("maestro", 1.0, 0): 1.0, ("fit", 1.0, 1): 1.0})
+    with pytest.raises(ValueError, match="share no seed"):
+        paired_differences(disjoint, "maestro", "fit")
+
+
+def test_section_pairs_every_other_method_with_each_reference():
+    rows = dict(ROWS)
+    rows.update({("alone", 1.0, 7): 50.0})  # shares no seed: left out, not an error
+    text = paired_section(summary(rows), ["fit", "absent"])
+    assert "| maestro | fit | 1 | 3 | 0,1,2 |" in text and "| ahead |" in text
+    assert "alone" not in text and "absent" not in text
+    assert paired_section(summary(rows), ["absent"]) == ""
+
+
+def test_cli_prints_the_table_and_rejects_unknown_methods(tmp_path, capsys):
+    head, more = tmp_path / "a.csv", tmp_path / "b.csv"
+    frame = summary(ROWS)
+    frame[frame.seed < 2].to_csv(head, index=False)
+    frame[frame.seed == 2].to_csv(more, index=False)  # later seeds, in a CSV of their own
+    main([str(head), str(more), "--method", "maestro", "--against", "fit"])
+    out = capsys.readouterr().out
+    assert "| maestro | fit | 1 | 3 | 0,1,2 | +1.00 / +1.10 / +0.90 |" in out
+    with pytest.raises(SystemExit):
+        main([str(head), "--method", "maestro", "--against", "nope"])
+    assert "no rows of method 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "missing.csv"), "--method", "maestro", "--against", "fit"])
+    assert "no such summary CSV" in capsys.readouterr().err
