@@ -9,9 +9,10 @@ the whole interval is above zero, **behind** when it is below, otherwise **not r
 seeds cannot tell the two apart).
 
 ``python -m simulations.paired SUMMARY.csv [...] --method maestro --against fjord,fedavg-fit``
-prints the table; several CSVs are read as one (e.g. a headline and later seeds). ``--margin M``
-compares against the reference minus M pp (the full-tier aim "≥ fedavg-all − 1 pp" is
-``--against fedavg-all --margin 1``).
+prints the table; several CSVs are read as one (e.g. a headline and later seeds), and
+``--where model=cnn`` keeps the rows of one model (``docs/results/centralized-e5.csv``).
+``--margin M`` compares against the reference minus M pp (the full-tier aim "≥ fedavg-all −
+1 pp" is ``--against fedavg-all --margin 1``).
 """
 
 from __future__ import annotations
@@ -95,23 +96,29 @@ class PairedDifference:
         return "not resolved"
 
 
-def _checked(summary: pd.DataFrame) -> pd.DataFrame:
+def _checked(summary: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """``summary``'s rows of ``methods``, once each; other methods' rows are not looked at."""
     missing = [c for c in COLUMNS if c not in summary.columns]
     if missing:
         raise ValueError(
             f"summary rows lack the columns {missing}; a summary has at least {list(COLUMNS)} "
             "(simulations.report --summary writes one)"
         )
-    twice = summary.duplicated(subset=["method", "beta", "seed"], keep=False)
+    present = sorted(summary["method"].unique())
+    for name in methods:
+        if name not in present:
+            raise ValueError(f"no rows of method {name!r}; the summary has {present}")
+    rows = summary[summary["method"].isin(methods)]
+    twice = rows.duplicated(subset=["method", "beta", "seed"], keep=False)
     if twice.any():
-        dup = summary.loc[twice, ["method", "beta", "seed"]].drop_duplicates()
+        dup = rows.loc[twice, ["method", "beta", "seed"]].drop_duplicates()
         first = dup.iloc[0]
         raise ValueError(
             f"{len(dup)} (method, beta, seed) rows appear more than once, e.g. "
             f"({first['method']}, {first['beta']:g}, {int(first['seed'])}): each run may be "
             "given once (a summary and the runs it came from are the same runs)"
         )
-    return summary
+    return rows
 
 
 def paired_differences(
@@ -125,11 +132,7 @@ def paired_differences(
         When a column is missing, a (method, beta, seed) row repeats, either method has no rows
         (the methods present are named), or the two share no seed at any tier.
     """
-    frame = _checked(summary)
-    present = sorted(frame["method"].unique())
-    for name in (method, reference):
-        if name not in present:
-            raise ValueError(f"no rows of method {name!r}; the summary has {present}")
+    frame = _checked(summary, (method, reference))
     table = frame.pivot_table(index="seed", columns=["method", "beta"], values="accuracy")
     out = []
     for beta in sorted(frame.loc[frame["method"] == method, "beta"].unique()):
@@ -211,11 +214,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--margin", type=float, default=0.0, help="judge against each reference minus this (pp)"
     )
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="keep only rows whose COLUMN reads VALUE (repeatable), e.g. model=cnn",
+    )
     args = p.parse_args(argv)
     for path in args.summaries:
         if not path.is_file():
             p.error(f"{path}: no such summary CSV (simulations.report --summary writes one)")
     summary = pd.concat([pd.read_csv(path) for path in args.summaries], ignore_index=True)
+    for condition in args.where:
+        column, sep, value = condition.partition("=")
+        if not sep or column not in summary.columns:
+            p.error(
+                f"--where {condition!r}: give COLUMN=VALUE with a column of the summary, one of "
+                f"{list(summary.columns)}"
+            )
+        summary = summary[summary[column].astype(str) == value]
     rows: list[PairedDifference] = []
     try:
         for ref in filter(None, args.against.split(",")):

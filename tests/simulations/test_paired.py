@@ -97,3 +97,21 @@ def test_cli_prints_the_table_and_rejects_unknown_methods(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing.csv"), "--method", "maestro", "--against", "fit"])
     assert "no such summary CSV" in capsys.readouterr().err
+
+
+def test_cli_where_keeps_the_rows_of_one_model(tmp_path, capsys):
+    path = tmp_path / "c.csv"
+    frame = summary(ROWS).assign(model="cnn")
+    other = summary(ROWS).assign(model="lenet5", accuracy=50.0)  # same keys, another model
+    pd.concat([frame, other]).to_csv(path, index=False)
+    main([str(path), "--where", "model=cnn", "--method", "maestro", "--against", "fit"])
+    assert "+1.00 / +1.10 / +0.90" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(path), "--where", "arch=cnn", "--method", "maestro", "--against", "fit"])
+    assert "give COLUMN=VALUE with a column of the summary" in capsys.readouterr().err
+
+
+def test_repeats_of_a_method_not_compared_do_not_matter():
+    trial = summary({("trial", 1.0, 0): 1.0})  # e.g. two trial runs of one seed at two lrs
+    rows = pd.concat([summary(ROWS), trial, trial])
+    assert len(paired_differences(rows, "maestro", "fit")) == 2
