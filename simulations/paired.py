@@ -55,6 +55,10 @@ def t_quantile(p: float, df: int) -> float:
     return (lo + hi) / 2
 
 
+class NoSharedSeed(ValueError):
+    """Two methods have no seed in common at any tier: there is nothing to pair."""
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """``method`` − (``reference`` − ``margin``) at one tier, over the seeds both ran (pp)."""
@@ -153,7 +157,7 @@ def paired_differences(
             )
         )
     if not out:
-        raise ValueError(f"{method} and {reference} share no seed at any tier")
+        raise NoSharedSeed(f"{method} and {reference} share no seed at any tier")
     return out
 
 
@@ -178,16 +182,20 @@ def paired_table(rows: Sequence[PairedDifference]) -> str:
 
 def paired_section(summary: pd.DataFrame, references: Iterable[str], margin: float = 0.0) -> str:
     """Every other method of ``summary`` against each of ``references`` that it shares seeds
-    with; empty when no such pair has two seeds."""
+    with; empty when no such pair has two seeds. A pair that cannot be compared for another
+    reason (a run given twice) is named under the table with why, not left out silently."""
     refs = [r for r in references if r in set(summary["method"])]
     rows: list[PairedDifference] = []
+    problems: list[str] = []
     for method in sorted(set(summary["method"]) - set(refs)):
         for ref in refs:
             try:
                 rows += paired_differences(summary, method, ref, margin)
-            except ValueError:  # no shared seed: nothing to pair
+            except NoSharedSeed:
                 continue
-    if not any(r.n > 1 for r in rows):
+            except ValueError as err:
+                problems.append(f"{method} against {ref}: not paired: {err}.")
+    if not any(r.n > 1 for r in rows) and not problems:
         return ""
     return (
         "Paired by seed (the same seed is the same data partition and client sampling): each "
@@ -195,6 +203,7 @@ def paired_section(summary: pd.DataFrame, references: Iterable[str], margin: flo
         "95 % Student-t interval of the mean difference. *ahead* / *behind*: the whole interval "
         "is above / below zero; *not resolved*: these seeds cannot tell the two apart.\n\n"
         + paired_table(rows)
+        + "".join(f"\n\n{line}" for line in problems)
     )
 
 

@@ -115,3 +115,9 @@ def test_repeats_of_a_method_not_compared_do_not_matter():
     trial = summary({("trial", 1.0, 0): 1.0})  # e.g. two trial runs of one seed at two lrs
     rows = pd.concat([summary(ROWS), trial, trial])
     assert len(paired_differences(rows, "maestro", "fit")) == 2
+
+
+def test_section_names_a_pair_it_cannot_compare_instead_of_dropping_it():
+    twice = pd.concat([summary(ROWS), summary({("maestro", 1.0, 0): 80.0})])
+    text = paired_section(twice, ["fit"])
+    assert "maestro against fit: not paired:" in text and "more than once" in text
