@@ -518,6 +518,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder")
     p.add_argument("--title", default="", help="report title (default: conf name and methods)")
+    p.add_argument(
+        "--paired-against",
+        default="",
+        help="comma list of methods: the report compares every other method with each, seed by "
+        "seed (simulations.paired: mean difference per tier, 95%% interval, verdict)",
+    )
     args = p.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in args.methods if m not in METHODS]
@@ -913,6 +919,7 @@ def write_comparison(
         last_k=args.last_evals,
         selection=lr_sweep.read_selection(out_dir),
         bench=json.loads(args.bench.read_text()) if args.bench else None,
+        paired_against=[m for m in args.paired_against.split(",") if m],
     )
     print(report.read_text().split("\n\n", 2)[-1] if report.exists() else "")
     return report

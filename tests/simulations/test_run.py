@@ -1,4 +1,6 @@
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,7 +15,9 @@ from simulations.run import (
     progress_line,
     run_config_for,
     run_dir,
+    write_comparison,
 )
+from tests.simulations.test_report import FINAL, fake_run
 
 
 def _row(rnd: int, wall: float = 10.0, acc: dict | None = None, clients: int = 2) -> dict:
@@ -368,3 +372,22 @@ def test_cpu_model_reads_the_model_name_or_falls_back(tmp_path):
     info.write_text("processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t: avx\n")
     assert provenance.cpu_model(info) == "Some CPU 9000"
     assert provenance.cpu_model(tmp_path / "missing") not in ("", "Some CPU 9000")
+
+
+def test_the_harness_report_pairs_methods_when_asked(tmp_path):
+    (tmp_path / "runs").mkdir()
+    for method, seed in FINAL:
+        fake_run(tmp_path / "runs", method, seed)
+    args = SimpleNamespace(
+        title="t",
+        conf=Path("tiny.toml"),
+        methods=["maestro", "fedavg-fit"],
+        cpus_per_client=1,
+        gpus_per_client=0,
+        target_accuracy=0.8,
+        last_evals=1,
+        bench=None,
+        paired_against="fedavg-fit",
+    )
+    text = write_comparison(args, tmp_path, [{}], "abc").read_text()
+    assert "| maestro | fedavg-fit | 0.2 | 2 | 0,1 | +10.00 / +12.00 |" in text
