@@ -50,3 +50,8 @@ def freeze_suffix(mode: Any, per_epoch: Any = 1) -> str:
         return ""
     per = int(per_epoch or 1)
     return f"+freeze-{mode}" + (f"-x{per}" if per > 1 else "")
+
+
+def method_list(text: str) -> list[str]:
+    """A comma list of method labels as given on a command line (``"fjord, fedavg-fit"``)."""
+    return [name.strip() for name in text.split(",") if name.strip()]

@@ -17,6 +17,7 @@ prints the table; several CSVs are read as one (e.g. a headline and later seeds)
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,9 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from simulations.labels import method_list
+
 COLUMNS = ("method", "beta", "seed", "accuracy")
 
 
+@functools.cache  # a table asks for the same few quantiles once per row and verdict
 def t_quantile(p: float, df: int) -> float:
     """The ``p`` quantile (0.5 < p < 1) of Student's t with ``df`` degrees of freedom.
 
@@ -219,7 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("summaries", nargs="+", type=Path, help="summary CSVs (read as one)")
     p.add_argument("--method", required=True, help="the method (its label) to judge")
-    p.add_argument("--against", required=True, help="comma list of reference method labels")
+    p.add_argument(
+        "--against", required=True, type=method_list, help="comma list of reference method labels"
+    )
     p.add_argument(
         "--margin", type=float, default=0.0, help="judge against each reference minus this (pp)"
     )
@@ -245,8 +251,8 @@ def main(argv: list[str] | None = None) -> None:
         summary = summary[summary[column].astype(str) == value]
     rows: list[PairedDifference] = []
     try:
-        for ref in filter(None, args.against.split(",")):
-            rows += paired_differences(summary, args.method, ref.strip(), args.margin)
+        for ref in args.against:
+            rows += paired_differences(summary, args.method, ref, args.margin)
     except ValueError as err:
         p.error(str(err))
     print(paired_table(rows))

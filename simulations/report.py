@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from simulations.labels import method_label
+from simulations.labels import method_label, method_list
 from simulations.paired import paired_section
 from simulations.time_axis import factored_kind, step_times, time_axis_table
 from simulations.time_to_accuracy import time_to_accuracy
@@ -918,7 +918,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--paired-against",
-        default="",
+        type=method_list,
+        default=[],
         help="with --report: comma list of method labels; every other method is compared with "
         "each seed by seed (mean difference per tier, 95%% interval, verdict)",
     )
@@ -944,7 +945,7 @@ def main(argv: list[str] | None = None) -> None:
             last_k=args.last_evals,
             selection=selection,
             bench=bench,
-            paired_against=[m for m in args.paired_against.split(",") if m],
+            paired_against=args.paired_against,
         )
         print(f"report: {path}")
     runs = load_runs(folders)

@@ -61,7 +61,7 @@ from maestro_common.ml.data.partition import holdout_split
 from maestro_common.ml.data.raw import local_raw_split
 from server.policy import run_profiles
 from simulations import lr_sweep, provenance
-from simulations.labels import method_label
+from simulations.labels import method_label, method_list
 from simulations.procs import MARKER, ProcessGuard, TreeMemory, marked, stop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -520,7 +520,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--title", default="", help="report title (default: conf name and methods)")
     p.add_argument(
         "--paired-against",
-        default="",
+        type=method_list,
+        default=[],
         help="comma list of methods: the report compares every other method with each, seed by "
         "seed (simulations.paired: mean difference per tier, 95%% interval, verdict)",
     )
@@ -919,7 +920,7 @@ def write_comparison(
         last_k=args.last_evals,
         selection=lr_sweep.read_selection(out_dir),
         bench=json.loads(args.bench.read_text()) if args.bench else None,
-        paired_against=[m for m in args.paired_against.split(",") if m],
+        paired_against=args.paired_against,
     )
     print(report.read_text().split("\n\n", 2)[-1] if report.exists() else "")
     return report

@@ -2,7 +2,7 @@
 
 import pytest
 
-from simulations.labels import method_label
+from simulations.labels import method_label, method_list
 
 
 @pytest.mark.parametrize(
@@ -48,3 +48,8 @@ from simulations.labels import method_label
 )
 def test_method_label(config, label):
     assert method_label(config) == label
+
+
+def test_method_list_reads_a_comma_list_with_spaces_and_empty_items():
+    assert method_list("fjord, fedavg-fit,,") == ["fjord", "fedavg-fit"]
+    assert method_list("") == []

@@ -387,7 +387,7 @@ def test_the_harness_report_pairs_methods_when_asked(tmp_path):
         target_accuracy=0.8,
         last_evals=1,
         bench=None,
-        paired_against="fedavg-fit",
+        paired_against=["fedavg-fit"],
     )
     text = write_comparison(args, tmp_path, [{}], "abc").read_text()
     assert "| maestro | fedavg-fit | 0.2 | 2 | 0,1 | +10.00 / +12.00 |" in text
