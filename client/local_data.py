@@ -14,10 +14,17 @@ import numpy as np
 import torch
 
 from maestro_common.app.config import ConfigError, RunConfig
-from maestro_common.ml.data import ArrayDataset, load_dataset, partition_indices, train_val_split
+from maestro_common.ml.data import (
+    DATASET_INFO,
+    ArrayDataset,
+    load_dataset,
+    partition_indices,
+    train_val_split,
+)
 from maestro_common.ml.data.local import load_local_dataset
 from maestro_common.ml.data.partition import holdout_split
 from maestro_common.ml.data.raw import local_raw_split, rows_dataset
+from maestro_common.ml.data.text_sets import role_splits
 
 
 def train_labels(dataset: str, data_dir: str) -> np.ndarray:
@@ -58,6 +65,12 @@ def local_splits(
     """The (train, validation) data of partition ``partition_id`` of ``num_partitions``."""
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id must be in 0..{num_partitions - 1}, got {partition_id}")
+    if DATASET_INFO[cfg.dataset].is_text:
+        # The natural partition: a client is a role (or several), split in time.
+        try:
+            return role_splits(cfg.dataset, cfg.data_dir, partition_id, num_partitions)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
     parts = _partitions(
         cfg.dataset,
         cfg.data_dir,
@@ -86,6 +99,11 @@ def own_splits(
     :mod:`maestro_common.ml.data.local` for the accepted forms). Cached: a long-running client
     process reads it once.
     """
+    if DATASET_INFO[dataset].is_text:
+        raise ConfigError(
+            f"data-path holds image files; {dataset!r} nodes read their role from the corpus: "
+            "give the SuperNode 'partition-id=<i> num-partitions=<n>' instead"
+        )
     data = load_local_dataset(path, dataset, "train")
     tr, va = train_val_split(np.arange(len(data)), val_fraction, seed=seed)
     return data.subset(torch.as_tensor(tr)), data.subset(torch.as_tensor(va))

@@ -23,10 +23,11 @@ from maestro_common.lowrank.accounting import count_macs, count_params
 from maestro_common.lowrank.layers import low_rank_layers
 from maestro_common.lowrank.prefix import array_shapes, payload_nbytes, state_key, take_prefix
 from maestro_common.lowrank.shrinking import shrink
-from maestro_common.ml.data import ArrayDataset, load_dataset
+from maestro_common.ml.data import DATASET_INFO, ArrayDataset, load_dataset
 from maestro_common.ml.data.partition import holdout_split
 from maestro_common.ml.data.raw import local_raw_split, rows_dataset
-from maestro_common.ml.training import evaluate
+from maestro_common.ml.data.text_sets import server_split
+from maestro_common.ml.training import evaluate_metrics
 from maestro_common.width.match import width_for_macs
 
 Shapes = dict[str, tuple[int, ...]]
@@ -65,6 +66,11 @@ def threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _text_split(cfg: RunConfig, split: str, max_windows: int) -> ArrayDataset:
+    """A character task's server split: a fixed sample of non-overlapping windows."""
+    return server_split(cfg.dataset, split, cfg.data_dir, max_windows)
 
 
 class ModelOps:
@@ -155,6 +161,8 @@ class ModelOps:
     # ----- evaluation ------------------------------------------------------------------------
     def test_set(self) -> ArrayDataset:
         """The centralized test split (loaded once; the ServerApp loads it before round 1)."""
+        if self._test is None and DATASET_INFO[self.cfg.dataset].is_text:
+            self._test = _text_split(self.cfg, "test", self.cfg.max_test_examples)
         if self._test is None:
             test = load_dataset(self.cfg.dataset, "test", self.cfg.data_dir or None)
             if self.cfg.max_test_examples:
@@ -171,6 +179,9 @@ class ModelOps:
         ConfigError
             When ``val-size`` is not below the training set's size.
         """
+        if self._val is None and DATASET_INFO[self.cfg.dataset].is_text:
+            # Every role's validation segment (in no client's training data): val-size windows.
+            self._val = _text_split(self.cfg, "val", self.cfg.val_size)
         if self._val is None:
             cfg = self.cfg
             data_dir = cfg.data_dir or None
@@ -206,10 +217,9 @@ class ModelOps:
             for beta in betas:
                 budget = self.method_budget(beta)
                 if budget not in by_budget:
-                    loss, acc = evaluate(
+                    by_budget[budget] = evaluate_metrics(
                         self.model, data.images, data.labels, budget, device=self.device
                     )
-                    by_budget[budget] = {"accuracy": acc, "loss": loss}
         return {b: dict(by_budget[self.method_budget(b)]) for b in betas}
 
     def evaluate_tiers(

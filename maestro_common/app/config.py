@@ -26,6 +26,32 @@ class ConfigError(ValueError):
     """A run-config key or value is not allowed."""
 
 
+def parse_options(text: str, what: str) -> dict[str, int | float | str]:
+    """Parse ``"dim=64,mlp-ratio=2.5"`` into ``{"dim": 64, "mlp_ratio": 2.5}``.
+
+    Keys may be kebab- or snake-case; values are ints, floats or else strings.
+    """
+    options: dict[str, int | float | str] = {}
+    for item in str(text).split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip().replace("-", "_"), value.strip()
+        if not sep or not key or not value:
+            raise ConfigError(f"{what} must be comma-separated key=value pairs, got {text!r}")
+        if key in options:
+            raise ConfigError(f"{what} gives {key!r} twice: {text!r}")
+        for kind in (int, float):
+            try:
+                options[key] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
+            options[key] = value
+    return options
+
+
 def parse_floats(text: str, what: str) -> tuple[float, ...]:
     """Parse ``"0.2,0.4"`` into floats; empty items are ignored."""
     try:
@@ -41,6 +67,8 @@ class RunConfig:
     # What is trained
     method: str = "maestro"  # one of maestro_common.app.methods.METHODS
     model: str = "cnn"  # one of maestro_common.ml.models.MODEL_NAMES
+    # the model's own options as "key=value" pairs, e.g. "dim=64,depth=2" (checked by the model)
+    model_options: str = ""
     dataset: str = "fashion-mnist"  # one of maestro_common.ml.data.DATASET_INFO
     data_dir: str = ""  # folder with the dataset's files ("" = default search path)
     rank_fraction: float = 1.0  # initial kept rank of each factored layer, as a fraction of full
@@ -74,6 +102,9 @@ class RunConfig:
     test_eval: bool = True  # evaluate every tier on the test set (false: sweep runs never see it)
     # Local training
     local_epochs: int = 1
+    # optimiser steps per round (0 = local-epochs whole passes): caps a round's work where
+    # clients hold from tens to tens of thousands of examples (Shakespeare's roles)
+    local_steps: int = 0
     batch_size: int = 32
     lr: float = 0.02
     momentum: float = 0.9
@@ -183,7 +214,14 @@ class RunConfig:
                 getattr(self, key) >= 1,
                 f"{key.replace('_', '-')} must be ≥ 1, got {getattr(self, key)}",
             )
-        for key in ("clients_per_eval", "shrink_every", "max_test_examples", "seed", "val_size"):
+        for key in (
+            "clients_per_eval",
+            "shrink_every",
+            "max_test_examples",
+            "seed",
+            "val_size",
+            "local_steps",
+        ):
             check(
                 getattr(self, key) >= 0,
                 f"{key.replace('_', '-')} must be ≥ 0, got {getattr(self, key)}",
@@ -222,6 +260,7 @@ class RunConfig:
         check(
             0 <= self.val_fraction < 1, f"val-fraction must be in [0, 1), got {self.val_fraction}"
         )
+        parse_options(self.model_options, "model-options")  # syntax here; names by the model
         tiers = parse_floats(self.tier_fractions, "tier-fractions")
         check(
             bool(tiers) and all(is_budget(t) for t in tiers),

@@ -100,6 +100,7 @@ def build_run_model(cfg: RunConfig) -> nn.Module:
 _MODEL_FIELDS = (
     "method",
     "model",
+    "model_options",
     "dataset",
     "rank_fraction",
     "seed",
@@ -125,9 +126,9 @@ def _template(cfg: RunConfig) -> nn.Module:
     return model
 
 
-def input_shape(cfg: RunConfig) -> tuple[int, int, int]:
-    info = DATASET_INFO[cfg.dataset]
-    return (info.in_channels, info.image_size, info.image_size)
+def input_shape(cfg: RunConfig) -> tuple[int, ...]:
+    """One sample's shape without the batch axis: (C, H, W) for images, (T,) for text."""
+    return DATASET_INFO[cfg.dataset].input_shape
 
 
 def train_settings(cfg: RunConfig, lr: float | None = None) -> TrainSettings:
@@ -138,6 +139,7 @@ def train_settings(cfg: RunConfig, lr: float | None = None) -> TrainSettings:
     """
     return TrainSettings(
         epochs=cfg.local_epochs,
+        steps=cfg.local_steps,
         batch_size=cfg.batch_size,
         lr=cfg.lr if lr is None else lr,
         momentum=cfg.momentum,

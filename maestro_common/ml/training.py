@@ -42,6 +42,9 @@ class TrainSettings:
     """Hyper-parameters of local training; defaults are the run config's."""
 
     epochs: int = _RUN.local_epochs  # passes over the local data
+    # optimiser steps per call (0: ``epochs`` whole passes); the data is reshuffled each pass,
+    # so a small client repeats its data and a large one sees a part of it
+    steps: int = _RUN.local_steps
     batch_size: int = _RUN.batch_size
     lr: float = _RUN.lr  # SGD learning rate
     momentum: float = _RUN.momentum
@@ -65,9 +68,10 @@ class TrainSettings:
             )
         if self.distill_temperature <= 0:
             raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
-        if self.epochs < 0 or self.batch_size < 1:
+        if self.epochs < 0 or self.batch_size < 1 or self.steps < 0:
             raise ValueError(
-                f"epochs must be ≥ 0 and batch_size ≥ 1, got {self.epochs}, {self.batch_size}"
+                f"epochs and steps must be ≥ 0 and batch_size ≥ 1, got {self.epochs}, "
+                f"{self.steps}, {self.batch_size}"
             )
         if (
             self.lr <= 0
@@ -135,16 +139,21 @@ def train(
     )
     use_lasso = settings.lasso > 0 and bool(low_rank_layers(model))
     use_fd = settings.frobenius_decay > 0 and bool(low_rank_layers(model))
+    batches = math.ceil(len(labels) / settings.batch_size)
+    # A step budget runs whole reshuffled passes until it is spent (the last one cut short).
+    epochs = math.ceil(settings.steps / max(batches, 1)) if settings.steps else settings.epochs
+    planned = settings.steps or settings.epochs * batches
     if total_steps <= 0:
-        total_steps = step_offset + settings.epochs * math.ceil(len(labels) / settings.batch_size)
+        total_steps = step_offset + planned
     total, steps, start = 0.0, 0, time.perf_counter()
     passes: Counter[float] = Counter()
     # The ranks of each pass of the current nested step, kept only when they are averaged over.
     pass_ranks: list[dict[str, int]] | None = [] if settings.pass_average else None
-    batches = math.ceil(len(labels) / settings.batch_size)
     frozen: tuple[int, list[torch.nn.Parameter]] | None = None  # (period, its frozen parameters)
-    for epoch in range(settings.epochs):
+    for epoch in range(epochs):
         for batch, (x, y) in enumerate(_batches(images, labels, settings.batch_size, gen)):
+            if steps >= planned:
+                break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             progress = min((step_offset + steps) / max(total_steps, 1), 1.0)
             for group in opt.param_groups:
@@ -251,6 +260,41 @@ def nested_loss(
 
 
 @torch.no_grad()
+def evaluate_metrics(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    beta: float = 1.0,
+    batch_size: int = 1000,
+    device: torch.device | str = "cpu",
+    ranks: Mapping[str, int] | None = None,
+) -> dict[str, float]:
+    """Mean cross-entropy (``loss``) and ``accuracy`` of the nested sub-model of budget β.
+
+    For token windows (labels (N, T), logits (N, V, T)) both are over every predicted position,
+    and ``accuracy-last`` is the accuracy at the last position alone: the next character after
+    a full window, the one label per sample that LEAF's Shakespeare task scores.
+    ``ranks`` (per factored layer) runs the sub-model of those ranks instead of β's uniform ones.
+    """
+    model.to(device).eval()
+    loss_sum, correct, correct_last = 0.0, 0, 0
+    with use_budget(model, beta) if ranks is None else use_ranks(model, dict(ranks)):
+        for start in range(0, len(labels), batch_size):
+            x = images[start : start + batch_size].to(device)
+            y = labels[start : start + batch_size].to(device)
+            out = model(x)  # (B, classes) or (B, V, T)
+            loss_sum += F.cross_entropy(out, y, reduction="sum").item()
+            hits = out.argmax(1) == y  # (B,) or (B, T)
+            correct += hits.sum().item()
+            if hits.ndim == 2:
+                correct_last += hits[:, -1].sum().item()
+    n = max(labels.numel(), 1)
+    metrics = {"loss": loss_sum / n, "accuracy": correct / n}
+    if labels.ndim == 2:
+        metrics["accuracy-last"] = correct_last / max(len(labels), 1)
+    return metrics
+
+
 def evaluate(
     model: nn.Module,
     images: torch.Tensor,
@@ -260,18 +304,7 @@ def evaluate(
     device: torch.device | str = "cpu",
     ranks: Mapping[str, int] | None = None,
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of the nested sub-model of budget β.
-
-    ``ranks`` (per factored layer) runs the sub-model of those ranks instead of β's uniform ones.
-    """
-    model.to(device).eval()
-    loss_sum, correct = 0.0, 0
-    with use_budget(model, beta) if ranks is None else use_ranks(model, dict(ranks)):
-        for start in range(0, len(labels), batch_size):
-            x = images[start : start + batch_size].to(device)
-            y = labels[start : start + batch_size].to(device)
-            out = model(x)
-            loss_sum += F.cross_entropy(out, y, reduction="sum").item()
-            correct += (out.argmax(1) == y).sum().item()
-    n = max(len(labels), 1)
-    return loss_sum / n, correct / n
+    """(mean cross-entropy, accuracy) of the nested sub-model of budget β
+    (:func:`evaluate_metrics`)."""
+    m = evaluate_metrics(model, images, labels, beta, batch_size, device, ranks)
+    return m["loss"], m["accuracy"]

@@ -1,7 +1,9 @@
-"""In-memory image datasets: the tensors, and what model builders know of each dataset.
+"""In-memory datasets: the tensors, and what model builders know of each dataset.
 
-Both datasets (Fashion-MNIST, CIFAR-10) are small enough (at most 60k images) to hold entirely
-in memory as normalised float32 tensors, so there is no per-sample ``__getitem__`` and no
+Image datasets (Fashion-MNIST, CIFAR-10) are small enough (at most 60k images) to hold entirely
+in memory as normalised float32 tensors; the character task (Shakespeare) holds token windows
+(int64 inputs and their next-character targets, :mod:`maestro_common.ml.data.shakespeare`),
+so there is no per-sample ``__getitem__`` and no
 ``torch.utils.data.DataLoader``: local training slices the tensors directly
 (:func:`maestro_common.ml.training.train`), which for in-memory data is one to two orders of
 magnitude faster than a DataLoader (that one collates a Python list of per-sample tensors for
@@ -21,13 +23,31 @@ __all__ = ["DATASET_INFO", "ArrayDataset", "DatasetInfo", "normalise"]
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Static facts about a dataset that model builders need before loading it."""
+    """Static facts about a dataset that model builders need before loading it.
+
+    An image dataset has ``context = 0``; a character dataset has ``context`` > 0 (the window
+    length) and ``num_classes`` is its vocabulary (the model predicts the next character at
+    every position); its image fields are unused.
+    """
 
     in_channels: int
     image_size: int
     num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    context: int = 0
+
+    @property
+    def is_text(self) -> bool:
+        """Token windows (B, T) rather than images (B, C, H, W)."""
+        return self.context > 0
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample's shape without the batch axis: (T,) or (C, H, W)."""
+        if self.is_text:
+            return (self.context,)
+        return (self.in_channels, self.image_size, self.image_size)
 
 
 DATASET_INFO: dict[str, DatasetInfo] = {
@@ -41,19 +61,22 @@ DATASET_INFO: dict[str, DatasetInfo] = {
         mean=(0.4914, 0.4822, 0.4465),
         std=(0.2470, 0.2435, 0.2616),
     ),
+    # LEAF's 80 symbols plus an explicit unknown index; 80-character windows.
+    "shakespeare": DatasetInfo(in_channels=1, image_size=0, num_classes=81, context=80),
 }
 
 
 @dataclass(frozen=True)
 class ArrayDataset:
-    """A labelled image dataset held as two tensors.
+    """A labelled dataset held as two tensors: images and their classes, or token windows and
+    their next-token targets.
 
     Attributes
     ----------
     images : torch.Tensor
-        float32, shape (N, C, H, W), already normalised.
+        The inputs: float32, shape (N, C, H, W), already normalised; or int64 token ids (N, T).
     labels : torch.Tensor
-        int64, shape (N,).
+        int64, shape (N,) for images; (N, T) for token windows (position t's next token).
     num_classes : int
         Number of classes of the full dataset (a subset keeps it even when some classes
         are absent, so model output sizes stay consistent across clients).
@@ -72,8 +95,22 @@ class ArrayDataset:
     name: str
 
     def __post_init__(self) -> None:
+        if self.images.ndim == 2 and self.images.dtype == torch.int64:
+            # Token windows: each input position has its next-character target.
+            if self.labels.shape != self.images.shape or self.labels.dtype != torch.int64:
+                raise ValueError(
+                    "token windows need int64 targets shaped like their inputs "
+                    f"{tuple(self.images.shape)}, got shape {tuple(self.labels.shape)} and "
+                    f"dtype {self.labels.dtype}"
+                )
+            if self.num_classes < 1:
+                raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+            return
         if self.images.ndim != 4:
-            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
+            raise ValueError(
+                "images must be (N, C, H, W) float32 or token windows (N, T) int64, got shape "
+                f"{tuple(self.images.shape)}"
+            )
         if self.images.dtype != torch.float32:
             raise ValueError(f"images must be float32, got {self.images.dtype}")
         if self.labels.ndim != 1 or self.labels.dtype != torch.int64:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from maestro_common.app.config import ConfigError, RunConfig, parse_floats
+from maestro_common.app.config import ConfigError, RunConfig, parse_floats, parse_options
 from maestro_common.app.methods import METHOD_NAMES
 from maestro_common.app.task import build_run_model, load_run_config
 
@@ -112,6 +112,9 @@ def test_lossless_coercions_accepted():
         ({"num-rounds": 0}, "num-rounds"),
         ({"clients-per-round": 0}, "clients-per-round"),
         ({"local-epochs": 0}, "local-epochs"),
+        ({"local-steps": -1}, "local-steps"),
+        ({"model-options": "dim"}, "model-options"),
+        ({"model-options": "dim=1,dim=2"}, "model-options"),
         ({"freeze-per-epoch": 0}, "freeze-per-epoch"),
         ({"batch-size": 0}, "batch-size"),
         ({"eval-every": 0}, "eval-every"),
@@ -306,3 +309,12 @@ def test_val_size_and_test_eval():
         RunConfig(val_size=-1)
     with pytest.raises(ConfigError, match="test-eval = false needs val-size > 0"):
         RunConfig(test_eval=False)
+
+
+def test_model_options_parse_to_typed_snake_case_keywords():
+    assert parse_options("dim=64, mlp-ratio=2.5,norm=group", "x") == {
+        "dim": 64,
+        "mlp_ratio": 2.5,
+        "norm": "group",
+    }
+    assert parse_options("", "x") == {}

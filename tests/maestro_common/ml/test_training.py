@@ -14,7 +14,13 @@ from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.layers import low_rank_layers, use_ranks
 from maestro_common.lowrank.samplers import NestedSampler, WidthSampler
 from maestro_common.ml.models import build_model
-from maestro_common.ml.training import TrainSettings, nested_loss, train
+from maestro_common.ml.training import (
+    TrainSettings,
+    evaluate,
+    evaluate_metrics,
+    nested_loss,
+    train,
+)
 from maestro_common.width.sliceable import make_width_sliceable
 
 
@@ -142,3 +148,49 @@ def test_frobenius_decay_adds_its_gradient_to_one_plain_sgd_step():
     assert not torch.equal(start["conv1.weight"], dict(plain.named_parameters())["conv1.weight"])
     with pytest.raises(ValueError, match="frobenius_decay"):
         TrainSettings(frobenius_decay=-1.0)
+
+
+@pytest.mark.parametrize(("n", "steps"), [(64, 3), (20, 7), (64, 0)])
+def test_a_step_budget_runs_exactly_that_many_steps_across_reshuffled_passes(n, steps):
+    model = build_model("lenet5", 10, 1, 28)
+    x, y = _data(n)
+    settings = TrainSettings(batch_size=8, lr=0.01, epochs=1, steps=steps)
+    result = train(model, x, y, settings)
+    assert result.steps == (steps or math.ceil(n / 8))
+    assert result.num_examples == n  # the reply's weight stays the local data's size
+
+
+def test_a_negative_step_budget_is_refused():
+    with pytest.raises(ValueError, match="steps must be ≥ 0"):
+        TrainSettings(steps=-1)
+
+
+class _Bigram(torch.nn.Module):
+    """A token model with logits (B, V, T): position t's logits depend on token t only."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(table)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.table[x].transpose(1, 2)  # (B, T, V) -> (B, V, T)
+
+
+def test_evaluate_metrics_on_token_windows_counts_every_position_and_the_last_one():
+    vocab = 4
+    table = torch.full((vocab, vocab), -10.0)
+    table[torch.arange(vocab), (torch.arange(vocab) + 1) % vocab] = 10.0  # predicts x + 1
+    x = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    # Predictions are [[1, 2, 3], [2, 3, 0]]: right at positions 0, 1 and at 0, 2.
+    y = torch.tensor([[1, 2, 0], [2, 0, 0]])
+    metrics = evaluate_metrics(_Bigram(table), x, y, batch_size=1)
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["accuracy-last"] == pytest.approx(1 / 2)
+    loss = F.cross_entropy(_Bigram(table)(x), y).item()
+    assert metrics["loss"] == pytest.approx(loss, rel=1e-6)
+    assert evaluate(_Bigram(table), x, y) == pytest.approx((loss, 4 / 6))
+
+
+def test_images_have_no_last_position_metric():
+    x, y = _data(16)
+    assert set(evaluate_metrics(build_model("lenet5", 10, 1, 28), x, y)) == {"loss", "accuracy"}
