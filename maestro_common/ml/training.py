@@ -263,6 +263,8 @@ def evaluate(
     """Mean cross-entropy and accuracy of the nested sub-model of budget β.
 
     ``ranks`` (per factored layer) runs the sub-model of those ranks instead of β's uniform ones.
+    Both are means over every label: per sample for labels (N,), per position for a sequence
+    model's labels (N, T) (logits (N, V, T)).
     """
     model.to(device).eval()
     loss_sum, correct = 0.0, 0
@@ -273,5 +275,5 @@ def evaluate(
             out = model(x)
             loss_sum += F.cross_entropy(out, y, reduction="sum").item()
             correct += (out.argmax(1) == y).sum().item()
-    n = max(len(labels), 1)
+    n = max(labels.numel(), 1)
     return loss_sum / n, correct / n

@@ -14,7 +14,7 @@ from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.layers import low_rank_layers, use_ranks
 from maestro_common.lowrank.samplers import NestedSampler, WidthSampler
 from maestro_common.ml.models import build_model
-from maestro_common.ml.training import TrainSettings, nested_loss, train
+from maestro_common.ml.training import TrainSettings, evaluate, nested_loss, train
 from maestro_common.width.sliceable import make_width_sliceable
 
 
@@ -142,3 +142,17 @@ def test_frobenius_decay_adds_its_gradient_to_one_plain_sgd_step():
     assert not torch.equal(start["conv1.weight"], dict(plain.named_parameters())["conv1.weight"])
     with pytest.raises(ValueError, match="frobenius_decay"):
         TrainSettings(frobenius_decay=-1.0)
+
+
+def test_evaluate_averages_a_sequence_models_loss_and_accuracy_over_positions():
+    torch.manual_seed(0)
+    model = build_model("char-lstm", 81, hidden=16, context=6)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 81, (5, 6), generator=gen)
+    y = torch.randint(0, 81, (5, 6), generator=gen)
+    loss, acc = evaluate(model, x, y, batch_size=2)
+    with torch.no_grad():
+        out = model(x)
+    assert loss == pytest.approx(F.cross_entropy(out, y).item(), rel=1e-5)
+    assert acc == pytest.approx((out.argmax(1) == y).float().mean().item())
+    assert 0.0 <= acc <= 1.0
