@@ -40,8 +40,14 @@ def default_skip(model: nn.Module) -> set[str]:
     """The first conv (or first layer) and the classifier (last linear) stay dense.
 
     This follows Maestro and Pufferfish: the first layer is cheap and sensitive, the classifier
-    is small and feeds the loss directly.
+    is small and feeds the loss directly. A model that declares ``keep_dense`` (a collection of
+    qualified layer names, e.g. the character models' ``("head",)``: their first layer is an
+    embedding, and the first linear is a block projection that must be factored) keeps exactly
+    those dense instead.
     """
+    declared = getattr(model, "keep_dense", None)
+    if declared is not None:
+        return set(declared)
     names = [n for n, m in model.named_modules() if isinstance(m, _FACTORABLE)]
     if not names:
         return set()

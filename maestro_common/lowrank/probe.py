@@ -24,10 +24,16 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def probe_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
-    """A zero batch of one sample of ``input_shape``, on the model's device and dtype."""
+    """A zero batch of one sample of ``input_shape``, on the model's device.
+
+    Its dtype is the model's ``input_dtype`` attribute when it has one (``torch.long`` for the
+    token models: a batch of token id 0), else the dtype of the model's floating parameters.
+    """
     p = next(iter(model.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
-    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    dtype = getattr(model, "input_dtype", None)
+    if dtype is None:
+        dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
     return torch.zeros((1, *input_shape), device=device, dtype=dtype)
 
 

@@ -243,12 +243,14 @@ def nested_loss(
         with use_ranks(model, ranks), use_width(model, p):
             out = model(x)
         if settings.distill and teacher is not None:
+            # Mean over predictions (samples, or every position of token windows), as the labels'
+            # cross-entropy is.
             sub = F.kl_div(
                 F.log_softmax(out / t, dim=1),
                 F.log_softmax(teacher / t, dim=1),
-                reduction="batchmean",
+                reduction="sum",
                 log_target=True,
-            ) * (t * t)
+            ) * (t * t / y.numel())
         else:
             sub = F.cross_entropy(out, y)
             task_loss = sub if task_loss is None else task_loss

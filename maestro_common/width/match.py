@@ -24,9 +24,10 @@ __all__ = ["width_for_macs"]
 
 def _breakpoints(model: nn.Module) -> list[Fraction]:
     # ⌈p·C⌉ = j exactly for p in ((j-1)/C, j/C], so the configuration of out-widths only changes
-    # at the fractions j/C of the non-classifier layers' output sizes (and, in a hybrid model,
-    # at j/R of its factored layers' ranks R).
-    sizes = {m.out_size for m in width_layers(model).values() if not m.fixed_out}
+    # at the fractions j/C of the non-fixed layers' output sizes, C counted in whole units (an
+    # attention projection's heads), and, in a hybrid model, at j/R of its factored layers'
+    # ranks R.
+    sizes = {m.width_steps for m in width_layers(model).values() if not m.fixed_out}
     sizes |= {m.rank for m in low_rank_layers(model).values()}
     points = {Fraction(j, c) for c in sizes for j in range(1, c + 1)}
     return sorted(points | {Fraction(1)})
@@ -97,7 +98,6 @@ def width_for_macs(model: nn.Module, input_shape: Sequence[int], target_macs: fl
 
 
 def _out_config(model: nn.Module, width: float) -> tuple[int, ...]:
-    return tuple(
-        m.out_size if m.fixed_out else budget_dim(m.out_size, width)
-        for m in width_layers(model).values()
-    ) + tuple(budget_dim(m.rank, width) for m in low_rank_layers(model).values())
+    return tuple(m.out_width(width) for m in width_layers(model).values()) + tuple(
+        budget_dim(m.rank, width) for m in low_rank_layers(model).values()
+    )

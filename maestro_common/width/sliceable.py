@@ -11,9 +11,16 @@ References: Horváth et al., "FjORD: Fair and Accurate Federated Learning under 
 Targets with Ordered Dropout", NeurIPS 2021; Diao et al., "HeteroFL: Computation and Communication
 Efficient Federated Learning for Heterogeneous Clients", ICLR 2021.
 
-Only models built from Conv2d / Linear / pooling / activations are supported: normalisation layers
-would need per-width statistics or affine slices, grouped convs tie input and output slices
-together, and the transformer's attention ties the head split to the embedding width.
+By default only models built from Conv2d / Linear / pooling / activations are supported:
+normalisation layers would need per-width statistics or affine slices, grouped convs tie input and
+output slices together, and the vision transformer's attention ties the head split to the
+embedding width. A model may instead declare a
+:class:`~maestro_common.ml.models.plans.WidthPlan` (method ``width_plan()``): which layers keep
+their outputs whole (``fixed_out``: the residual stream's writers, the head), which are cut in
+whole groups (``units``: attention heads) and which other modules are used whole (embeddings,
+LayerNorms of the full-width residual stream, attention cores). The character models do
+(``char-transformer``: ⌈p·heads⌉ whole heads and ⌈p·hidden⌉ MLP units per block; ``char-lstm``:
+⌈p·H⌉ hidden units per layer). Anything the plan does not name is refused as before.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from torch import nn
 from maestro_common.lowrank.layers import LowRankLayer, quantize_rank
 from maestro_common.lowrank.prefix import budget_dim, check_budget, state_key
 from maestro_common.lowrank.probe import dry_pass
+from maestro_common.ml.models.plans import WidthPlan
 from maestro_common.ml.models.transformer import ScaledDotProductAttention
 
 __all__ = [
@@ -43,7 +51,7 @@ __all__ = [
 
 SUPPORTED = (
     "width baselines support models built from Conv2d/Linear/pooling/activations only, "
-    "such as lenet5 and cnn"
+    "such as lenet5 and cnn, or models that declare a width plan (char-transformer, char-lstm)"
 )
 
 # Layers that cannot be width-sliced consistently (see the module docstring).
@@ -65,7 +73,8 @@ class WidthLayer:
     classifier, whose outputs are the classes and are never cut. ``global_out`` is set on the
     width layer of a hybrid factored model (:mod:`maestro_common.lowrank.hybrid`), whose received
     weight holds only its tier's leading rows: widths are then fractions of the *global* layer's
-    outputs, rounded down to multiples of ``width_quantum`` as rank prefixes are.
+    outputs, rounded down to multiples of ``width_quantum`` as rank prefixes are. ``width_unit``
+    (from a model's width plan) cuts the outputs in whole groups: ``unit·⌈p·out/unit⌉`` rows.
     """
 
     weight: nn.Parameter
@@ -74,6 +83,7 @@ class WidthLayer:
     fixed_out: bool
     global_out: int | None = None
     width_quantum: int = 1
+    width_unit: int = 1
 
     def __init__(self, *args: Any, fixed_out: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # the torch layer's own arguments
@@ -103,6 +113,20 @@ class WidthLayer:
     def _input_width(self, x: torch.Tensor) -> int:
         raise NotImplementedError
 
+    @property
+    def width_steps(self) -> int:
+        """Number of distinct output widths: p only matters through ⌈p·steps⌉."""
+        return self.out_size // self.width_unit
+
+    def out_width(self, width: float | None) -> int:
+        """Output rows the layer uses at width p (``None``: full width)."""
+        if self.fixed_out or width is None:
+            return self.out_size
+        if self.global_out is None:
+            return self.width_unit * budget_dim(self.width_steps, width)
+        k = quantize_rank(budget_dim(self.global_out, width), self.width_quantum)
+        return min(k, self.out_size)
+
     def used_dims(self, x: torch.Tensor) -> tuple[int, int]:
         """(out_k, in_k): the weight rows and columns a forward pass on ``x`` uses now."""
         in_k = self._input_width(x)
@@ -111,12 +135,7 @@ class WidthLayer:
                 f"{type(self).__name__}: input has width {in_k} but the layer takes at most "
                 f"{self.in_size}"
             )
-        if self.fixed_out or self.active_width is None:
-            return self.out_size, in_k
-        if self.global_out is None:
-            return budget_dim(self.out_size, self.active_width), in_k
-        k = quantize_rank(budget_dim(self.global_out, self.active_width), self.width_quantum)
-        return min(k, self.out_size), in_k
+        return self.out_width(self.active_width), in_k
 
     def used_shapes(self, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
         """Shape of the leading block of ``weight`` (and ``bias``) a forward pass on ``x`` uses."""
@@ -198,9 +217,12 @@ class WidthLinear(WidthLayer, nn.Linear):
         return layer._adopt(linear)
 
 
-def _check_supported(model: nn.Module) -> None:
+def _check_supported(model: nn.Module, plan: WidthPlan | None = None) -> None:
+    whole = plan.whole if plan is not None else frozenset()
     for name, m in model.named_modules():
         where = f"{name or 'the model'} ({type(m).__name__})"
+        if name in whole and not isinstance(m, LowRankLayer):
+            continue  # declared by the model's width plan: used whole at every width
         if isinstance(m, _REFUSED):
             raise ValueError(f"{SUPPORTED}; {where} cannot be width-sliced")
         if isinstance(m, nn.Conv2d) and m.groups != 1:
@@ -210,6 +232,31 @@ def _check_supported(model: nn.Module) -> None:
             # Parameters outside Conv2d/Linear (embeddings, tokens, other layers) have no
             # defined width slice.
             raise ValueError(f"{SUPPORTED}; {where} holds parameters of its own")
+
+
+def _model_plan(model: nn.Module) -> WidthPlan | None:
+    """The model's declared width plan (``width_plan()``), checked against its modules."""
+    declare = getattr(model, "width_plan", None)
+    if declare is None:
+        return None
+    plan = declare()
+    if not isinstance(plan, WidthPlan):
+        raise ValueError(f"width_plan() must return a WidthPlan, got {type(plan).__name__}")
+    modules = dict(model.named_modules())
+    layers = {n for n, m in modules.items() if isinstance(m, nn.Conv2d | nn.Linear)}
+    bad = sorted((set(plan.fixed_out) | set(plan.units)) - layers)
+    if bad:
+        raise ValueError(f"width plan names {bad}, which are not Conv2d/Linear layers")
+    missing = sorted(set(plan.whole) - set(modules))
+    if missing:
+        raise ValueError(f"width plan names modules {missing} that the model does not have")
+    for name, unit in plan.units.items():
+        out = modules[name].weight.shape[0]
+        if isinstance(unit, bool) or not isinstance(unit, int) or unit < 1 or out % unit:
+            raise ValueError(
+                f"width plan: {name} has {out} outputs, not a multiple of its unit {unit!r}"
+            )
+    return plan
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -225,8 +272,9 @@ def make_width_sliceable(model: nn.Module, input_shape: Sequence[int] | None = N
     ----------
     model:
         A dense model built from Conv2d / Linear / pooling / activations (lenet5, cnn), whose
-        classifier is its last registered Linear (the project's model convention). Layers that
-        already are width layers are kept as they are.
+        classifier is its last registered Linear (the project's model convention), or a model
+        with a ``width_plan()`` (see the module docstring), which then sets the fixed and
+        grouped layers. Layers that already are width layers are kept as they are.
     input_shape:
         Optional shape of one sample without the batch axis, stored as
         ``model.width_input_shape``: :func:`maestro_common.lowrank.accounting.count_params` needs it
@@ -237,15 +285,18 @@ def make_width_sliceable(model: nn.Module, input_shape: Sequence[int] | None = N
     -------
     The same model object; its parameters (and so its state dict and any optimiser holding them)
     are unchanged. The last Linear gets ``fixed_out=True``; a model without a Linear has its last
-    Conv2d as the classifier.
+    Conv2d as the classifier. With a width plan: exactly the plan's ``fixed_out`` layers are
+    fixed and its ``units`` set each layer's ``width_unit``.
 
     Raises
     ------
     ValueError
         If the model contains normalisation layers, grouped convs, factored layers, attention or
-        other parameterised modules; nothing is modified then.
+        other parameterised modules that no width plan declares, or its plan names layers it
+        does not have; nothing is modified then.
     """
-    _check_supported(model)  # before any change, so a refused model is left intact
+    plan = _model_plan(model)
+    _check_supported(model, plan)  # before any change, so a refused model is left intact
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     if not layers:
         raise ValueError(f"{SUPPORTED}; the model has no Conv2d or Linear layer")
@@ -253,14 +304,17 @@ def make_width_sliceable(model: nn.Module, input_shape: Sequence[int] | None = N
         raise ValueError("make_width_sliceable needs a model that contains its layers")
     linears = [n for n, m in layers if isinstance(m, nn.Linear)]
     classifier = linears[-1] if linears else layers[-1][0]
+    fixed_names = set(plan.fixed_out) if plan is not None else {classifier}
+    units = dict(plan.units) if plan is not None else {}
     for name, m in layers:
         if isinstance(m, WidthLayer):
             continue
-        fixed = name == classifier
+        fixed = name in fixed_names
         if isinstance(m, nn.Conv2d):
             new: nn.Module = WidthConv2d.from_module(m, fixed_out=fixed)
         else:
             new = WidthLinear.from_module(m, fixed_out=fixed)
+        new.width_unit = units.get(name, 1)
         _set_submodule(model, name, new)
     if input_shape is not None:
         model.width_input_shape = tuple(input_shape)

@@ -17,7 +17,7 @@ from maestro_common.lowrank.layers import LowRankConv2d, LowRankLinear, budget_r
 from maestro_common.lowrank.prefix import array_shapes, budget_shapes, payload_nbytes, take_prefix
 from maestro_common.ml.models import build_model
 
-MODELS: dict[str, tuple[str, dict, tuple[int, int, int]]] = {
+MODELS: dict[str, tuple[str, dict, tuple[int, ...]]] = {
     "lenet5": ("lenet5", {}, (1, 28, 28)),
     "cnn": ("cnn", {}, (1, 28, 28)),
     "resnet18": (
@@ -26,6 +26,8 @@ MODELS: dict[str, tuple[str, dict, tuple[int, int, int]]] = {
         (3, 16, 16),
     ),
     "transformer": ("transformer", {"in_channels": 3, "image_size": 16, "dim": 32}, (3, 16, 16)),
+    "char-transformer": ("char-transformer", {"dim": 32, "depth": 2, "context": 12}, (12,)),
+    "char-lstm": ("char-lstm", {"hidden": 24, "context": 12}, (12,)),
 }
 BETAS = (0.25, 0.5, 1.0)
 
@@ -37,7 +39,7 @@ def tier_payload(model: nn.Module, beta: float) -> int:
     return payload_nbytes(take_prefix(arrays, shapes))
 
 
-def make(key: str, factored: bool) -> tuple[nn.Module, tuple[int, int, int]]:
+def make(key: str, factored: bool) -> tuple[nn.Module, tuple[int, ...]]:
     name, kwargs, shape = MODELS[key]
     torch.manual_seed(0)
     model = build_model(name, **kwargs)
@@ -116,7 +118,32 @@ def test_transformer_attention_macs_counted() -> None:
     assert count_macs_flop_counter(model, (3, 8, 8)) == expected
 
 
-@pytest.mark.parametrize("key", ["lenet5", "resnet18", "transformer"])
+def test_char_transformer_macs_by_hand() -> None:
+    t, d, vocab = 6, 16, 81
+    model = build_model("char-transformer", num_classes=vocab, dim=d, depth=1, heads=2, context=t)
+    projections = 4 * t * d * d  # q, k, v, out
+    mlp = 2 * t * d * 4 * d  # mlp_ratio 4
+    attention = 2 * t * t * (8 + 8)  # heads · T² · (d_k + d_v): the causal mask is not discounted
+    head = t * d * vocab
+    expected = projections + mlp + attention + head
+    assert count_macs(model, (t,)) == count_macs_flop_counter(model, (t,)) == expected
+
+
+def test_char_lstm_macs_by_hand() -> None:
+    t, e, h, vocab = 5, 8, 12, 81
+    model = build_model("char-lstm", num_classes=vocab, embed=e, hidden=h, context=t)
+    gates = 4 * t * (e * h + h * h) + 4 * t * (h * h + h * h)  # layer 0, layer 1; per step
+    expected = gates + t * h * vocab
+    assert count_macs(model, (t,)) == count_macs_flop_counter(model, (t,)) == expected
+    factored = decompose(model)
+    k = budget_rank(h, 0.5)  # every hidden gate matrix at rank ⌈0.5·12⌉; x gates of layer 0 ⌈4⌉
+    low = 4 * t * (budget_rank(e, 0.5) * (e + h) + k * 2 * h) + 8 * t * k * 2 * h
+    assert count_macs(factored, (t,), 0.5) == low + t * h * vocab
+
+
+@pytest.mark.parametrize(
+    "key", ["lenet5", "resnet18", "transformer", "char-transformer", "char-lstm"]
+)
 def test_params_and_payload_shrink_with_budget(key: str) -> None:
     model, _ = make(key, factored=True)
     betas = (0.1, 0.25, 0.5, 0.75, 1.0)

@@ -194,3 +194,17 @@ def test_evaluate_metrics_on_token_windows_counts_every_position_and_the_last_on
 def test_images_have_no_last_position_metric():
     x, y = _data(16)
     assert set(evaluate_metrics(build_model("lenet5", 10, 1, 28), x, y)) == {"loss", "accuracy"}
+
+
+def test_evaluate_averages_a_sequence_models_loss_and_accuracy_over_positions():
+    torch.manual_seed(0)
+    model = build_model("char-lstm", 81, hidden=16, context=6)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 81, (5, 6), generator=gen)
+    y = torch.randint(0, 81, (5, 6), generator=gen)
+    loss, acc = evaluate(model, x, y, batch_size=2)
+    with torch.no_grad():
+        out = model(x)
+    assert loss == pytest.approx(F.cross_entropy(out, y).item(), rel=1e-5)
+    assert acc == pytest.approx((out.argmax(1) == y).float().mean().item())
+    assert 0.0 <= acc <= 1.0

@@ -44,7 +44,14 @@ def make(key: str) -> tuple[nn.Module, torch.Tensor]:
 
 
 def test_model_names() -> None:
-    assert MODEL_NAMES == ("lenet5", "cnn", "resnet18", "transformer")
+    assert MODEL_NAMES == (
+        "lenet5",
+        "cnn",
+        "resnet18",
+        "transformer",
+        "char-transformer",
+        "char-lstm",
+    )
 
 
 @pytest.mark.parametrize("key", CONFIGS)
