@@ -14,7 +14,8 @@ import torch
 
 from maestro_common.ml.data import shakespeare as shk
 from maestro_common.ml.data.datasets import DatasetUnavailableError
-from maestro_common.ml.data.shakespeare_parse import parse_gutenberg_complete, parse_play
+from maestro_common.ml.data.shakespeare_gutenberg import parse_gutenberg_complete
+from maestro_common.ml.data.shakespeare_parse import parse_play
 from maestro_common.ml.data.shakespeare_text import (
     ALPHABET,
     UNKNOWN,
