@@ -29,6 +29,7 @@ from maestro_common.app.task import build_run_model, input_shape, run_method
 from maestro_common.lowrank.accounting import count_params
 from maestro_common.lowrank.budget import use_budget
 from maestro_common.lowrank.inference import tier_model
+from maestro_common.ml.data import DATASET_INFO
 
 __all__ = [
     "AUTO",
@@ -75,9 +76,13 @@ def benchmark_step(cfg: RunConfig, beta: float, steps: int = 3) -> StepMeasureme
     model.train()
     params = count_params(model, width)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=cfg.momentum)
-    x = torch.randn((cfg.batch_size, *input_shape(cfg)))
-    num_classes = model(x[:1]).shape[1]
-    y = torch.randint(0, num_classes, (cfg.batch_size,))
+    info = DATASET_INFO[cfg.dataset]
+    if info.is_text:  # token windows and a next-token target at every position
+        x = torch.randint(0, info.num_classes, (cfg.batch_size, info.context))
+        y = torch.randint(0, info.num_classes, (cfg.batch_size, info.context))
+    else:
+        x = torch.randn((cfg.batch_size, *input_shape(cfg)))
+        y = torch.randint(0, info.num_classes, (cfg.batch_size,))
     rss = psutil.Process().memory_info().rss
     times, saved = [], 0
     for i in range(steps + 1):  # the first step warms up and is not timed

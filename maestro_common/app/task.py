@@ -10,14 +10,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from maestro_common.app.config import ConfigError, RunConfig
+from maestro_common.app.config import ConfigError, RunConfig, parse_options
 from maestro_common.app.methods import METHOD_NAMES, WARMUP_METHODS, Method, get_method
 from maestro_common.lowrank.decompose import CONV_FACTORIZATIONS, INITIAL_RANKS
 from maestro_common.lowrank.freezing import FREEZE_MODES
 from maestro_common.lowrank.samplers import SAMPLER_NAMES, SUBMODEL_RULES
 from maestro_common.ml.data import DATASET_INFO
 from maestro_common.ml.data.partition import SCHEMES
-from maestro_common.ml.models import MODEL_NAMES, build_model
+from maestro_common.ml.models import MODEL_NAMES, SEQUENCE_MODELS, build_model
 from maestro_common.ml.schedules import SCHEDULES
 from maestro_common.ml.training import TrainSettings
 
@@ -71,6 +71,20 @@ def check_names(cfg: RunConfig) -> None:
     ):
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {tuple(allowed)}, got {value!r}")
+    text = DATASET_INFO[cfg.dataset].is_text
+    if text != (cfg.model in SEQUENCE_MODELS):
+        allowed = (
+            SEQUENCE_MODELS if text else tuple(m for m in MODEL_NAMES if m not in SEQUENCE_MODELS)
+        )
+        raise ConfigError(
+            f"model {cfg.model!r} does not fit dataset {cfg.dataset!r} "
+            f"({'character windows' if text else 'images'}): use one of {allowed}"
+        )
+    if "context" in parse_options(cfg.model_options, "model-options"):
+        raise ConfigError(
+            "model-options may not set context: the dataset's window length sets it "
+            f"({DATASET_INFO[cfg.dataset].context or 'none for images'})"
+        )
 
 
 def load_run_config(run_config: Mapping[str, Any]) -> RunConfig:
@@ -118,12 +132,29 @@ def _model_key(cfg: RunConfig) -> RunConfig:
 @lru_cache(maxsize=8)
 def _template(cfg: RunConfig) -> nn.Module:
     check_names(cfg)
-    info = DATASET_INFO[cfg.dataset]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, info.num_classes, info.in_channels, info.image_size)
+        model = build_dense_model(cfg)
         run_method(cfg).prepare(model, input_shape(cfg), cfg)
     return model
+
+
+def build_dense_model(cfg: RunConfig) -> nn.Module:
+    """The run's dense model, before its method prepares it (current torch seed).
+
+    A sequence model reads the dataset's vocabulary and window length; an image model its
+    classes and geometry; ``model-options`` go to the model, which checks their names.
+    """
+    info = DATASET_INFO[cfg.dataset]
+    options = parse_options(cfg.model_options, "model-options")
+    try:
+        if info.is_text:
+            return build_model(cfg.model, info.num_classes, context=info.context, **options)
+        return build_model(
+            cfg.model, info.num_classes, info.in_channels, info.image_size, **options
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model-options {cfg.model_options!r} for {cfg.model!r}: {err}") from err
 
 
 def input_shape(cfg: RunConfig) -> tuple[int, ...]:
