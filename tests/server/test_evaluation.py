@@ -20,13 +20,13 @@ def test_each_distinct_budget_is_evaluated_once(fmnist_sample, monkeypatch, meth
     )
     ops = ModelOps(cfg)
     calls = []
-    real = evaluation.evaluate
+    real = evaluation.evaluate_metrics
 
     def counting(model, images, labels, budget, **kw):
         calls.append(budget)
         return real(model, images, labels, budget, **kw)
 
-    monkeypatch.setattr(evaluation, "evaluate", counting)
+    monkeypatch.setattr(evaluation, "evaluate_metrics", counting)
     arrays = ops.initial_arrays()
     tiers = ops.evaluate_tiers(arrays, cfg.tiers)
     assert len(calls) == distinct and set(tiers) == {"0.25", "0.5", "1"}
@@ -43,13 +43,13 @@ def test_the_server_evaluates_on_the_threads_it_is_given(fmnist_sample, monkeypa
     cfg = RunConfig(model="lenet5", data_dir=str(fmnist_sample), max_test_examples=50)
     ops = ModelOps(cfg)
     seen = []
-    real = evaluation.evaluate
+    real = evaluation.evaluate_metrics
 
     def spy(*args, **kw):
         seen.append(torch.get_num_threads())
         return real(*args, **kw)
 
-    monkeypatch.setattr(evaluation, "evaluate", spy)
+    monkeypatch.setattr(evaluation, "evaluate_metrics", spy)
     before = torch.get_num_threads()
     two = ops.evaluate_tiers(ops.initial_arrays(), [1.0])
     assert seen == [2] and torch.get_num_threads() == before  # put back after

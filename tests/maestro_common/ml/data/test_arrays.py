@@ -12,8 +12,22 @@ def test_dataset_info_registry():
     assert DATASET_INFO["fashion-mnist"].image_size == 28
     assert DATASET_INFO["cifar10"].in_channels == 3
     assert DATASET_INFO["cifar10"].image_size == 32
-    assert all(info.num_classes == 10 for info in DATASET_INFO.values())
-    assert set(DATASET_INFO) == {"fashion-mnist", "cifar10"}
+    assert DATASET_INFO["cifar10"].input_shape == (3, 32, 32)
+    images = [info for info in DATASET_INFO.values() if not info.is_text]
+    assert all(info.num_classes == 10 for info in images)
+    text = DATASET_INFO["shakespeare"]
+    assert text.is_text and text.input_shape == (80,) and text.num_classes == 81
+    assert set(DATASET_INFO) == {"fashion-mnist", "cifar10", "shakespeare"}
+
+
+def test_token_windows_need_targets_shaped_like_their_inputs():
+    x = torch.zeros((4, 8), dtype=torch.int64)
+    ds = ArrayDataset(images=x, labels=x + 1, num_classes=81, name="t")
+    assert len(ds) == 4 and ds.subset([1, 2]).labels.shape == (2, 8)
+    with pytest.raises(ValueError, match="int64 targets shaped like their inputs"):
+        ArrayDataset(images=x, labels=torch.zeros(4, dtype=torch.int64), num_classes=81, name="t")
+    with pytest.raises(ValueError, match="token windows"):
+        ArrayDataset(images=x.float(), labels=x, num_classes=81, name="t")
 
 
 def _toy(n=10):
