@@ -57,8 +57,11 @@ import tomli_w
 from maestro_common.app.config import ConfigError, RunConfig
 from maestro_common.app.methods import METHOD_NAMES as METHODS
 from maestro_common.app.task import load_run_config
+from maestro_common.ml.data import DATASET_INFO, DatasetUnavailableError
 from maestro_common.ml.data.partition import holdout_split
 from maestro_common.ml.data.raw import local_raw_split
+from maestro_common.ml.data.shakespeare import load_shakespeare
+from maestro_common.ml.data.text_sets import client_roles
 from server.policy import run_profiles
 from simulations import lr_sweep, provenance
 from simulations.labels import method_label, method_list
@@ -635,6 +638,14 @@ def check_holdout(cfg: RunConfig, supernodes: int) -> None:
     HarnessError
         When it does not (or is not below the training set's size).
     """
+    if DATASET_INFO[cfg.dataset].is_text:
+        # A SuperNode per role (or several roles each): no more nodes than roles.
+        try:
+            roles = len(load_shakespeare(cfg.data_dir or None).roles)
+            client_roles(roles, 0, supernodes)
+        except (ValueError, DatasetUnavailableError) as err:
+            raise HarnessError(f"bad experiment config: {err}") from err
+        return
     raw = local_raw_split(cfg.dataset, "train", cfg.data_dir or None)
     if raw is None:
         return
