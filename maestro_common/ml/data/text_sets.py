@@ -12,7 +12,7 @@ validation) segment. Nothing here reads anything but the parsed corpus
 
 from __future__ import annotations
 
-from functools import lru_cache
+import sys
 
 import torch
 
@@ -59,13 +59,13 @@ def _dataset(parts: list[tuple[torch.Tensor, torch.Tensor]], name: str) -> Array
     return ArrayDataset(images=x, labels=y, num_classes=info.num_classes, name=name)
 
 
-@lru_cache(maxsize=8)
 def role_splits(
     name: str, data_dir: str, partition_id: int, num_partitions: int
 ) -> tuple[ArrayDataset, ArrayDataset]:
     """(train, validation) windows of one client: every offset of its roles' segments.
 
-    Cached per process: in a simulation a worker serves many clients, each several times.
+    The parsed corpus is cached per process (:func:`load_shakespeare`); cutting a role's
+    windows is a strided copy (about 10 ms for Hamlet's 40,000).
     """
     _check(name)
     corpus = load_shakespeare(data_dir or None)
@@ -82,7 +82,6 @@ def role_splits(
     )
 
 
-@lru_cache(maxsize=4)
 def server_split(
     name: str, split: str, data_dir: str, max_windows: int, seed: int = 0
 ) -> ArrayDataset:
@@ -95,5 +94,5 @@ def server_split(
             f"{split!r} (training windows are the clients')"
         )
     corpus = load_shakespeare(data_dir or None)
-    x, y = eval_windows(corpus, split, max_windows, seed)
+    x, y = eval_windows(corpus, split, max_windows or sys.maxsize, seed)
     return _dataset([(x, y)], f"{name}/{split}")

