@@ -191,6 +191,8 @@ def main(grid: Grid, context: Context) -> None:
         return warm_ops if warm_ops is not None and in_warmup(cfg, rnd) else ops
 
     recorder = RunRecorder(folder, cfg.to_run_config(), resume=cfg.resume)
+    for repair in recorder.repairs:
+        log(WARNING, "resume: %s", repair)
     start_round = recorder.start_round
     log(INFO, "run folder: %s (starting after round %d)", folder, start_round)
     arrays = ops_at(start_round).initial_arrays()
