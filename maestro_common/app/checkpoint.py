@@ -10,12 +10,14 @@ loading never unpickles anything) holding:
 
 The round's metrics row rides in the checkpoint so that the checkpoint and its row are committed
 by one rename: a crash before ``metrics.jsonl`` gets the row loses nothing
-(:mod:`server.results` restores it on resume).
+(the server restores it on resume).
 
-:func:`read_checkpoint` bounds what it will decompress before reading any entry (every entry's
-declared size, their sum, and that each array's header agrees with its entry's size), then checks
-the metadata, the digest and that every float is finite; :func:`check_arrays` checks the arrays against the model about to be resumed. Every
-failure is a :class:`CheckpointError` that names the file.
+:func:`read_checkpoint` bounds what it reads before reading any entry whole (entries stored
+uncompressed, as written here, so nothing inflates beyond the file's own size; their declared
+sizes together within a limit; each array's header agreeing with its entry's size), then checks
+the metadata, the digest and that every float is finite; :func:`check_arrays` checks the arrays
+against the model about to be resumed. Every failure is a :class:`CheckpointError` that names
+the file.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ import numpy as np
 FORMAT, VERSION = "maestro-fl-checkpoint", 1
 META, PREFIX = "meta.json", "arrays/"
 _KINDS = "fiub"  # float, signed, unsigned, bool: what a state_dict holds
-# What read_checkpoint will inflate at most: the declared size of all entries together (the
-# largest model here is a few tens of MB), and of the metadata entry alone.
-MAX_BYTES = 2 << 30
+# What read_checkpoint will read at most: the declared size of all entries together (the
+# largest model here, a factored ResNet, is under 100 MB), and of the metadata entry alone.
+MAX_BYTES = 1 << 30
 MAX_META_BYTES = 64 << 20
 
 
@@ -101,10 +103,11 @@ def write_checkpoint(
 def read_checkpoint(path: Path, max_bytes: int = MAX_BYTES) -> Checkpoint:
     """Read and verify a checkpoint (format, digest, finite floats); never unpickles.
 
-    Before any entry is read whole, the entries' declared sizes are checked: together at most
-    ``max_bytes`` (the metadata entry at most ``MAX_META_BYTES``), and each array's ``.npy``
-    header must describe exactly the bytes its entry holds. A compressed entry is read only
-    within that bound (zip reading stops at the declared size).
+    Before any entry is read whole, the archive's entries are checked: each stored uncompressed
+    (as :func:`write_checkpoint` writes them; a compressed entry could inflate far beyond the
+    file's size, so it is refused unread), their declared sizes together at most ``max_bytes``
+    (the metadata entry at most ``MAX_META_BYTES``), and each array's ``.npy`` header describing
+    exactly the bytes its entry holds.
 
     Raises
     ------
@@ -150,12 +153,18 @@ def _check_entries(path: Path, archive: zipfile.ZipFile, max_bytes: int) -> None
             f"{max_bytes:,} a checkpoint may hold; not read"
         )
     for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(
+                f"{path}: entry {info.filename!r} is compressed (zip method "
+                f"{info.compress_type}, {info.compress_size:,} bytes declared to inflate to "
+                f"{info.file_size:,}); checkpoints are stored uncompressed, so it is not read"
+            )
         if info.filename == META + ".npy" and info.file_size > MAX_META_BYTES:
             raise CheckpointError(
                 f"{path}: entry {META} declares {info.file_size:,} bytes, more than the "
                 f"{MAX_META_BYTES:,} allowed for the metadata; not read"
             )
-        with archive.open(info) as entry:  # only the header is inflated here
+        with archive.open(info) as entry:  # only the header is read here
             try:
                 version = np.lib.format.read_magic(entry)
                 read_header = (
