@@ -92,6 +92,11 @@ def write_checkpoint(
         meta["row"] = row_json
     entries = {PREFIX + k: v for k, v in arrays.items()}
     entries[META] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+    if entries[META].nbytes > MAX_META_BYTES - 1024:  # what read_checkpoint would refuse
+        raise CheckpointError(
+            f"{path}: the metadata (run config and metrics row) takes {entries[META].nbytes:,} "
+            f"bytes, more than the {MAX_META_BYTES:,} a checkpoint may hold"
+        )
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         np.savez(f, **entries)

@@ -221,3 +221,14 @@ def test_a_header_that_disagrees_with_its_entry_is_refused(saved, tmp_path):
     _rewrite(saved, lying, replace={"arrays/fc.bias.npy": buf.getvalue()})
     with pytest.raises(CheckpointError, match=r"'arrays/fc.bias.npy' declares a float32 array"):
         read_checkpoint(lying)
+
+
+def test_a_row_too_large_to_read_back_is_refused_when_written(tmp_path, monkeypatch):
+    from maestro_common.app import checkpoint
+
+    monkeypatch.setattr(checkpoint, "MAX_META_BYTES", 4096)
+    with pytest.raises(CheckpointError, match=r"the metadata .* takes [\d,]+ bytes, more than"):
+        write_checkpoint(tmp_path / "c.npz", 1, _arrays(), CONFIG, row={"x": "y" * 5000})
+    assert not (tmp_path / "c.npz").exists()
+    write_checkpoint(tmp_path / "c.npz", 1, _arrays(), CONFIG, row={"x": "y"})
+    assert read_checkpoint(tmp_path / "c.npz").row == {"x": "y"}
