@@ -1,18 +1,21 @@
 """Get a trained tier out of a run: export it for inference, or evaluate every tier of a checkpoint.
 
-Two subcommands, both reading a checkpoint through :mod:`maestro_common.app.checkpoint` and the
-run's ``config.json`` beside it (a federated run folder, or a model saved by the centralized
-trainer)::
+Two subcommands, both reading a checkpoint through :mod:`maestro_common.app.checkpoint` (a
+federated run folder, or a model saved by the centralized trainer). The model is built from the
+run config inside the checkpoint, covered by its checksum; a ``config.json`` beside it (or one
+given with ``--config``) must agree with it, else the command stops naming the keys that
+differ::
 
     python -m server.export export runs/demo/<run>/checkpoint.npz --beta 0.2 --out exported
     python -m server.export evaluate runs/demo/<run>/checkpoint.npz --betas 0.2,0.6,1 \\
         --out runs/demo/<run>/eval
 
-``export`` writes ``<out>/<name>.pt2``, a ``torch.export`` program that loads with torch alone
-(``torch.export.load(path).module()``) and maps raw pixels in [0, 1] of shape (B, C, H, W) to
-class logits (normalisation is inside), and ``<out>/<name>.json`` with the tier's budget, ranks,
-params, MACs, bytes, test accuracy and latency. Factored layers are merged into dense ones where
-the dense form was measured to be faster on this CPU
+``export`` writes ``<out>/<name>.pt2`` (``name`` a plain file name, kept inside ``out``), a
+``torch.export`` program that loads with torch alone (``torch.export.load(path).module()``) and
+maps raw pixels in [0, 1] of shape (B, C, H, W) to class logits (normalisation is inside), and
+``<out>/<name>.json`` with the tier's budget, ranks, params, MACs, bytes, test accuracy and
+latency. Factored layers are merged into dense ones where the dense form was measured to be
+faster on this CPU
 (:func:`maestro_common.lowrank.inference.merge_where_faster`).
 
 ``evaluate`` prints the per-tier table (accuracy, loss, params, MACs, bytes, latency) and writes
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -50,6 +54,7 @@ from server.evaluation import ModelOps  # the tier budgets, shapes and counts of
 
 LATENCY_BATCHES = (1, 64)
 MERGE_MODES = ("measure", "none", "all")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 @dataclass
@@ -68,26 +73,68 @@ class LoadedRun:
 def load_run(checkpoint: Path, config: Path | None = None) -> LoadedRun:
     """Load ``checkpoint`` into the model its run config describes, on the CPU.
 
-    The run config is ``config`` if given, else ``config.json`` beside the checkpoint, else the
-    config stored in the checkpoint.
+    The run config is the one stored in the checkpoint, covered by its checksum. ``config`` if
+    given, else ``config.json`` beside the checkpoint if there is one, is only compared with it.
+
+    Raises
+    ------
+    ValueError
+        When that file cannot be read, or differs from the checkpoint's config (the differing
+        keys are named): an unchecked file never chooses the model.
     """
     ckpt = read_checkpoint(Path(checkpoint))
     if config is None and (Path(checkpoint).parent / "config.json").is_file():
         config = Path(checkpoint).parent / "config.json"
     if config is not None:
-        try:
-            run_config = json.loads(Path(config).read_text())
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{config}: cannot read the run config: {err}") from err
-    else:
-        run_config = ckpt.config
-    cfg = RunConfig.from_run_config(run_config).replace(device="cpu")
+        check_config_file(Path(config), ckpt.config, Path(checkpoint))
+    cfg = RunConfig.from_run_config(ckpt.config).replace(device="cpu")
     ops = ModelOps(cfg)
     try:
         ops.load(ckpt.arrays)
     except ValueError as err:
         raise ValueError(f"{checkpoint} does not fit the model of its run config: {err}") from err
     return LoadedRun(cfg, ckpt, ops)
+
+
+def check_config_file(path: Path, checked: dict[str, Any], checkpoint: Path) -> None:
+    """A run config file must equal the checksummed config inside ``checkpoint``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and each key whose value differs (with both values).
+    """
+    try:
+        given = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read the run config: {err}") from err
+    if not isinstance(given, dict):
+        raise ValueError(f"{path}: the run config is not a JSON object")
+    keys = sorted(k for k in set(given) | set(checked) if given.get(k) != checked.get(k))
+    if keys:
+        detail = "; ".join(f"{k}: {given.get(k)!r} there, {checked.get(k)!r} checked" for k in keys)
+        raise ValueError(
+            f"{path} differs from the checksummed run config inside {checkpoint} in "
+            f"{len(keys)} key(s) ({detail}); the model is built only from the checked config: "
+            "restore or remove the file (or leave out --config)"
+        )
+
+
+def check_name(name: str) -> str:
+    """An artifact name: a plain file name, so ``<out>/<name>.pt2`` stays inside ``out``.
+
+    Raises
+    ------
+    ValueError
+        For path separators, ``..``, an absolute path or other characters.
+    """
+    if not NAME_RE.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"--name {name!r} is not allowed: give a plain file name (letters, digits, '.', '_', "
+            "'-'; starting with a letter or digit; no '/', '\\', '..' or absolute path; at most "
+            "200 characters); it is written inside --out"
+        )
+    return name
 
 
 def tier_beta(cfg: RunConfig, beta: float | None = None, tier: int | None = None) -> float:
@@ -158,6 +205,7 @@ def export_tier(
     if merge not in MERGE_MODES:
         raise ValueError(f"merge must be one of {MERGE_MODES}, got {merge!r}")
     cfg = run.cfg
+    name = check_name(f"{cfg.name}-beta{beta:g}" if name is None else name)
     if run.ops.method.width_sliced:
         raise ValueError(
             f"export supports factored (maestro) and dense (fedavg-all) models, not the width "
@@ -181,7 +229,6 @@ def export_tier(
         wrapped, (example,), dynamic_shapes={"x": {0: torch.export.Dim.DYNAMIC}}
     )
     out.mkdir(parents=True, exist_ok=True)
-    name = name or f"{cfg.name}-beta{beta:g}"
     artifact = out / f"{name}.pt2"
     with warnings.catch_warnings():
         # torch 2.13 warns "No complete tensor found in the group" for every CPU program it
@@ -317,7 +364,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("checkpoint", type=Path, help="a run's checkpoint.npz")
-    common.add_argument("--config", type=Path, help="run config (default: config.json beside)")
+    common.add_argument(
+        "--config",
+        type=Path,
+        help="a run config file to check against the checkpoint's own (default: config.json "
+        "beside it, if any); the model is always built from the checkpoint's checksummed config",
+    )
     common.add_argument("--test-data", type=Path, help="test set: IDX folder (t10k-*) or .npz")
     common.add_argument("--data-dir", help="folder with the run's dataset (default: the run's)")
     common.add_argument("--limit-test", type=int, default=0, help="first N test images (0: all)")
@@ -329,7 +381,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     which.add_argument("--tier", type=int, help="index into the run's tier-fractions")
     ex.add_argument("--merge", choices=MERGE_MODES, default="measure", help="dense merging")
     ex.add_argument("--repeats", type=int, default=50, help="timed calls per latency")
-    ex.add_argument("--name", help="artifact file name without suffix")
+    ex.add_argument(
+        "--name", help="artifact file name without suffix, written inside --out (no paths)"
+    )
     ev = sub.add_parser("evaluate", parents=[common], help="per-tier table of a checkpoint")
     ev.add_argument("--betas", type=_floats, help="budgets (default: the run's tier-fractions)")
     ev.add_argument("--repeats", type=int, default=20, help="timed calls per latency")

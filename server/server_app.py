@@ -17,6 +17,7 @@ from maestro_common.app import protocol as P
 from maestro_common.app.checkpoint import check_arrays
 from maestro_common.app.config import ConfigError, RunConfig
 from maestro_common.app.malloc import tune_malloc
+from maestro_common.app.runlock import FolderLock
 from maestro_common.app.task import load_run_config
 from maestro_common.app.warmup import factor_arrays, in_warmup, warmup_config, whole_model
 from maestro_common.ml.schedules import round_lr
@@ -184,6 +185,20 @@ def main(grid: Grid, context: Context) -> None:
     cfg = load_run_config(context.run_config)
     tune_malloc()  # evaluation batches of 1000: 1.7-1.8x faster with memory kept (docs/results.md)
     folder, ops, profiles, warmup = preflight(cfg)
+    # One writer per run folder: refused (naming the holder) while another process writes it.
+    with FolderLock(folder, "ServerApp"):
+        run_rounds(grid, cfg, folder, ops, profiles, warmup)
+
+
+def run_rounds(
+    grid: Grid,
+    cfg: RunConfig,
+    folder: Path,
+    ops: ModelOps,
+    profiles: tuple[TierProfile, ...],
+    warmup: Warmup | None,
+) -> None:
+    """The run's rounds, recorded in ``folder`` (held by this process), and its summary."""
     # A dense warm-up's rounds (and round 0, its initial model) run the warm-up method's operations.
     warm_ops = warmup.ops if warmup is not None else None
 
@@ -191,6 +206,8 @@ def main(grid: Grid, context: Context) -> None:
         return warm_ops if warm_ops is not None and in_warmup(cfg, rnd) else ops
 
     recorder = RunRecorder(folder, cfg.to_run_config(), resume=cfg.resume)
+    for repair in recorder.repairs:
+        log(WARNING, "resume: %s", repair)
     start_round = recorder.start_round
     log(INFO, "run folder: %s (starting after round %d)", folder, start_round)
     arrays = ops_at(start_round).initial_arrays()

@@ -12,7 +12,10 @@ them. Two mechanisms do:
 
 :class:`ProcessGuard` installs handlers for SIGTERM, SIGHUP and SIGINT that stop that whole set of
 processes (SIGTERM, then SIGKILL after a grace period) and exit with 128 + the signal number, and
-an ``atexit`` fallback for any other exit. Only SIGKILL of the harness itself cannot be handled.
+an ``atexit`` fallback for any other exit. Only SIGKILL of the harness itself cannot be handled:
+for that case the harness records its marker and its processes in its folder
+(:func:`record_processes`), and the next harness of the same folder finds and stops what is left
+of them (:func:`stop_orphans`) before it writes anything.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import json
 import os
 import signal
+import socket
 import sys
 import threading
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 import psutil
@@ -178,3 +184,63 @@ class TreeMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+
+# ----- orphans of an earlier harness of the same folder ------------------------------------
+
+RECORD = "processes.json"
+
+
+def record_processes(folder: Path, marker: str, procs: list[psutil.Process]) -> None:
+    """Write ``<folder>/processes.json``: this host, the marker every process the harness starts
+    carries, and ``procs`` (the harness, its SuperLink) with their start times, atomically."""
+    entries = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            entries.append(
+                {"pid": proc.pid, "start": proc.create_time(), "cmd": " ".join(proc.cmdline())}
+            )
+    record = {"host": socket.gethostname(), "marker": marker, "processes": entries}
+    tmp = folder / (RECORD + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, folder / RECORD)
+
+
+def orphans(folder: Path) -> list[psutil.Process]:
+    """Live processes of the harness recorded in ``<folder>/processes.json`` (none when there is
+    no record or it was written on another host).
+
+    A process counts only if it provably belongs to that run: its environment carries the run's
+    marker (a random 128-bit id), or it is a recorded pid whose start time is the recorded one
+    (a pid reused by an unrelated process has another start time and is left alone). This
+    process is never one.
+    """
+    try:
+        record = json.loads((folder / RECORD).read_text())
+        marker, host = str(record["marker"]), str(record["host"])
+        recorded = [(int(p["pid"]), float(p["start"])) for p in record["processes"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if host != socket.gethostname() or not marker:
+        return []
+    found = {p.pid: p for p in marked(marker)}
+    for pid, start in recorded:
+        if pid == os.getpid() or pid in found:
+            continue
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - start) < 0.01:
+                found[pid] = proc
+    return [p for pid, p in found.items() if pid != os.getpid()]
+
+
+def stop_orphans(folder: Path, grace: float = 5.0) -> list[str]:
+    """Stop the :func:`orphans` of an earlier harness of ``folder`` (SIGTERM, then SIGKILL);
+    returns a line per process stopped (pid and command)."""
+    procs = orphans(folder)
+    described = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            described.append(f"pid {proc.pid}: {' '.join(proc.cmdline())[:120]}")
+    stop(procs, grace)
+    return described

@@ -21,7 +21,11 @@ run per lr at ``--select-rounds`` rounds and seed ``--select-seed``, validated o
 (``<out>/lr-selection.json``, a table in the report).
 
 Every process the harness starts (SuperLink, flwr-simulation, Ray) is stopped when it ends, also
-on SIGTERM, SIGHUP or Ctrl-C. The harness exits non-zero when a run failed or never trained (no
+on SIGTERM, SIGHUP or Ctrl-C. One harness at a time writes an ``--out`` folder: it holds
+``<out>/writer.lock`` (a second one is refused, naming the holder's pid and host), and before it
+reads the folder it stops what an earlier harness of the same folder left running (killed with
+SIGKILL, its SuperLink and ServerApp would go on writing the runs), found through
+``<out>/processes.json``. The harness exits non-zero when a run failed or never trained (no
 round with a valid reply).
 
 Example::
@@ -56,6 +60,7 @@ import tomli_w
 
 from maestro_common.app.config import ConfigError, RunConfig
 from maestro_common.app.methods import METHOD_NAMES as METHODS
+from maestro_common.app.runlock import FolderLock, FolderLockedError
 from maestro_common.app.task import load_run_config
 from maestro_common.ml.data import DATASET_INFO, DatasetUnavailableError
 from maestro_common.ml.data.partition import holdout_split
@@ -63,9 +68,18 @@ from maestro_common.ml.data.raw import local_raw_split
 from maestro_common.ml.data.shakespeare import load_shakespeare
 from maestro_common.ml.data.text_sets import client_roles
 from server.policy import run_profiles
+from server.results import MetricsError, read_metrics
 from simulations import lr_sweep, provenance
 from simulations.labels import method_label, method_list
-from simulations.procs import MARKER, ProcessGuard, TreeMemory, marked, stop
+from simulations.procs import (
+    MARKER,
+    ProcessGuard,
+    TreeMemory,
+    marked,
+    record_processes,
+    stop,
+    stop_orphans,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -223,8 +237,27 @@ def read_rows(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def rounds_done(folder: Path) -> int:
-    return len(read_rows(folder))
+def checked_rows(folder: Path) -> list[dict[str, Any]]:
+    """The rows of a run folder's metrics.jsonl, which must be rounds 1, 2, ... in order, each
+    once (a cut last line is left out: the ServerApp repairs it when it resumes).
+
+    Raises
+    ------
+    HarnessError
+        Naming the file, when a line is damaged or the rounds are not 1..n in order.
+    """
+    path = folder / "metrics.jsonl"
+    try:
+        rows, _ = read_metrics(path)
+    except MetricsError as err:
+        raise HarnessError(f"{err}; use another --out") from err
+    rounds = [r["round"] for r in rows]
+    if rounds != list(range(1, len(rows) + 1)):
+        raise HarnessError(
+            f"{path} records rounds {rounds}, not 1..{len(rows)} in order, each once: the run "
+            "folder was written by more than one writer or damaged; use another --out"
+        )
+    return rows
 
 
 def valid_replies(row: Mapping[str, Any]) -> int:
@@ -290,7 +323,7 @@ def plan_run(folder: Path, request: Mapping[str, Any], total: int) -> Plan:
         When the folder holds results of another request (the differing settings are named),
         more rounds than requested, or results the harness did not record.
     """
-    done = rounds_done(folder)
+    done = len(checked_rows(folder))
     record = provenance.read_record(folder)
     if done == 0 and not (folder / "checkpoint.npz").exists():
         return Plan("new", 0)
@@ -390,7 +423,7 @@ def run_one(link: LocalSuperLink, cfg: dict, out_dir: Path, federation: str, pla
                 break
             time.sleep(POLL_SECONDS)
         copier.join(timeout=10)
-    rows = read_rows(folder)
+    rows = checked_rows(folder)
     if len(rows) < total:
         raise HarnessError(f"{name}: {len(rows)} of {total} rounds recorded; see {log_path}")
     if never_trained(rows):
@@ -694,6 +727,44 @@ def main(argv: list[str] | None = None) -> Path:
     commit = provenance.git_commit(ROOT)
     try:
         configs, federation, flwr_federation = prepare(args, out_dir)
+    except HarnessError as err:
+        sys.exit(f"refused: {err}")
+    with own_folder(out_dir):
+        return run_experiment(args, out_dir, configs, federation, flwr_federation, command, commit)
+
+
+@contextlib.contextmanager
+def own_folder(out_dir: Path):
+    """Hold ``out_dir``'s writer lock (exit, refused, when another harness holds it) and stop
+    what an earlier harness of the folder left running, before anything reads the folder."""
+    try:
+        lock = FolderLock(out_dir, "harness (python -m simulations.run)").acquire()
+    except FolderLockedError as err:
+        sys.exit(f"refused: {err}")
+    try:
+        stopped = stop_orphans(out_dir)
+        if stopped:
+            print(
+                f"harness: stopped {len(stopped)} process(es) an earlier harness of {out_dir} "
+                "left running:\n" + "\n".join(f"  {s}" for s in stopped),
+                flush=True,
+            )
+        yield lock
+    finally:
+        lock.release()
+
+
+def run_experiment(
+    args: argparse.Namespace,
+    out_dir: Path,
+    configs: list[dict],
+    federation: dict,
+    flwr_federation: str,
+    command: str,
+    commit: str,
+) -> Path:
+    """Plan, run and report the experiment in ``out_dir`` (held by this harness)."""
+    try:
         tuning = tuning_settings(args, configs)
         requests = {c["run-name"]: provenance.make_request(c, federation, tuning) for c in configs}
         check_folder(
@@ -780,7 +851,10 @@ class Runner:
         for stale in ("report.md", "results.csv", "summary.csv"):
             (self.out_dir / stale).unlink(missing_ok=True)
         guard = self.guard = self.stack.enter_context(ProcessGuard())
-        return self.stack.enter_context(
+        # Recorded before and after the SuperLink starts, so that a harness killed with SIGKILL
+        # leaves enough behind for the next one of this folder to stop what it started.
+        record_processes(self.out_dir, guard.marker, [psutil.Process()])
+        link = self.stack.enter_context(
             LocalSuperLink(
                 self.out_dir / ".flwr-home",
                 self.args.malloc == "fast",
@@ -788,6 +862,10 @@ class Runner:
                 threads=self.args.cpus_per_client,
             )
         )
+        record_processes(
+            self.out_dir, guard.marker, [psutil.Process(), psutil.Process(link.proc.pid)]
+        )
+        return link
 
     def run(self, cfg: dict, plan: Plan, request: Mapping[str, Any]) -> str | None:
         """Skip, start or resume one run as planned; the failure message, or None."""

@@ -135,3 +135,42 @@ def test_lr_sweep_chooses_on_validation_then_runs_with_the_choice(tmp_path, fmni
     assert record["request"]["run-config"]["lr"] == selection["lr"]
     assert record["request"]["lr-selection"]["lrs"] == "0.01,0.05"
     assert f"| maestro | **{selection['lr']:g}** |" in (out / "report.md").read_text()
+
+
+def test_sigkill_mid_run_then_the_same_out_stops_the_orphans_and_keeps_each_round_once(
+    tmp_path, fmnist_sample
+):
+    """Issue 30's scenario: the harness dies by SIGKILL mid-run (no handler runs), its SuperLink
+    and ServerApp live on; a re-run with the same --out stops them before it reads the folder."""
+    from simulations.procs import marked
+
+    tag = uuid.uuid4().hex
+    out = tmp_path / "out"
+    metrics = out / "runs" / "maestro-seed0" / "metrics.jsonl"
+    rounds = ("--set", "num-rounds=3")
+    first = harness(out, fmnist_sample, *rounds, env={TAG: tag}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and first.poll() is None:
+            if metrics.exists() and metrics.read_text().endswith("\n"):
+                break  # round 1 recorded: the ServerApp is mid-run
+            time.sleep(0.5)
+        assert first.poll() is None, first.communicate()[0][-3000:]
+        first.kill()
+        first.wait(timeout=30)
+        first.stdout.close()
+        marker = json.loads((out / "processes.json").read_text())["marker"]
+        orphans = [" ".join(p.cmdline()) for p in marked(marker)]
+        assert any("flower-superlink" in c for c in orphans), orphans  # the bug's premise
+
+        second = harness(out, fmnist_sample, *rounds, env={TAG: tag})
+        text, _ = second.communicate(timeout=600)
+        assert second.returncode == 0, text[-3000:]
+        assert "left running:" in text and "flower-superlink" in text, text[-3000:]
+        assert marked(marker) == []
+        assert [json.loads(x)["round"] for x in metrics.read_text().splitlines()] == [1, 2, 3]
+    finally:
+        if first.poll() is None:
+            first.kill()
+        for p in tagged(tag):
+            p.kill()

@@ -198,3 +198,58 @@ def test_width_baselines_are_not_exported(tmp_path, fmnist_sample):
     with pytest.raises(ValueError, match="width baseline"):
         export_tier(run, 0.5, tmp_path, load_test_set(run.cfg, limit=10), repeats=1)
     assert np.isfinite(evaluate_run(run, [0.5], load_test_set(run.cfg, limit=50), 1)[0]["loss"])
+
+
+# ----- export reads only checked inputs and writes only inside --out ------------------------
+
+
+def _copy_run(checkpoint: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for name in ("checkpoint.npz", "config.json"):
+        (folder / name).write_bytes((checkpoint.parent / name).read_bytes())
+    return folder / "checkpoint.npz"
+
+
+def test_an_edited_config_json_is_refused_with_the_differing_keys(checkpoint, tmp_path, capsys):
+    copy = _copy_run(checkpoint, tmp_path / "run")
+    config = json.loads((copy.parent / "config.json").read_text())
+    config["rank-quantum"] = 4  # would evaluate another model, silently
+    (copy.parent / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"in 1 key\(s\) \(rank-quantum: 4 there, 1 checked\)"):
+        load_run(copy)
+    assert main(["evaluate", str(copy), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "config.json differs from the checksummed run config" in err
+    assert not (tmp_path / "e").exists()
+    # --config is checked the same way; a file equal to the checked config passes.
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**config, "rank-quantum": 1, "seed": 9}))
+    with pytest.raises(ValueError, match=r"seed: 9 there, 0 checked"):
+        load_run(checkpoint, other)
+    (copy.parent / "config.json").unlink()  # none beside it: the checkpoint's own config
+    assert load_run(copy).cfg.rank_quantum == 1
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/x", "a/b", "..", "a\\b", ".hidden", ""])
+def test_export_names_are_confined_to_out(checkpoint, tmp_path, capsys, name):
+    out = tmp_path / "sub" / "out"
+    code = main(
+        [
+            *("export", str(checkpoint), "--beta", "0.2", "--limit-test", "20"),
+            *("--merge", "none", "--repeats", "1", "--out", str(out), "--name", name),
+        ]
+    )
+    assert code == 2
+    assert "give a plain file name" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.pt2")) and not list(tmp_path.rglob("*.json"))
+
+
+def test_a_compressed_checkpoint_entry_is_refused_by_export(checkpoint, tmp_path, capsys):
+    import zipfile
+
+    packed = tmp_path / "checkpoint.npz"
+    with zipfile.ZipFile(checkpoint) as zin, zipfile.ZipFile(packed, "w", 8) as zout:
+        for info in zin.infolist():  # 8: deflate
+            zout.writestr(info.filename, zin.read(info))
+    assert main(["evaluate", str(packed), "--out", str(tmp_path / "e")]) == 2
+    assert "is compressed" in capsys.readouterr().err

@@ -11,10 +11,12 @@ from server.results import (
     CHECKPOINT,
     CONFIG,
     METRICS,
+    MetricsError,
     ResumeError,
     RunRecorder,
     check_resumable,
     load_checkpoint,
+    read_metrics,
     save_checkpoint,
 )
 
@@ -273,3 +275,111 @@ def test_resume_without_checkpoint_but_with_metrics_is_refused(tmp_path):
     (folder / "metrics.jsonl").write_text('{"round": 1}\n')
     with pytest.raises(ResumeError, match=r"no checkpoint\.npz"):
         RunRecorder(folder, {"seed": 0}, resume=True)
+
+
+# ----- crash consistency: a crash at any point leaves the last complete round ----------------
+
+
+class Crash(Exception):
+    """Stands for the process dying at the patched point."""
+
+
+def _crash_in_round_3(folder, monkeypatch, point):
+    """Record rounds 1-2, then crash while recording round 3 at ``point``."""
+    import builtins
+
+    from maestro_common.app import checkpoint as ckpt_module
+    from server import results
+
+    rec = _run_rounds(folder, _config(), [1, 2])
+    if point == "before-checkpoint-rename":
+
+        def replace(*_args):
+            raise Crash
+
+        monkeypatch.setattr(ckpt_module.os, "replace", replace)
+    elif point in ("before-metrics-line", "mid-metrics-line"):
+        real_open = builtins.open
+
+        def open_metrics(file, mode="r", *args, **kwargs):
+            if str(file).endswith(METRICS) and "a" in mode:
+                if point == "mid-metrics-line":
+                    with real_open(file, mode, *args, **kwargs) as f:
+                        f.write(json.dumps(_row(3, note="x" * 50))[:30])  # cut mid-line
+                raise Crash
+            return real_open(file, mode, *args, **kwargs)
+
+        monkeypatch.setattr(results, "open", open_metrics, raising=False)
+    with pytest.raises(Crash):
+        rec.record_round(3, _arrays(3.0), _row(3, note="round three"))
+    monkeypatch.undo()
+
+
+@pytest.mark.parametrize(
+    ("point", "kept"),
+    [
+        ("before-checkpoint-rename", [1, 2]),  # round 3 never committed: resume redoes it
+        ("before-metrics-line", [1, 2, 3]),  # round 3's row comes back from the checkpoint
+        ("mid-metrics-line", [1, 2, 3]),  # the cut line is dropped, the row restored
+    ],
+)
+def test_a_crash_at_each_point_resumes_with_every_committed_round(
+    tmp_path, monkeypatch, point, kept
+):
+    folder = tmp_path / "a"
+    _crash_in_round_3(folder, monkeypatch, point)
+    rec = RunRecorder(folder, _config(resume=True), resume=True)
+    assert rec.start_round == kept[-1]
+    rows = rec.rows()
+    assert [r["round"] for r in rows] == kept
+    if kept[-1] == 3:
+        assert rows[-1]["note"] == "round three" and rec.repairs
+        np.testing.assert_array_equal(rec.initial_arrays["fc.u"], _arrays(3.0)["fc.u"])
+    # The run goes on: every round once, in order, and the file parses line by line.
+    for rnd in range(kept[-1] + 1, 5):
+        rec.record_round(rnd, _arrays(float(rnd)), _row(rnd))
+    lines = (folder / METRICS).read_text().splitlines()
+    assert [json.loads(x)["round"] for x in lines] == [1, 2, 3, 4]
+
+
+def test_the_checkpoint_holds_its_rounds_row_under_the_checksum(tmp_path):
+    folder = tmp_path / "a"
+    _run_rounds(folder, _config(), [1, 2])
+    assert load_checkpoint(folder).row == _row(2)
+
+
+def test_a_cut_last_line_is_repaired_on_resume_and_named(tmp_path):
+    folder = tmp_path / "a"
+    _run_rounds(folder, _config(), [1, 2])
+    with open(folder / METRICS, "a") as f:
+        f.write('{"round": 3, "clie')  # a later round's line, cut: past the checkpoint anyway
+    rec = RunRecorder(folder, _config(), resume=True)
+    assert [r["round"] for r in rec.rows()] == [1, 2]
+    assert any("cut (partial) last line" in r and str(folder) in r for r in rec.repairs)
+    assert (folder / METRICS).read_text().endswith("}\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"round": 1}\n{"rou\n{"round": 2}\n', r"line 2 is not JSON"),
+        ('{"round": 1}\n{"round": 2}\n{"round": 2}\n', r"line 3 records round 2 after round 2"),
+        ('{"round": 1}\n[1, 2]\n{"round": 2}\n', r"line 2 is not a metrics row"),
+    ],
+)
+def test_damaged_metrics_are_refused_with_the_file_named(tmp_path, text, message):
+    folder = tmp_path / "a"
+    _run_rounds(folder, _config(), [1, 2])
+    (folder / METRICS).write_text(text)
+    with pytest.raises(MetricsError, match=message) as err:
+        RunRecorder(folder, _config(), resume=True)
+    assert str(folder / METRICS) in str(err.value)
+    assert (folder / METRICS).read_text() == text  # left as found
+
+
+def test_read_metrics_reports_a_cut_line(tmp_path):
+    path = tmp_path / METRICS
+    assert read_metrics(path) == ([], False)
+    path.write_bytes(b'{"round": 1}\n{"round": 2}\n{"round": 3, "x": "\xc3')
+    rows, cut = read_metrics(path)
+    assert [r["round"] for r in rows] == [1, 2] and cut

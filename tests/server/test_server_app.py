@@ -328,3 +328,25 @@ def test_a_branched_tucker_run_trains_and_aggregates_each_tiers_branch_prefixes(
     assert all(0 <= m["accuracy"] <= 1 for m in row["tiers"].values())
     ckpt = read_checkpoint(server_app.run_folder(cfg) / CHECKPOINT)
     assert ckpt.arrays["conv2.core"].shape == (2, 8, 8, 5, 5)
+
+
+# ----- one writer per run folder ---------------------------------------------------------
+
+
+def test_a_second_writer_on_a_held_run_folder_is_refused(data_dir, tmp_path):
+    import os
+
+    from maestro_common.app.runlock import LOCK, FolderLock, FolderLockedError
+
+    cfg = _cfg(data_dir, tmp_path)
+    folder = server_app.run_folder(cfg)
+    grid = FakeGrid(NODES, cfg.to_run_config())
+    with FolderLock(folder, "another ServerApp"):  # a second open file: flock refuses it too
+        with pytest.raises(FolderLockedError, match=rf"another ServerApp \(pid {os.getpid()} on"):
+            server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
+        assert grid.sent == [] and sorted(p.name for p in folder.iterdir()) == [LOCK]
+    # Released: the run goes ahead, and gives its folder up when it ends.
+    _main(cfg)
+    assert [r["round"] for r in _rows(cfg)] == [1, 2]
+    with FolderLock(folder, "next"):
+        pass

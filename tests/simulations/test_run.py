@@ -7,6 +7,7 @@ import pytest
 from simulations import provenance
 from simulations.run import (
     HarnessError,
+    Plan,
     check_folder,
     never_trained,
     parse_args,
@@ -391,3 +392,36 @@ def test_the_harness_report_pairs_methods_when_asked(tmp_path):
     )
     text = write_comparison(args, tmp_path, [{}], "abc").read_text()
     assert "| maestro | fedavg-fit | 0.2 | 2 | 0,1 | +10.00 / +12.00 |" in text
+
+
+def test_a_folder_with_rounds_out_of_order_or_damaged_is_refused_by_name(tmp_path):
+    # What two writers on one folder left (issue 30): a round twice, out of order.
+    folder = tmp_path / "twice"
+    _fake_run(folder, [1, 2, 3, 2], _request())
+    with pytest.raises(HarnessError, match=r"line 4 records round 2 after round 3") as err:
+        plan_run(folder, _request(), 3)
+    assert str(folder / "metrics.jsonl") in str(err.value)
+    _fake_run(tmp_path / "gap", [1, 3], _request())
+    with pytest.raises(HarnessError, match=r"records rounds \[1, 3\], not 1..2 in order"):
+        plan_run(tmp_path / "gap", _request(), 3)
+    _fake_run(tmp_path / "cut", [1, 2], _request())
+    with open(tmp_path / "cut" / "metrics.jsonl", "a") as f:
+        f.write('{"round": 3, "wall')  # a cut last line: left to the ServerApp to repair
+    assert plan_run(tmp_path / "cut", _request(), 3) == Plan("resume", 2)
+    (tmp_path / "cut" / "metrics.jsonl").write_text('{"round": 1}\n{"rou\n{"round": 2}\n')
+    with pytest.raises(HarnessError, match=r"metrics.jsonl: line 2 is not JSON"):
+        plan_run(tmp_path / "cut", _request(), 3)
+
+
+def test_a_second_harness_on_a_held_out_folder_is_refused(tmp_path):
+    from maestro_common.app.runlock import FolderLock
+    from simulations.run import main
+
+    conf = tmp_path / "x.toml"
+    conf.write_text('model = "lenet5"\nmin-nodes = 2\n')
+    out = tmp_path / "out"
+    held = FolderLock(out, "harness (python -m simulations.run)")
+    refused = pytest.raises(SystemExit, match=rf"refused: {out} is being written by harness")
+    with held, refused:
+        main(["--conf", str(conf), "--supernodes", "2", "--out", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == ["writer.lock"]  # nothing else touched

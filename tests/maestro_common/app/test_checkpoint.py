@@ -148,3 +148,87 @@ def test_non_numeric_or_non_json_input_is_refused_on_write(tmp_path):
         write_checkpoint(tmp_path / "a.npz", 1, {"x": np.array(["a"])}, CONFIG)
     with pytest.raises(CheckpointError, match="not JSON"):
         write_checkpoint(tmp_path / "a.npz", 1, _arrays(), {"x": object()})
+
+
+# ----- what reading may inflate --------------------------------------------------------------
+
+
+def _rewrite(src, dst, compress=zipfile.ZIP_STORED, replace=None):
+    """Copy a checkpoint's entries into ``dst``, compressed as asked, ``replace`` name -> bytes."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", compression=compress) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, (replace or {}).get(info.filename, zin.read(info)))
+
+
+def test_a_row_is_stored_and_checksummed(tmp_path):
+    path = tmp_path / "c.npz"
+    write_checkpoint(path, 4, _arrays(), CONFIG, row={"round": 4, "loss": 0.5})
+    assert read_checkpoint(path).row == {"round": 4, "loss": 0.5}
+    with zipfile.ZipFile(path) as z:
+        meta = json.loads(np.load(z.open(META + ".npy")).tobytes())
+    meta["row"]["loss"] = 0.1  # an edited row fails the digest
+    edited = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    buf = __import__("io").BytesIO()
+    np.save(buf, edited)
+    _rewrite(path, tmp_path / "e.npz", replace={META + ".npy": buf.getvalue()})
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        read_checkpoint(tmp_path / "e.npz")
+
+
+def test_a_compressed_entry_is_refused_unread(saved, tmp_path):
+    # The issue's case, smaller: a deflated entry of 40 MB of zeros (about 40 kB on disk).
+    big = tmp_path / "big.npz"
+    with zipfile.ZipFile(saved) as zin, zipfile.ZipFile(big, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, zin.read(info))
+        pad = zipfile.ZipInfo("arrays/pad.npy")
+        pad.compress_type = zipfile.ZIP_DEFLATED
+        with zout.open(pad, "w") as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "<f4", "fortran_order": False, "shape": (10_000_000,)}
+            )
+            for _ in range(40):
+                f.write(bytes(1_000_000))
+    assert big.stat().st_size < 1_000_000
+    with pytest.raises(
+        CheckpointError, match=r"'arrays/pad.npy' is compressed .* inflate to 40,"
+    ) as err:
+        read_checkpoint(big)
+    assert str(big) in str(err.value)
+    whole = tmp_path / "whole.npz"  # every entry compressed: refused too
+    _rewrite(saved, whole, compress=zipfile.ZIP_DEFLATED)
+    with pytest.raises(CheckpointError, match="compressed"):
+        read_checkpoint(whole)
+
+
+def test_entries_declaring_more_than_the_bound_are_refused(saved):
+    with pytest.raises(
+        CheckpointError, match=r"declare [\d,]+ bytes uncompressed, more than the 100"
+    ) as err:
+        read_checkpoint(saved, max_bytes=100)
+    assert str(saved) in str(err.value)
+    assert read_checkpoint(saved).round == 4
+
+
+def test_a_header_that_disagrees_with_its_entry_is_refused(saved, tmp_path):
+    # An array header claiming 10^12 floats in an entry of a few bytes: never allocated.
+    buf = __import__("io").BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)}
+    )
+    buf.write(bytes(16))
+    lying = tmp_path / "lying.npz"
+    _rewrite(saved, lying, replace={"arrays/fc.bias.npy": buf.getvalue()})
+    with pytest.raises(CheckpointError, match=r"'arrays/fc.bias.npy' declares a float32 array"):
+        read_checkpoint(lying)
+
+
+def test_a_row_too_large_to_read_back_is_refused_when_written(tmp_path, monkeypatch):
+    from maestro_common.app import checkpoint
+
+    monkeypatch.setattr(checkpoint, "MAX_META_BYTES", 4096)
+    with pytest.raises(CheckpointError, match=r"the metadata .* takes [\d,]+ bytes, more than"):
+        write_checkpoint(tmp_path / "c.npz", 1, _arrays(), CONFIG, row={"x": "y" * 5000})
+    assert not (tmp_path / "c.npz").exists()
+    write_checkpoint(tmp_path / "c.npz", 1, _arrays(), CONFIG, row={"x": "y"})
+    assert read_checkpoint(tmp_path / "c.npz").row == {"x": "y"}
