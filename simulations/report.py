@@ -595,7 +595,7 @@ def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
     """A tidy DataFrame: one row per run × evaluated round × tier.
 
     Columns: run (folder name), method, seed, round, tier (label, e.g. "0.2"), beta (float),
-    accuracy, loss, macs, params, virtual-clock (s), wall-seconds.
+    accuracy, accuracy-last (character models), loss, macs, params, virtual-clock (s), wall-seconds.
     """
     records = [
         {
@@ -606,6 +606,7 @@ def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
             "tier": tier,
             "beta": float(tier),
             "accuracy": m.get("accuracy"),
+            "accuracy-last": m.get("accuracy-last"),
             "loss": m.get("loss"),
             "macs": m.get("macs"),
             "params": m.get("params"),
@@ -616,7 +617,8 @@ def runs_frame(runs: Sequence[Run]) -> pd.DataFrame:
         for row in run.evaluated
         for tier, m in sorted(row["tiers"].items(), key=lambda kv: float(kv[0]))
     ]
-    columns = ["run", "method", "seed", "round", "tier", "beta", "accuracy", "loss", "macs"]
+    columns = ["run", "method", "seed", "round", "tier", "beta", "accuracy", "accuracy-last"]
+    columns += ["loss", "macs"]
     columns += ["params", "virtual-clock", "wall-seconds"]
     return pd.DataFrame.from_records(records, columns=columns)
 
@@ -626,6 +628,7 @@ SUMMARY_COLUMNS = [
     "beta",
     "seed",
     "accuracy",
+    "accuracy-last",
     "evals",
     "last-round",
     "lr",
@@ -641,7 +644,8 @@ def summary_frame(runs: Sequence[Run], last_k: int = 3) -> pd.DataFrame:
     """The headline per run and tier: one row per method × tier × seed.
 
     Columns: method, beta, seed, accuracy (% on the test set, the mean of the run's last
-    ``last_k`` evaluations), evals (how many were averaged), last-round (of the last one), lr,
+    ``last_k`` evaluations), accuracy-last (likewise, a character model's accuracy at the last
+    position of each window, LEAF's label; empty for images), evals (how many were averaged), last-round (of the last one), lr,
     macs and params (the method's model at the tier), bytes-per-round (the tier's payload down +
     up, per client and round), client-bytes-per-round (measured: the mean over the run's clients
     of the tier; empty when none took part), run (folder name).
@@ -651,6 +655,12 @@ def summary_frame(runs: Sequence[Run], last_k: int = 3) -> pd.DataFrame:
         evaluated = run.evaluated
         for tier in _tiers([run]):
             accs = [r["tiers"][tier]["accuracy"] for r in evaluated if tier in r["tiers"]]
+            # A character model's accuracy at the window's last position (LEAF's label) too.
+            lasts = [
+                r["tiers"][tier]["accuracy-last"]
+                for r in evaluated
+                if "accuracy-last" in r["tiers"].get(tier, {})
+            ]
             last = [r for r in evaluated if tier in r["tiers"]][-1]
             m = last["tiers"][tier]
             records.append(
@@ -659,6 +669,9 @@ def summary_frame(runs: Sequence[Run], last_k: int = 3) -> pd.DataFrame:
                     "beta": float(tier),
                     "seed": run.seed,
                     "accuracy": round(100 * float(np.mean(accs[-last_k:])), 4),
+                    "accuracy-last": (
+                        round(100 * float(np.mean(lasts[-last_k:])), 4) if lasts else None
+                    ),
                     "evals": len(accs[-last_k:]),
                     "last-round": int(last["round"]),
                     "lr": run.config.get("lr"),

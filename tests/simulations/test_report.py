@@ -267,6 +267,19 @@ def test_summary_has_one_row_per_method_tier_and_seed(folders):
     assert summary_frame(runs, last_k=1).accuracy.max() == pytest.approx(90.0)
 
 
+def test_a_character_runs_last_position_accuracy_is_summarised_beside_its_accuracy(folders):
+    from simulations.report import summary_frame
+
+    runs = load_runs(folders)
+    assert summary_frame(runs)["accuracy-last"].isna().all()  # images have none
+    run = runs[0]
+    for k, row in enumerate(run.evaluated):
+        for m in row["tiers"].values():
+            m["accuracy-last"] = 0.3 + 0.1 * k
+    frame = summary_frame([run], last_k=2)
+    assert frame["accuracy-last"].tolist() == pytest.approx([35.0] * len(frame))
+
+
 def test_report_writes_summary_csv_and_accuracy_against_bytes(folders, tmp_path):
     write_report(folders, tmp_path / "out", "t", last_k=3)
     frame = pd.read_csv(tmp_path / "out" / "summary.csv")
