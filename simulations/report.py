@@ -645,7 +645,8 @@ def summary_frame(runs: Sequence[Run], last_k: int = 3) -> pd.DataFrame:
 
     Columns: method, beta, seed, accuracy (% on the test set, the mean of the run's last
     ``last_k`` evaluations), accuracy-last (likewise, a character model's accuracy at the last
-    position of each window, LEAF's label; empty for images), evals (how many were averaged), last-round (of the last one), lr,
+    position of each window, LEAF's label; empty for images), evals (how many were averaged),
+    last-round (of the last one), lr,
     macs and params (the method's model at the tier), bytes-per-round (the tier's payload down +
     up, per client and round), client-bytes-per-round (measured: the mean over the run's clients
     of the tier; empty when none took part), run (folder name).
