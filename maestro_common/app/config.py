@@ -107,6 +107,7 @@ class RunConfig:
     local_steps: int = 0
     batch_size: int = 32
     lr: float = 0.02
+    optimizer: str = "sgd"  # local optimiser, fresh each round: sgd (with momentum) or adam
     momentum: float = 0.9
     weight_decay: float = 0.0
     max_grad_norm: float = 5.0  # gradient clipping (0 = off)
@@ -184,6 +185,10 @@ class RunConfig:
         check(
             self.distill_temperature > 0,
             f"distill-temperature must be > 0, got {self.distill_temperature}",
+        )
+        check(
+            self.optimizer in ("sgd", "adam"),
+            f"optimizer must be sgd or adam, got {self.optimizer!r}",
         )
         check(
             self.deadline_policy in ("drop", "fit"),

@@ -173,6 +173,7 @@ def train_settings(cfg: RunConfig, lr: float | None = None) -> TrainSettings:
         steps=cfg.local_steps,
         batch_size=cfg.batch_size,
         lr=cfg.lr if lr is None else lr,
+        optimizer=cfg.optimizer,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,

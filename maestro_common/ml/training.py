@@ -46,7 +46,8 @@ class TrainSettings:
     # so a small client repeats its data and a large one sees a part of it
     steps: int = _RUN.local_steps
     batch_size: int = _RUN.batch_size
-    lr: float = _RUN.lr  # SGD learning rate
+    lr: float = _RUN.lr  # the local optimiser's learning rate
+    optimizer: str = _RUN.optimizer  # sgd (with momentum) or adam, fresh each call
     momentum: float = _RUN.momentum
     weight_decay: float = _RUN.weight_decay
     lasso: float = _RUN.lasso  # λ of the hierarchical group lasso (0: off)
@@ -62,6 +63,10 @@ class TrainSettings:
     pass_average: bool = _RUN.pass_average
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(
                 f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}"
@@ -95,6 +100,28 @@ class TrainResult:
         """Mean MACs of one step's passes relative to one pass of ``reference_macs``."""
         total = sum(n * macs_at(p) for p, n in self.passes.items())
         return total / max(self.steps, 1) / reference_macs
+
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """A fresh local optimiser: SGD with momentum, or Adam (β = 0.9, 0.999; L2 weight decay).
+
+    Fresh for every call, so in a federation its state (momentum, Adam's moments) lives for one
+    round of one client: local Adam with its state reset each round, as in FedAvg with Adam
+    clients. ``momentum`` applies to SGD only.
+    """
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(
+            model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+        )
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+    )
 
 
 def _batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, gen: torch.Generator):
@@ -131,12 +158,7 @@ def train(
     """
     model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(
-        model.parameters(),
-        lr=settings.lr,
-        momentum=settings.momentum,
-        weight_decay=settings.weight_decay,
-    )
+    opt = make_optimizer(model, settings)
     use_lasso = settings.lasso > 0 and bool(low_rank_layers(model))
     use_fd = settings.frobenius_decay > 0 and bool(low_rank_layers(model))
     batches = math.ceil(len(labels) / settings.batch_size)

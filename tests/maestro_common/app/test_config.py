@@ -113,6 +113,7 @@ def test_lossless_coercions_accepted():
         ({"clients-per-round": 0}, "clients-per-round"),
         ({"local-epochs": 0}, "local-epochs"),
         ({"local-steps": -1}, "local-steps"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
         ({"model-options": "dim"}, "model-options"),
         ({"model-options": "dim=1,dim=2"}, "model-options"),
         ({"freeze-per-epoch": 0}, "freeze-per-epoch"),

@@ -18,6 +18,7 @@ from maestro_common.ml.training import (
     TrainSettings,
     evaluate,
     evaluate_metrics,
+    make_optimizer,
     nested_loss,
     train,
 )
@@ -208,3 +209,17 @@ def test_evaluate_averages_a_sequence_models_loss_and_accuracy_over_positions():
     assert loss == pytest.approx(F.cross_entropy(out, y).item(), rel=1e-5)
     assert acc == pytest.approx((out.argmax(1) == y).float().mean().item())
     assert 0.0 <= acc <= 1.0
+
+
+def test_the_local_optimiser_is_sgd_or_a_fresh_adam():
+    model = build_model("lenet5", 10, 1, 28)
+    sgd = make_optimizer(model, TrainSettings(lr=0.1, momentum=0.5))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.5
+    adam = make_optimizer(model, TrainSettings(lr=0.003, optimizer="adam", weight_decay=1e-4))
+    assert isinstance(adam, torch.optim.Adam) and not adam.state
+    assert adam.param_groups[0]["lr"] == 0.003 and adam.param_groups[0]["weight_decay"] == 1e-4
+    x, y = _data(32)
+    result = train(model, x, y, TrainSettings(batch_size=8, lr=0.003, optimizer="adam"))
+    assert result.steps == 4 and math.isfinite(result.loss)
+    with pytest.raises(ValueError, match="optimizer must be one of sgd, adam"):
+        TrainSettings(optimizer="lbfgs")
