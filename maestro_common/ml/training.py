@@ -57,6 +57,9 @@ class TrainSettings:
     # nested objective: each parameter's gradient is the mean over the step's passes that used it
     # (off: their sum, as the authors' code)
     pass_average: bool = _RUN.pass_average
+    # optimiser steps of one call (0: ``epochs`` passes over the data); when set it alone decides
+    # the call's length: batches are drawn epoch after epoch, a fresh order each, until it is met
+    steps: int = _RUN.local_steps
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in SCHEDULES:
@@ -65,9 +68,10 @@ class TrainSettings:
             )
         if self.distill_temperature <= 0:
             raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
-        if self.epochs < 0 or self.batch_size < 1:
+        if self.epochs < 0 or self.batch_size < 1 or self.steps < 0:
             raise ValueError(
-                f"epochs must be ≥ 0 and batch_size ≥ 1, got {self.epochs}, {self.batch_size}"
+                f"epochs and steps must be ≥ 0 and batch_size ≥ 1, got {self.epochs}, "
+                f"{self.steps}, {self.batch_size}"
             )
         if (
             self.lr <= 0
@@ -114,7 +118,8 @@ def train(
     step_offset: int = 0,
     total_steps: int = 0,
 ) -> TrainResult:
-    """Train ``model`` in place, one optimiser step per batch.
+    """Train ``model`` in place, one optimiser step per batch, for ``settings.epochs`` passes
+    over the data or, when ``settings.steps`` is set, exactly that many steps.
 
     ``sampler`` gives each step's sub-model(s): per-layer ranks or a width (one sampled
     sub-model), a :class:`NestedSampler` (the prefix plus smaller sub-models, see the module
@@ -135,16 +140,21 @@ def train(
     )
     use_lasso = settings.lasso > 0 and bool(low_rank_layers(model))
     use_fd = settings.frobenius_decay > 0 and bool(low_rank_layers(model))
+    batches = math.ceil(len(labels) / settings.batch_size)
+    epochs, limit = settings.epochs, batches * settings.epochs
+    if settings.steps > 0:  # a fixed number of steps: as many (partial last) epochs as it takes
+        epochs, limit = (math.ceil(settings.steps / batches) if batches else 0), settings.steps
     if total_steps <= 0:
-        total_steps = step_offset + settings.epochs * math.ceil(len(labels) / settings.batch_size)
+        total_steps = step_offset + limit
     total, steps, start = 0.0, 0, time.perf_counter()
     passes: Counter[float] = Counter()
     # The ranks of each pass of the current nested step, kept only when they are averaged over.
     pass_ranks: list[dict[str, int]] | None = [] if settings.pass_average else None
-    batches = math.ceil(len(labels) / settings.batch_size)
     frozen: tuple[int, list[torch.nn.Parameter]] | None = None  # (period, its frozen parameters)
-    for epoch in range(settings.epochs):
+    for epoch in range(epochs):
         for batch, (x, y) in enumerate(_batches(images, labels, settings.batch_size, gen)):
+            if steps >= limit:
+                break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             progress = min((step_offset + steps) / max(total_steps, 1), 1.0)
             for group in opt.param_groups:
@@ -227,21 +237,25 @@ def nested_loss(
         teacher = logits.detach()
         passes[sampler.beta] += 1
     t = settings.distill_temperature
+    # The smaller sub-models may see the batch's first ⌈share·B⌉ examples only (its order is
+    # already shuffled).
+    k = sampler.sub_batch(len(y))
+    xs, ys = (x, y) if k == len(y) else (x[:k], y[:k])
     for p in fractions:
         ranks = sampler.ranks_at(p)
         if pass_ranks is not None:
             pass_ranks.append(ranks)
         with use_ranks(model, ranks), use_width(model, p):
-            out = model(x)
+            out = model(xs)
         if settings.distill and teacher is not None:
             sub = F.kl_div(
                 F.log_softmax(out / t, dim=1),
-                F.log_softmax(teacher / t, dim=1),
+                F.log_softmax(teacher[:k] / t, dim=1),
                 reduction="batchmean",
                 log_target=True,
             ) * (t * t)
         else:
-            sub = F.cross_entropy(out, y)
+            sub = F.cross_entropy(out, ys)
             task_loss = sub if task_loss is None else task_loss
         objective = objective + sub
         passes[p] += 1
