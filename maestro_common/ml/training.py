@@ -164,24 +164,9 @@ def train(
             if frozen is None or frozen[0] != period:  # looked up once a period, not a step
                 frozen = (period, frozen_parameters(model, freezing, period))
             with without_grad(frozen[1]):
-                if isinstance(sampler, NestedSampler):
-                    if pass_ranks is not None:
-                        pass_ranks.clear()
-                    loss, objective = nested_loss(
-                        model, x, y, sampler, settings, passes, pass_ranks
-                    )
-                elif isinstance(sampler, WidthSampler):
-                    width = sampler.sample()
-                    with use_width(model, width):
-                        loss = F.cross_entropy(model(x), y)
-                    objective = loss
-                    passes[width] += 1
-                else:
-                    with sampler.step(model) if sampler is not None else nullcontext():
-                        loss = F.cross_entropy(model(x), y)
-                    objective = loss
-                    # A per-layer sampler cuts one layer below its cap: counted as one cap pass.
-                    passes[sampler.beta if sampler is not None else 1.0] += 1
+                if pass_ranks is not None:
+                    pass_ranks.clear()
+                loss, objective = step_loss(model, x, y, sampler, settings, passes, pass_ranks)
                 if use_lasso:
                     objective = objective + settings.lasso * group_lasso(model)
                 if use_fd:
@@ -202,6 +187,33 @@ def train(
         steps=steps,
         passes=dict(passes),
     )
+
+
+def step_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sampler: RankSampler | WidthSampler | NestedSampler | None,
+    settings: TrainSettings,
+    passes: Counter[float],
+    pass_ranks: list[dict[str, int]] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(task loss, objective) of one training step's forward passes under ``sampler``: every
+    forward pass the step runs (what :meth:`~maestro_common.app.methods.Method.step_macs`
+    prices), without the regularizers. ``passes`` counts them by budget fraction."""
+    if isinstance(sampler, NestedSampler):
+        return nested_loss(model, x, y, sampler, settings, passes, pass_ranks)
+    if isinstance(sampler, WidthSampler):
+        width = sampler.sample()
+        with use_width(model, width):
+            loss = F.cross_entropy(model(x), y)
+        passes[width] += 1
+        return loss, loss
+    with sampler.step(model) if sampler is not None else nullcontext():
+        loss = F.cross_entropy(model(x), y)
+    # A per-layer sampler cuts one layer below its cap: counted as one cap pass.
+    passes[sampler.beta if sampler is not None else 1.0] += 1
+    return loss, loss
 
 
 def nested_loss(
