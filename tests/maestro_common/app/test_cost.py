@@ -152,3 +152,18 @@ def test_local_steps_train_exactly_that_many_steps_across_epochs():
     assert result.steps == 6
     with pytest.raises(ValueError, match="steps must be ≥ 0"):
         TrainSettings(steps=-1)
+
+
+def test_bad_cost_keys_are_refused_with_what_is_allowed():
+    from maestro_common.app.config import ConfigError
+    from maestro_common.app.task import load_run_config
+
+    with pytest.raises(ConfigError, match="compute-match must be one of"):
+        load_run_config({"compute-match": "nope"})
+    with pytest.raises(ConfigError, match="sub-batch-share must be in"):
+        load_run_config({"sub-batch-share": 0.0})
+    with pytest.raises(ConfigError, match="local-steps must be ≥ 0"):
+        load_run_config({"local-steps": -1})
+    with pytest.raises(ConfigError, match="sub-models must be one of"):
+        load_run_config({"sub-models": "every"})
+    assert load_run_config({"sub-models": "alternate", "compute-match": "fjord"}).compute_match
