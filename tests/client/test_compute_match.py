@@ -24,7 +24,9 @@ def local_steps_of(cfg: RunConfig, beta: float, n: int = 40) -> tuple[int, Model
     grid = tuple(ops.method_budget(b) for b in cfg.tiers)
     task = P.Instruction(received, 1, beta, ops.method_budget(beta), grid)
     g = torch.Generator().manual_seed(0)
-    data = ArrayDataset(torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,)), 10, "random")
+    data = ArrayDataset(
+        torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,)), 10, "random"
+    )
     _, result = client_app.local_round(cfg, task, data, 0)
     return result.steps, ops, arrays
 
