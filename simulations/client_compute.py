@@ -19,6 +19,7 @@ from maestro_common.app.cost import (
     base_steps,
     match_step_macs,
     round_steps,
+    tier_pass_macs,
     tier_step_macs,
     trained_examples,
 )
@@ -43,6 +44,14 @@ def run_config(config: Mapping[str, Any]) -> RunConfig | None:
         return None
 
 
+def _step_and_pass(cfg: RunConfig, beta: float) -> tuple[float, int] | None:
+    # A report must not fail on an auxiliary column: a model this code cannot price gets none.
+    try:
+        return tier_step_macs(cfg, beta), tier_pass_macs(cfg, beta)
+    except (ValueError, KeyError, RuntimeError):
+        return None
+
+
 def tier_compute(
     config: Mapping[str, Any], tier: str, examples: Sequence[int]
 ) -> TierCompute | None:
@@ -52,8 +61,10 @@ def tier_compute(
     if cfg is None or not examples:
         return None
     beta = float(tier)
-    own = tier_step_macs(cfg, beta)
-    match = match_step_macs(cfg, beta)
+    priced = _step_and_pass(cfg, beta)
+    if priced is None:
+        return None
+    own, match = priced[0], match_step_macs(cfg, beta)
     steps = [round_steps(cfg, n, own, match) for n in examples]
     seen = [trained_examples(n, cfg.batch_size, s) for n, s in zip(examples, steps, strict=True)]
     matched = None
@@ -66,3 +77,14 @@ def tier_compute(
         train_macs=float(BACKWARD_FACTOR * own * np.mean(seen)),
         match_train_macs=matched,
     )
+
+
+def passes_per_step(config: Mapping[str, Any], tier: str) -> float | None:
+    """A local step's forward MACs over one pass of the tier's own model (Maestro's nested
+    sandwich: about 2; one sampled pass: 1 or, for FjORD's mean width, below); None when this
+    code cannot read the run's config."""
+    cfg = run_config(config)
+    if cfg is None:
+        return None
+    priced = _step_and_pass(cfg, float(tier))
+    return None if priced is None else priced[0] / priced[1]

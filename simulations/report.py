@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from simulations.client_compute import TierCompute, tier_compute
+from simulations.client_compute import TierCompute, passes_per_step, tier_compute
 from simulations.labels import method_label, method_list
 from simulations.paired import paired_section
 from simulations.time_axis import factored_kind, step_times, time_axis_table
@@ -544,8 +544,12 @@ def plot_accuracy_vs_step_time(
 def time_axis_section(runs: Sequence[Run], bench: Mapping[str, Any]) -> str:
     """The report's time axis: per tier and method the measured step time beside the MAC ratio,
     and the plot of accuracy against it; a line saying why when the benchmark cannot serve."""
+    passes = {
+        label: {float(t): k for t in _tiers(group) if (k := passes_per_step(group[0].config, t))}
+        for label, group in _by_method(runs).items()
+    }
     try:
-        table = time_axis_table(bench, _model_of(runs), _timed_kinds(runs))
+        table = time_axis_table(bench, _model_of(runs), _timed_kinds(runs), passes)
     except ValueError as err:
         return f"No time axis: {err}."
     settings = bench.get("meta", {}).get("settings", "")
@@ -553,8 +557,9 @@ def time_axis_section(runs: Sequence[Run], bench: Mapping[str, Any]) -> str:
         f"Measured train step time per tier (ms, `simulations.bench` on this machine; {settings}) "
         "beside the MACs relative to dense; a tier the benchmark did not measure shows –. A step "
         "here is one forward and backward pass of the tier's model and the MACs ratio one forward "
-        "pass: Maestro's nested objective also runs smaller sub-models in each step, which these "
-        "columns do not count (the virtual clock does: docs/performance.md, step cost).\n\n"
+        "pass; passes/step is a local step's forward MACs over that pass (every pass of the "
+        "method's objective: Maestro's nested sub-models too), which the step time leaves out "
+        "and the virtual clock counts (docs/federated.md, step cost).\n\n"
         f"{table}\n\n![Headline test accuracy against the measured train step time of each "
         f"tier's model]({STEP_TIME_PLOT})"
     )

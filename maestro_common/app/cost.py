@@ -81,9 +81,9 @@ def received_model(method: Method, cfg: RunConfig, shapes: Mapping[str, tuple[in
 
 
 @lru_cache(maxsize=64)
-def tier_step_macs(cfg: RunConfig, beta: float) -> float:
-    """Forward MACs per example of one local step of ``cfg``'s method at tier label β, on the
-    run's initial model (as round 1 sends it)."""
+def _tier(cfg: RunConfig, beta: float):
+    """(method, the tier's received model, its budget, the budget grid, input shape, the global
+    model's ranks) of tier label β on the run's initial model (as round 1 sends it)."""
     method = run_method(cfg)
     model = build_run_model(cfg)
     shape = input_shape(cfg)
@@ -92,7 +92,22 @@ def tier_step_macs(cfg: RunConfig, beta: float) -> float:
     grid = [method.budget(b, cfg.tiers, matched, model) for b in cfg.tiers]
     shapes = method.shapes(model, array_shapes(model_arrays(model)), budget, shape)
     loaded = received_model(method, cfg, shapes)
-    return method.step_macs(loaded, cfg, budget, grid, shape, beta, method.ranks(model))
+    return method, loaded, budget, grid, shape, method.ranks(model)
+
+
+@lru_cache(maxsize=64)
+def tier_step_macs(cfg: RunConfig, beta: float) -> float:
+    """Forward MACs per example of one local step of ``cfg``'s method at tier label β, on the
+    run's initial model (as round 1 sends it)."""
+    method, loaded, budget, grid, shape, global_ranks = _tier(cfg, beta)
+    return method.step_macs(loaded, cfg, budget, grid, shape, beta, global_ranks)
+
+
+def tier_pass_macs(cfg: RunConfig, beta: float) -> int:
+    """Forward MACs per example of one pass of tier β's own model (what it deploys), on the run's
+    initial model: the unit :func:`tier_step_macs` is a multiple of."""
+    method, loaded, budget, _, shape, _ = _tier(cfg, beta)
+    return count_macs(loaded, shape, method.loaded_budget(budget))
 
 
 def match_step_macs(cfg: RunConfig, beta: float) -> float | None:

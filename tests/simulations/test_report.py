@@ -367,10 +367,11 @@ def test_report_gains_a_time_axis_from_the_benchmark(folders, tmp_path, monkeypa
     write_report(folders, tmp_path / "out", "t", last_k=1, bench=_bench())
     text = (tmp_path / "out" / "report.md").read_text()
     # maestro runs the svd variant, fedavg-fit the width one: each tier at its own step time.
-    assert "| β | maestro step ms | maestro MACs ratio | fedavg-fit step ms |" in text
-    assert (
-        "| 0.2 | 3.0 | 0.30 | 4.0 | 0.40 |" in text and "| 1 | 11.0 | 1.10 | 4.0 | 0.40 |" in text
-    )
+    assert "| β | maestro step ms | maestro MACs ratio | maestro passes/step | fedavg-fit" in text
+    # passes/step: the default config's nested step (the CNN's sandwich at β = 1: 1.87 passes of
+    # the prefix; nothing below the smallest tier), fedavg-fit's one pass at its width.
+    assert "| 0.2 | 3.0 | 0.30 | 1.00 | 4.0 | 0.40 | 1.00 |" in text
+    assert "| 1 | 11.0 | 1.10 | 1.87 | 4.0 | 0.40 | 1.00 |" in text
     assert f"]({report.STEP_TIME_PLOT})" in text
     step = [b for b in bars if b[0] in (3.0, 11.0, 4.0, 10.0)]
     # fedavg-fit trains the weakest tier's width at every tier: 4 ms at both.
@@ -389,7 +390,8 @@ def test_a_variant_is_timed_as_its_own_factorization(folders, tmp_path):
     write_report(folders, tmp_path / "out", "t", last_k=1, bench=bench)
     text = (tmp_path / "out" / "report.md").read_text()
     assert "maestro+tucker+warmup step ms" in text and "No time axis" not in text
-    assert "| 0.2 | 3.0 | 0.30 | 4.0 | 0.40 | 2.0 | 0.20 |" in text  # maestro, fedavg-fit, variant
+    # maestro, fedavg-fit, the variant: each with its passes per step (one at the smallest tier)
+    assert "| 0.2 | 3.0 | 0.30 | 1.00 | 4.0 | 0.40 | 1.00 | 2.0 | 0.20 | 1.00 |" in text
 
 
 def test_no_time_axis_for_a_model_the_benchmark_did_not_measure(folders, tmp_path):
