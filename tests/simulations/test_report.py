@@ -497,11 +497,12 @@ def test_matched_compute_section_prices_each_tiers_client_round(tmp_path):
     cfg = RunConfig(method="maestro", **{k.replace("-", "_"): v for k, v in settings.items()})
     own, match = tier_step_macs(cfg, 1.0), match_step_macs(cfg, 1.0)
     steps = round(5 * match / own)  # fewer steps: the nested step costs more than FjORD's
-    row = next(line for line in text.splitlines() if line.startswith("| maestro+compute-fjord | 1 |"))
+    lines = text.splitlines()
+    row = next(line for line in lines if line.startswith("| maestro+compute-fjord | 1 |"))
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert cells[4:7] == [f"{own:,.0f}", f"{steps:.1f}", f"{3 * own * 10 * steps:,.0f}"]
     assert abs(float(cells[7]) - 1) < own / (2 * 5 * match)  # within half a step of FjORD's
-    fit = next(line for line in text.splitlines() if line.startswith("| fedavg-fit+compute-fjord | 0.2 |"))
+    fit = next(line for line in lines if line.startswith("| fedavg-fit+compute-fjord | 0.2 |"))
     assert abs(float(fit.split("|")[8]) - 1) < 0.1  # the weakest width: FjORD's cost at 0.2
     assert (tmp_path / COMPUTE_PLOT).exists()
     # Runs that do not match compute get no section.
