@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import time
@@ -17,10 +18,12 @@ from maestro_common.app import protocol as P
 from maestro_common.app.autotier import auto_tier, is_auto
 from maestro_common.app.codec import model_arrays
 from maestro_common.app.config import RunConfig
+from maestro_common.app.cost import match_step_macs, round_steps
 from maestro_common.app.malloc import client_wants_tuning, tune_malloc
 from maestro_common.app.protocol import Instruction
 from maestro_common.app.task import (
     build_run_model,
+    input_shape,
     load_run_config,
     resolve_device,
     run_method,
@@ -135,6 +138,15 @@ def local_round(
     sampler = _sampler(cfg, model, task, seed, global_ranks)
     settings = train_settings(cfg, lr=task.lr)  # the server's round lr, when it sends one
     method = run_method(cfg)
+    if cfg.compute_match:
+        # Equal client compute: as many steps as spend the matched method's round MACs here (the
+        # server's clock prices the round with the same functions).
+        grid = list(task.budget_grid) or [task.budget]
+        own = method.step_macs(
+            model, cfg, task.budget, grid, input_shape(cfg), task.rank_fraction, global_ranks
+        )
+        steps = round_steps(cfg, len(train_ds), own, match_step_macs(cfg, task.rank_fraction))
+        settings = dataclasses.replace(settings, steps=steps)
     result = train(
         model,
         train_ds.images,

@@ -27,10 +27,13 @@ BACKWARD_FACTOR = 3
 _AVAILABILITY_STREAM = 7
 
 
-def training_macs(forward_macs_per_example: int, num_examples: int, epochs: int) -> int:
+def training_macs(forward_macs_per_example: float, num_examples: int, epochs: int) -> int:
     """MACs of local training: 3 × forward MACs per example × examples × epochs.
 
-    The factor 3 counts the forward pass plus a backward pass of about twice its cost.
+    ``forward_macs_per_example`` is one *step's*: the sum over every forward pass the method's
+    objective runs in a step (Maestro's nested step: the prefix and its sub-models), not one pass
+    of the tier's model. The factor 3 counts each pass's forward plus a backward of about twice
+    its cost (this convention: backward = 2 × forward, not measured).
     """
     for name, value in (
         ("forward_macs_per_example", forward_macs_per_example),
@@ -39,7 +42,7 @@ def training_macs(forward_macs_per_example: int, num_examples: int, epochs: int)
     ):
         if value < 0:
             raise ValueError(f"{name} must be ≥ 0, got {value}")
-    return BACKWARD_FACTOR * int(forward_macs_per_example) * int(num_examples) * int(epochs)
+    return round(BACKWARD_FACTOR * forward_macs_per_example * int(num_examples) * int(epochs))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 
 from maestro_common.app.codec import model_arrays, prefix_axes
 from maestro_common.app.config import ConfigError, RunConfig
-from maestro_common.app.methods import MAC_REFERENCE
+from maestro_common.app.cost import match_step_macs, matched_width_fn, received_model
 from maestro_common.app.task import build_run_model, input_shape, resolve_device, run_method
 from maestro_common.lowrank.accounting import count_macs, count_params
 from maestro_common.lowrank.layers import low_rank_layers
@@ -28,7 +28,6 @@ from maestro_common.ml.data.partition import holdout_split
 from maestro_common.ml.data.raw import local_raw_split, rows_dataset
 from maestro_common.ml.data.text_sets import server_split
 from maestro_common.ml.training import evaluate_metrics
-from maestro_common.width.match import width_for_macs
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -90,6 +89,7 @@ class ModelOps:
         self._test: ArrayDataset | None = None
         self._val: ArrayDataset | None = None
         self._macs_at_budget = cache(self._forward_macs)
+        self._step_macs_at = cache(self._step_macs)
         self.threads = eval_threads()
 
     def sibling(self, cfg: RunConfig) -> ModelOps:
@@ -111,8 +111,7 @@ class ModelOps:
     def _matched_width(self, beta: float) -> float:
         # Methods are compared at matched MACs: the widest width within the reference's MACs
         # (for a hybrid Maestro model, the largest budget within the plain model's MACs).
-        reference = build_run_model(self.cfg.replace(method=MAC_REFERENCE, hybrid_width=False))
-        return width_for_macs(self.model, self.shape, count_macs(reference, self.shape, beta))
+        return matched_width_fn(self.cfg, self.model, self.shape)(beta)
 
     def shapes(self, global_shapes: Shapes, beta: float) -> Shapes:
         """The array shapes of tier β's sub-model, given the global arrays' shapes."""
@@ -140,6 +139,25 @@ class ModelOps:
     def forward_macs(self, arrays: Mapping[str, np.ndarray], beta: float) -> int:
         """MACs of one forward pass of one example through tier β's sub-model."""
         return self._macs_at_budget(self.method_budget(beta), self._rank_key(arrays))
+
+    def step_macs(self, arrays: Mapping[str, np.ndarray], beta: float) -> float:
+        """Forward MACs per example of one local training step of tier β on ``arrays``: every
+        pass its method's objective runs (a nested step's sub-models too), counted on a model
+        loaded from the arrays the tier receives, as its client loads them."""
+        received = self.shapes(array_shapes(arrays), beta)
+        return self._step_macs_at(beta, tuple(sorted(received.items())))
+
+    def _step_macs(self, beta: float, received: tuple[tuple[str, tuple[int, ...]], ...]) -> float:
+        model = received_model(self.method, self.cfg, dict(received))
+        grid = [self.method_budget(b) for b in self.cfg.tiers]
+        global_ranks = self.method.ranks(build_run_model(self.cfg))  # as a client reads them
+        budget = self.method_budget(beta)
+        return self.method.step_macs(model, self.cfg, budget, grid, self.shape, beta, global_ranks)
+
+    def match_step_macs(self, beta: float) -> float | None:
+        """Forward MACs per example of one step of the run's ``compute-match`` method at tier β
+        (None without compute matching; :mod:`maestro_common.app.cost`)."""
+        return match_step_macs(self.cfg, beta)
 
     # ----- arrays ↔ model ----------------------------------------------------------------------
     def load(self, arrays: Mapping[str, np.ndarray]) -> dict[str, int]:

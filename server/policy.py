@@ -2,7 +2,10 @@
 
 Plugged into the strategy (:class:`server.strategy.RoundPolicy`). A client's time is a formula
 on its tier's profile (compute = training MACs / speed, transfer = bytes / bandwidth), never a
-``sleep``; a round lasts until its last admitted client.
+``sleep``; a round lasts until its last admitted client. Training MACs are priced from the
+method's *step*: the forward MACs per example of every pass its objective runs in one step
+(:meth:`maestro_common.app.methods.Method.step_macs`; a nested step's sub-models included), times
+the examples the round's steps pass through, times :data:`server.clock.BACKWARD_FACTOR`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from maestro_common.app.config import RunConfig
+from maestro_common.app.cost import trained_examples
 from server.clock import (
     apply_deadline,
     client_time,
@@ -22,8 +26,12 @@ from server.clock import (
 from server.profiles import TierProfile, default_profile, profiles_from_strings
 from server.strategy import NodeInfo, RoundPolicy
 
-# (forward MACs per example, bytes down, bytes up) of the sub-model of a tier budget β
-CostFn = Callable[[float], tuple[int, int, int]]
+# (forward MACs per example of one local step, every pass of it; bytes down; bytes up) of a tier
+# budget β
+CostFn = Callable[[float], tuple[float, int, int]]
+# Optimiser steps of a client's round from (tier budget β, its examples, its step's forward MACs
+# per example): maestro_common.app.cost.round_steps (local-steps, compute-match)
+StepsFn = Callable[[float, int, float], int]
 
 
 def run_profiles(cfg: RunConfig) -> tuple[TierProfile, ...]:
@@ -49,7 +57,12 @@ class VirtualClockPolicy(RoundPolicy):
         seed: int,
         deadline: float = 0.0,
         deadline_policy: str = "drop",
+        steps: StepsFn | None = None,
+        batch_size: int = 1,
     ) -> None:
+        """``steps`` and ``batch_size``: a round of ``steps(β, n, step MACs)`` optimiser steps on
+        batches of ``batch_size`` (without ``steps``: ``local_epochs`` passes over the n
+        examples)."""
         if deadline_policy not in ("drop", "fit"):
             raise ValueError(f"deadline_policy must be drop or fit, got {deadline_policy!r}")
         self.profiles = {p.beta: p for p in profiles}
@@ -58,12 +71,21 @@ class VirtualClockPolicy(RoundPolicy):
         self.seed = seed
         self.deadline = deadline or None
         self.deadline_policy = deadline_policy
+        self.steps = steps
+        self.batch_size = batch_size
         # Local examples of each node, learnt from its train replies (unknown: 0, transfers only).
         self.examples: dict[int, int] = {}
 
     def profile(self, beta: float) -> TierProfile:
         # A deployment node may state a budget that is not one of the run's tiers.
         return self.profiles.get(beta) or default_profile(beta)
+
+    def train_macs(self, beta: float, step_macs: float, num_examples: int) -> int:
+        """MACs of a round's local training at budget β: forward and backward of every step."""
+        if self.steps is None:
+            return training_macs(step_macs, num_examples, self.local_epochs)
+        steps = self.steps(beta, num_examples, step_macs)
+        return training_macs(step_macs, trained_examples(num_examples, self.batch_size, steps), 1)
 
     def available(self, server_round: int, node_id: int, info: NodeInfo) -> bool:
         key = info.partition if info.partition is not None else node_id
@@ -76,7 +98,7 @@ class VirtualClockPolicy(RoundPolicy):
 
         def cost_at(beta: float) -> tuple[int, int, int]:
             fwd, down, up = self.cost(beta)
-            return training_macs(fwd, n, self.local_epochs), down, up
+            return self.train_macs(beta, fwd, n), down, up
 
         grid = sorted(b for b in self.profiles if b <= info.beta)
         fitted = fit_budget(self.deadline, self.profile(info.beta), cost_at, grid or [info.beta])
@@ -90,7 +112,7 @@ class VirtualClockPolicy(RoundPolicy):
             self.examples[node] = int(row["num-examples"])
             fwd, _, _ = self.cost(beta)
             t = client_time(
-                training_macs(fwd, int(row["num-examples"]), self.local_epochs),
+                self.train_macs(beta, fwd, int(row["num-examples"])),
                 int(row["bytes-down"]),
                 int(row["bytes-up"]),
                 self.profile(float(row["tier-beta"])),

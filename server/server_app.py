@@ -16,6 +16,7 @@ from flwr.serverapp import Grid, ServerApp
 from maestro_common.app import protocol as P
 from maestro_common.app.checkpoint import check_arrays
 from maestro_common.app.config import ConfigError, RunConfig
+from maestro_common.app.cost import round_steps
 from maestro_common.app.malloc import tune_malloc
 from maestro_common.app.runlock import FolderLock
 from maestro_common.app.task import load_run_config
@@ -147,11 +148,12 @@ def make_strategy(
     evaluation (the other tiers could not run the model): a dense warm-up's rounds.
     """
 
-    def cost(beta: float) -> tuple[int, int, int]:
-        """Forward MACs per example and payload bytes of tier β's sub-model, for the clock."""
+    def cost(beta: float) -> tuple[float, int, int]:
+        """Forward MACs per example of tier β's local step (every pass) and its payload bytes,
+        for the clock."""
         arrays = state["arrays"]
         nbytes = ops.payload_nbytes(arrays, beta)
-        return ops.forward_macs(arrays, beta), nbytes, nbytes
+        return ops.step_macs(arrays, beta), nbytes, nbytes
 
     policy: RoundPolicy = VirtualClockPolicy(
         profiles if profiles is not None else run_profiles(cfg),
@@ -160,6 +162,8 @@ def make_strategy(
         cfg.seed,
         cfg.deadline,
         cfg.deadline_policy,
+        steps=lambda beta, n, own: round_steps(cfg, n, own, ops.match_step_macs(beta)),
+        batch_size=cfg.batch_size,
     )
     if eligible is not None:
         policy = EligibleOnly(policy, eligible)

@@ -18,8 +18,11 @@ def method_label(config: Mapping[str, Any]) -> str:
     warm-up ran first (``+fjord-warmup`` when FjORD's width prefixes trained it), and
     ``+pass-average`` when a nested step's gradients were averaged over its passes, ``+gl<λ>``
     with the group lasso (``lasso`` = λ > 0; its value too, since it sets how far the ranks
-    fall) and ``+shrink`` with server-side shrinking (``shrink-every`` > 0): a variant, tuned
-    and reported apart from the method as the paper defines it.
+    fall), ``+shrink`` with server-side shrinking (``shrink-every`` > 0), ``+alternate`` with
+    the one-pass nested step (``sub-models``), ``+sub-batch<s>`` with sub-models on a share s of
+    the batch (``sub-batch-share`` < 1) and ``+compute-<method>`` when every client's steps were
+    scaled to that method's compute (``compute-match``): a variant, tuned and reported apart from
+    the method as the paper defines it.
     """
     label = str(config["method"])
     conv = str(config.get("conv-factorization") or "svd")
@@ -41,6 +44,12 @@ def method_label(config: Mapping[str, Any]) -> str:
         label += f"+gl{float(config['lasso']):g}"
     if int(config.get("shrink-every") or 0):
         label += "+shrink"
+    if config.get("sub-models") == "alternate":
+        label += "+alternate"
+    if float(config.get("sub-batch-share") or 1) < 1:
+        label += f"+sub-batch{float(config['sub-batch-share']):g}"
+    if config.get("compute-match"):
+        label += f"+compute-{config['compute-match']}"
     return label
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from simulations.client_compute import TierCompute, passes_per_step, tier_compute
 from simulations.labels import method_label, method_list
 from simulations.paired import paired_section
 from simulations.time_axis import factored_kind, step_times, time_axis_table
@@ -543,19 +544,87 @@ def plot_accuracy_vs_step_time(
 def time_axis_section(runs: Sequence[Run], bench: Mapping[str, Any]) -> str:
     """The report's time axis: per tier and method the measured step time beside the MAC ratio,
     and the plot of accuracy against it; a line saying why when the benchmark cannot serve."""
+    passes = {
+        label: {float(t): k for t in _tiers(group) if (k := passes_per_step(group[0].config, t))}
+        for label, group in _by_method(runs).items()
+    }
     try:
-        table = time_axis_table(bench, _model_of(runs), _timed_kinds(runs))
+        table = time_axis_table(bench, _model_of(runs), _timed_kinds(runs), passes)
     except ValueError as err:
         return f"No time axis: {err}."
     settings = bench.get("meta", {}).get("settings", "")
     return (
         f"Measured train step time per tier (ms, `simulations.bench` on this machine; {settings}) "
         "beside the MACs relative to dense; a tier the benchmark did not measure shows –. A step "
-        "here is one forward and backward pass of the tier's model: Maestro's nested objective "
-        "also runs smaller sub-models in each step (`step cost` in docs/centralized.md), which "
-        "this column does not count.\n\n"
+        "here is one forward and backward pass of the tier's model and the MACs ratio one forward "
+        "pass; passes/step is a local step's forward MACs over that pass (every pass of the "
+        "method's objective: Maestro's nested sub-models too), which the step time leaves out "
+        "and the virtual clock counts (docs/federated.md, step cost).\n\n"
         f"{table}\n\n![Headline test accuracy against the measured train step time of each "
         f"tier's model]({STEP_TIME_PLOT})"
+    )
+
+
+COMPUTE_PLOT = "accuracy-vs-client-compute.png"
+
+
+def _client_examples(runs: Sequence[Run], tier: str) -> list[int]:
+    return [
+        int(c["num-examples"])
+        for run in runs
+        for row in run.rows
+        for c in row.get("clients", [])
+        if _client_tier(c) == tier and c.get("num-examples")
+    ]
+
+
+def _compute(group: Sequence[Run], tier: str) -> TierCompute | None:
+    # The group's runs share their settings (the harness refuses otherwise): the first's config.
+    return tier_compute(group[0].config, tier, _client_examples(group, tier))
+
+
+def matched_compute_section(runs: Sequence[Run], out: Path, last_k: int = 1) -> str:
+    """Accuracy beside each tier's client compute per round (forward + backward MACs of local
+    training, every pass of the method's step), against the ``compute-match`` method's; with the
+    plot of accuracy against it. Empty unless the runs set ``compute-match``."""
+    matched = {str(r.config.get("compute-match") or "") for r in runs} - {""}
+    if not matched:
+        return ""
+    lines = [
+        "| method | tier β | accuracy % | n | step MACs/example | steps/round | train MACs/round "
+        f"| ÷ {', '.join(sorted(matched))} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for method, group in _by_method(runs).items():
+        for tier in _tiers(runs):
+            accs, cost = final_accuracy(group, tier, last_k), _compute(group, tier)
+            if not accs or cost is None:
+                continue
+            mean, std = _mean_std(accs)
+            ratio = (
+                f"{cost.train_macs / cost.match_train_macs:.2f}" if cost.match_train_macs else "–"
+            )
+            lines.append(
+                f"| {method} | {tier} | {100 * mean:.2f} ± {100 * std:.2f} | {len(accs)} "
+                f"| {cost.step_macs:,.0f} | {cost.steps:.1f} | {cost.train_macs:,.0f} | {ratio} |"
+            )
+
+    def train_macs(group: Sequence[Run], tier: str) -> float | None:
+        cost = _compute(group, tier)
+        return cost.train_macs if cost else None
+
+    _plot_accuracy_vs_cost(
+        runs, out / COMPUTE_PLOT, last_k, train_macs, "client training MACs per round (log)"
+    )
+    return (
+        "Matched compute: every client ran the local steps that spend, at its tier, the forward "
+        f"MACs of a `{', '.join(sorted(matched))}` round (`compute-match`). Step MACs count every "
+        "forward pass of the method's step per example (a nested step's sub-models too); train "
+        "MACs per client and round are step MACs × the examples its steps saw × 3 (forward plus "
+        "a backward of twice its cost, the virtual clock's convention); ÷ is their ratio to the "
+        "matched method's round (1 up to rounding to whole steps).\n\n"
+        + "\n".join(lines)
+        + f"\n\n![Headline test accuracy against client training MACs per round]({COMPUTE_PLOT})"
     )
 
 
@@ -847,9 +916,10 @@ def write_report(
     plot_accuracy_vs_bytes(runs, out / "accuracy-vs-bytes.png", last_k)
     plot_bytes_per_round(runs, out / "bytes-per-round.png")
     plot_accuracy_vs_virtual_time(runs, out / "accuracy-vs-virtual-time.png")
-    time_axis = ""
+    compute = matched_compute_section(runs, out, last_k)
+    time_axis = (compute + "\n\n") if compute else ""
     if bench is not None:
-        time_axis = time_axis_section(runs, bench) + "\n\n"
+        time_axis += time_axis_section(runs, bench) + "\n\n"
         if not time_axis.startswith("No time axis"):
             plot_accuracy_vs_step_time(runs, bench, out / STEP_TIME_PLOT, last_k)
     profile = phase_profile_table(runs)

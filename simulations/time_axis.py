@@ -99,23 +99,30 @@ def time_axis_table(
     bench: Mapping[str, list[dict[str, Any]]],
     model: str,
     methods: Mapping[str, tuple[str, str]],
+    passes: Mapping[str, Mapping[float, float]] | None = None,
 ) -> str:
     """Markdown: one row per tier, per method its measured step ms and MAC ratio.
 
     ``methods``: column label (a method or a variant of one, e.g. ``maestro+tucker-b2``) ->
-    (the method, its conv-factorization).
+    (the method, its conv-factorization). ``passes`` (label -> tier β -> a local step's forward
+    MACs over one pass of the tier's model) adds a column per method: what the measured one-pass
+    step leaves out (Maestro's nested sub-models).
     """
     per_method = {
         label: step_times(bench, model, method, factorization)
         for label, (method, factorization) in methods.items()
     }
     betas = sorted({b for times in per_method.values() for b in times})
-    head = "| β | " + " | ".join(f"{m} step ms | {m} MACs ratio" for m in methods) + " |"
-    lines = [head, "|" + "---|" * (1 + 2 * len(methods))]
+    cols = ["step ms", "MACs ratio", *(["passes/step"] if passes is not None else [])]
+    head = "| β | " + " | ".join(f"{m} {c}" for m in methods for c in cols) + " |"
+    lines = [head, "|" + "---|" * (1 + len(cols) * len(methods))]
     for beta in betas:
         cells = [f"{beta:g}"]
         for m in methods:
             ms, ratio = per_method[m].get(beta, (None, None))
             cells += ["–", "–"] if ms is None else [f"{ms:.1f}", f"{ratio:.2f}"]
+            if passes is not None:
+                k = passes.get(m, {}).get(beta)
+                cells.append("–" if k is None else f"{k:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -102,9 +102,12 @@ class RunConfig:
     test_eval: bool = True  # evaluate every tier on the test set (false: sweep runs never see it)
     # Local training
     local_epochs: int = 1
-    # optimiser steps per round (0 = local-epochs whole passes): caps a round's work where
-    # clients hold from tens to tens of thousands of examples (Shakespeare's roles)
+    # Optimiser steps per round (0: local-epochs passes over the local data). When set, it alone
+    # decides the round's length: batches are drawn epoch after epoch until that many steps ran
     local_steps: int = 0
+    # "" or a method: each client's round runs as many steps as give it the forward MACs of that
+    # method's round at its tier (equal client compute; maestro_common.app.cost)
+    compute_match: str = ""
     batch_size: int = 32
     lr: float = 0.02
     optimizer: str = "sgd"  # local optimiser, fresh each round: sgd (with momentum) or adam
@@ -141,6 +144,7 @@ class RunConfig:
     distill: bool = False  # nested: sub-models learn the prefix's softened output (off: labels)
     distill_temperature: float = 1.0
     full_pass_share: float = 1.0  # nested: share of steps that train the whole prefix
+    sub_batch_share: float = 1.0  # nested: smaller sub-models run on this share of each batch
     pass_average: bool = False  # nested: a gradient is the mean over the passes that used it
     initial_ranks: str = "full"  # maestro: full (rank-fraction of min(m, n)) or breakeven
     # maestro: nest the first (dense) conv by width and the factored layers by rank (hybrid)
@@ -173,6 +177,11 @@ class RunConfig:
             0 <= self.full_pass_share <= 1,
             f"full-pass-share must be in [0, 1], got {self.full_pass_share}",
         )
+        check(
+            0 < self.sub_batch_share <= 1,
+            f"sub-batch-share must be in (0, 1], got {self.sub_batch_share}",
+        )
+        check(self.local_steps >= 0, f"local-steps must be ≥ 0, got {self.local_steps}")
         check(
             0 <= self.dense_warmup < 1,
             f"dense-warmup must be in [0, 1) (a share of the rounds), got {self.dense_warmup}",

@@ -23,6 +23,7 @@ from torch import nn
 
 from maestro_common.app.codec import load_arrays, load_leading_blocks, prefix_axes
 from maestro_common.app.config import ConfigError, RunConfig
+from maestro_common.lowrank.accounting import step_macs
 from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.freezing import FreezeSchedule
 from maestro_common.lowrank.hybrid import is_hybrid, make_hybrid
@@ -105,6 +106,26 @@ class Method:
         """The kept rank of every factored layer of ``model`` (none for dense models)."""
         return {}
 
+    def step_macs(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        budget: float,
+        grid: Grid,
+        input_shape: Shape,
+        beta: float = 1.0,
+        global_ranks: Mapping[str, int] | None = None,
+    ) -> float:
+        """Forward MACs per example of one local training step of a tier of ``budget``.
+
+        ``model`` is loaded from the arrays the tier received, as a client loads it; the step is
+        the one :meth:`sampler` gives it (same arguments), every forward pass counted: a nested
+        step's prefix and sub-models, a sampled step's one pass in expectation over its draws
+        (:func:`~maestro_common.lowrank.accounting.step_macs`). Backward passes are not counted.
+        """
+        sampler = self.sampler(model, cfg, budget, grid, 0, beta, global_ranks)
+        return step_macs(model, input_shape, sampler)
+
 
 class Maestro(Method):
     """Nested low-rank factors W = U Vᵀ; a tier trains the first ⌈β·r⌉ components of each."""
@@ -177,6 +198,7 @@ class Maestro(Method):
                 full_pass_share=cfg.full_pass_share,
                 seed=seed,
                 caps=received,
+                sub_batch_share=cfg.sub_batch_share,
             )
         # Ordered dropout over ranks (the paper's sampler), within all of the received prefix.
         return make_sampler(cfg.sampler, received, beta=1.0, seed=seed)

@@ -68,6 +68,7 @@ def check_names(cfg: RunConfig) -> None:
         ("lr-schedule", cfg.lr_schedule, SCHEDULES),
         ("initial-ranks", cfg.initial_ranks, INITIAL_RANKS),
         ("warmup-method", cfg.warmup_method, WARMUP_METHODS),
+        ("compute-match", cfg.compute_match, ("", *METHOD_NAMES)),
     ):
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {tuple(allowed)}, got {value!r}")

@@ -16,7 +16,8 @@ lets :func:`count_macs` be checked against :func:`count_macs_flop_counter`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from math import prod
 from typing import Any
 
@@ -38,7 +39,14 @@ from maestro_common.lowrank.tucker import TuckerConv2d
 from maestro_common.ml.models.transformer import ScaledDotProductAttention
 from maestro_common.width.sliceable import WidthLayer, width_layers, width_shapes
 
-__all__ = ["count_macs", "count_macs_flop_counter", "count_params", "layer_mac_table"]
+__all__ = [
+    "count_macs",
+    "count_macs_flop_counter",
+    "count_macs_in",
+    "count_params",
+    "layer_mac_table",
+    "step_macs",
+]
 
 
 def _width_cut(
@@ -198,24 +206,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int], beta: float = 1.0) 
     Other operations are ignored (see the module docstring).
     """
     check_budget(beta)
-    total = 0
-
-    def hook(module: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
-        nonlocal total
-        total += _layer_macs(module, args, kwargs, out)
-
-    handles = [
-        m.register_forward_hook(hook, with_kwargs=True)
-        for m in model.modules()
-        if isinstance(m, _COUNTED)
-    ]
-    try:
-        with eval_mode(model), use_budget(model, beta), torch.no_grad():
-            model(probe_input(model, input_shape))
-    finally:
-        for h in handles:
-            h.remove()
-    return total
+    return count_macs_in(model, input_shape, lambda m: use_budget(m, beta))
 
 
 def layer_mac_table(model: nn.Module, input_shape: Sequence[int]) -> dict[str, list[int]]:
@@ -272,3 +263,45 @@ def count_macs_flop_counter(model: nn.Module, input_shape: Sequence[int], beta: 
     with eval_mode(model), use_budget(model, beta), torch.no_grad(), counter:
         model(probe_input(model, input_shape))
     return counter.get_total_flops() // 2
+
+
+def count_macs_in(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    context: Callable[[nn.Module], AbstractContextManager[Any]],
+) -> int:
+    """:func:`count_macs` of one forward pass of a single sample run inside ``context(model)``
+    (e.g. the context of one pass of a training step, per-layer ranks or a width)."""
+    total = 0
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
+        nonlocal total
+        total += _layer_macs(module, args, kwargs, out)
+
+    handles = [
+        m.register_forward_hook(hook, with_kwargs=True)
+        for m in model.modules()
+        if isinstance(m, _COUNTED)
+    ]
+    try:
+        with eval_mode(model), context(model), torch.no_grad():
+            model(probe_input(model, input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def step_macs(model: nn.Module, input_shape: Sequence[int], sampler: Any | None) -> float:
+    """Forward MACs per example of one training step of ``model`` under ``sampler``.
+
+    Every forward pass the step runs is counted (:meth:`pass_mix` of the sampler, the rules that
+    draw the steps): a nested step's prefix and sub-models, a sampled step's one pass in
+    expectation over its draws. Without a sampler, one pass of the whole model. Backward passes
+    are not counted (the virtual clock prices them as a multiple of these, ``server.clock``).
+    """
+    if sampler is None:
+        return float(count_macs_in(model, input_shape, lambda m: nullcontext()))
+    return float(
+        sum(share * count_macs_in(model, input_shape, run) for share, run in sampler.pass_mix())
+    )

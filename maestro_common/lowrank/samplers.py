@@ -12,13 +12,20 @@ sampler honours a budget β: layer l never uses more than ⌈β·r_l⌉ componen
 
 Width baselines (FjORD, HeteroFL) use :class:`WidthSampler`: one width p per step from a grid up
 to the client's width. Every sampler's :meth:`step` is the context a training step runs in.
+
+Every sampler also states what one step costs: :meth:`pass_mix` lists the forward passes a step
+runs, each as (expected passes per step per example, the context that runs it), derived from the
+same rules that draw the steps, so that a cost counted from it cannot drift from training
+(:func:`maestro_common.lowrank.accounting.step_macs`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from torch import nn
@@ -28,6 +35,20 @@ from maestro_common.width.sliceable import use_width
 
 SAMPLER_NAMES = ("maestro", "uniform", "none")
 DEFAULT_GRID = (0.2, 0.4, 0.6, 0.8, 1.0)
+# One kind of forward pass of a training step: (expected passes per step and per example of the
+# batch, the context the model runs that pass in).
+PassMix = list[tuple[float, Callable[[nn.Module], AbstractContextManager[None]]]]
+
+
+def _at_ranks(ranks: Mapping[str, int]) -> Callable[[nn.Module], AbstractContextManager[None]]:
+    return lambda model: use_ranks(model, dict(ranks))
+
+
+@contextmanager
+def _ranks_and_width(model: nn.Module, ranks: Mapping[str, int], width: float) -> Iterator[None]:
+    # As a nested pass runs: use_width cuts a hybrid model's width-nested layer (no-op otherwise).
+    with use_ranks(model, dict(ranks)), use_width(model, width):
+        yield
 
 
 @dataclass
@@ -55,6 +76,10 @@ class RankSampler:
         """The context of the next training step: ``model`` at freshly sampled ranks."""
         return use_ranks(model, self.sample())
 
+    def pass_mix(self) -> PassMix:
+        """The forward passes of one step (module docstring): one pass at the caps."""
+        return [(1.0, _at_ranks(self.caps))]
+
 
 @dataclass
 class NoSampler(RankSampler):
@@ -63,7 +88,11 @@ class NoSampler(RankSampler):
 
 @dataclass
 class MaestroSampler(RankSampler):
-    """One (layer, rank) pair per step, P(layer) ∝ its cap, rank uniform in 1..cap."""
+    """One (layer, rank) pair per step, P(layer) ∝ its cap, rank uniform in 1..cap.
+
+    Its :meth:`pass_mix` is the base one, a pass at the caps: an upper bound, since one layer of
+    the step runs below its cap (the same convention as :class:`TrainResult`'s pass counts).
+    """
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -97,8 +126,15 @@ class UniformSampler(RankSampler):
         self._grid = allowed or [self.beta]
 
     def sample(self) -> dict[str, int]:
-        p = float(self._grid[int(self.rng.integers(len(self._grid)))])
+        return self._at(float(self._grid[int(self.rng.integers(len(self._grid)))]))
+
+    def _at(self, p: float) -> dict[str, int]:
         return {n: min(budget_rank(self.ranks[n], p), cap) for n, cap in self.caps.items()}
+
+    def pass_mix(self) -> PassMix:
+        """One pass per step at a fraction drawn uniformly from the allowed grid."""
+        share = 1.0 / len(self._grid)
+        return [(share, _at_ranks(self._at(p))) for p in self._grid]
 
 
 @dataclass
@@ -126,6 +162,11 @@ class WidthSampler:
     def step(self, model: nn.Module) -> AbstractContextManager[None]:
         return use_width(model, self.sample())
 
+    def pass_mix(self) -> PassMix:
+        """One pass per step at a width drawn uniformly from the allowed grid."""
+        share = 1.0 / len(self._grid)
+        return [(share, lambda model, p=p: use_width(model, p)) for p in self._grid]
+
 
 def make_sampler(
     name: str,
@@ -144,7 +185,7 @@ def make_sampler(
     raise ValueError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLER_NAMES)}")
 
 
-SUBMODEL_RULES = ("sandwich", "random", "smallest", "none")
+SUBMODEL_RULES = ("sandwich", "random", "smallest", "alternate", "none")
 
 
 @dataclass
@@ -161,7 +202,14 @@ class NestedSampler:
     - ``sandwich``: the smallest grid fraction and one drawn uniformly from those in between;
     - ``random``: one fraction drawn uniformly from the grid values below β;
     - ``smallest``: the smallest only;
+    - ``alternate``: one pass per step: the prefix on even steps (the first, the third, …), one
+      fraction drawn uniformly from those below β on odd steps (``full_pass_share`` does not
+      apply); about one pass of the prefix per step, every deployed sub-model still trained as
+      deployed;
     - ``none``: no sub-model (the prefix alone: plain training of the tier's model).
+
+    ``sub_batch_share`` runs the smaller sub-models on the first ⌈share·B⌉ examples of a batch of
+    B only (the prefix always sees the whole batch): their cost shrinks by the share.
 
     Parameters
     ----------
@@ -182,7 +230,9 @@ class NestedSampler:
     full_pass_share: float = 1.0
     seed: int = 0
     caps: Mapping[str, int] | None = None
+    sub_batch_share: float = 1.0
     rng: np.random.Generator = field(init=False, repr=False)
+    _steps: int = field(init=False, default=0, repr=False)
 
     def __post_init__(self) -> None:
         if self.rule not in SUBMODEL_RULES:
@@ -191,6 +241,8 @@ class NestedSampler:
             )
         if not 0.0 <= self.full_pass_share <= 1.0:
             raise ValueError(f"full_pass_share must be in [0, 1], got {self.full_pass_share}")
+        if not 0.0 < self.sub_batch_share <= 1.0:
+            raise ValueError(f"sub_batch_share must be in (0, 1], got {self.sub_batch_share}")
         if not 0.0 < self.beta <= 1.0:
             raise ValueError(f"beta must be in (0, 1], got {self.beta}")
         bad = [p for p in self.grid if not 0.0 < p <= 1.0]
@@ -214,8 +266,17 @@ class NestedSampler:
         """Per-layer ranks of the sub-model at grid fraction p (all layers cut together)."""
         return {n: min(budget_rank(r, fraction), self.caps[n]) for n, r in self.ranks.items()}
 
+    def sub_batch(self, batch: int) -> int:
+        """How many examples of a batch of ``batch`` the smaller sub-models run on."""
+        return max(1, min(batch, math.ceil(self.sub_batch_share * batch - 1e-9)))
+
     def plan(self) -> tuple[bool, list[float]]:
         """The next step: (whether the prefix runs, fractions of the smaller sub-models)."""
+        if self.rule == "alternate":
+            step, self._steps = self._steps, self._steps + 1
+            if step % 2 == 0 or not self.below:
+                return True, []
+            return False, [float(self.below[int(self.rng.integers(len(self.below)))])]
         full = self.full_pass_share >= 1.0 or bool(self.rng.random() < self.full_pass_share)
         subs: list[float] = []
         if self.below and self.rule != "none":
@@ -229,3 +290,34 @@ class NestedSampler:
         if not full and not subs:
             full = True  # a step always trains something
         return full, subs
+
+    def expected_plan(self) -> tuple[float, dict[float, float]]:
+        """What :meth:`plan` runs per step in expectation, by the same rules: (the prefix's
+        passes, {fraction: passes of its sub-model}); an ``alternate`` schedule's long-run mean."""
+        below = self.below
+        if self.rule == "alternate":
+            if not below:
+                return 1.0, {}
+            return 0.5, {p: 0.5 / len(below) for p in below}
+        if not below or self.rule == "none":
+            return 1.0, {}  # no sub-model: the prefix runs every step, whatever the share
+        subs: dict[float, float] = {}
+        if self.rule == "random":
+            subs = {p: 1.0 / len(below) for p in below}
+        else:
+            subs[below[0]] = 1.0
+            if self.rule == "sandwich" and len(below) > 1:
+                subs.update({p: 1.0 / (len(below) - 1) for p in below[1:]})
+        return min(self.full_pass_share, 1.0), subs
+
+    def pass_mix(self) -> PassMix:
+        """The forward passes of one step per example of the batch: the prefix's, then each
+        sub-model's scaled by ``sub_batch_share`` (a batch's ⌈share·B⌉ rounds it up)."""
+        full, subs = self.expected_plan()
+        mix: PassMix = []
+        if full > 0:
+            mix.append((full, partial(_ranks_and_width, ranks=self.caps or {}, width=self.beta)))
+        for p, n in subs.items():
+            run = partial(_ranks_and_width, ranks=self.ranks_at(p), width=p)
+            mix.append((n * self.sub_batch_share, run))
+        return mix

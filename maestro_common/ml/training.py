@@ -42,9 +42,6 @@ class TrainSettings:
     """Hyper-parameters of local training; defaults are the run config's."""
 
     epochs: int = _RUN.local_epochs  # passes over the local data
-    # optimiser steps per call (0: ``epochs`` whole passes); the data is reshuffled each pass,
-    # so a small client repeats its data and a large one sees a part of it
-    steps: int = _RUN.local_steps
     batch_size: int = _RUN.batch_size
     lr: float = _RUN.lr  # the local optimiser's learning rate
     optimizer: str = _RUN.optimizer  # sgd (with momentum) or adam, fresh each call
@@ -61,6 +58,9 @@ class TrainSettings:
     # nested objective: each parameter's gradient is the mean over the step's passes that used it
     # (off: their sum, as the authors' code)
     pass_average: bool = _RUN.pass_average
+    # optimiser steps of one call (0: ``epochs`` passes over the data); when set it alone decides
+    # the call's length: batches are drawn epoch after epoch, a fresh order each, until it is met
+    steps: int = _RUN.local_steps
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -145,7 +145,8 @@ def train(
     step_offset: int = 0,
     total_steps: int = 0,
 ) -> TrainResult:
-    """Train ``model`` in place, one optimiser step per batch.
+    """Train ``model`` in place, one optimiser step per batch, for ``settings.epochs`` passes
+    over the data or, when ``settings.steps`` is set, exactly that many steps.
 
     ``sampler`` gives each step's sub-model(s): per-layer ranks or a width (one sampled
     sub-model), a :class:`NestedSampler` (the prefix plus smaller sub-models, see the module
@@ -162,11 +163,11 @@ def train(
     use_lasso = settings.lasso > 0 and bool(low_rank_layers(model))
     use_fd = settings.frobenius_decay > 0 and bool(low_rank_layers(model))
     batches = math.ceil(len(labels) / settings.batch_size)
-    # A step budget runs whole reshuffled passes until it is spent (the last one cut short).
-    epochs = math.ceil(settings.steps / max(batches, 1)) if settings.steps else settings.epochs
-    planned = settings.steps or settings.epochs * batches
+    epochs, limit = settings.epochs, batches * settings.epochs
+    if settings.steps > 0:  # a fixed number of steps: as many (partial last) epochs as it takes
+        epochs, limit = (math.ceil(settings.steps / batches) if batches else 0), settings.steps
     if total_steps <= 0:
-        total_steps = step_offset + planned
+        total_steps = step_offset + limit
     total, steps, start = 0.0, 0, time.perf_counter()
     passes: Counter[float] = Counter()
     # The ranks of each pass of the current nested step, kept only when they are averaged over.
@@ -174,7 +175,7 @@ def train(
     frozen: tuple[int, list[torch.nn.Parameter]] | None = None  # (period, its frozen parameters)
     for epoch in range(epochs):
         for batch, (x, y) in enumerate(_batches(images, labels, settings.batch_size, gen)):
-            if steps >= planned:
+            if steps >= limit:
                 break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             progress = min((step_offset + steps) / max(total_steps, 1), 1.0)
@@ -185,24 +186,9 @@ def train(
             if frozen is None or frozen[0] != period:  # looked up once a period, not a step
                 frozen = (period, frozen_parameters(model, freezing, period))
             with without_grad(frozen[1]):
-                if isinstance(sampler, NestedSampler):
-                    if pass_ranks is not None:
-                        pass_ranks.clear()
-                    loss, objective = nested_loss(
-                        model, x, y, sampler, settings, passes, pass_ranks
-                    )
-                elif isinstance(sampler, WidthSampler):
-                    width = sampler.sample()
-                    with use_width(model, width):
-                        loss = F.cross_entropy(model(x), y)
-                    objective = loss
-                    passes[width] += 1
-                else:
-                    with sampler.step(model) if sampler is not None else nullcontext():
-                        loss = F.cross_entropy(model(x), y)
-                    objective = loss
-                    # A per-layer sampler cuts one layer below its cap: counted as one cap pass.
-                    passes[sampler.beta if sampler is not None else 1.0] += 1
+                if pass_ranks is not None:
+                    pass_ranks.clear()
+                loss, objective = step_loss(model, x, y, sampler, settings, passes, pass_ranks)
                 if use_lasso:
                     objective = objective + settings.lasso * group_lasso(model)
                 if use_fd:
@@ -223,6 +209,33 @@ def train(
         steps=steps,
         passes=dict(passes),
     )
+
+
+def step_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sampler: RankSampler | WidthSampler | NestedSampler | None,
+    settings: TrainSettings,
+    passes: Counter[float],
+    pass_ranks: list[dict[str, int]] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(task loss, objective) of one training step's forward passes under ``sampler``: every
+    forward pass the step runs (what :meth:`~maestro_common.app.methods.Method.step_macs`
+    prices), without the regularizers. ``passes`` counts them by budget fraction."""
+    if isinstance(sampler, NestedSampler):
+        return nested_loss(model, x, y, sampler, settings, passes, pass_ranks)
+    if isinstance(sampler, WidthSampler):
+        width = sampler.sample()
+        with use_width(model, width):
+            loss = F.cross_entropy(model(x), y)
+        passes[width] += 1
+        return loss, loss
+    with sampler.step(model) if sampler is not None else nullcontext():
+        loss = F.cross_entropy(model(x), y)
+    # A per-layer sampler cuts one layer below its cap: counted as one cap pass.
+    passes[sampler.beta if sampler is not None else 1.0] += 1
+    return loss, loss
 
 
 def nested_loss(
@@ -258,23 +271,27 @@ def nested_loss(
         teacher = logits.detach()
         passes[sampler.beta] += 1
     t = settings.distill_temperature
+    # The smaller sub-models may see the batch's first ⌈share·B⌉ examples only (its order is
+    # already shuffled).
+    k = sampler.sub_batch(len(y))
+    xs, ys = (x, y) if k == len(y) else (x[:k], y[:k])
     for p in fractions:
         ranks = sampler.ranks_at(p)
         if pass_ranks is not None:
             pass_ranks.append(ranks)
         with use_ranks(model, ranks), use_width(model, p):
-            out = model(x)
+            out = model(xs)
         if settings.distill and teacher is not None:
             # Mean over predictions (samples, or every position of token windows), as the labels'
             # cross-entropy is.
             sub = F.kl_div(
                 F.log_softmax(out / t, dim=1),
-                F.log_softmax(teacher / t, dim=1),
+                F.log_softmax(teacher[:k] / t, dim=1),
                 reduction="sum",
                 log_target=True,
-            ) * (t * t / y.numel())
+            ) * (t * t / ys.numel())
         else:
-            sub = F.cross_entropy(out, y)
+            sub = F.cross_entropy(out, ys)
             task_loss = sub if task_loss is None else task_loss
         objective = objective + sub
         passes[p] += 1

@@ -88,3 +88,31 @@ def test_eligible_only_opens_training_to_the_tiers_that_pass():
     # Budgets and admission are the inner policy's.
     assert policy.budget(1, 7, fast) == 1.0
     assert policy.admit(1, [row(7, 1.0)]) == inner.admit(1, [row(7, 1.0)])
+
+
+def test_a_round_of_fixed_steps_is_priced_from_the_examples_its_steps_see():
+    # 100 examples in batches of 32: 4 batches an epoch; 6 steps = one epoch + 2 batches of 32.
+    steps = VirtualClockPolicy(
+        [FAST], cost, local_epochs=1, seed=0, steps=lambda b, n, own: 6, batch_size=32
+    )
+    assert steps.train_macs(1.0, 1e6, 100) == 3 * 1e6 * (100 + 64)
+    epochs = VirtualClockPolicy([FAST], cost, local_epochs=2, seed=0)
+    assert epochs.train_macs(1.0, 1e6, 100) == 3 * 1e6 * 200
+
+
+def test_the_clock_prices_a_tier_at_its_methods_step_not_one_pass():
+    from maestro_common.app.config import RunConfig
+    from maestro_common.app.cost import tier_step_macs
+    from server.evaluation import ModelOps
+
+    for method in ("maestro", "fjord"):
+        cfg = RunConfig(method=method, model="lenet5", tier_fractions="0.25,0.5,1.0")
+        ops = ModelOps(cfg)
+        arrays = ops.initial_arrays()
+        for beta in cfg.tiers:
+            # What a client of the tier reports it runs (tests/maestro_common/app/test_cost.py).
+            assert ops.step_macs(arrays, beta) == tier_step_macs(cfg, beta)
+    # Maestro's nested step at β = 1: the prefix and its sandwich sub-models, over 1.5 passes.
+    maestro = ModelOps(cfg.replace(method="maestro"))
+    start = maestro.initial_arrays()
+    assert maestro.step_macs(start, 1.0) > 1.5 * maestro.forward_macs(start, 1.0)

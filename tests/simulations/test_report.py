@@ -380,10 +380,11 @@ def test_report_gains_a_time_axis_from_the_benchmark(folders, tmp_path, monkeypa
     write_report(folders, tmp_path / "out", "t", last_k=1, bench=_bench())
     text = (tmp_path / "out" / "report.md").read_text()
     # maestro runs the svd variant, fedavg-fit the width one: each tier at its own step time.
-    assert "| β | maestro step ms | maestro MACs ratio | fedavg-fit step ms |" in text
-    assert (
-        "| 0.2 | 3.0 | 0.30 | 4.0 | 0.40 |" in text and "| 1 | 11.0 | 1.10 | 4.0 | 0.40 |" in text
-    )
+    assert "| β | maestro step ms | maestro MACs ratio | maestro passes/step | fedavg-fit" in text
+    # passes/step: the default config's nested step (the CNN's sandwich at β = 1: 1.87 passes of
+    # the prefix; nothing below the smallest tier), fedavg-fit's one pass at its width.
+    assert "| 0.2 | 3.0 | 0.30 | 1.00 | 4.0 | 0.40 | 1.00 |" in text
+    assert "| 1 | 11.0 | 1.10 | 1.87 | 4.0 | 0.40 | 1.00 |" in text
     assert f"]({report.STEP_TIME_PLOT})" in text
     step = [b for b in bars if b[0] in (3.0, 11.0, 4.0, 10.0)]
     # fedavg-fit trains the weakest tier's width at every tier: 4 ms at both.
@@ -402,7 +403,8 @@ def test_a_variant_is_timed_as_its_own_factorization(folders, tmp_path):
     write_report(folders, tmp_path / "out", "t", last_k=1, bench=bench)
     text = (tmp_path / "out" / "report.md").read_text()
     assert "maestro+tucker+warmup step ms" in text and "No time axis" not in text
-    assert "| 0.2 | 3.0 | 0.30 | 4.0 | 0.40 | 2.0 | 0.20 |" in text  # maestro, fedavg-fit, variant
+    # maestro, fedavg-fit, the variant: each with its passes per step (one at the smallest tier)
+    assert "| 0.2 | 3.0 | 0.30 | 1.00 | 4.0 | 0.40 | 1.00 | 2.0 | 0.20 | 1.00 |" in text
 
 
 def test_no_time_axis_for_a_model_the_benchmark_did_not_measure(folders, tmp_path):
@@ -478,3 +480,43 @@ def test_report_pairs_methods_by_seed_when_asked(folders, tmp_path):
     assert "| maestro | fedavg-fit | 1 | 2 | 0,1 | -4.00 / -2.00 |" in text
     write_report(folders, tmp_path / "plain", "t", last_k=1)
     assert "Paired by seed" not in (tmp_path / "plain" / "report.md").read_text()
+
+
+def test_matched_compute_section_prices_each_tiers_client_round(tmp_path):
+    from maestro_common.app.config import RunConfig
+    from maestro_common.app.cost import match_step_macs, tier_step_macs
+    from simulations.report import COMPUTE_PLOT, matched_compute_section
+
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    settings = {
+        "model": "lenet5",
+        "tier-fractions": "0.2,1.0",
+        "compute-match": "fjord",
+        "batch-size": 10,
+        "local-steps": 5,
+    }
+    for method in ("maestro", "fedavg-fit"):
+        folder = fake_run(runs_dir, method, 0)
+        (folder / "config.json").write_text(json.dumps({"method": method, "seed": 0, **settings}))
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        for row in rows:
+            row["clients"] = [
+                {"rank-fraction": 0.2, "tier-beta": 0.2, "num-examples": 100},
+                {"rank-fraction": 1.0, "tier-beta": 1.0, "num-examples": 100},
+            ]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = matched_compute_section(load_runs(sorted(runs_dir.iterdir())), tmp_path)
+    cfg = RunConfig(method="maestro", **{k.replace("-", "_"): v for k, v in settings.items()})
+    own, match = tier_step_macs(cfg, 1.0), match_step_macs(cfg, 1.0)
+    steps = round(5 * match / own)  # fewer steps: the nested step costs more than FjORD's
+    lines = text.splitlines()
+    row = next(line for line in lines if line.startswith("| maestro+compute-fjord | 1 |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[4:7] == [f"{own:,.0f}", f"{steps:.1f}", f"{3 * own * 10 * steps:,.0f}"]
+    assert abs(float(cells[7]) - 1) < own / (2 * 5 * match)  # within half a step of FjORD's
+    fit = next(line for line in lines if line.startswith("| fedavg-fit+compute-fjord | 0.2 |"))
+    assert abs(float(fit.split("|")[8]) - 1) < 0.1  # the weakest width: FjORD's cost at 0.2
+    assert (tmp_path / COMPUTE_PLOT).exists()
+    # Runs that do not match compute get no section.
+    assert matched_compute_section(load_runs([]), tmp_path) == ""

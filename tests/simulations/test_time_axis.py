@@ -131,3 +131,10 @@ def test_a_freezing_run_takes_the_freezing_sections_step_time_never_the_unfrozen
     assert got == {0.25: (4.2, 0.3), 1.0: (7.0, 0.9)}  # not the models section's svd 6.0 ms
     # No freezing section measured: its tiers have no step time rather than the unfrozen one.
     assert step_times(BENCH, "cnn", "maestro", factored_kind(config)) == {}
+
+
+def test_passes_per_step_column_shows_what_the_step_time_leaves_out():
+    pair = {"maestro": ("maestro", "svd"), "fjord": ("fjord", "svd")}
+    table = time_axis_table(BENCH, "cnn", pair, {"maestro": {0.25: 2.1}})
+    assert "| maestro MACs ratio | maestro passes/step | fjord step ms" in table
+    assert "| 0.25 | 6.0 | 0.30 | 2.10 | 4.0 | 0.30 | – |" in table

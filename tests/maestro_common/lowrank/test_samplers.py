@@ -144,3 +144,42 @@ def test_nested_full_pass_share_skips_the_prefix_on_some_steps():
 def test_nested_refuses_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         NestedSampler(FULL, **kwargs)
+
+
+def test_alternate_runs_one_pass_a_step_the_prefix_every_other_step():
+    s = NestedSampler({"a": 10, "b": 20}, beta=1.0, grid=(0.2, 0.5, 1.0), rule="alternate", seed=1)
+    plans = [s.plan() for _ in range(40)]
+    assert plans[0::2] == [(True, [])] * 20
+    assert all(not full and len(subs) == 1 and subs[0] in (0.2, 0.5) for full, subs in plans[1::2])
+    assert {subs[0] for _, subs in plans[1::2]} == {0.2, 0.5}
+    # With nothing below the prefix, every step trains the prefix.
+    low = NestedSampler({"a": 10}, beta=0.2, grid=(0.2, 1.0), rule="alternate")
+    assert [low.plan() for _ in range(3)] == [(True, [])] * 3
+
+
+@pytest.mark.parametrize("rule", ["sandwich", "random", "smallest", "alternate", "none"])
+@pytest.mark.parametrize("share", [1.0, 0.5])
+def test_expected_plan_is_the_long_run_mean_of_plan(rule, share):
+    s = NestedSampler(
+        {"a": 10, "b": 20}, grid=(0.2, 0.4, 0.6, 1.0), rule=rule, full_pass_share=share, seed=3
+    )
+    full, subs = s.expected_plan()
+    n = 4000
+    runs, counts = 0, {}
+    for _ in range(n):
+        f, fractions = s.plan()
+        runs += f
+        for p in fractions:
+            counts[p] = counts.get(p, 0) + 1
+    assert runs / n == pytest.approx(full, abs=0.03)
+    assert set(counts) == set(subs)
+    for p, expected in subs.items():
+        assert counts[p] / n == pytest.approx(expected, abs=0.03)
+
+
+def test_sub_batch_share_cuts_the_sub_models_batch_and_their_priced_passes():
+    s = NestedSampler({"a": 10}, grid=(0.5, 1.0), rule="smallest", sub_batch_share=0.25)
+    assert [s.sub_batch(b) for b in (32, 10, 1)] == [8, 3, 1]
+    assert [w for w, _ in s.pass_mix()] == [1.0, 0.25]
+    with pytest.raises(ValueError, match="sub_batch_share must be in"):
+        NestedSampler({"a": 10}, sub_batch_share=0.0)
