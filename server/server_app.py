@@ -20,6 +20,7 @@ from maestro_common.app.malloc import tune_malloc
 from maestro_common.app.task import load_run_config
 from maestro_common.app.warmup import factor_arrays, in_warmup, warmup_config, whole_model
 from maestro_common.ml.schedules import round_lr
+from server.aggregation import Rule
 from server.evaluation import ModelOps
 from server.policy import EligibleOnly, VirtualClockPolicy, run_profiles
 from server.profiles import TierProfile
@@ -172,6 +173,8 @@ def make_strategy(
         policy=policy,
         weight_cap=cfg.weight_cap,
         update_cap=cfg.update_cap,
+        weight_floor=cfg.weight_floor,
+        rule=Rule(cfg.aggregation, cfg.trim_fraction, cfg.clip_radius),
         lr_fn=lambda rnd: round_lr(cfg.lr, cfg.lr_schedule, rnd, cfg.num_rounds),
     )
     # FjORD samples its width per batch from the tiers' widths (up to the client's own).

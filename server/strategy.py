@@ -28,7 +28,7 @@ from maestro_common.app import protocol as P
 from maestro_common.app.device_report import decode_auto_tier
 from maestro_common.app.protocol import Rejected, TrainReply, from_record, to_record
 from maestro_common.lowrank.prefix import budget_shapes, payload_nbytes, take_prefix
-from server.aggregation import aggregate_nested
+from server.aggregation import MEAN, Rule, aggregate_nested
 from server.influence import cap_weights, clip_updates
 from server.messaging import send_and_receive
 from server.sampling import sample_nodes
@@ -118,7 +118,12 @@ class NestedFedAvg(Strategy):
     weight_cap, update_cap:
         The influence bound (:mod:`server.influence`): a reply weighs at most ``weight_cap``
         times the round's low median num-examples, and its update's RMS is scaled to at most
-        ``update_cap`` times the round's low median. 0 turns a cap off.
+        ``update_cap`` times the round's reference update RMS. 0 turns a cap off.
+    weight_floor:
+        A reply weighs at least ``weight_floor`` times the round's low median num-examples.
+    rule:
+        How float coordinates are combined (:class:`server.aggregation.Rule`; default the
+        weighted mean).
     lr_fn:
         ``lr_fn(server_round)``: the learning rate sent to training clients as ``lr`` (the
         round-wise schedule); None sends none (clients use the run config's ``lr``).
@@ -136,11 +141,16 @@ class NestedFedAvg(Strategy):
         weight_cap: float = 2.0,
         update_cap: float = 2.0,
         lr_fn: Callable[[int], float] | None = None,
+        weight_floor: float = 0.01,
+        rule: Rule = MEAN,
     ) -> None:
-        if weight_cap < 0 or update_cap < 0:
+        if weight_cap < 0 or update_cap < 0 or weight_floor < 0:
             raise ValueError(
-                f"weight_cap and update_cap must be ≥ 0, got {weight_cap}, {update_cap}"
+                "weight_cap, update_cap and weight_floor must be ≥ 0, got "
+                f"{weight_cap}, {update_cap}, {weight_floor}"
             )
+        if weight_cap and weight_floor > weight_cap:
+            raise ValueError(f"weight_floor {weight_floor} is above weight_cap {weight_cap}")
         self.prefix_axes = dict(prefix_axes)
         self.clients_per_round = clients_per_round
         self.clients_per_eval = clients_per_eval
@@ -153,6 +163,8 @@ class NestedFedAvg(Strategy):
         self.policy = policy or RoundPolicy()
         self.weight_cap = weight_cap
         self.update_cap = update_cap
+        self.weight_floor = weight_floor
+        self.rule = rule
         self.nodes: dict[int, NodeInfo] = {}
         self.auto_tiers: dict[int, dict[str, Any]] = {}  # nodes that chose their own tier
         self.global_arrays: Arrays = {}
@@ -163,11 +175,14 @@ class NestedFedAvg(Strategy):
     def summary(self) -> None:
         log(
             INFO,
-            "NestedFedAvg: %d clients per round, %d per evaluation, weight cap %g, update cap %g",
+            "NestedFedAvg: %d clients per round, %d per evaluation, weight in [%g, %g] × median, "
+            "update cap %g, aggregation %s",
             self.clients_per_round,
             self.clients_per_eval,
+            self.weight_floor,
             self.weight_cap,
             self.update_cap,
+            self.rule,
         )
 
     # ----- nodes ---------------------------------------------------------------------------
@@ -292,7 +307,9 @@ class NestedFedAvg(Strategy):
         self.round_log.dropped = [r.node_id for r in accepted if r.node_id not in kept]
         self.round_log.virtual_seconds = virtual
         accepted = [r for r in accepted if r.node_id in kept]
-        weights = cap_weights([float(r.num_examples) for r in accepted], self.weight_cap)
+        weights = cap_weights(
+            [float(r.num_examples) for r in accepted], self.weight_cap, self.weight_floor
+        )
         arrays, scales = clip_updates(
             self.global_arrays, [r.arrays for r in accepted], self.update_cap
         )
@@ -301,7 +318,7 @@ class NestedFedAvg(Strategy):
             rows[r.node_id]["update-scale"] = scale
         if accepted:
             self.global_arrays = aggregate_nested(
-                self.global_arrays, list(zip(arrays, weights, strict=True))
+                self.global_arrays, list(zip(arrays, weights, strict=True)), self.rule
             )
         else:
             log(WARNING, "round %d: no valid reply; the global model is kept", server_round)
