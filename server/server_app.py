@@ -175,6 +175,7 @@ def make_strategy(
         update_cap=cfg.update_cap,
         weight_floor=cfg.weight_floor,
         rule=Rule(cfg.aggregation, cfg.trim_fraction, cfg.clip_radius),
+        tiers=cfg.tiers,
         lr_fn=lambda rnd: round_lr(cfg.lr, cfg.lr_schedule, rnd, cfg.num_rounds),
     )
     # FjORD samples its width per batch from the tiers' widths (up to the client's own).
@@ -250,7 +251,8 @@ def main(grid: Grid, context: Context) -> None:
             row["auto-tier"] = {str(n): r for n, r in new_auto.items()}
             recorded_auto.update(new_auto)
         if evaluate_round(rnd):
-            betas = sorted(set(cfg.tiers) | {n.beta for n in strategy.nodes.values()})
+            # The run's own tiers only: a claimed β costs no evaluation and names no row.
+            betas = sorted(cfg.tiers)
             eval_start = time.perf_counter()
             if cfg.test_eval:
                 row["tiers"] = round_ops.evaluate_tiers(new_arrays, betas)

@@ -13,7 +13,7 @@ centralized evaluation, checkpoints) comes in as callables.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from typing import Any
@@ -32,9 +32,10 @@ from server.aggregation import MEAN, Rule, aggregate_nested
 from server.influence import cap_weights, clip_updates
 from server.messaging import send_and_receive
 from server.sampling import sample_nodes
-from server.validation import Reply, filter_valid
+from server.validation import MIN_NUM_EXAMPLES, Reply, bound_metrics, filter_valid
 
 Arrays = dict[str, np.ndarray]
+OFF_TIER = "off-tier"  # the federated report's row of nodes whose β is none of the run's tiers
 Shapes = dict[str, tuple[int, ...]]
 
 
@@ -124,6 +125,12 @@ class NestedFedAvg(Strategy):
     rule:
         How float coordinates are combined (:class:`server.aggregation.Rule`; default the
         weighted mean).
+    tiers:
+        The run's own tier budgets. A node's tier index and the rows of the federated report
+        are the server's: the index of the node's β among ``tiers``, and ``f"{β:g}"`` of that
+        configured β; a node whose β is none of them is reported under ``"off-tier"``. Empty
+        (tests): each node's β is its own row, labelled by ``:g`` only where that reads back as
+        the same number (else by ``repr``), so that no near-equal claim overwrites another row.
     lr_fn:
         ``lr_fn(server_round)``: the learning rate sent to training clients as ``lr`` (the
         round-wise schedule); None sends none (clients use the run config's ``lr``).
@@ -143,6 +150,7 @@ class NestedFedAvg(Strategy):
         lr_fn: Callable[[int], float] | None = None,
         weight_floor: float = 0.01,
         rule: Rule = MEAN,
+        tiers: Sequence[float] = (),
     ) -> None:
         if weight_cap < 0 or update_cap < 0 or weight_floor < 0:
             raise ValueError(
@@ -165,6 +173,7 @@ class NestedFedAvg(Strategy):
         self.update_cap = update_cap
         self.weight_floor = weight_floor
         self.rule = rule
+        self.tiers = tuple(float(t) for t in tiers)
         self.nodes: dict[int, NodeInfo] = {}
         self.auto_tiers: dict[int, dict[str, Any]] = {}  # nodes that chose their own tier
         self.global_arrays: Arrays = {}
@@ -204,7 +213,17 @@ class NestedFedAvg(Strategy):
             if isinstance(info, Rejected):
                 log(WARNING, "node %s: tier reply refused: %s", node, info.reason)
             elif node in new:
-                self.nodes[node] = NodeInfo(info.beta, info.tier, info.partition)
+                tier = self.tier_index(info.beta) if self.tiers else info.tier
+                if tier != info.tier:
+                    log(
+                        INFO,
+                        "node %s: claims tier %s, its β=%r is tier %s of the run",
+                        node,
+                        info.tier,
+                        info.beta,
+                        tier,
+                    )
+                self.nodes[node] = NodeInfo(info.beta, tier, info.partition)
                 self._record_auto_tier(node, reply.content[P.CONFIG])
         log(
             INFO,
@@ -212,6 +231,18 @@ class NestedFedAvg(Strategy):
             len(self.nodes),
             sorted({n.beta for n in self.nodes.values()}),
         )
+
+    def tier_index(self, beta: float) -> int | None:
+        """The index of ``beta`` among the run's tiers (exact match), None if it is none."""
+        return self.tiers.index(beta) if beta in self.tiers else None
+
+    def tier_label(self, beta: float) -> str:
+        """The report row of a node of budget β: the server's label, never the client's number."""
+        if not self.tiers:
+            short = f"{beta:g}"
+            return short if float(short) == beta else repr(float(beta))
+        index = self.tier_index(beta)
+        return OFF_TIER if index is None else f"{self.tiers[index]:g}"
 
     def _record_auto_tier(self, node: int, info: Mapping[str, Any]) -> None:
         """Keep what a node measured to choose its own tier (rank-fraction=auto)."""
@@ -336,8 +367,11 @@ class NestedFedAvg(Strategy):
     def _client_row(self, node: int, reply: TrainReply) -> dict[str, Any]:
         """The client's metrics, then the server's own facts written over them."""
         info, sent = self.nodes[node], self._sent[node]
+        metrics, dropped = bound_metrics(reply.metrics)
+        if dropped:
+            log(WARNING, "node %s: %s", node, dropped)
         return {
-            **reply.metrics,
+            **metrics,
             P.NODE_ID: node,
             P.PARTITION_ID: info.partition,
             P.TIER: info.tier,
@@ -360,12 +394,16 @@ class NestedFedAvg(Strategy):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        """Example-weighted accuracy and loss per budget on the clients' local splits.
+        """Example-weighted accuracy and loss per tier on the clients' local splits.
+
+        Weights are the replies' num-examples clipped as train weights are
+        (:func:`server.influence.cap_weights`); ``num-examples`` of a row is their sum. Rows are
+        the server's tier labels (:meth:`tier_label`).
 
         Replies that break the evaluate-reply contract, come from a node not asked this round or
         repeat a node are left out (``round_log.eval_rejected``).
         """
-        sums: dict[float, list[float]] = {}
+        accepted: list[tuple[int, P.EvalReply]] = []
         seen: set[int] = set()
         rejected: list[tuple[int, str]] = []
         for msg in replies:
@@ -374,19 +412,30 @@ class NestedFedAvg(Strategy):
                 reply: P.EvalReply | Rejected = Rejected("unexpected or repeated evaluate reply")
             else:
                 reply = P.decode_eval_reply(msg)
+                if not isinstance(reply, Rejected) and reply.num_examples < MIN_NUM_EXAMPLES:
+                    reply = Rejected(
+                        f"num-examples must be >= {MIN_NUM_EXAMPLES:g}, got {reply.num_examples!r}"
+                    )
             seen.add(node)
             if isinstance(reply, Rejected):
                 log(WARNING, "node %s: evaluate reply refused: %s", node, reply.reason)
                 rejected.append((node, reply.reason))
                 continue
-            s = sums.setdefault(self._eval_sent[node].beta, [0.0, 0.0, 0.0])
-            s[0] += reply.num_examples
-            s[1] += reply.num_examples * reply.accuracy
-            s[2] += reply.num_examples * reply.loss
+            accepted.append((node, reply))
+        # Weighted and capped as train replies are: a claim of 1e9 examples weighs 2 medians.
+        weights = cap_weights(
+            [r.num_examples for _, r in accepted], self.weight_cap, self.weight_floor
+        )
+        sums: dict[str, list[float]] = {}
+        for (node, reply), w in zip(accepted, weights, strict=True):
+            s = sums.setdefault(self.tier_label(self._eval_sent[node].beta), [0.0, 0.0, 0.0])
+            s[0] += w
+            s[1] += w * reply.accuracy
+            s[2] += w * reply.loss
         self.round_log.eval_rejected = rejected
         self.round_log.federated = {
-            f"{beta:g}": {"accuracy": a / n, "loss": lo / n, "num-examples": n}
-            for beta, (n, a, lo) in sorted(sums.items())
+            label: {"accuracy": a / n, "loss": lo / n, "num-examples": n}
+            for label, (n, a, lo) in sorted(sums.items(), key=lambda kv: _label_order(kv[0]))
         }
         if not sums:
             return None
@@ -448,3 +497,11 @@ class NestedFedAvg(Strategy):
             if on_round_end is not None:
                 on_round_end(self.round_log, self.global_arrays, round_start)
         return self.global_arrays
+
+
+def _label_order(label: str) -> tuple[int, float]:
+    """Tier rows by budget, the off-tier row last."""
+    try:
+        return (0, float(label))
+    except ValueError:
+        return (1, 0.0)

@@ -29,6 +29,10 @@ from flwr.common.logger import log
 from maestro_common.app.protocol import MAX_NUM_EXAMPLES
 
 MIN_NUM_EXAMPLES = 1.0
+# What of a reply's metrics the server keeps in its records: the contract's keys, then at most
+# this many others (sorted by name) with names of at most MAX_METRIC_NAME characters.
+MAX_EXTRA_METRICS = 16
+MAX_METRIC_NAME = 64
 
 
 class InvalidReply(ValueError):
@@ -144,6 +148,29 @@ def filter_valid(
         else:
             accepted.append(reply)
     return accepted, rejected
+
+
+def bound_metrics(
+    metrics: Mapping[str, float], keep: tuple[str, ...] = ("num-examples", "train-loss")
+) -> tuple[dict[str, float], str]:
+    """The metrics a reply may write into the run's records, and why any were dropped ("").
+
+    The keys in ``keep`` always stay; of the others, names longer than :data:`MAX_METRIC_NAME`
+    are dropped, then all but the first :data:`MAX_EXTRA_METRICS` by name. So one reply adds at
+    most a few hundred bytes to a row, whatever it sends.
+    """
+    kept = {k: metrics[k] for k in keep if k in metrics}
+    extra = sorted(k for k in metrics if k not in kept)
+    named = [k for k in extra if len(k) <= MAX_METRIC_NAME]
+    chosen = named[:MAX_EXTRA_METRICS]
+    kept.update((k, metrics[k]) for k in chosen)
+    dropped = len(extra) - len(chosen)
+    if not dropped:
+        return kept, ""
+    return kept, (
+        f"{dropped} of {len(extra)} extra metrics dropped (at most {MAX_EXTRA_METRICS}, names "
+        f"of at most {MAX_METRIC_NAME} characters)"
+    )
 
 
 def _check_num_examples(num_examples: object) -> None:

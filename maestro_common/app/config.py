@@ -251,7 +251,9 @@ class RunConfig:
             f"tier-fractions must be numbers in (0, 1], got {self.tier_fractions!r}",
         )
         check(
-            len(set(tiers)) == len(tiers), f"tier-fractions repeat a value: {self.tier_fractions!r}"
+            len({f"{t:g}" for t in tiers}) == len(tiers),
+            f"tier-fractions repeat a value (tiers are labelled by 6 significant digits): "
+            f"{self.tier_fractions!r}",
         )
         shares = parse_floats(self.tier_shares, "tier-shares") or tuple(1.0 for _ in tiers)
         check(
