@@ -204,9 +204,7 @@ def _sorted_holders(
     return values, weights, count
 
 
-def _trimmed_mean(
-    shape: tuple[int, ...], held: Held, trim: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _trimmed_mean(shape: tuple[int, ...], held: Held, trim: float) -> tuple[np.ndarray, np.ndarray]:
     values, weights, count = _sorted_holders(shape, held)
     cut = np.floor(trim * count).astype(np.int64)
     rank = np.arange(values.shape[0]).reshape((-1,) + (1,) * len(shape))
@@ -253,9 +251,7 @@ def _clip_scales(
     live = counts > 0
     rms = np.sqrt(np.divide(squares, counts, out=np.zeros(n_replies), where=live))
     tau = radius * robust_reference(rms[live].tolist()) if live.any() else 0.0
-    scale = {
-        i: (1.0 if rms[i] <= tau else tau / rms[i]) for i in range(n_replies) if live[i]
-    }
+    scale = {i: (1.0 if rms[i] <= tau else tau / rms[i]) for i in range(n_replies) if live[i]}
     return {key: (ref, scale) for key, ref in refs.items()}
 
 

@@ -28,7 +28,9 @@ from tests.conftest import write_fmnist_sample
 from tests.fakegrid import FakeGrid
 
 NODES = 12
-ATTACKERS = frozenset({1, 5, 9})  # one per tier of "0.25,0.5,1.0" under seed 0 (see the test)
+# One per tier of "0.25,0.5,1.0" under seed 0 (β = 0.25, 0.5, 1): a quarter of the holders of
+# every coordinate. {1, 5, 9} puts two of the four β = 1 nodes among them (--attackers 1 5 9).
+ATTACKERS = frozenset({1, 2, 5})
 TRAIN, TEST = 3600, 1000
 
 
@@ -39,6 +41,7 @@ def run(
     attacked: bool,
     rounds: int = 3,
     seed: int = 0,
+    attackers: frozenset[int] = ATTACKERS,
     **changes,
 ) -> list[dict]:
     """One run; its metrics.jsonl rows."""
@@ -57,9 +60,7 @@ def run(
         **changes,
     )
     nodes = {1000 + 17 * i: {"partition-id": i, "num-partitions": NODES} for i in range(NODES)}
-    grid = FakeGrid(
-        nodes, cfg.to_run_config(), train=flip_train(ATTACKERS) if attacked else None
-    )
+    grid = FakeGrid(nodes, cfg.to_run_config(), train=flip_train(attackers) if attacked else None)
     server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
     return [json.loads(x) for x in (out / name / "metrics.jsonl").read_text().splitlines()]
 
@@ -74,6 +75,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--rules", nargs="+", default=list(AGGREGATIONS), choices=AGGREGATIONS)
+    parser.add_argument("--runs", nargs="+", default=["honest", "flip"], choices=["honest", "flip"])
+    parser.add_argument("--attackers", type=int, nargs="+", default=sorted(ATTACKERS))
+    parser.add_argument("--trim-fraction", type=float, default=0.25)
+    parser.add_argument("--clip-radius", type=float, default=1.0)
     args = parser.parse_args()
     torch.set_num_threads(1)
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
@@ -81,10 +86,21 @@ def main() -> None:
         data = write_fmnist_sample(Path(tmp) / "data", TRAIN, TEST)
         for seed in args.seeds:
             for rule in args.rules:
-                for attacked in (False, True):
-                    name = f"{rule}-{'flip' if attacked else 'honest'}-s{seed}"
+                for kind in args.runs:
+                    name = f"{rule}-{kind}-s{seed}"
                     start = time.perf_counter()
-                    rows = run(Path(tmp), data, name, attacked, args.rounds, seed, aggregation=rule)
+                    rows = run(
+                        Path(tmp),
+                        data,
+                        name,
+                        kind == "flip",
+                        args.rounds,
+                        seed,
+                        frozenset(args.attackers),
+                        aggregation=rule,
+                        trim_fraction=args.trim_fraction,
+                        clip_radius=args.clip_radius,
+                    )
                     agg = [r["aggregate-seconds"] for r in rows]
                     print(
                         json.dumps(

@@ -46,7 +46,9 @@ def _nested_case(seed=0, n=7):
 @pytest.mark.parametrize("trim", [0.0, 0.1, 0.2, 0.34, 0.49])
 def test_trimmed_mean_matches_a_per_coordinate_loop(trim):
     glob, replies = _nested_case()
-    new = aggregate_nested({"w": glob}, [({"w": a}, w) for a, w in replies], Rule("trimmed-mean", trim))
+    new = aggregate_nested(
+        {"w": glob}, [({"w": a}, w) for a, w in replies], Rule("trimmed-mean", trim)
+    )
     np.testing.assert_allclose(new["w"], _loop(glob, replies, _trimmed(trim)), rtol=1e-6)
 
 
@@ -67,7 +69,9 @@ def test_trimmed_mean_without_trim_is_the_weighted_mean():
     )
 
 
-@pytest.mark.parametrize("rule", [Rule("trimmed-mean", 0.25), Rule("median"), Rule("centered-clip")])
+@pytest.mark.parametrize(
+    "rule", [Rule("trimmed-mean", 0.25), Rule("median"), Rule("centered-clip")]
+)
 def test_a_quarter_of_sign_flipped_replies_barely_moves_a_robust_rule(rule):
     # 9 honest updates near +1, 3 attackers at -1.9: the mean lands near 0.27, a robust rule
     # near the honest value.
