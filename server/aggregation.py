@@ -23,10 +23,12 @@ arrays, still coordinate by coordinate over the replies that cover it (its *hold
 - ``trimmed-mean``: at a coordinate with ``h`` holders, the ``floor(trim · h)`` smallest and the
   as many largest values are dropped and the rest averaged with their weights.
 - ``median``: the plain (unweighted) median of the holders' values.
-- ``centered-clip``: the reference is the coordinate-wise median; each reply's deviation from it
-  over its own block is scaled so that its root-mean-square per coordinate is at most ``radius``
-  times the round's low median deviation RMS, and the reference plus the weighted mean of the
-  clipped deviations is the new value.
+- ``centered-clip``: the reference is the coordinate-wise median; a reply whose update (its
+  arrays minus the global block) points away from the reference's update (negative inner
+  product over its block) is left out; each other reply's deviation from the reference over its
+  own block is scaled so that its root-mean-square per coordinate is at most ``radius`` times the
+  round's low median deviation RMS, and the reference plus the weighted mean of the clipped
+  deviations is the new value.
 
 Few holders: a rule can only be as robust as a coordinate's holders are many. ``trimmed-mean``
 drops nothing where ``floor(trim · h)`` is 0 (the weighted mean there); ``median`` of two values
@@ -235,23 +237,36 @@ def _clip_scales(
     n_replies: int,
     radius: float,
 ) -> dict[str, tuple[np.ndarray, dict[int, float]]]:
-    """Centred clipping's reference (the coordinate-wise median) and each reply's scale."""
+    """Centred clipping's reference (the coordinate-wise median) and each reply's scale.
+
+    A reply's scale is 0 (it is left out) when its update points away from the reference's
+    (their inner product over the reply's block is negative); otherwise it is at most 1, so that
+    its deviation from the reference has an RMS of at most ``radius`` × the low median deviation.
+    """
     refs = {
         key: _median(np.shape(global_arrays[key]), held)[0]
         for key, held in contributions.items()
         if robust[key] and held
     }
-    squares, counts = np.zeros(n_replies), np.zeros(n_replies)
+    squares, counts, inner = np.zeros(n_replies), np.zeros(n_replies), np.zeros(n_replies)
     for key, ref in refs.items():
+        glob = np.asarray(global_arrays[key], dtype=np.float64)
         for arr, w, i in contributions[key]:
             if w > 0:
-                dev = arr.astype(np.float64) - ref[leading_block(arr.shape)]
+                block = leading_block(arr.shape)
+                values = arr.astype(np.float64)
+                dev = values - ref[block]
                 squares[i] += float(np.square(dev).sum())
                 counts[i] += dev.size
+                inner[i] += float(np.sum((values - glob[block]) * (ref[block] - glob[block])))
     live = counts > 0
     rms = np.sqrt(np.divide(squares, counts, out=np.zeros(n_replies), where=live))
     tau = radius * robust_reference(rms[live].tolist()) if live.any() else 0.0
-    scale = {i: (1.0 if rms[i] <= tau else tau / rms[i]) for i in range(n_replies) if live[i]}
+    scale = {
+        i: (0.0 if inner[i] < 0 else 1.0 if rms[i] <= tau else tau / rms[i])
+        for i in range(n_replies)
+        if live[i]
+    }
     return {key: (ref, scale) for key, ref in refs.items()}
 
 
@@ -262,12 +277,21 @@ def _clipped_mean(
     acc = np.zeros(shape, dtype=np.float64)
     wsum = np.zeros(shape, dtype=np.float64)
     for arr, w, i in held:
-        if w > 0:
+        if w > 0 and scale[i] > 0:
             block = leading_block(arr.shape)
             acc[block] += w * scale[i] * (arr.astype(np.float64) - ref[block])
             wsum[block] += w
-    covered = wsum > 0
-    return ref + np.divide(acc, wsum, out=np.zeros_like(acc), where=covered), covered
+    covered = _held(shape, held)  # where every holder was left out: the reference itself
+    return ref + np.divide(acc, wsum, out=np.zeros_like(acc), where=wsum > 0), covered
+
+
+def _held(shape: tuple[int, ...], held: Held) -> np.ndarray:
+    """Coordinates some reply of positive weight covers."""
+    out = np.zeros(shape, dtype=bool)
+    for arr, w, _ in held:
+        if w > 0:
+            out[leading_block(arr.shape)] = True
+    return out
 
 
 def robust_reference(values: Sequence[float], negligible: float = 1e-3) -> float:

@@ -102,7 +102,7 @@ class RunConfig:
     update_cap: float = 2.0  # a reply's update RMS is cut to this × the round's median (0 = off)
     node_wait: float = 300.0  # seconds to wait for min-nodes nodes before round 1
     # mean (FedAvg), trimmed-mean, median or centered-clip, per coordinate over its holders
-    aggregation: str = "mean"
+    aggregation: str = "centered-clip"
     trim_fraction: float = 0.2  # trimmed-mean: share of a coordinate's holders cut at each end
     clip_radius: float = 1.0  # centered-clip: × the round's median deviation from the median
     # Fast low-rank tiers (maestro only)
