@@ -158,3 +158,16 @@ def test_config_and_aggregation_list_the_same_rules():
     from maestro_common.app.config import AGGREGATIONS
 
     assert AGGREGATIONS == RULES
+
+
+def test_centered_clip_leaves_out_a_reply_opposing_the_median_update():
+    glob = {"w": np.zeros(10, F32)}
+    honest = [np.linspace(0.5, 1.5, 10).astype(F32) * s for s in (0.8, 1.0, 1.2)]
+    opposed = -1.9 * honest[1]  # the sign-flip attack: a small, honest-sized but reversed step
+    replies = [({"w": a}, 1.0) for a in [*honest, opposed]]
+    new = aggregate_nested(glob, replies, Rule("centered-clip", radius=100.0))["w"]
+    # A radius this large clips nothing: the result is the mean of the three honest replies.
+    np.testing.assert_allclose(new, np.mean(honest, axis=0), rtol=1e-6)
+    # Where every holder was left out, the coordinate takes the reference (the median).
+    only = aggregate_nested(glob, [({"w": opposed[:2]}, 1.0), *replies], Rule("centered-clip"))
+    assert np.all(np.isfinite(only["w"]))
