@@ -190,20 +190,27 @@ def _weighted_mean(shape: tuple[int, ...], held: Held) -> tuple[np.ndarray, np.n
     return np.divide(acc, wsum, out=np.zeros_like(acc), where=covered), covered
 
 
-def _sorted_holders(
-    shape: tuple[int, ...], held: Held
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per coordinate, the holders' values sorted (NaN past the last holder), their weights in
-    the same order, and the number of holders. Replies of weight 0 hold nothing."""
+def _holder_values(shape: tuple[int, ...], held: Held) -> tuple[np.ndarray, list[float]]:
+    """The holders' values stacked on a new first axis, NaN where a reply does not hold the
+    coordinate, and their weights. Replies of weight 0 hold nothing."""
     live = [(arr, w) for arr, w, _ in held if w > 0]
     values = np.full((len(live), *shape), np.nan)
     for row, (arr, _) in zip(values, live, strict=True):
         row[leading_block(arr.shape)] = arr
+    return values, [w for _, w in live]
+
+
+def _sorted_holders(
+    shape: tuple[int, ...], held: Held
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per coordinate, the holders' values sorted (NaN past the last holder), their weights in
+    the same order, and the number of holders."""
+    values, weights = _holder_values(shape, held)
     order = np.argsort(values, axis=0, kind="stable")  # NaN sorts last
     values = np.take_along_axis(values, order, axis=0)
-    weights = np.asarray([w for _, w in live], dtype=np.float64)[order]
+    ordered_weights = np.asarray(weights, dtype=np.float64)[order]
     count = np.count_nonzero(~np.isnan(values), axis=0)
-    return values, weights, count
+    return values, ordered_weights, count
 
 
 def _trimmed_mean(shape: tuple[int, ...], held: Held, trim: float) -> tuple[np.ndarray, np.ndarray]:
@@ -218,13 +225,14 @@ def _trimmed_mean(shape: tuple[int, ...], held: Held, trim: float) -> tuple[np.n
 
 
 def _median(shape: tuple[int, ...], held: Held) -> tuple[np.ndarray, np.ndarray]:
-    values, _, count = _sorted_holders(shape, held)
+    values, _ = _holder_values(shape, held)
+    values.sort(axis=0)  # NaN sorts last; no weights to carry along
+    count = np.count_nonzero(~np.isnan(values), axis=0)
     covered = count > 0
     if not values.shape[0]:
         return np.zeros(shape), covered
-    low = np.maximum(count - 1, 0)[None] // 2
-    high = (count // 2)[None]
-    high = np.minimum(high, values.shape[0] - 1)
+    low = (np.maximum(count - 1, 0) // 2)[None]
+    high = np.minimum(count // 2, values.shape[0] - 1)[None]
     a = np.take_along_axis(values, low, axis=0)[0]
     b = np.take_along_axis(values, high, axis=0)[0]
     return np.where(covered, (a + b) / 2, 0.0), covered

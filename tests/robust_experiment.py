@@ -70,6 +70,41 @@ def best_tier(rows: list[dict]) -> float:
     return max(m["accuracy"] for m in rows[-1]["tiers"].values())
 
 
+def bench_rules(repeats: int = 3) -> dict[str, float]:
+    """Seconds per call of ``aggregate_nested`` for each rule on the CNN with 12 nested replies
+    (4 per tier of "0.25,0.5,1.0"), the best of ``repeats``."""
+    import numpy as np
+
+    from maestro_common.lowrank.prefix import take_prefix
+    from server.aggregation import Rule, aggregate_nested
+    from server.evaluation import ModelOps
+
+    cfg = RunConfig(model="cnn", tier_fractions="0.25,0.5,1.0", device="cpu")
+    ops = ModelOps(cfg)
+    glob = ops.initial_arrays()
+    shapes = {k: v.shape for k, v in glob.items()}
+    rng = np.random.default_rng(0)
+    replies = []
+    for i in range(NODES):
+        prefix = take_prefix(glob, ops.shapes(shapes, cfg.tiers[i % 3]))
+        noisy = {
+            k: (v + 0.01 * rng.standard_normal(v.shape)).astype(v.dtype)
+            if v.dtype.kind == "f"
+            else v
+            for k, v in prefix.items()
+        }
+        replies.append((noisy, 100.0 + i))
+    out = {}
+    for name in AGGREGATIONS:
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            aggregate_nested(glob, replies, Rule(name, 0.25))
+            best = min(best, time.perf_counter() - start)
+        out[name] = round(best, 3)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -79,8 +114,12 @@ def main() -> None:
     parser.add_argument("--attackers", type=int, nargs="+", default=sorted(ATTACKERS))
     parser.add_argument("--trim-fraction", type=float, default=0.25)
     parser.add_argument("--clip-radius", type=float, default=1.0)
+    parser.add_argument("--bench", action="store_true", help="time aggregate_nested per rule only")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.bench:
+        print(json.dumps({"aggregate-seconds": bench_rules()}))
+        return
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     with TemporaryDirectory() as tmp:
         data = write_fmnist_sample(Path(tmp) / "data", TRAIN, TEST)
