@@ -89,6 +89,7 @@ def aggregate_nested(
     global_arrays: Mapping[str, np.ndarray],
     replies: Sequence[tuple[Mapping[str, np.ndarray], float]],
     rule: Rule = MEAN,
+    scales: dict[int, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Weighted mean (or ``rule``) of nested leading blocks, coordinate by coordinate.
 
@@ -102,6 +103,10 @@ def aggregate_nested(
         weight 0 holds no coordinate under any rule.
     rule : Rule
         How float coordinates are combined; default the weighted mean.
+    scales : dict, optional
+        Under ``centered-clip``, filled with each reply's index and the scale applied to its
+        deviation (0: left out, its update opposing the reference's; 1: untouched), for the
+        round's record. Left empty under the other rules.
 
     Returns
     -------
@@ -142,11 +147,13 @@ def aggregate_nested(
     robust = {
         key: global_arrays[key].dtype.kind == "f" and rule.name != "mean" for key in global_arrays
     }
-    scales = (
+    clip = (
         _clip_scales(global_arrays, contributions, robust, len(replies), rule.radius)
         if rule.name == "centered-clip"
         else None
     )
+    if clip and scales is not None:
+        scales.update(next(iter(clip.values()))[1])
     new: dict[str, np.ndarray] = {}
     for key, glob in global_arrays.items():
         glob = np.asarray(glob)
@@ -160,8 +167,8 @@ def aggregate_nested(
         elif rule.name == "median":
             new[key] = _finish(glob, *_median(glob.shape, held))
         else:
-            assert scales is not None
-            new[key] = _finish(glob, *_clipped_mean(glob.shape, held, scales[key]))
+            assert clip is not None
+            new[key] = _finish(glob, *_clipped_mean(glob.shape, held, clip[key]))
     return new
 
 

@@ -348,9 +348,18 @@ class NestedFedAvg(Strategy):
             rows[r.node_id]["weight"] = weight
             rows[r.node_id]["update-scale"] = scale
         if accepted:
+            clipped: dict[int, float] = {}
             self.global_arrays = aggregate_nested(
-                self.global_arrays, list(zip(arrays, weights, strict=True)), self.rule
+                self.global_arrays, list(zip(arrays, weights, strict=True)), self.rule, clipped
             )
+            for i, scale in clipped.items():
+                rows[accepted[i].node_id]["aggregation-scale"] = scale
+                if scale == 0:
+                    log(
+                        WARNING,
+                        "node %s: left out of the average: its update opposes the median's",
+                        accepted[i].node_id,
+                    )
         else:
             log(WARNING, "round %d: no valid reply; the global model is kept", server_round)
         log_ = self.round_log

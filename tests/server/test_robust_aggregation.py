@@ -171,3 +171,16 @@ def test_centered_clip_leaves_out_a_reply_opposing_the_median_update():
     # Where every holder was left out, the coordinate takes the reference (the median).
     only = aggregate_nested(glob, [({"w": opposed[:2]}, 1.0), *replies], Rule("centered-clip"))
     assert np.all(np.isfinite(only["w"]))
+
+
+def test_centered_clip_reports_each_replys_scale():
+    glob = {"w": np.zeros(10, F32)}
+    honest = [np.full(10, v, F32) for v in (0.9, 1.0, 1.1, 1.0)]
+    replies = [({"w": a}, 1.0) for a in [*honest, np.full(10, -1.9, F32)]]
+    scales: dict[int, float] = {}
+    aggregate_nested(glob, replies, Rule("centered-clip"), scales)
+    assert scales[4] == 0.0  # opposed: left out
+    assert scales[1] == scales[3] == 1.0 and 0 < scales[0] <= 1.0
+    empty: dict[int, float] = {}
+    aggregate_nested(glob, replies, Rule("median"), empty)
+    assert empty == {}

@@ -717,3 +717,28 @@ def test_a_nodes_tier_and_report_row_are_the_servers_not_its_claim(cfg, ops):
     bare = NestedFedAvg(ops.axes, 3, 3, cfg.seed)
     assert bare.tier_label(0.25) == "0.25" and bare.tier_label(0.2500001) == "0.2500001"
     assert bare.tier_label(1.0) == "1"
+
+
+def test_a_sign_flipped_reply_is_left_out_and_its_row_says_so(cfg, ops):
+    from server.aggregation import Rule
+
+    def flipped(arrays, metrics):
+        for key, value in arrays.items():
+            if value.dtype.kind == "f":
+                arrays[key] = value - np.asarray(1.5, value.dtype)  # received - 1, not + 0.5
+
+    honest, liar = _echo(), _echo(flipped)
+
+    def train(msg, context):
+        return (liar if context.node_config["partition-id"] == 5 else honest)(msg, context)
+
+    grid = FakeGrid(SIX, cfg.to_run_config(), train=train)
+    strategy = NestedFedAvg(ops.axes, 6, 0, cfg.seed, rule=Rule("centered-clip"))
+    init = ops.initial_arrays()
+    out = strategy.run(grid, init, 1, ConfigRecord({}))
+    rows = {c["partition-id"]: c for c in strategy.round_log.clients}
+    assert rows[5]["aggregation-scale"] == 0.0
+    assert all(rows[p]["aggregation-scale"] == 1.0 for p in range(5))
+    for key in init:
+        if init[key].dtype.kind == "f":
+            np.testing.assert_allclose(out[key], init[key] + 0.5, rtol=1e-5, atol=1e-6)
