@@ -4,12 +4,16 @@ Validation (:mod:`server.validation`) makes a reply well-formed; it cannot tell 
 ``num-examples`` from an inflated one, nor trained arrays from noise. Two caps, both relative to
 the round's own replies, bound what one reply can do:
 
-- **weight cap** (``weight-cap`` = k): a reply's weight is ``min(num-examples, k · m)``, where
-  ``m`` is the round's low median num-examples (the lower middle value, so that with two replies
-  the smaller one sets it).
+- **weight cap and floor** (``weight-cap`` = k, ``weight-floor`` = f): a reply's weight is
+  ``num-examples`` clipped to ``[f · m, k · m]``, where ``m`` is the round's low median
+  num-examples (the lower middle value, so that with two replies the smaller one sets it). The
+  floor keeps a tiny claim (5e-324) from zeroing coordinates only that reply covers.
 - **update cap** (``update-cap`` = c): a reply's update, its arrays minus the global leading block
   they cover, is scaled down so that its root-mean-square per coordinate is at most ``c`` times
-  the round's low median update RMS. Float arrays only: integer counters are left as they are.
+  the round's reference update RMS: the low median of the RMS values that are not negligible
+  (above 1e-3 times the high median), so that replies returning the model unchanged (free
+  riders, up to half of a round) never make the cap 0. Float arrays only: integer counters are
+  left as they are.
 
 What this guarantees: every aggregated reply weighs at most ``k · m`` and moves its coordinates
 by at most ``c`` times the median update RMS on average. While fewer than half of a round's
@@ -30,6 +34,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from maestro_common.lowrank.prefix import leading_block
+from server.aggregation import robust_reference
 
 
 def low_median(values: Sequence[float]) -> float:
@@ -39,14 +44,20 @@ def low_median(values: Sequence[float]) -> float:
     return float(sorted(values)[(len(values) - 1) // 2])
 
 
-def cap_weights(weights: Sequence[float], ratio: float) -> list[float]:
-    """Each weight capped at ``ratio`` times the low median of ``weights`` (``ratio`` 0: as is)."""
-    if ratio < 0:
-        raise ValueError(f"weight cap ratio must be ≥ 0, got {ratio}")
-    if not ratio or not weights:
-        return [float(w) for w in weights]
-    cap = ratio * low_median(weights)
-    return [min(float(w), cap) for w in weights]
+def cap_weights(weights: Sequence[float], ratio: float, floor: float = 0.0) -> list[float]:
+    """Each weight clipped to ``[floor, ratio]`` times the low median of ``weights``.
+
+    ``ratio`` 0 leaves the top open and ``floor`` 0 the bottom; a floor above the cap is refused.
+    """
+    if ratio < 0 or floor < 0:
+        raise ValueError(f"weight cap and floor must be ≥ 0, got {ratio}, {floor}")
+    if ratio and floor > ratio:
+        raise ValueError(f"weight floor {floor} is above the weight cap {ratio}")
+    if not weights:
+        return []
+    median = low_median(weights)
+    cap = ratio * median if ratio else float("inf")
+    return [min(max(float(w), floor * median), cap) for w in weights]
 
 
 def update_rms(global_arrays: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray]) -> float:
@@ -69,14 +80,15 @@ def clip_updates(
     """Scale each reply's update so its RMS is at most ``ratio`` × the round's low median RMS.
 
     Returns the replies' arrays (the same objects where the scale is 1) and each scale in [0, 1].
-    A reply whose update is non-zero while the median is zero gets scale 0.
+    The reference is :func:`server.aggregation.robust_reference` of the RMS values: free riders
+    (zero updates) do not count, so it is 0 only when every update is 0 (and nothing is scaled).
     """
     if ratio < 0:
         raise ValueError(f"update cap ratio must be ≥ 0, got {ratio}")
     if not ratio or not replies:
         return [dict(r) for r in replies], [1.0] * len(replies)
     rms = [update_rms(global_arrays, r) for r in replies]
-    cap = ratio * low_median(rms)
+    cap = ratio * robust_reference(rms)
     out, scales = [], []
     for arrays, value in zip(replies, rms, strict=True):
         scale = 1.0 if value <= cap else cap / value

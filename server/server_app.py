@@ -22,6 +22,7 @@ from maestro_common.app.runlock import FolderLock
 from maestro_common.app.task import load_run_config
 from maestro_common.app.warmup import factor_arrays, in_warmup, warmup_config, whole_model
 from maestro_common.ml.schedules import round_lr
+from server.aggregation import Rule
 from server.evaluation import ModelOps
 from server.policy import EligibleOnly, VirtualClockPolicy, run_profiles
 from server.profiles import TierProfile
@@ -177,6 +178,9 @@ def make_strategy(
         policy=policy,
         weight_cap=cfg.weight_cap,
         update_cap=cfg.update_cap,
+        weight_floor=cfg.weight_floor,
+        rule=Rule(cfg.aggregation, cfg.trim_fraction, cfg.clip_radius),
+        tiers=cfg.tiers,
         lr_fn=lambda rnd: round_lr(cfg.lr, cfg.lr_schedule, rnd, cfg.num_rounds),
     )
     # FjORD samples its width per batch from the tiers' widths (up to the client's own).
@@ -268,7 +272,8 @@ def run_rounds(
             row["auto-tier"] = {str(n): r for n, r in new_auto.items()}
             recorded_auto.update(new_auto)
         if evaluate_round(rnd):
-            betas = sorted(set(cfg.tiers) | {n.beta for n in strategy.nodes.values()})
+            # The run's own tiers only: a claimed β costs no evaluation and names no row.
+            betas = sorted(cfg.tiers)
             eval_start = time.perf_counter()
             if cfg.test_eval:
                 row["tiers"] = round_ops.evaluate_tiers(new_arrays, betas)

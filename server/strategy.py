@@ -13,7 +13,7 @@ centralized evaluation, checkpoints) comes in as callables.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from typing import Any
@@ -28,13 +28,14 @@ from maestro_common.app import protocol as P
 from maestro_common.app.device_report import decode_auto_tier
 from maestro_common.app.protocol import Rejected, TrainReply, from_record, to_record
 from maestro_common.lowrank.prefix import budget_shapes, payload_nbytes, take_prefix
-from server.aggregation import aggregate_nested
+from server.aggregation import MEAN, Rule, aggregate_nested
 from server.influence import cap_weights, clip_updates
 from server.messaging import send_and_receive
 from server.sampling import sample_nodes
-from server.validation import Reply, filter_valid
+from server.validation import MIN_NUM_EXAMPLES, Reply, bound_metrics, filter_valid
 
 Arrays = dict[str, np.ndarray]
+OFF_TIER = "off-tier"  # the federated report's row of nodes whose β is none of the run's tiers
 Shapes = dict[str, tuple[int, ...]]
 
 
@@ -118,7 +119,18 @@ class NestedFedAvg(Strategy):
     weight_cap, update_cap:
         The influence bound (:mod:`server.influence`): a reply weighs at most ``weight_cap``
         times the round's low median num-examples, and its update's RMS is scaled to at most
-        ``update_cap`` times the round's low median. 0 turns a cap off.
+        ``update_cap`` times the round's reference update RMS. 0 turns a cap off.
+    weight_floor:
+        A reply weighs at least ``weight_floor`` times the round's low median num-examples.
+    rule:
+        How float coordinates are combined (:class:`server.aggregation.Rule`; default the
+        weighted mean).
+    tiers:
+        The run's own tier budgets. A node's tier index and the rows of the federated report
+        are the server's: the index of the node's β among ``tiers``, and ``f"{β:g}"`` of that
+        configured β; a node whose β is none of them is reported under ``"off-tier"``. Empty
+        (tests): each node's β is its own row, labelled by ``:g`` only where that reads back as
+        the same number (else by ``repr``), so that no near-equal claim overwrites another row.
     lr_fn:
         ``lr_fn(server_round)``: the learning rate sent to training clients as ``lr`` (the
         round-wise schedule); None sends none (clients use the run config's ``lr``).
@@ -136,11 +148,17 @@ class NestedFedAvg(Strategy):
         weight_cap: float = 2.0,
         update_cap: float = 2.0,
         lr_fn: Callable[[int], float] | None = None,
+        weight_floor: float = 0.01,
+        rule: Rule = MEAN,
+        tiers: Sequence[float] = (),
     ) -> None:
-        if weight_cap < 0 or update_cap < 0:
+        if weight_cap < 0 or update_cap < 0 or weight_floor < 0:
             raise ValueError(
-                f"weight_cap and update_cap must be ≥ 0, got {weight_cap}, {update_cap}"
+                "weight_cap, update_cap and weight_floor must be ≥ 0, got "
+                f"{weight_cap}, {update_cap}, {weight_floor}"
             )
+        if weight_cap and weight_floor > weight_cap:
+            raise ValueError(f"weight_floor {weight_floor} is above weight_cap {weight_cap}")
         self.prefix_axes = dict(prefix_axes)
         self.clients_per_round = clients_per_round
         self.clients_per_eval = clients_per_eval
@@ -153,6 +171,9 @@ class NestedFedAvg(Strategy):
         self.policy = policy or RoundPolicy()
         self.weight_cap = weight_cap
         self.update_cap = update_cap
+        self.weight_floor = weight_floor
+        self.rule = rule
+        self.tiers = tuple(float(t) for t in tiers)
         self.nodes: dict[int, NodeInfo] = {}
         self.auto_tiers: dict[int, dict[str, Any]] = {}  # nodes that chose their own tier
         self.global_arrays: Arrays = {}
@@ -163,11 +184,14 @@ class NestedFedAvg(Strategy):
     def summary(self) -> None:
         log(
             INFO,
-            "NestedFedAvg: %d clients per round, %d per evaluation, weight cap %g, update cap %g",
+            "NestedFedAvg: %d clients per round, %d per evaluation, weight in [%g, %g] × median, "
+            "update cap %g, aggregation %s",
             self.clients_per_round,
             self.clients_per_eval,
+            self.weight_floor,
             self.weight_cap,
             self.update_cap,
+            self.rule,
         )
 
     # ----- nodes ---------------------------------------------------------------------------
@@ -189,7 +213,17 @@ class NestedFedAvg(Strategy):
             if isinstance(info, Rejected):
                 log(WARNING, "node %s: tier reply refused: %s", node, info.reason)
             elif node in new:
-                self.nodes[node] = NodeInfo(info.beta, info.tier, info.partition)
+                tier = self.tier_index(info.beta) if self.tiers else info.tier
+                if tier != info.tier:
+                    log(
+                        INFO,
+                        "node %s: claims tier %s, its β=%r is tier %s of the run",
+                        node,
+                        info.tier,
+                        info.beta,
+                        tier,
+                    )
+                self.nodes[node] = NodeInfo(info.beta, tier, info.partition)
                 self._record_auto_tier(node, reply.content[P.CONFIG])
         log(
             INFO,
@@ -197,6 +231,18 @@ class NestedFedAvg(Strategy):
             len(self.nodes),
             sorted({n.beta for n in self.nodes.values()}),
         )
+
+    def tier_index(self, beta: float) -> int | None:
+        """The index of ``beta`` among the run's tiers (exact match), None if it is none."""
+        return self.tiers.index(beta) if beta in self.tiers else None
+
+    def tier_label(self, beta: float) -> str:
+        """The report row of a node of budget β: the server's label, never the client's number."""
+        if not self.tiers:
+            short = f"{beta:g}"
+            return short if float(short) == beta else repr(float(beta))
+        index = self.tier_index(beta)
+        return OFF_TIER if index is None else f"{self.tiers[index]:g}"
 
     def _record_auto_tier(self, node: int, info: Mapping[str, Any]) -> None:
         """Keep what a node measured to choose its own tier (rank-fraction=auto)."""
@@ -292,7 +338,9 @@ class NestedFedAvg(Strategy):
         self.round_log.dropped = [r.node_id for r in accepted if r.node_id not in kept]
         self.round_log.virtual_seconds = virtual
         accepted = [r for r in accepted if r.node_id in kept]
-        weights = cap_weights([float(r.num_examples) for r in accepted], self.weight_cap)
+        weights = cap_weights(
+            [float(r.num_examples) for r in accepted], self.weight_cap, self.weight_floor
+        )
         arrays, scales = clip_updates(
             self.global_arrays, [r.arrays for r in accepted], self.update_cap
         )
@@ -300,9 +348,18 @@ class NestedFedAvg(Strategy):
             rows[r.node_id]["weight"] = weight
             rows[r.node_id]["update-scale"] = scale
         if accepted:
+            clipped: dict[int, float] = {}
             self.global_arrays = aggregate_nested(
-                self.global_arrays, list(zip(arrays, weights, strict=True))
+                self.global_arrays, list(zip(arrays, weights, strict=True)), self.rule, clipped
             )
+            for i, scale in clipped.items():
+                rows[accepted[i].node_id]["aggregation-scale"] = scale
+                if scale == 0:
+                    log(
+                        WARNING,
+                        "node %s: left out of the average: its update opposes the median's",
+                        accepted[i].node_id,
+                    )
         else:
             log(WARNING, "round %d: no valid reply; the global model is kept", server_round)
         log_ = self.round_log
@@ -319,8 +376,11 @@ class NestedFedAvg(Strategy):
     def _client_row(self, node: int, reply: TrainReply) -> dict[str, Any]:
         """The client's metrics, then the server's own facts written over them."""
         info, sent = self.nodes[node], self._sent[node]
+        metrics, dropped = bound_metrics(reply.metrics)
+        if dropped:
+            log(WARNING, "node %s: %s", node, dropped)
         return {
-            **reply.metrics,
+            **metrics,
             P.NODE_ID: node,
             P.PARTITION_ID: info.partition,
             P.TIER: info.tier,
@@ -343,12 +403,16 @@ class NestedFedAvg(Strategy):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        """Example-weighted accuracy and loss per budget on the clients' local splits.
+        """Example-weighted accuracy and loss per tier on the clients' local splits.
+
+        Weights are the replies' num-examples clipped as train weights are
+        (:func:`server.influence.cap_weights`); ``num-examples`` of a row is their sum. Rows are
+        the server's tier labels (:meth:`tier_label`).
 
         Replies that break the evaluate-reply contract, come from a node not asked this round or
         repeat a node are left out (``round_log.eval_rejected``).
         """
-        sums: dict[float, list[float]] = {}
+        accepted: list[tuple[int, P.EvalReply]] = []
         seen: set[int] = set()
         rejected: list[tuple[int, str]] = []
         for msg in replies:
@@ -357,19 +421,30 @@ class NestedFedAvg(Strategy):
                 reply: P.EvalReply | Rejected = Rejected("unexpected or repeated evaluate reply")
             else:
                 reply = P.decode_eval_reply(msg)
+                if not isinstance(reply, Rejected) and reply.num_examples < MIN_NUM_EXAMPLES:
+                    reply = Rejected(
+                        f"num-examples must be >= {MIN_NUM_EXAMPLES:g}, got {reply.num_examples!r}"
+                    )
             seen.add(node)
             if isinstance(reply, Rejected):
                 log(WARNING, "node %s: evaluate reply refused: %s", node, reply.reason)
                 rejected.append((node, reply.reason))
                 continue
-            s = sums.setdefault(self._eval_sent[node].beta, [0.0, 0.0, 0.0])
-            s[0] += reply.num_examples
-            s[1] += reply.num_examples * reply.accuracy
-            s[2] += reply.num_examples * reply.loss
+            accepted.append((node, reply))
+        # Weighted and capped as train replies are: a claim of 1e9 examples weighs 2 medians.
+        weights = cap_weights(
+            [r.num_examples for _, r in accepted], self.weight_cap, self.weight_floor
+        )
+        sums: dict[str, list[float]] = {}
+        for (node, reply), w in zip(accepted, weights, strict=True):
+            s = sums.setdefault(self.tier_label(self._eval_sent[node].beta), [0.0, 0.0, 0.0])
+            s[0] += w
+            s[1] += w * reply.accuracy
+            s[2] += w * reply.loss
         self.round_log.eval_rejected = rejected
         self.round_log.federated = {
-            f"{beta:g}": {"accuracy": a / n, "loss": lo / n, "num-examples": n}
-            for beta, (n, a, lo) in sorted(sums.items())
+            label: {"accuracy": a / n, "loss": lo / n, "num-examples": n}
+            for label, (n, a, lo) in sorted(sums.items(), key=lambda kv: _label_order(kv[0]))
         }
         if not sums:
             return None
@@ -431,3 +506,11 @@ class NestedFedAvg(Strategy):
             if on_round_end is not None:
                 on_round_end(self.round_log, self.global_arrays, round_start)
         return self.global_arrays
+
+
+def _label_order(label: str) -> tuple[int, float]:
+    """Tier rows by budget, the off-tier row last."""
+    try:
+        return (0, float(label))
+    except ValueError:
+        return (1, 0.0)

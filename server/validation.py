@@ -12,8 +12,10 @@ A reply is accepted only if all of these hold, otherwise :class:`InvalidReply` n
   in float64 anyway), but a float reply for an integer counter, an int reply for float weights, or
   a float64 value that overflows float32 is not: each means the codec or the model disagrees.
 - **values**: all finite (no NaN, no Inf).
-- **num-examples**: a real number (``bool`` is not), finite, ``> 0`` and ``<= MAX_NUM_EXAMPLES``
-  (1e9, far above any device's dataset). Fractions are allowed, since the value is only a weight.
+- **num-examples**: a real number (``bool`` is not), finite, ``>= MIN_NUM_EXAMPLES`` (1: a
+  device that trained on something saw at least one example; 5e-324 would otherwise underflow
+  its weighted arrays to 0) and ``<= MAX_NUM_EXAMPLES`` (1e9, far above any device's dataset).
+  Fractions above 1 are allowed, since the value is only a weight.
   A valid value can still be a lie: :mod:`server.influence` bounds what one reply weighs.
 """
 
@@ -25,6 +27,12 @@ import numpy as np
 from flwr.common.logger import log
 
 from maestro_common.app.protocol import MAX_NUM_EXAMPLES
+
+MIN_NUM_EXAMPLES = 1.0
+# What of a reply's metrics the server keeps in its records: the contract's keys, then at most
+# this many others (sorted by name) with names of at most MAX_METRIC_NAME characters.
+MAX_EXTRA_METRICS = 16
+MAX_METRIC_NAME = 64
 
 
 class InvalidReply(ValueError):
@@ -142,6 +150,29 @@ def filter_valid(
     return accepted, rejected
 
 
+def bound_metrics(
+    metrics: Mapping[str, float], keep: tuple[str, ...] = ("num-examples", "train-loss")
+) -> tuple[dict[str, float], str]:
+    """The metrics a reply may write into the run's records, and why any were dropped ("").
+
+    The keys in ``keep`` always stay; of the others, names longer than :data:`MAX_METRIC_NAME`
+    are dropped, then all but the first :data:`MAX_EXTRA_METRICS` by name. So one reply adds at
+    most a few hundred bytes to a row, whatever it sends.
+    """
+    kept = {k: metrics[k] for k in keep if k in metrics}
+    extra = sorted(k for k in metrics if k not in kept)
+    named = [k for k in extra if len(k) <= MAX_METRIC_NAME]
+    chosen = named[:MAX_EXTRA_METRICS]
+    kept.update((k, metrics[k]) for k in chosen)
+    dropped = len(extra) - len(chosen)
+    if not dropped:
+        return kept, ""
+    return kept, (
+        f"{dropped} of {len(extra)} extra metrics dropped (at most {MAX_EXTRA_METRICS}, names "
+        f"of at most {MAX_METRIC_NAME} characters)"
+    )
+
+
 def _check_num_examples(num_examples: object) -> None:
     if isinstance(num_examples, bool | np.bool_) or not isinstance(
         num_examples, int | float | np.integer | np.floating
@@ -150,9 +181,10 @@ def _check_num_examples(num_examples: object) -> None:
             f"num-examples must be a number, got {type(num_examples).__name__}: {num_examples!r}"
         )
     value = float(num_examples)
-    if not np.isfinite(value) or value <= 0 or value > MAX_NUM_EXAMPLES:
+    if not np.isfinite(value) or value < MIN_NUM_EXAMPLES or value > MAX_NUM_EXAMPLES:
         raise InvalidReply(
-            f"num-examples must be finite, > 0 and <= {MAX_NUM_EXAMPLES:.0e}, got {num_examples!r}"
+            f"num-examples must be finite, >= {MIN_NUM_EXAMPLES:g} and <= {MAX_NUM_EXAMPLES:.0e}, "
+            f"got {num_examples!r}"
         )
 
 

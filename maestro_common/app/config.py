@@ -17,6 +17,10 @@ from typing import Any
 
 from maestro_common.lowrank.prefix import is_budget
 
+# How the server combines the float coordinates of a round (server.aggregation.RULES, a leaf
+# copy so that this module imports no server code; tests check the two agree).
+AGGREGATIONS = ("mean", "trimmed-mean", "median", "centered-clip")
+
 # Maestro's training step: nested (the prefix on the labels plus smaller sub-models,
 # maestro_common.lowrank.samplers.NestedSampler) or sampled (one sub-model per step, `sampler`).
 OBJECTIVES = ("nested", "sampled")
@@ -129,8 +133,13 @@ class RunConfig:
     resume: bool = False
     # Trust boundary (docs/trust.md)
     weight_cap: float = 2.0  # a reply weighs at most this × the round's median num-examples
+    weight_floor: float = 0.01  # ... and at least this × that median (0 = off; ≤ weight-cap)
     update_cap: float = 2.0  # a reply's update RMS is cut to this × the round's median (0 = off)
     node_wait: float = 300.0  # seconds to wait for min-nodes nodes before round 1
+    # mean (FedAvg), trimmed-mean, median or centered-clip, per coordinate over its holders
+    aggregation: str = "centered-clip"
+    trim_fraction: float = 0.2  # trimmed-mean: share of a coordinate's holders cut at each end
+    clip_radius: float = 1.0  # centered-clip: × the round's median deviation from the median
     # Fast low-rank tiers (maestro only)
     # kxk convs: svd (kxk→r, 1x1 r→out), tucker (1x1, core, 1x1) or tucker-b2/-b4 (branched core)
     conv_factorization: str = "svd"
@@ -240,7 +249,21 @@ class RunConfig:
                 getattr(self, key) >= 0,
                 f"{key.replace('_', '-')} must be ≥ 0, got {getattr(self, key)}",
             )
-        for key in ("weight_cap", "update_cap", "node_wait"):
+        check(
+            self.aggregation in AGGREGATIONS,
+            f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}",
+        )
+        check(
+            0 <= self.trim_fraction < 0.5,
+            f"trim-fraction must be in [0, 0.5) (a share cut at each end), got "
+            f"{self.trim_fraction}",
+        )
+        check(self.clip_radius > 0, f"clip-radius must be > 0, got {self.clip_radius}")
+        check(
+            not self.weight_cap or self.weight_floor <= self.weight_cap,
+            f"weight-floor ({self.weight_floor}) must not exceed weight-cap ({self.weight_cap})",
+        )
+        for key in ("weight_cap", "weight_floor", "update_cap", "node_wait"):
             check(
                 getattr(self, key) >= 0,
                 f"{key.replace('_', '-')} must be ≥ 0, got {getattr(self, key)}",
@@ -281,7 +304,9 @@ class RunConfig:
             f"tier-fractions must be numbers in (0, 1], got {self.tier_fractions!r}",
         )
         check(
-            len(set(tiers)) == len(tiers), f"tier-fractions repeat a value: {self.tier_fractions!r}"
+            len({f"{t:g}" for t in tiers}) == len(tiers),
+            f"tier-fractions repeat a value (tiers are labelled by 6 significant digits): "
+            f"{self.tier_fractions!r}",
         )
         shares = parse_floats(self.tier_shares, "tier-shares") or tuple(1.0 for _ in tiers)
         check(

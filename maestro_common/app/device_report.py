@@ -10,7 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AutoTier", "StepMeasurement", "decode_auto_tier"]
+__all__ = ["MAX_CANDIDATES", "AutoTier", "StepMeasurement", "decode_auto_tier"]
+
+# A device measures a few candidate budgets; a report listing more is refused unread, so that one
+# query reply cannot add megabytes to the run's records.
+MAX_CANDIDATES = 32
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,18 @@ def decode_auto_tier(info: Mapping[str, Any]) -> dict[str, Any] | None:
     Raises
     ------
     ValueError
-        When the reply claims an automatic choice but its measurements are malformed.
+        When the reply claims an automatic choice but its measurements are malformed, or list
+        more than :data:`MAX_CANDIDATES` candidates.
     """
     if not info.get("auto-tier"):
         return None
+    for key in ("auto-betas", "auto-step-ms", "auto-memory-mb"):
+        value = info.get(key)
+        if isinstance(value, list | tuple) and len(value) > MAX_CANDIDATES:
+            raise ValueError(
+                f"automatic-tier report: {key} lists {len(value)} candidates, at most "
+                f"{MAX_CANDIDATES} allowed"
+            )
     try:
         betas = [float(b) for b in info["auto-betas"]]
         step_ms = [float(t) for t in info["auto-step-ms"]]

@@ -4,9 +4,10 @@ import json
 
 import numpy as np
 import pytest
-from flwr.app import Context, MessageType, RecordDict
+from flwr.app import Context, Message, MessageType, RecordDict
 
 from client import client_app
+from maestro_common.app import protocol as P
 from maestro_common.app.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from maestro_common.app.config import ConfigError, RunConfig
 from maestro_common.app.protocol import ARRAYS as ARRAYS_KEY
@@ -14,6 +15,7 @@ from maestro_common.app.protocol import CONFIG as CONFIG_KEY
 from maestro_common.app.protocol import from_record
 from maestro_common.ml.data import write_idx
 from server import server_app
+from server.evaluation import ModelOps
 from server.results import CHECKPOINT, METRICS, OLD_CHECKPOINT, SUMMARY, ResumeError
 from tests.fakegrid import FakeGrid
 from tests.server.test_strategy import _echo, _nan
@@ -350,3 +352,75 @@ def test_a_second_writer_on_a_held_run_folder_is_refused(data_dir, tmp_path):
     assert [r["round"] for r in _rows(cfg)] == [1, 2]
     with FolderLock(folder, "next"):
         pass
+
+
+# ----- issue 30: what a client can make the server report ------------------------------------
+
+
+def test_a_client_cannot_name_a_tier_row_inflate_the_records_or_its_tiers_accuracy(
+    data_dir, tmp_path, monkeypatch
+):
+    liar = 33
+    nodes = {
+        11: {"rank-fraction": 0.5, "partition-id": 0, "num-partitions": 3},
+        22: {"rank-fraction": 1.0, "partition-id": 1, "num-partitions": 3},
+        liar: {"rank-fraction": 0.5000001, "partition-id": 2, "num-partitions": 3},
+    }
+    cfg = _cfg(data_dir, tmp_path, clients_per_round=3, clients_per_eval=3, num_rounds=1)
+
+    def many_metrics(arrays, metrics):
+        metrics.update({f"m{i:05d}": 1.0 for i in range(30_000)})  # 815 kB a round before
+
+    grid = FakeGrid(nodes, cfg.to_run_config(), train=_echo(many_metrics))
+    honest_eval = grid.handlers[MessageType.EVALUATE]
+
+    def eval_liar(msg, context):
+        if context.node_id != liar:
+            return honest_eval(msg, context)
+        return Message(P.encode_eval_reply(1e9, 0.0, 1.0), reply_to=msg)
+
+    grid.handlers[MessageType.EVALUATE] = eval_liar
+    evaluated: list[list[float]] = []
+    real = ModelOps.evaluate_tiers
+
+    def spy(self, arrays, betas):
+        evaluated.append(list(betas))
+        return real(self, arrays, betas)
+
+    monkeypatch.setattr(ModelOps, "evaluate_tiers", spy)
+    server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
+    row = _rows(cfg)[-1]
+    # Centralized evaluation at the run's own tiers only: the claimed β costs no evaluation.
+    assert evaluated == [[0.5, 1.0]] and set(row["tiers"]) == {"0.5", "1"}
+    # The claimed β = 0.5000001 is not tier "0.5": its federated result has a row of its own.
+    fed = row["federated"]
+    assert set(fed) == {"0.5", "1", "off-tier"}
+    assert fed["off-tier"]["accuracy"] == 1.0
+    assert fed["0.5"]["accuracy"] < 1.0  # the honest node's own figure, untouched
+    # Its claimed 1e9 examples weigh at most 2 × the round's low median.
+    median = sorted(m["num-examples"] for m in fed.values())[1]
+    assert fed["off-tier"]["num-examples"] <= 2 * median
+    # Each client row keeps the contract's metrics and at most 16 others.
+    for client in row["clients"]:
+        assert len([k for k in client if k.startswith("m")]) == 16
+    assert len(json.dumps(row)) < 20_000
+
+
+def test_an_evaluate_liar_cannot_make_its_tier_read_100_percent(data_dir, tmp_path):
+    nodes = {
+        10 + i: {"rank-fraction": 1.0, "partition-id": i, "num-partitions": 4} for i in range(4)
+    }
+    cfg = _cfg(data_dir, tmp_path, clients_per_round=4, clients_per_eval=4, num_rounds=1)
+    grid = FakeGrid(nodes, cfg.to_run_config(), train=_echo())
+
+    def evaluate(msg, context):
+        if context.node_id == 10:
+            return Message(P.encode_eval_reply(1e9, 0.0, 1.0), reply_to=msg)
+        return Message(P.encode_eval_reply(20, 1.0, 0.5), reply_to=msg)
+
+    grid.handlers[MessageType.EVALUATE] = evaluate
+    server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
+    fed = _rows(cfg)[-1]["federated"]["1"]
+    # Weights 40 (2 × the median 20) and 3 × 20: (40 · 1.0 + 60 · 0.5) / 100.
+    assert fed["accuracy"] == pytest.approx(0.7)
+    assert fed["num-examples"] == 100

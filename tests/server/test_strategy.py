@@ -693,3 +693,52 @@ def test_client_nested_sampler_cuts_the_received_prefix_at_the_tiers_fractions(c
     assert sampler.plan() == (True, [0.25])
     old = client_app._sampler(cfg.replace(objective="sampled"), model, task, 0, global_ranks)
     assert isinstance(old, MaestroSampler)
+
+
+# ----- issue 30: the server's own tier indices and labels ------------------------------------
+
+
+def test_a_nodes_tier_and_report_row_are_the_servers_not_its_claim(cfg, ops):
+    nodes = {
+        1: {"rank-fraction": 0.25, "partition-id": 0, "num-partitions": 3},
+        2: {"rank-fraction": 0.2500001, "partition-id": 1, "num-partitions": 3},
+        3: {"tier": 2, "partition-id": 2, "num-partitions": 3},
+    }
+    grid = FakeGrid(nodes, cfg.to_run_config())
+    strategy = NestedFedAvg(ops.axes, 3, 3, cfg.seed, tiers=cfg.tiers)
+    strategy.discover(grid)
+    assert {n: i.tier for n, i in strategy.nodes.items()} == {1: 0, 2: None, 3: 2}
+    assert [strategy.tier_label(strategy.nodes[n].beta) for n in (1, 2, 3)] == [
+        "0.25",
+        "off-tier",
+        "1",
+    ]
+    # Without the run's tiers (tests) a near-equal claim still gets a row of its own.
+    bare = NestedFedAvg(ops.axes, 3, 3, cfg.seed)
+    assert bare.tier_label(0.25) == "0.25" and bare.tier_label(0.2500001) == "0.2500001"
+    assert bare.tier_label(1.0) == "1"
+
+
+def test_a_sign_flipped_reply_is_left_out_and_its_row_says_so(cfg, ops):
+    from server.aggregation import Rule
+
+    def flipped(arrays, metrics):
+        for key, value in arrays.items():
+            if value.dtype.kind == "f":
+                arrays[key] = value - np.asarray(1.5, value.dtype)  # received - 1, not + 0.5
+
+    honest, liar = _echo(), _echo(flipped)
+
+    def train(msg, context):
+        return (liar if context.node_config["partition-id"] == 5 else honest)(msg, context)
+
+    grid = FakeGrid(SIX, cfg.to_run_config(), train=train)
+    strategy = NestedFedAvg(ops.axes, 6, 0, cfg.seed, rule=Rule("centered-clip"))
+    init = ops.initial_arrays()
+    out = strategy.run(grid, init, 1, ConfigRecord({}))
+    rows = {c["partition-id"]: c for c in strategy.round_log.clients}
+    assert rows[5]["aggregation-scale"] == 0.0
+    assert all(rows[p]["aggregation-scale"] == 1.0 for p in range(5))
+    for key in init:
+        if init[key].dtype.kind == "f":
+            np.testing.assert_allclose(out[key], init[key] + 0.5, rtol=1e-5, atol=1e-6)

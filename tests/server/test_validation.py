@@ -95,9 +95,28 @@ def test_integer_range_against_narrower_global():
     validate_reply(glob, {"n": np.array(7, dtype=np.int64)}, 1)
 
 
+# Below one example too: a denormal weight (5e-324) zeroed the coordinates only it covered.
+BELOW_ONE = [5e-324, 1e-300, 0.5, 0.999]
+
+
 @pytest.mark.parametrize(
     "num_examples",
-    [0, -1, -0.5, 0.0, float("nan"), float("inf"), True, False, "10", None, [10], 2e9, 10**10],
+    [
+        0,
+        -1,
+        -0.5,
+        0.0,
+        float("nan"),
+        float("inf"),
+        True,
+        False,
+        "10",
+        None,
+        [10],
+        2e9,
+        10**10,
+        *BELOW_ONE,
+    ],
 )
 def test_bad_num_examples_rejected(num_examples):
     with pytest.raises(InvalidReply, match="num-examples") as info:
@@ -105,7 +124,7 @@ def test_bad_num_examples_rejected(num_examples):
     assert repr(num_examples) in info.value.reason
 
 
-@pytest.mark.parametrize("num_examples", [1, 100, 12.5, np.int64(3), np.float32(2.0), 10**9])
+@pytest.mark.parametrize("num_examples", [1, 1.0, 100, 12.5, np.int64(3), np.float32(2.0), 10**9])
 def test_good_num_examples_accepted(num_examples):
     validate_reply(_global(), _good(), num_examples, _budget())
 

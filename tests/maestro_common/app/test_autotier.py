@@ -6,7 +6,7 @@ import pytest
 
 from maestro_common.app.autotier import auto_tier, benchmark_step, choose_tier, is_auto
 from maestro_common.app.config import RunConfig
-from maestro_common.app.device_report import StepMeasurement, decode_auto_tier
+from maestro_common.app.device_report import MAX_CANDIDATES, StepMeasurement, decode_auto_tier
 
 CFG = RunConfig(model="lenet5", tier_fractions="0.25,0.5,1.0", batch_size=16)
 
@@ -53,6 +53,16 @@ def test_the_report_round_trips_through_a_query_reply():
     assert decode_auto_tier({"rank-fraction": 0.5, "tier": 1}) is None
     with pytest.raises(ValueError, match="malformed"):
         decode_auto_tier({**record, "auto-step-ms": [1.0]})
+
+
+def test_a_report_listing_too_many_candidates_is_refused_unread():
+    # issue 30: one query reply put 9.8 MB into the run's records through these lists.
+    choice = choose_tier(CFG, 130, 2000, bench=device(250))
+    record = {"rank-fraction": choice.beta, "tier": choice.tier, **choice.to_record()}
+    n = MAX_CANDIDATES + 1
+    for key in ("auto-betas", "auto-step-ms", "auto-memory-mb"):
+        with pytest.raises(ValueError, match=f"{key} lists {n} candidates, at most"):
+            decode_auto_tier({**record, key: [0.5] * n})
 
 
 def test_the_real_benchmark_grows_with_the_budget():

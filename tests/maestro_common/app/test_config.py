@@ -154,11 +154,35 @@ def test_lossless_coercions_accepted():
         ({"dense-warmup": 1.0}, "dense-warmup"),
         ({"dense-warmup": -0.1}, "dense-warmup"),
         ({"dense-warmup": 0.9, "num-rounds": 2}, "dense-warmup=0.9 of num-rounds=2 leaves no"),
+        # issue 30: tiers that print alike would share a report row
+        ({"tier-fractions": "0.2,0.2000001"}, "tier-fractions repeat a value"),
+        ({"aggregation": "krum"}, "aggregation must be one of mean, trimmed-mean, median"),
+        ({"aggregation": "Median"}, "aggregation"),
+        ({"trim-fraction": 0.5}, "trim-fraction must be in [0, 0.5)"),
+        ({"trim-fraction": -0.1}, "trim-fraction"),
+        ({"clip-radius": 0.0}, "clip-radius must be > 0"),
+        ({"clip-radius": float("inf")}, "clip-radius"),
+        ({"weight-floor": -0.01}, "weight-floor"),
+        ({"weight-floor": 3.0}, "weight-floor (3.0) must not exceed weight-cap (2.0)"),
     ],
 )
 def test_each_validation_raises_naming_the_key(changes, key):
     with pytest.raises(ConfigError, match=re.escape(key)):
         RunConfig.from_run_config(changes)
+
+
+def test_robust_aggregation_keys_parse():
+    cfg = RunConfig.from_run_config(
+        {"aggregation": "centered-clip", "clip-radius": 2, "trim-fraction": 0, "weight-floor": 0}
+    )
+    assert (cfg.aggregation, cfg.clip_radius, cfg.trim_fraction, cfg.weight_floor) == (
+        "centered-clip",
+        2.0,
+        0.0,
+        0.0,
+    )
+    # With the weight cap off, any floor is allowed.
+    assert RunConfig.from_run_config({"weight-cap": 0, "weight-floor": 5}).weight_floor == 5.0
 
 
 def test_config_error_is_a_value_error():
