@@ -23,8 +23,13 @@ if compgen -G "$ca_dir/*.crt" >/dev/null; then
     chroot "$root" update-ca-certificates >/dev/null
 fi
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-tar -C "$root" -c . | "$docker" import \
+here=$(cd "$(dirname "$0")" && pwd)
+"$here/rootfs-tar.sh" "$root" | "$docker" import \
     --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
     --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
     --change 'CMD ["python3"]' - "$image"
+# What the images built on it need: a non-root user reaches python3 and its venv module.
+"$docker" run --rm --network none --user 1000:1000 "$image" \
+    python3 -c 'import ensurepip, sys, venv; assert sys.version_info[:2] == (3, 11), sys.version' \
+    || { echo "make-base-image.sh: $image is not usable by a non-root user" >&2; exit 1; }
 echo "make-base-image.sh: made $image (Debian bookworm, python3 3.11)"

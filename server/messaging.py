@@ -8,6 +8,14 @@ ServerApp an ``InMemoryGrid`` that pulls every 0.1 s.) Here the wait between pul
 :data:`FIRST_INTERVAL` and doubles up to :data:`MAX_INTERVAL` while replies are outstanding, so
 a phase ends at most ``MAX_INTERVAL`` after its last reply, in deployment and simulation alike,
 for at most ten pulls a second (each one a small request with the outstanding message ids).
+
+An error reply is credited to the node its message was sent to. When a SuperNode dies, the
+SuperLink itself answers for it (Flower's "Node Unavailable"), with the SuperLink's own node id
+as the source; the ServerApp's grid does the same when a reply's objects cannot be pulled. Such
+a reply is matched to the node by its ``reply_to_message_id`` and handed on as that node's error
+reply, with Flower's error code and reason unchanged, so that the round records which node was
+lost and why. Only error replies are re-attributed: a reply with content whose source is not the
+node it answers keeps its source (and is refused as from an unsent node).
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ import time
 from collections.abc import Callable, Iterable
 from logging import WARNING
 
-from flwr.app import Message
+from flwr.app import Message, Metadata
+from flwr.app.message import make_message
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
@@ -39,9 +48,12 @@ def send_and_receive(
     Returns the replies received, in the order of ``messages`` (a node that did not reply in
     time has none; ``timeout=None`` waits for every reply). A message the SuperLink did not
     take (``None`` for its id, as Flower reports a malformed one) gets no reply, and a warning
-    says how many.
+    says how many. An error reply comes back as from the node its message was sent to
+    (:func:`credit_error`).
     """
-    pushed = list(grid.push_messages(messages))
+    sent = list(messages)
+    pushed = list(grid.push_messages(sent))
+    destination = {i: m.metadata.dst_node_id for i, m in zip(pushed, sent, strict=False) if i}
     waiting = {i for i in pushed if i}
     if len(waiting) < len(pushed):
         log(
@@ -54,7 +66,7 @@ def send_and_receive(
     interval = first_interval
     replies: list[Message] = []
     while waiting:
-        got = list(grid.pull_messages(sorted(waiting)))
+        got = [credit_error(m, destination) for m in grid.pull_messages(sorted(waiting))]
         replies.extend(got)
         waiting -= {m.metadata.reply_to_message_id for m in got}
         if not waiting or (end is not None and clock() >= end):
@@ -65,3 +77,48 @@ def send_and_receive(
     # order of floating-point sums) must not depend on which client finished first.
     order = {msg_id: k for k, msg_id in enumerate(pushed) if msg_id}
     return sorted(replies, key=lambda m: order.get(m.metadata.reply_to_message_id, len(order)))
+
+
+def credit_error(reply: Message, destination: dict[str, int]) -> Message:
+    """An error reply as from the node whose message it answers; any other reply unchanged.
+
+    Parameters
+    ----------
+    reply : Message
+        A pulled reply.
+    destination : dict of str to int
+        The node each pushed message went to, by message id.
+
+    Returns
+    -------
+    Message
+        ``reply`` itself, unless it carries an error, answers a message in ``destination`` and
+        names another source (the SuperLink's node id for "Node Unavailable"): then a copy with
+        that message's node as its source and the same error.
+    """
+    node = destination.get(reply.metadata.reply_to_message_id)
+    if node is None or not reply.has_error() or reply.metadata.src_node_id == node:
+        return reply
+    meta = reply.metadata
+    log(
+        WARNING,
+        "node %s: no reply; node %s reports error %s: %s",
+        node,
+        meta.src_node_id,
+        reply.error.code,
+        reply.error.reason,
+    )
+    credited = Metadata(
+        run_id=meta.run_id,
+        message_id=meta.message_id,
+        src_node_id=node,
+        dst_node_id=meta.dst_node_id,
+        reply_to_message_id=meta.reply_to_message_id,
+        group_id=meta.group_id,
+        created_at=meta.created_at,
+        ttl=meta.ttl,
+        message_type=meta.message_type,
+        src_task_id=meta.src_task_id,
+        dst_task_id=meta.dst_task_id,
+    )
+    return make_message(metadata=credited, error=reply.error)

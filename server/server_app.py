@@ -182,6 +182,7 @@ def make_strategy(
         rule=Rule(cfg.aggregation, cfg.trim_fraction, cfg.clip_radius),
         tiers=cfg.tiers,
         lr_fn=lambda rnd: round_lr(cfg.lr, cfg.lr_schedule, rnd, cfg.num_rounds),
+        query_timeout=cfg.query_timeout,
     )
     # FjORD samples its width per batch from the tiers' widths (up to the client's own).
     train_config = ConfigRecord({P.BUDGET_GRID: [ops.method_budget(b) for b in cfg.tiers]})
@@ -233,7 +234,7 @@ def run_rounds(
     # The run's strategy finds the nodes; a warm-up's strategy shares what it knows of them.
     strategy, train_config = make_strategy(cfg, ops, state, profiles)
     wait_for_nodes(grid, cfg.min_nodes, cfg.node_wait)
-    strategy.discover(grid, timeout=cfg.round_timeout)
+    strategy.discover(grid)
     if not strategy.nodes:
         raise RuntimeError("no node reported its tier; see the client logs")
 

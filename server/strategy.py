@@ -134,6 +134,9 @@ class NestedFedAvg(Strategy):
     lr_fn:
         ``lr_fn(server_round)``: the learning rate sent to training clients as ``lr`` (the
         round-wise schedule); None sends none (clients use the run config's ``lr``).
+    query_timeout:
+        Seconds the tier query waits for answers (:meth:`discover`): what a node that never
+        answers adds to a round.
     """
 
     def __init__(
@@ -151,6 +154,7 @@ class NestedFedAvg(Strategy):
         weight_floor: float = 0.01,
         rule: Rule = MEAN,
         tiers: Sequence[float] = (),
+        query_timeout: float = 30.0,
     ) -> None:
         if weight_cap < 0 or update_cap < 0 or weight_floor < 0:
             raise ValueError(
@@ -164,6 +168,7 @@ class NestedFedAvg(Strategy):
         self.clients_per_eval = clients_per_eval
         self.seed = seed
         self.lr_fn = lr_fn
+        self.query_timeout = query_timeout
         self.shapes_fn = shapes_fn or (
             lambda shapes, beta: budget_shapes(shapes, self.prefix_axes, beta)
         )
@@ -195,11 +200,12 @@ class NestedFedAvg(Strategy):
         )
 
     # ----- nodes ---------------------------------------------------------------------------
-    def discover(self, grid: Grid, timeout: float = 60.0) -> None:
+    def discover(self, grid: Grid, timeout: float | None = None) -> None:
         """Ask every node not yet known for its budget (a QUERY message answered by the client).
 
-        A reply that breaks the query contract leaves its node unknown (it is asked again before
-        the next round); it never ends the run.
+        Waits at most ``timeout`` seconds (default ``query_timeout``). A reply that breaks the
+        query contract, or none in time, leaves its node unknown (it is asked again before the
+        next round); it never ends the run.
         """
         new = [n for n in grid.get_node_ids() if n not in self.nodes]
         if not new:
@@ -207,7 +213,8 @@ class NestedFedAvg(Strategy):
         msgs = [
             Message(P.encode_query(), dst_node_id=n, message_type=MessageType.QUERY) for n in new
         ]
-        for reply in send_and_receive(grid, msgs, timeout):
+        wait = self.query_timeout if timeout is None else timeout
+        for reply in send_and_receive(grid, msgs, wait):
             node = reply.metadata.src_node_id
             info = P.decode_tier_reply(reply)
             if isinstance(info, Rejected):

@@ -4,6 +4,7 @@ from collections.abc import Callable
 from uuid import uuid4
 
 from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
 from flwr.serverapp import Grid
 
 from client import client_app
@@ -13,7 +14,13 @@ Handler = Callable[[Message, Context], Message]
 
 
 class FakeGrid(Grid):
-    """Delivers messages to the ClientApp handlers in-process; records what went out and back."""
+    """Delivers messages to the ClientApp handlers in-process; records what went out and back.
+
+    Nodes in ``unavailable`` are dead as the SuperLink sees them: their messages are answered
+    by the SuperLink's own "Node Unavailable" error reply (Flower's function, the SuperLink's
+    node id as its source). Nodes in ``silent`` never answer. Both sets may change between
+    rounds.
+    """
 
     def __init__(
         self, node_configs: dict[int, dict], run_config: dict, train: Handler | None = None
@@ -25,6 +32,8 @@ class FakeGrid(Grid):
             MessageType.TRAIN: train or client_app.train_fn,
             MessageType.EVALUATE: client_app.evaluate_fn,
         }
+        self.unavailable: set[int] = set()
+        self.silent: set[int] = set()
         self.sent: list[Message] = []
         self.replies: list[Message] = []
         self._pending: dict[str, Message] = {}
@@ -51,11 +60,16 @@ class FakeGrid(Grid):
             msg.metadata.__dict__["_message_id"] = str(uuid4())
             self.sent.append(msg)
             node = msg.metadata.dst_node_id
-            reply = self.handlers[msg.metadata.message_type](msg, self.context(node))
-            assert reply.metadata.src_node_id == node
+            ids.append(msg.metadata.message_id)
+            if node in self.silent:
+                continue
+            if node in self.unavailable:
+                reply = create_message_error_unavailable_res_message(msg.metadata, "node_unavail")
+            else:
+                reply = self.handlers[msg.metadata.message_type](msg, self.context(node))
+                assert reply.metadata.src_node_id == node
             self.replies.append(reply)
             self._pending[msg.metadata.message_id] = reply
-            ids.append(msg.metadata.message_id)
         return ids
 
     def pull_messages(self, message_ids):

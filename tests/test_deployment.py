@@ -195,7 +195,8 @@ def test_deployment_three_tiers(tmp_path: Path, processes: Processes) -> None:
     run_config = (
         f"clients-per-round=3 min-nodes=3 data-dir='{data_dir}' "
         f"output-dir='{out_dir}' max-test-examples={NUM_TEST} "
-        f"tier-fractions='0.25,0.5,1.0' batch-size=32 round-timeout={120.0 * TIMEOUT_SCALE}"
+        f"tier-fractions='0.25,0.5,1.0' batch-size=32 round-timeout={120.0 * TIMEOUT_SCALE} "
+        f"query-timeout={60.0 * TIMEOUT_SCALE}"  # a busy machine starts ClientApps slowly
     )
     budget = RUN_TIMEOUT * TIMEOUT_SCALE - (time.monotonic() - start)
     _flwr_run(f"num-rounds=2 {run_config}", cli_env, logs / "flwr-run.log", budget, processes.tails)

@@ -11,6 +11,8 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -168,8 +170,59 @@ def test_make_certs_refuses_a_bad_node_count(tmp_path: Path) -> None:
     assert result.returncode != 0 and "SUPERNODES must be a count" in result.stderr
 
 
+def _rootfs_tar(root: Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["bash", str(DOCKER / "rootfs-tar.sh"), str(root)], capture_output=True, timeout=60
+    )
+
+
+def test_rootfs_tar_gives_the_image_root_mode_0755(tmp_path: Path) -> None:
+    # The tree the base-image script tars lives in a `mktemp -d` folder, which is 0700: tarred
+    # as it is, the image's / would be unreachable for the images' uid 1000.
+    root = Path(tempfile.mkdtemp(dir=tmp_path))
+    assert root.stat().st_mode & 0o777 == 0o700
+    (root / "usr" / "bin").mkdir(parents=True)
+    python = root / "usr" / "bin" / "python3"
+    python.write_text("#!/bin/sh\n")
+    python.chmod(0o755)
+    (root / "etc").mkdir(mode=0o755)
+    secret = root / "etc" / "shadow"
+    secret.write_text("root:*:1::::::\n")
+    secret.chmod(0o640)
+
+    result = _rootfs_tar(root)
+    assert result.returncode == 0, result.stderr.decode()
+    out = tmp_path / "rootfs.tar"
+    out.write_bytes(result.stdout)
+    with tarfile.open(out) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert members["."].isdir() and members["."].mode == 0o755, oct(members["."].mode)
+    assert members["./usr/bin/python3"].mode == 0o755
+    assert members["./etc/shadow"].mode == 0o640  # modes below the top are kept as they are
+    assert set(members) == {".", "./usr", "./usr/bin", "./usr/bin/python3", "./etc", "./etc/shadow"}
+
+
+def test_rootfs_tar_refuses_a_missing_folder(tmp_path: Path) -> None:
+    result = _rootfs_tar(tmp_path / "absent")
+    assert result.returncode != 0 and b"is not a folder" in result.stderr
+
+
+def test_make_base_image_tars_through_rootfs_tar() -> None:
+    # The tar step the unit tests above check is the one the script runs.
+    script = (DOCKER / "make-base-image.sh").read_text()
+    tars = [line for line in script.splitlines() if re.search(r"\btar\b", line)]
+    assert tars and all("rootfs-tar.sh" in line for line in tars), tars
+
+
 @pytest.mark.parametrize(
-    "script", ["supernode-entrypoint.sh", "make-certs.sh", "make-base-image.sh", "e2e-test.sh"]
+    "script",
+    [
+        "supernode-entrypoint.sh",
+        "make-certs.sh",
+        "make-base-image.sh",
+        "rootfs-tar.sh",
+        "e2e-test.sh",
+    ],
 )
 def test_shell_scripts_parse(script: str) -> None:
     shell = "sh" if script == "supernode-entrypoint.sh" else "bash"

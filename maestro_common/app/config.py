@@ -82,6 +82,7 @@ class RunConfig:
     clients_per_eval: int = 0  # federated evaluation on local splits (0 = off)
     min_nodes: int = 2  # wait for this many nodes before round 1
     round_timeout: float = 3600.0  # seconds to wait for the replies of one round
+    query_timeout: float = 30.0  # seconds to wait for the nodes' answers to the tier query
     # Tiers: budget β and share of the population of each tier
     tier_fractions: str = "0.2,0.4,0.6,0.8,1.0"
     tier_shares: str = ""  # "" = equal shares
@@ -268,7 +269,7 @@ class RunConfig:
                 getattr(self, key) >= 0,
                 f"{key.replace('_', '-')} must be ≥ 0, got {getattr(self, key)}",
             )
-        for key in ("lr", "alpha", "round_timeout"):
+        for key in ("lr", "alpha", "round_timeout", "query_timeout"):
             check(
                 getattr(self, key) > 0,
                 f"{key.replace('_', '-')} must be > 0, got {getattr(self, key)}",

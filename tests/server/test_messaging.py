@@ -2,8 +2,13 @@
 
 import pytest
 from flwr.app import Message, MessageType, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from flwr.server.superlink.linkstate.utils import (
+    NODE_UNAVAILABLE_ERROR_REASON,
+    create_message_error_unavailable_res_message,
+)
 
-from server.messaging import send_and_receive
+from server.messaging import credit_error, send_and_receive
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -80,3 +85,56 @@ def test_messages_the_superlink_did_not_take_are_not_waited_for():
     replies = _run(grid, 3, timeout=None)
     assert sorted(r.metadata.reply_to_message_id for r in replies) == ["m1", "m2"]
     assert grid.sleeps == []
+
+
+# ----- error replies are credited to the node their message went to -------------------------
+class DeadNodeGrid(SlowGrid):
+    """Message ``i`` to a node in ``dead`` is answered by the SuperLink, as Flower does."""
+
+    def __init__(self, ready: list[float], dead: set[int]) -> None:
+        super().__init__(ready)
+        self.dead = dead
+
+    def pull_messages(self, message_ids):
+        out = []
+        for reply in super().pull_messages(message_ids):
+            sent = self.msgs[reply.metadata.reply_to_message_id]
+            if sent.metadata.dst_node_id in self.dead:
+                reply = create_message_error_unavailable_res_message(sent.metadata, "node_unavail")
+            out.append(reply)
+        return out
+
+
+def test_the_superlinks_node_unavailable_reply_is_credited_to_the_dead_node():
+    grid = DeadNodeGrid([0.0, 0.0, 0.0], dead={2})
+    replies = _run(grid, 3, timeout=5)
+    assert [r.metadata.src_node_id for r in replies] == [1, 2, 3]
+    lost = replies[1]
+    assert lost.has_error() and lost.error.code == ErrorCode.NODE_UNAVAILABLE
+    assert lost.error.reason == NODE_UNAVAILABLE_ERROR_REASON  # Flower's own words, unchanged
+    assert "Node Unavailable" in lost.error.reason
+    assert lost.metadata.reply_to_message_id == "m1"
+    assert lost.metadata.message_type == MessageType.TRAIN
+    assert not replies[0].has_error() and not replies[2].has_error()
+
+
+def test_a_reply_that_matches_no_sent_message_keeps_its_source():
+    error = create_message_error_unavailable_res_message(
+        _with_id(_msgs(1)[0], "m0").metadata, "node_unavail"
+    )
+    assert credit_error(error, {"other": 7}) is error
+    assert error.metadata.src_node_id == SUPERLINK_NODE_ID
+
+
+def test_a_reply_with_content_from_another_source_is_not_re_attributed():
+    # Only error replies are credited: a content reply keeps its (wrong) source, so the strategy
+    # refuses it as from an unsent node instead of aggregating it as node 5's.
+    sent = _with_id(_msgs(1)[0], "m0")
+    reply = Message(RecordDict(), reply_to=sent)
+    reply.metadata.__dict__["_src_node_id"] = 9
+    assert credit_error(reply, {"m0": 1}) is reply and reply.metadata.src_node_id == 9
+
+
+def _with_id(msg: Message, msg_id: str) -> Message:
+    msg.metadata.__dict__["_message_id"] = msg_id
+    return msg

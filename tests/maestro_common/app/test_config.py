@@ -129,6 +129,8 @@ def test_lossless_coercions_accepted():
         ({"lr": float("nan")}, "lr"),
         ({"alpha": -1.0}, "alpha"),
         ({"round-timeout": 0.0}, "round-timeout"),
+        ({"query-timeout": 0.0}, "query-timeout"),
+        ({"query-timeout": -1.0}, "query-timeout"),
         ({"momentum": -0.1}, "momentum"),
         ({"weight-decay": -1e-4}, "weight-decay"),
         ({"max-grad-norm": -1.0}, "max-grad-norm"),
@@ -320,7 +322,7 @@ def test_name_and_replace():
         cfg.replace(tier_fractions="2")
 
 
-@pytest.mark.parametrize("key", ["lr", "alpha", "deadline", "shrink-eps"])
+@pytest.mark.parametrize("key", ["lr", "alpha", "deadline", "shrink-eps", "query-timeout"])
 def test_non_finite_numbers_are_rejected(key):
     with pytest.raises(ConfigError, match=f"{key} must be finite"):
         RunConfig.from_run_config({key: float("inf")})

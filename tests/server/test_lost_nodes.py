@@ -1,0 +1,139 @@
+"""Nodes lost during a run, over the fake grid: a dead node's error reply names it and Flower's
+reason; a node that never answers the tier query costs at most ``query-timeout``."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, MessageType, RecordDict
+from flwr.server.superlink.linkstate.utils import NODE_UNAVAILABLE_ERROR_REASON
+
+from maestro_common.app.config import RunConfig
+from maestro_common.ml.data import write_idx
+from server import server_app
+from server import strategy as strategy_module
+from server.evaluation import ModelOps
+from server.results import METRICS
+from server.strategy import NestedFedAvg, RoundLog
+from tests.fakegrid import FakeGrid
+
+pytestmark = pytest.mark.usefixtures("task_identity")
+
+NODES = {
+    101: {"partition-id": 0, "num-partitions": 3},
+    202: {"partition-id": 1, "num-partitions": 3},
+    303: {"partition-id": 2, "num-partitions": 3},
+}
+LOST = f"client error: {NODE_UNAVAILABLE_ERROR_REASON}"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("idx")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 180), ("t10k", 40)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), "u1"))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n).astype("u1"))
+    return folder
+
+
+def _cfg(data_dir, tmp_path, **changes) -> RunConfig:
+    base = {
+        "model": "lenet5",
+        "data_dir": str(data_dir),
+        "tier_fractions": "0.5,1.0",
+        "clients_per_round": 3,
+        "min_nodes": 3,
+        "num_rounds": 2,
+        "max_test_examples": 30,
+        "device": "cpu",
+        "output_dir": str(tmp_path / "runs"),
+        "run_name": "r",
+        "node_wait": 5.0,
+    }
+    return RunConfig(**{**base, **changes})
+
+
+def test_a_node_that_dies_mid_run_is_recorded_with_flowers_reason(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path)
+    ops = ModelOps(cfg)
+    grid = FakeGrid(NODES, cfg.to_run_config())
+    strategy = NestedFedAvg(ops.axes, cfg.clients_per_round, 3, cfg.seed)
+    logs: list[RoundLog] = []
+
+    def round_end(log: RoundLog, arrays, start) -> None:
+        logs.append(log)
+        grid.unavailable = {202}  # dies after round 1: the SuperLink answers for it
+
+    strategy.run(grid, ops.initial_arrays(), 2, ConfigRecord({}), on_round_end=round_end)
+    assert [(log.rejected, log.valid_replies) for log in logs] == [([], 3), ([(202, LOST)], 2)]
+    assert logs[1].eval_rejected == [(202, LOST)]
+    assert sorted(c["node-id"] for c in logs[1].clients) == [101, 303]
+    # The error replies really came from the SuperLink's node id, not from node 202.
+    lost = [r for r in grid.replies if r.has_error()]
+    assert len(lost) == 2 and {r.metadata.src_node_id for r in lost} == {1}
+
+
+def test_the_run_folder_names_the_lost_node_and_why(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, num_rounds=1)
+    grid = FakeGrid(NODES, cfg.to_run_config())
+    discover = NestedFedAvg.discover
+
+    def discover_then_die(self, grid_, timeout=None):  # known to the server, then lost
+        discover(self, grid_, timeout)
+        grid.unavailable = {303}
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(NestedFedAvg, "discover", discover_then_die)
+        server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
+    (row,) = [json.loads(x) for x in (server_app.run_folder(cfg) / METRICS).open()]
+    assert row["rejected"] == [[303, LOST]]
+    assert sorted(c["node-id"] for c in row["clients"]) == [101, 202]
+
+
+def test_a_silent_node_costs_the_tier_query_its_own_timeout(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path)
+    grid = FakeGrid(NODES, cfg.to_run_config())
+    grid.silent = {303}
+    strategy = NestedFedAvg({}, 3, query_timeout=0.3)
+    start = time.monotonic()
+    strategy.discover(grid)
+    waited = time.monotonic() - start
+    assert sorted(strategy.nodes) == [101, 202]
+    # Not the old fixed 60 s; the upper bound is loose for a busy machine.
+    assert 0.3 <= waited < 20
+
+
+def test_every_tier_query_of_a_run_waits_query_timeout(data_dir, tmp_path, monkeypatch):
+    cfg = _cfg(data_dir, tmp_path, query_timeout=0.2, round_timeout=900.0)
+    grid = FakeGrid(NODES, cfg.to_run_config())
+    grid.silent = {303}  # never answers: asked again before every round
+    waits: list[tuple[str, float | None]] = []
+    send = strategy_module.send_and_receive
+
+    def spy(grid_, messages, timeout, **kwargs):
+        messages = list(messages)
+        if messages:
+            kind = messages[0].metadata.message_type
+            waits.append((kind, timeout))
+            # Fail here rather than wait out a wrong timeout on the silent node.
+            assert kind != MessageType.QUERY or timeout == 0.2, f"tier query waits {timeout} s"
+        return send(grid_, messages, timeout, **kwargs)
+
+    monkeypatch.setattr(strategy_module, "send_and_receive", spy)
+    server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
+    queries = [t for kind, t in waits if kind == MessageType.QUERY]
+    trains = [t for kind, t in waits if kind == MessageType.TRAIN]
+    assert queries == [0.2, 0.2, 0.2]  # before round 1, then in each round's configure_train
+    assert trains == [900.0, 900.0]
+    rows = [json.loads(x) for x in (server_app.run_folder(cfg) / METRICS).open()]
+    assert [sorted(c["node-id"] for c in r["clients"]) for r in rows] == [[101, 202]] * 2
+
+
+def test_query_timeout_is_a_positive_number():
+    with pytest.raises(ValueError, match="query-timeout must be > 0"):
+        RunConfig.from_run_config({"query-timeout": 0.0})
+    assert RunConfig().query_timeout == 30.0
