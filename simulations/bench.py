@@ -15,6 +15,11 @@ match the svd tier's (the harness's matched-MACs rule,
 nested by width, LeNet-5 and the CNN only) holds its tier cut out at the largest fraction within
 the svd tier's MACs, conv1 at its channels, as the federation runs it.
 
+Models take their dataset's input (``MODELS``, :func:`geometry`): Fashion-MNIST images, or for
+``char-transformer`` (sized as ``simulations/conf/shakespeare.toml``) random token windows of 80
+ids with their next tokens as targets; the sections that iterate over ``--models`` (models,
+overhead) run both; quantization, freezing, layers and branched stay on the image models.
+
 Sections: per layer type; whole models (train step at ``--batch``, inference at batch 1 and 64,
 with factored tiers also merged by measurement); one Maestro training step against one dense step
 (factorization, sampling and each training objective separated); rank quantization; sequential
@@ -53,6 +58,7 @@ from maestro_common.lowrank.layers import budget_rank, low_rank_layers, set_rank
 from maestro_common.lowrank.merging import clear_cache, merge_faster, time_calls
 from maestro_common.lowrank.samplers import NestedSampler, make_sampler
 from maestro_common.lowrank.tucker import TuckerConv2d
+from maestro_common.ml.data.arrays import DATASET_INFO
 from maestro_common.ml.models import build_model
 from maestro_common.ml.training import TrainSettings, nested_loss
 from maestro_common.width.match import width_for_macs
@@ -60,16 +66,25 @@ from maestro_common.width.sliceable import make_width_sliceable, use_width
 from simulations.provenance import cpu_model
 
 TIERS = (0.2, 0.4, 0.6, 0.8, 1.0)
-SHAPE = (1, 28, 28)  # Fashion-MNIST
-# name -> model builder options ("arch": the builder's model name, default the key). ResNet-18 at
+SHAPE = (1, 28, 28)  # Fashion-MNIST: the image models' input
+# name -> model builder options ("arch": the builder's model name, default the key; "dataset":
+# the DATASET_INFO entry whose input and classes it takes, default Fashion-MNIST). ResNet-18 at
 # a quarter of its channels (16..128) keeps every section within minutes on a 2-core CPU; at its
 # full width (about 1.4 s a train step on one thread) it is measured in the models section only.
+# char-transformer is sized as simulations/conf/shakespeare.toml's model-options (a test checks).
 MODELS: dict[str, dict[str, Any]] = {
     "lenet5": {},
     "cnn": {},
     "resnet18": {"width": 0.25},
     "transformer": {},
     "resnet18-full": {"arch": "resnet18", "width": 1.0},
+    "char-transformer": {
+        "dataset": "shakespeare",
+        "dim": 64,
+        "depth": 3,
+        "heads": 4,
+        "mlp_ratio": 4,
+    },
 }
 MODELS_SECTION_ONLY = ("resnet18-full",)
 # The factorizations whole models are timed in (the branched Tucker's 4-branch form is timed per
@@ -87,7 +102,9 @@ KIND_OPTIONS: dict[str, dict[str, str]] = {
 HYBRID_KINDS: dict[str, str] = {"svd-hybrid": "svd"}
 HYBRID_MODELS = ("lenet5", "cnn")
 MODEL_KINDS = (*KIND_OPTIONS, *HYBRID_KINDS)
-WIDTH_MODELS = ("lenet5", "cnn")
+# Kinds that differ from svd only in how convolutions are factored.
+CONV_ONLY_KINDS = ("tucker", "tucker-b2")
+WIDTH_MODELS = ("lenet5", "cnn", "char-transformer")
 SECTIONS = (
     "layers",
     "models",
@@ -96,6 +113,43 @@ SECTIONS = (
     "freezing",
     "branched",
 )  # width slicing refuses norm layers and attention
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What a bench model reads and predicts: images (B, *shape) of ``classes`` labels, or int64
+    token ids (B, T) over a vocabulary of ``classes`` with next-token targets (B, T)."""
+
+    shape: tuple[int, ...]
+    classes: int
+    tokens: bool = False
+
+    def inputs(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A random input batch: normal images, or uniform token ids."""
+        if self.tokens:
+            return torch.randint(0, self.classes, (batch, *self.shape), generator=generator)
+        return torch.randn(batch, *self.shape, generator=generator)
+
+    def batch(
+        self, batch: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random training batch: images and uniform labels, or a random token sequence one
+        longer than the window, split into the window and its next tokens."""
+        if self.tokens:
+            (t,) = self.shape
+            seq = torch.randint(0, self.classes, (batch, t + 1), generator=generator)
+            return seq[:, :-1].contiguous(), seq[:, 1:].contiguous()
+        x = self.inputs(batch, generator)
+        return x, torch.randint(0, self.classes, (batch,), generator=generator)
+
+
+IMAGE = Geometry(SHAPE, 10)
+
+
+def geometry(name: str) -> Geometry:
+    """The input and classes of bench model ``name`` (its dataset's, see MODELS)."""
+    info = DATASET_INFO[MODELS[name].get("dataset", "fashion-mnist")]
+    return Geometry(info.input_shape, info.num_classes, info.is_text)
 
 
 # ----- timing -------------------------------------------------------------------------------------
@@ -138,11 +192,11 @@ def train_step_fn(
     batch: int,
     context: Callable[[], AbstractContextManager[Any]] = nullcontext,
     objective: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    geo: Geometry = IMAGE,
 ) -> Callable[[], None]:
-    """One SGD step (forward, backward, update) on a fixed random batch, inside ``context()``."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, *SHAPE, generator=g)
-    y = torch.randint(0, 10, (batch,), generator=g)
+    """One SGD step (forward, backward, update) on a fixed random batch of ``geo``'s inputs,
+    inside ``context()``."""
+    x, y = geo.batch(batch, torch.Generator().manual_seed(0))
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     loss_fn = objective or (lambda m, xb, yb: F.cross_entropy(m(xb), yb))
     model.train()
@@ -158,9 +212,12 @@ def train_step_fn(
 
 
 def infer_fn(
-    model: nn.Module, batch: int, context: Callable[[], AbstractContextManager[Any]] = nullcontext
+    model: nn.Module,
+    batch: int,
+    context: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    geo: Geometry = IMAGE,
 ) -> Callable[[], None]:
-    x = torch.randn(batch, *SHAPE, generator=torch.Generator().manual_seed(1))
+    x = geo.inputs(batch, torch.Generator().manual_seed(1))
     model.eval()
 
     def run() -> None:
@@ -174,7 +231,11 @@ def infer_fn(
 def dense_model(name: str) -> nn.Module:
     torch.manual_seed(0)
     options = dict(MODELS[name])
-    return build_model(options.pop("arch", name), 10, SHAPE[0], SHAPE[1], **options)
+    arch, geo = options.pop("arch", name), geometry(name)
+    options.pop("dataset", None)
+    if geo.tokens:
+        return build_model(arch, geo.classes, context=geo.shape[0], **options)
+    return build_model(arch, geo.classes, geo.shape[0], geo.shape[1], **options)
 
 
 # (id of the dense model, kind) -> (the dense model, kept alive so its id is not reused; its
@@ -230,38 +291,42 @@ class Row:
 def measure_model(name: str, tiers: Sequence[float], timer: Timer, batch: int) -> list[Row]:
     """Dense, factored (every kind of MODEL_KINDS) and (where supported) width rows of one model
     at every tier."""
-    dense = dense_model(name)
-    dense_macs = count_macs(dense, SHAPE)
+    dense, geo = dense_model(name), geometry(name)
+    shape = geo.shape
+    dense_macs = count_macs(dense, shape)
     rows = [
         Row(
             name,
             "dense",
             1.0,
             dense_macs,
-            timer(train_step_fn(copy.deepcopy(dense), batch)),
-            timer(infer_fn(dense, 1)),
-            timer(infer_fn(dense, 64)),
+            timer(train_step_fn(copy.deepcopy(dense), batch, geo=geo)),
+            timer(infer_fn(dense, 1, geo=geo)),
+            timer(infer_fn(dense, 64, geo=geo)),
         )
     ]
     twin = copy.deepcopy(dense)
     for b in (1, 64):  # the noise floor: the dense model against a copy of itself, interleaved
-        first, second = timer.paired(b).interleaved([infer_fn(dense, b), infer_fn(twin, b)])
+        first, second = timer.paired(b).interleaved(
+            [infer_fn(dense, b, geo=geo), infer_fn(twin, b, geo=geo)]
+        )
         rows[0].extra[f"self-ratio-{b}"] = second / first
     kind_macs: dict[tuple[str, float], int] = {}
-    kinds = [k for k in MODEL_KINDS if k not in HYBRID_KINDS or name in HYBRID_MODELS]
+    kinds = model_kinds(name)
     for kind in kinds:
         for beta in tiers:
             model = factored_tier(dense, kind, beta)
-            macs = count_macs(model, SHAPE)
+            macs = count_macs(model, shape)
             kind_macs[kind, beta] = macs
-            row = Row(name, kind, beta, macs, timer(train_step_fn(model, batch)))
-            row.infer1_ms, row.infer64_ms = timer(infer_fn(model, 1)), timer(infer_fn(model, 64))
+            row = Row(name, kind, beta, macs, timer(train_step_fn(model, batch, geo=geo)))
+            row.infer1_ms = timer(infer_fn(model, 1, geo=geo))
+            row.infer64_ms = timer(infer_fn(model, 64, geo=geo))
             for b in (1, 64):
                 merged = copy.deepcopy(model).eval()
-                decisions = merge_faster(merged, torch.randn(b, *SHAPE))
+                decisions = merge_faster(merged, geo.inputs(b))
                 # Timed against the dense model in one interleaved run: the target compares them.
                 merged_ms, dense_ms = timer.paired(b).interleaved(
-                    [infer_fn(merged, b), infer_fn(dense, b)]
+                    [infer_fn(merged, b, geo=geo), infer_fn(dense, b, geo=geo)]
                 )
                 setattr(row, f"merged{b}_ms", merged_ms)
                 row.extra[f"dense{b}-paired-ms"] = dense_ms
@@ -269,22 +334,32 @@ def measure_model(name: str, tiers: Sequence[float], timer: Timer, batch: int) -
             row.extra["layers"] = len(low_rank_layers(model))
             rows.append(row)
     if name in WIDTH_MODELS:
-        wide = make_width_sliceable(copy.deepcopy(dense), SHAPE)
+        wide = make_width_sliceable(copy.deepcopy(dense), shape)
         for kind in kinds:
             for beta in tiers:
                 if kind != "svd" and kind_macs[kind, beta] >= dense_macs:
                     continue  # no width tier has as many MACs: the comparison is with dense
-                w = width_for_macs(wide, SHAPE, kind_macs[kind, beta])
+                w = width_for_macs(wide, shape, kind_macs[kind, beta])
                 ctx = lambda w=w: use_width(wide, w)  # noqa: E731 (a fresh context per call)
-                macs = count_macs(wide, SHAPE, w)
+                macs = count_macs(wide, shape, w)
                 row = Row(name, width_variant(kind), beta, macs, note=f"width {w:g}")
-                row.train_ms = timer(train_step_fn(wide, batch, ctx))
+                row.train_ms = timer(train_step_fn(wide, batch, ctx, geo=geo))
                 row.infer1_ms, row.infer64_ms = (
-                    timer(infer_fn(wide, 1, ctx)),
-                    timer(infer_fn(wide, 64, ctx)),
+                    timer(infer_fn(wide, 1, ctx, geo)),
+                    timer(infer_fn(wide, 64, ctx, geo)),
                 )
                 rows.append(row)
     return rows
+
+
+def model_kinds(name: str) -> list[str]:
+    """The factored kinds of MODEL_KINDS timed for model ``name``: hybrids for HYBRID_MODELS
+    only; a token model has no convolution, so of the kinds that differ only in how convs are
+    factored it keeps svd (tucker, tucker-b2 would time the same model again)."""
+    kinds = [k for k in MODEL_KINDS if k not in HYBRID_KINDS or name in HYBRID_MODELS]
+    if geometry(name).tokens:
+        kinds = [k for k in kinds if k not in CONV_ONLY_KINDS]
+    return kinds
 
 
 def width_variant(kind: str) -> str:
@@ -416,22 +491,22 @@ ONE_PASS_NESTED = (
 
 def measure_overhead(name: str, timer: Timer, batch: int, objectives: Sequence[str]) -> list[Row]:
     """Dense step; factored step (β=1, no sampler); with the sampler; sampler alone; objectives."""
-    dense = dense_model(name)
-    rows = [Row(name, "dense step", 1.0, count_macs(dense, SHAPE))]
-    rows[0].train_ms = timer(train_step_fn(copy.deepcopy(dense), batch))
+    dense, geo = dense_model(name), geometry(name)
+    rows = [Row(name, "dense step", 1.0, count_macs(dense, geo.shape))]
+    rows[0].train_ms = timer(train_step_fn(copy.deepcopy(dense), batch, geo=geo))
     model = factored_tier(dense, "svd", 1.0)
     ranks = {n: m.rank for n, m in low_rank_layers(model).items()}
-    macs = count_macs(model, SHAPE)
+    macs = count_macs(model, geo.shape)
     fixed = Row(name, "factored step, no sampler", 1.0, macs)
-    fixed.train_ms = timer(train_step_fn(copy.deepcopy(model), batch))
+    fixed.train_ms = timer(train_step_fn(copy.deepcopy(model), batch, geo=geo))
     rows.append(fixed)
     for obj in objectives:
         context, loss = OBJECTIVES[obj](ranks)
         m = copy.deepcopy(model)
         # The MACs column counts every forward pass of the step (Method.step_macs's convention).
         sampler = getattr(loss, "sampler", None)
-        row = Row(name, f"maestro step: {obj}", 1.0, round(step_macs(m, SHAPE, sampler)))
-        step = train_step_fn(m, batch, lambda c=context, m=m: c(m), loss)
+        row = Row(name, f"maestro step: {obj}", 1.0, round(step_macs(m, geo.shape, sampler)))
+        step = train_step_fn(m, batch, lambda c=context, m=m: c(m), loss, geo)
         cycle = CYCLE.get(obj, 1)
         row.train_ms = timer(lambda step=step, cycle=cycle: [step() for _ in range(cycle)]) / cycle
         rows.append(row)
@@ -452,15 +527,15 @@ def measure_overhead(name: str, timer: Timer, batch: int, objectives: Sequence[s
 def measure_quantization(
     name: str, tiers: Sequence[float], quanta: Sequence[int], timer: Timer, batch: int
 ) -> list[Row]:
-    dense = dense_model(name)
+    dense, geo = dense_model(name), geometry(name)
     rows = []
     for kind in ("svd", "tucker"):
         for beta in tiers:
             for q in quanta:
                 model = factored_tier(dense, kind, beta, q)
-                row = Row(name, f"{kind} q={q}", beta, count_macs(model, SHAPE))
-                row.train_ms = timer(train_step_fn(model, batch))
-                row.infer64_ms = timer(infer_fn(model, 64))
+                row = Row(name, f"{kind} q={q}", beta, count_macs(model, geo.shape))
+                row.train_ms = timer(train_step_fn(model, batch, geo=geo))
+                row.infer64_ms = timer(infer_fn(model, 64, geo=geo))
                 rows.append(row)
     return rows
 
@@ -480,7 +555,7 @@ def measure_freezing(
 
     Beside the modes, a reference row: every factor of every factored layer frozen at once (the
     dense layers training), the most that the ``factor`` and ``layer`` modes can ever skip."""
-    dense = dense_model(name)
+    dense, geo = dense_model(name), geometry(name)
     rows = []
     for beta in tiers:
         base = factored_tier(dense, kind, beta)
@@ -490,14 +565,15 @@ def measure_freezing(
             for period in range(schedule.cycle(base)):
                 model = copy.deepcopy(base)
                 ctx = lambda m=model, p=period, s=schedule: freeze(m, s, p)  # noqa: E731
-                steps.append((mode, train_step_fn(model, batch, ctx)))
+                steps.append((mode, train_step_fn(model, batch, ctx, geo=geo)))
         model = copy.deepcopy(base)
         every = [p for layer in low_rank_layers(model).values() for p in _factor_params(layer)]
-        steps.append((BOUND, train_step_fn(model, batch, lambda ps=every: without_grad(ps))))
+        bound = lambda ps=every: without_grad(ps)  # noqa: E731
+        steps.append((BOUND, train_step_fn(model, batch, bound, geo=geo)))
         times = timer.interleaved([fn for _, fn in steps])
         for mode in (*FREEZE_MODES, BOUND):
             variant = f"{kind} {BOUND}" if mode == BOUND else f"{kind} freeze={mode}"
-            row = Row(name, variant, beta, count_macs(base, SHAPE))
+            row = Row(name, variant, beta, count_macs(base, geo.shape))
             row.train_ms = statistics.mean(
                 t for (m, _), t in zip(steps, times, strict=True) if m == mode
             )
@@ -883,6 +959,13 @@ def main(argv: list[str] | None = None) -> dict[str, list[Row]]:
         print(f"[bench] {name} ...", flush=True)
         results[name] = sections[name]()
         print(f"[bench] {name}: {time.perf_counter() - section_start:.0f} s", flush=True)
+        # The section's figures against their targets (e.g. each objective's step against a
+        # dense step), on the terminal as well as in the report.
+        measured = (
+            results[name] if name == key else [] for key in ("models", "overhead", "freezing")
+        )
+        for line in targets(*measured):
+            print(f"[bench] {line}", flush=True)
         # Written after every section, so a long run interrupted keeps what it measured.
         seconds = time.perf_counter() - start
         meta = {
@@ -985,8 +1068,16 @@ def render(args: argparse.Namespace, results: dict[str, list[Row]], meta: dict[s
             tier_table([r for r in results["layers"] if r.group == group], False),
             "",
         ]
+    inputs = "input 1×28×28"
+    tokens = [
+        g
+        for g in dict.fromkeys(r.group for r in results.get("models", []))
+        if g in MODELS and geometry(g).tokens
+    ]
+    if tokens:  # named only when measured: a report of image models reads as before
+        inputs = f"images 1×28×28, {', '.join(tokens)} {geometry(tokens[0]).shape[0]} token ids"
     out += [
-        "## Whole models (input 1×28×28; resnet18 at width 0.25, resnet18-full at full width)",
+        f"## Whole models ({inputs}; resnet18 at width 0.25, resnet18-full at full width)",
         "",
     ]
     for group in dict.fromkeys(r.group for r in results.get("models", [])):

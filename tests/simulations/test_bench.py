@@ -301,3 +301,116 @@ def test_the_freezing_bound_freezes_every_factor_and_nothing_else():
     moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert not moved & names and moved  # factors bit-identical, dense layers and biases train
     assert all(p.requires_grad for p in model.parameters())
+
+
+# ----- the character Transformer (token inputs) ---------------------------------------------------
+def test_char_transformer_is_sized_as_the_shakespeare_run():
+    import tomllib
+    from pathlib import Path
+
+    from maestro_common.app.config import parse_options
+
+    conf = tomllib.loads(
+        (Path(__file__).parents[2] / "simulations/conf/shakespeare.toml").read_text()
+    )
+    options = {k: v for k, v in bench.MODELS["char-transformer"].items() if k != "dataset"}
+    assert options == parse_options(conf["model-options"], "model-options")
+    assert (conf["model"], conf["dataset"]) == ("char-transformer", "shakespeare")
+    assert bench.MODELS["char-transformer"]["dataset"] == conf["dataset"]
+    model = bench.dense_model("char-transformer")
+    assert model.input_shape == bench.geometry("char-transformer").shape == (80,)
+    assert model.input_dtype == torch.long
+    assert model(torch.zeros(2, 80, dtype=torch.long)).shape == (2, 81, 80)
+
+
+def test_image_models_keep_their_input_and_random_batch():
+    assert bench.geometry("cnn") == bench.geometry("resnet18-full") == bench.IMAGE
+    assert bench.Geometry((1, 28, 28), 10, tokens=False) == bench.IMAGE
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4, *bench.SHAPE, generator=g), torch.randint(0, 10, (4,), generator=g)
+    got = bench.IMAGE.batch(4, torch.Generator().manual_seed(0))
+    assert torch.equal(got[0], x) and torch.equal(got[1], y)  # the draws the bench always made
+    assert bench.model_kinds("cnn") == list(bench.MODEL_KINDS)
+    assert bench.model_kinds("transformer") == ["svd", "tucker", "tucker-b2", "tucker-be"]
+
+
+def test_token_batches_are_windows_and_their_next_tokens():
+    geo = bench.geometry("char-transformer")
+    x, y = geo.batch(3, torch.Generator().manual_seed(0))
+    assert x.dtype == y.dtype == torch.long and x.shape == y.shape == (3, 80)
+    assert torch.equal(x[:, 1:], y[:, :-1])  # position t's target is token t + 1
+    assert int(x.min()) >= 0 and int(torch.cat([x, y]).max()) < 81
+    assert geo.inputs(2).dtype == torch.long
+    # No convolution to factor: the conv-only kinds would time svd again.
+    assert bench.model_kinds("char-transformer") == ["svd", "tucker-be"]
+
+
+CHAR_OBJECTIVES = [
+    "nested: prefix only (1 pass)",
+    "nested: sandwich (3 passes; the default)",
+    "nested: alternate (1 pass; prefix every other step)",
+    "nested: sandwich on a quarter batch (1 + 2 quarter passes)",
+]
+
+
+def test_overhead_section_runs_on_the_char_transformer():
+    from maestro_common.lowrank.accounting import count_macs, step_macs
+
+    got = bench.measure_overhead("char-transformer", Timer(0, 1, "cpu"), 4, CHAR_OBJECTIVES)
+    assert [r.variant for r in got] == [
+        "dense step",
+        "factored step, no sampler",
+        *(f"maestro step: {o}" for o in CHAR_OBJECTIVES),
+        "sampler + use_ranks alone",
+    ]
+    assert all(r.group == "char-transformer" and r.train_ms > 0 for r in got)
+    # Dense MACs per window, by hand: per token 3 blocks of q, k, v, out (64·64 each) and fc1,
+    # fc2 (64·256 each), plus the head (64·81); per block q·kᵀ and attn·v, T²·(64 + 64).
+    per_token = 3 * (4 * 64 * 64 + 2 * 64 * 256) + 64 * 81
+    assert got[0].macs == 80 * per_token + 3 * 80 * 80 * 128
+    full = bench.factored_tier(bench.dense_model("char-transformer"), "svd", 1.0)
+    assert got[1].macs == count_macs(full, (80,)) > got[0].macs  # full rank costs more
+    ranks = {n: m.rank for n, m in low_rank_layers(full).items()}
+    macs = {r.variant.removeprefix("maestro step: "): r.macs for r in got}
+    for obj in CHAR_OBJECTIVES:  # each objective's MACs: the accounting's for its sampler
+        sampler = bench.OBJECTIVES[obj](ranks)[1].sampler
+        assert macs[obj] == round(step_macs(full, (80,), sampler))
+    assert macs[CHAR_OBJECTIVES[0]] == got[1].macs  # the prefix alone: one full pass
+    assert macs[CHAR_OBJECTIVES[1]] > 1.5 * got[1].macs > macs[CHAR_OBJECTIVES[2]]
+    lines = [t for t in targets([], got, []) if t.startswith("- char-transformer β=1 maestro")]
+    assert len(lines) == len(CHAR_OBJECTIVES) and all("× a dense step" in t for t in lines)
+
+
+def test_the_overhead_command_covers_image_and_char_models(tmp_path, capsys):
+    out, js = tmp_path / "perf.md", tmp_path / "bench.json"
+    argv = ["--sections", "overhead", "--models", "lenet5,char-transformer", "--batch", "2"]
+    argv += ["--repeats", "1", "--warmup", "0", "--objectives", CHAR_OBJECTIVES[2]]
+    bench.main([*argv, "--out", str(out), "--json", str(js)])
+    printed = capsys.readouterr().out
+    for name in ("lenet5", "char-transformer"):
+        assert f"[bench] - {name} β=1 maestro step: {CHAR_OBJECTIVES[2]}: " in printed
+        assert f"| {name} | maestro step: {CHAR_OBJECTIVES[2]} |" in out.read_text()
+    groups = {r["group"] for r in json.loads(js.read_text())["overhead"]}
+    assert groups == {"lenet5", "char-transformer"}
+
+
+def test_models_section_times_the_char_transformer_with_width_tiers(monkeypatch):
+    monkeypatch.setattr(bench, "merge_faster", lambda model, x: {})  # its own timing: skipped
+    got = bench.measure_model("char-transformer", (0.25,), Timer(0, 1, "cpu"), 2)
+    assert [(r.variant, r.beta) for r in got] == [
+        ("dense", 1.0),
+        ("svd", 0.25),
+        ("tucker-be", 0.25),
+        ("width", 0.25),
+        ("width@tucker-be", 0.25),
+    ]
+    assert all(r.train_ms > 0 and r.infer64_ms > 0 for r in got)
+    # each width tier at the width whose MACs match its kind's tier (at most, the harness's rule)
+    assert got[3].macs <= got[1].macs and got[4].macs <= got[2].macs
+    report = bench.render(
+        parse_args(["--quick"]),
+        {"models": got},
+        {k: "" for k in ("started", "load-before", "load-after", "settings")}
+        | {"seconds": 0.0, "commands": [""]},
+    )
+    assert "## Whole models (images 1×28×28, char-transformer 80 token ids;" in report
