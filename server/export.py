@@ -355,9 +355,9 @@ def _floats(text: str) -> list[float]:
     return values
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m server.export",
+        prog=prog or "python -m server.export",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -393,8 +393,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Export a tier or evaluate every tier; 0, or 2 with the reason on stderr.
+
+    ``prog`` names the command in help and errors (the subcommand follows it).
+    """
+    args = parse_args(argv, prog)
     torch.set_num_threads(args.threads)
     try:
         run = load_run(args.checkpoint, args.config)

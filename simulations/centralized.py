@@ -445,9 +445,9 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m simulations.centralized",
+        prog=prog or "python -m simulations.centralized",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -578,9 +578,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> list[Row]:
+def main(argv: list[str] | None = None, prog: str | None = None) -> list[Row]:
+    """Train and compare; ``prog`` names the command in help and errors."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     tune_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)

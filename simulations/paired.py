@@ -211,12 +211,13 @@ def paired_section(summary: pd.DataFrame, references: Iterable[str], margin: flo
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m simulations.paired SUMMARY.csv... --method M --against R1,R2 [--margin pp]``."""
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    """``python -m simulations.paired SUMMARY.csv... --method M --against R1,R2 [--margin pp]``;
+    ``prog`` names the command in help and errors."""
     import argparse
 
     p = argparse.ArgumentParser(
-        prog="python -m simulations.paired",
+        prog=prog or "python -m simulations.paired",
         description="Compare two methods' headline accuracies seed by seed, per tier, with a "
         "95 % t interval.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -965,13 +965,14 @@ def write_report(
     return path
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     """``python -m simulations.report PATH... [--csv FILE] [--summary FILE] [--report DIR]``: the
-    tidy CSV of any runs, optionally their headline per run and tier, and a whole report."""
+    tidy CSV of any runs, optionally their headline per run and tier, and a whole report;
+    ``prog`` names the command in help and errors."""
     import argparse
 
     p = argparse.ArgumentParser(
-        prog="python -m simulations.report",
+        prog=prog or "python -m simulations.report",
         description="Write the tidy CSV (one row per run × evaluated round × tier) of any runs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -470,9 +470,9 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
     return sets
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m simulations.run", description=__doc__, formatter_class=_Formatter
+        prog=prog or "python -m simulations.run", description=__doc__, formatter_class=_Formatter
     )
     p.add_argument(
         "--conf", type=Path, required=True, help="experiment TOML file of run-config keys"
@@ -715,9 +715,12 @@ def run_planned(
     return None
 
 
-def main(argv: list[str] | None = None) -> Path:
-    """Run the experiment; exit non-zero when a request is refused or a run failed."""
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> Path:
+    """Run the experiment; exit non-zero when a request is refused or a run failed.
+
+    ``prog`` names the command in help and errors (``maestro-fl run`` through the one CLI).
+    """
+    args = parse_args(argv, prog)
     if shutil.which("flwr", path=str(BIN)) is None:
         sys.exit("the flwr CLI is not installed beside this Python: run `make install` first")
     out_dir = args.out.expanduser().resolve()
