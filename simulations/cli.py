@@ -5,7 +5,7 @@
 - ``report``: tidy CSV, summary and report of finished runs (``python -m simulations.report``);
 - ``paired``: two methods compared seed by seed, per tier (``python -m simulations.paired``);
 - ``centralized``: the methods trained without federation (``python -m simulations.centralized``);
-- ``export``: one tier of a checkpoint as an inference artifact (``python -m server.export export``);
+- ``export``: one tier of a checkpoint for inference (``python -m server.export export``);
 - ``evaluate``: every tier of a checkpoint evaluated (``python -m server.export evaluate``).
 
 Everything after the subcommand goes to that entry point unchanged, and its help names itself
