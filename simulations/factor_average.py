@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +55,7 @@ from maestro_common.ml.schedules import round_lr
 from server.aggregation import aggregate_nested
 from server.evaluation import ModelOps
 from server.sampling import sample_nodes
+from simulations.experiment import read_experiment
 from simulations.run import parse_sets
 
 log = logging.getLogger(__name__)
@@ -211,8 +211,8 @@ def measure(
 
 def _config(conf: Path | None, overrides: Sequence[str], checkpoint_config: Mapping) -> RunConfig:
     values: dict = dict(checkpoint_config)
-    if conf is not None:
-        values.update(tomllib.loads(conf.read_text()))
+    if conf is not None:  # the experiment file's run config (its num-supernodes is the harness's)
+        values.update(read_experiment(conf).run_config)
     values.update(parse_sets(overrides))
     cfg = RunConfig.from_run_config(values)
     check_names(cfg)

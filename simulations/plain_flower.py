@@ -8,9 +8,9 @@ harness's report shows. Compare it with the harness's ``fedavg-all`` method (the
 trained by every client) with ``--set clients-per-eval=0`` (the plain app evaluates on the server
 only)::
 
-    python -m simulations.plain_flower --conf simulations/conf/demo.toml --supernodes 20 \\
+    python -m simulations.plain_flower --conf simulations/conf/demo.toml \\
         --set num-rounds=10 --out runs/plain
-    python -m simulations.run --conf simulations/conf/demo.toml --supernodes 20 \\
+    python -m simulations.run --conf simulations/conf/demo.toml \\
         --methods fedavg-all --set num-rounds=10 --set clients-per-eval=0 --out runs/side
 """
 
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import tomli_w
 
+from simulations.experiment import read_experiment
 from simulations.procs import ProcessGuard
 from simulations.report import Run, timing_table
 from simulations.run import BIN, ROOT, LocalSuperLink, _copy_output, parse_sets, read_rows
@@ -55,7 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--conf", type=Path, required=True, help="maestro-fl experiment TOML")
-    p.add_argument("--supernodes", type=int, default=20, help="simulated SuperNodes (default 20)")
+    p.add_argument(
+        "--supernodes",
+        type=int,
+        default=None,
+        help="simulated SuperNodes (default: the experiment file's num-supernodes, else 20)",
+    )
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a conf key"
     )
@@ -76,14 +82,18 @@ def main(argv: list[str] | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     metrics = out / "metrics.jsonl"
     metrics.unlink(missing_ok=True)
-    cfg, dropped = plain_config(tomllib.loads(args.conf.read_text()), args.sets, metrics)
+    try:
+        experiment = read_experiment(args.conf)
+    except ValueError as err:
+        sys.exit(f"--conf {err}")
+    supernodes, _ = experiment.nodes(args.supernodes, 20)
+    cfg, dropped = plain_config(experiment.run_config, args.sets, metrics)
     if dropped:
         print(f"not used by the plain app (maestro-fl only): {', '.join(dropped)}", flush=True)
     conf_path = out / "plain.toml"
     conf_path.write_text(tomli_w.dumps(cfg))
     federation = (
-        f"num-supernodes={args.supernodes} client-resources-num-cpus=1 "
-        "client-resources-num-gpus=0.0"
+        f"num-supernodes={supernodes} client-resources-num-cpus=1 client-resources-num-gpus=0.0"
     )
     cmd = [str(BIN / "flwr"), "run", str(APP), "--stream", "--run-config", str(conf_path)]
     cmd += ["--federation-config", federation]

@@ -28,9 +28,13 @@ SIGKILL, its SuperLink and ServerApp would go on writing the runs), found throug
 ``<out>/processes.json``. The harness exits non-zero when a run failed or never trained (no
 round with a valid reply).
 
-Example::
+The experiment file may give the number of simulated SuperNodes as ``num-supernodes``
+(:mod:`simulations.experiment`; read here, never passed to Flower as run config); ``--supernodes``
+overrides it, and without either the harness runs 100.
 
-    python -m simulations.run --conf simulations/conf/fmnist-100.toml --supernodes 100 \\
+Example (``fmnist-100.toml`` sets ``num-supernodes = 100``)::
+
+    python -m simulations.run --conf simulations/conf/fmnist-100.toml \\
         --methods maestro,fjord,heterofl,fedavg-all,fedavg-fit --seeds 0 --out runs/compare
 """
 
@@ -70,6 +74,7 @@ from maestro_common.ml.data.text_sets import client_roles
 from server.policy import run_profiles
 from server.results import MetricsError, read_metrics
 from simulations import lr_sweep, provenance
+from simulations.experiment import SUPERNODES_KEY, read_experiment
 from simulations.labels import method_label, method_list
 from simulations.procs import (
     MARKER,
@@ -82,6 +87,7 @@ from simulations.procs import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SUPERNODES = 100  # when neither --supernodes nor the experiment file gives the count
 BIN = Path(sys.executable).parent
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 POLL_SECONDS = 2.0
@@ -484,8 +490,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     p.add_argument(
         "--supernodes",
         type=int,
-        default=100,
-        help="simulated SuperNodes (clients); at least the run config's min-nodes",
+        default=None,
+        help="simulated SuperNodes (clients); at least the run config's min-nodes (None: the "
+        f"experiment file's {SUPERNODES_KEY}, else {DEFAULT_SUPERNODES})",
     )
     p.add_argument(
         "--cpus-per-client",
@@ -572,7 +579,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
         p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
     if not args.conf.exists():
         p.error(f"--conf {args.conf} does not exist")
-    if args.supernodes < 1:
+    if args.supernodes is not None and args.supernodes < 1:
         p.error(f"--supernodes must be ≥ 1, got {args.supernodes}")
     if args.cpus_per_client < 1:
         p.error(f"--cpus-per-client must be ≥ 1, got {args.cpus_per_client}")
@@ -620,9 +627,16 @@ def check_bench(path: Path) -> None:
 def prepare(args: argparse.Namespace, out_dir: Path) -> tuple[list[dict], dict, str]:
     """Every run's config and the federation settings, all checked before Flower starts."""
     try:
-        base = tomllib.loads(args.conf.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise HarnessError(f"--conf {args.conf} is not valid TOML: {err}") from err
+        experiment = read_experiment(args.conf)
+    except ValueError as err:
+        raise HarnessError(f"--conf {err}") from err
+    if SUPERNODES_KEY in args.sets:
+        raise HarnessError(
+            f"{SUPERNODES_KEY} is the harness's node count, not a run-config key: give "
+            f"--supernodes N instead of --set {SUPERNODES_KEY}=N"
+        )
+    base = experiment.run_config
+    supernodes, given_by = experiment.nodes(args.supernodes, DEFAULT_SUPERNODES)
     try:
         configs = [
             run_config_for(base, m, s, out_dir, args.sets) for s in args.seeds for m in args.methods
@@ -638,18 +652,18 @@ def prepare(args: argparse.Namespace, out_dir: Path) -> tuple[list[dict], dict, 
     if args.lrs and "lr" in args.sets:
         raise HarnessError("--lrs chooses the lr: leave out --set lr=...")
     if first.val_size:
-        check_holdout(first, args.supernodes)
+        check_holdout(first, supernodes)
     if args.bench is not None:
         check_bench(args.bench)
     min_nodes = first.min_nodes
-    if args.supernodes < min_nodes:
+    if supernodes < min_nodes:
         raise HarnessError(
-            f"--supernodes {args.supernodes} is below min-nodes={min_nodes}: the server would "
+            f"{given_by} is below min-nodes={min_nodes}: the server would "
             f"wait for nodes that never come; give --supernodes ≥ {min_nodes} or --set "
-            f"min-nodes=<n ≤ {args.supernodes}>"
+            f"min-nodes=<n ≤ {supernodes}>"
         )
     federation = {
-        "num-supernodes": args.supernodes,
+        "num-supernodes": supernodes,
         "client-resources-num-cpus": args.cpus_per_client,
         "client-resources-num-gpus": args.gpus_per_client,
         "malloc": args.malloc,

@@ -118,3 +118,10 @@ def test_a_bad_run_config_is_refused_with_its_reason(tmp_path):
         fa.main(["--conf", str(conf), "--set", "lr=0"])
     with pytest.raises(SystemExit, match=r"factor_average: .*KEY=VALUE"):
         fa.main(["--conf", str(conf), "--set", "lr"])
+
+
+def test_an_experiment_files_node_count_is_not_taken_for_run_config(tmp_path):
+    conf = tmp_path / "e.toml"
+    conf.write_text('num-supernodes = 20\nmodel = "cnn"\nnum-rounds = 4\n')
+    cfg = fa._config(conf, [], {})
+    assert (cfg.model, cfg.num_rounds) == ("cnn", 4)

@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -79,6 +80,73 @@ def test_supernodes_below_min_nodes_are_refused(tmp_path):
     assert "malloc" not in flwr  # a harness setting, not Flower's
 
 
+def _conf_args(tmp_path, conf_text: str, *extra: str):
+    conf = tmp_path / "e.toml"
+    conf.write_text(conf_text)
+    return parse_args(["--conf", str(conf), "--out", str(tmp_path / "out"), *extra])
+
+
+def test_the_experiment_file_gives_the_node_count_and_the_command_line_overrides_it(tmp_path):
+    text = 'num-supernodes = 7\nmodel = "cnn"\nnum-rounds = 2\n'
+    configs, federation, flwr = prepare(_conf_args(tmp_path, text), tmp_path / "out")
+    assert federation["num-supernodes"] == 7 and "num-supernodes=7" in flwr
+    assert all("num-supernodes" not in cfg for cfg in configs)  # not passed on as run config
+    assert configs[0]["num-rounds"] == 2
+    _, federation, flwr = prepare(_conf_args(tmp_path, text, "--supernodes", "4"), tmp_path / "o")
+    assert federation["num-supernodes"] == 4 and "num-supernodes=4" in flwr
+
+
+def test_without_a_node_count_the_harness_runs_100(tmp_path):
+    _, federation, _ = prepare(_conf_args(tmp_path, 'model = "cnn"\n'), tmp_path / "out")
+    assert federation["num-supernodes"] == 100
+
+
+def test_the_files_node_count_is_checked_against_min_nodes_and_named(tmp_path):
+    args = _conf_args(tmp_path, "num-supernodes = 3\nmin-nodes = 4\n")
+    with pytest.raises(HarnessError, match=r"num-supernodes = 3 \(the experiment file\) is below"):
+        prepare(args, tmp_path / "out")
+
+
+@pytest.mark.parametrize("value", ["0", "2.5", '"20"', "true"])
+def test_a_bad_node_count_in_the_file_is_refused(tmp_path, value):
+    args = _conf_args(tmp_path, f"num-supernodes = {value}\n")
+    with pytest.raises(HarnessError, match="num-supernodes must be an integer ≥ 1"):
+        prepare(args, tmp_path / "out")
+
+
+def test_the_node_count_is_not_a_run_config_override(tmp_path):
+    args = _conf_args(tmp_path, 'model = "cnn"\n', "--set", "num-supernodes=5")
+    with pytest.raises(HarnessError, match="give --supernodes N instead"):
+        prepare(args, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("name", "nodes"),
+    [
+        ("demo.toml", 20),
+        ("shakespeare.toml", 1001),
+        ("fmnist-100.toml", 100),
+        ("fmnist-100-fedavg-all.toml", 100),
+    ],
+)
+def test_each_shipped_experiment_file_says_its_node_count(name, nodes):
+    from simulations.experiment import read_experiment
+
+    path = Path(__file__).resolve().parents[2] / "simulations" / "conf" / name
+    experiment = read_experiment(path)
+    assert experiment.supernodes == nodes
+    run_config_for(experiment.run_config, "maestro", 0, Path("out"), {})  # the rest is run config
+
+
+def test_the_demo_target_takes_the_files_node_count():
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    demo = makefile[makefile.index("\ndemo:") :].split("\n\n")[0]
+    assert "--conf simulations/conf/demo.toml" in demo
+    # --supernodes only when DEMO_NODES is given, and by default it is not: demo.toml says 20.
+    assert "$(if $(DEMO_NODES),--supernodes $(DEMO_NODES))" in demo
+    assert re.search(r"^DEMO_NODES \?=\s*$", makefile, re.MULTILINE)
+
+
 def test_main_refuses_before_starting_anything(tmp_path, capsys):
     from simulations.run import main
 
@@ -108,7 +176,8 @@ def test_help_shows_every_flag_with_help_and_default(capsys):
     text = capsys.readouterr().out
     for flag in ("--supernodes", "--cpus-per-client", "--malloc", "--last-evals", "--out"):
         assert flag in text
-    assert "(default: 100)" in text and "(default: 3)" in text and "(default: fast)" in text
+    assert "(default: 3)" in text and "(default: fast)" in text
+    assert re.search(r"num-\s*supernodes, else 100", text)
 
 
 def test_never_trained():
