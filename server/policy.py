@@ -24,7 +24,7 @@ from server.clock import (
     training_macs,
 )
 from server.profiles import TierProfile, default_profile, profiles_from_strings
-from server.strategy import NodeInfo, RoundPolicy
+from server.rounds import NodeInfo, RoundPolicy
 
 # (forward MACs per example of one local step, every pass of it; bytes down; bytes up) of a tier
 # budget β

@@ -28,7 +28,8 @@ from server.policy import EligibleOnly, VirtualClockPolicy, run_profiles
 from server.profiles import TierProfile
 from server.report import plot_accuracy, write_summary
 from server.results import CHECKPOINT, RunRecorder
-from server.strategy import NestedFedAvg, RoundLog, RoundPolicy
+from server.rounds import RoundLog, RoundPolicy
+from server.strategy import NestedFedAvg
 
 app = ServerApp()
 

@@ -17,7 +17,8 @@ from server import server_app
 from server import strategy as strategy_module
 from server.evaluation import ModelOps
 from server.results import METRICS
-from server.strategy import NestedFedAvg, RoundLog
+from server.rounds import RoundLog
+from server.strategy import NestedFedAvg
 from tests.fakegrid import FakeGrid
 
 pytestmark = pytest.mark.usefixtures("task_identity")

@@ -1,7 +1,7 @@
 from server.clock import training_macs
 from server.policy import EligibleOnly, VirtualClockPolicy
 from server.profiles import TierProfile
-from server.strategy import NodeInfo
+from server.rounds import NodeInfo
 
 FAST = TierProfile(beta=1.0, speed=1e9, down_bps=1e6, up_bps=1e6, availability=1.0)
 SLOW = TierProfile(beta=0.5, speed=1e8, down_bps=1e5, up_bps=1e5, availability=0.5)

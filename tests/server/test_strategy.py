@@ -23,7 +23,8 @@ from maestro_common.app.tiers import resolve_budget
 from maestro_common.lowrank.prefix import budget_shapes, leading_block
 from maestro_common.ml.data import write_idx
 from server.evaluation import ModelOps
-from server.strategy import NestedFedAvg, RoundLog
+from server.rounds import RoundLog
+from server.strategy import NestedFedAvg
 from tests.adversary import noise_train
 from tests.fakegrid import FakeGrid, Handler
 
