@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from maestro_common.lowrank.prefix import is_budget
+from maestro_common.ml.prefix import is_budget
 
 # How the server combines the float coordinates of a round (server.aggregation.RULES, a leaf
 # copy so that this module imports no server code; tests check the two agree).

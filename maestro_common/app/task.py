@@ -15,11 +15,11 @@ from maestro_common.app.methods import METHOD_NAMES, WARMUP_METHODS, Method, get
 from maestro_common.lowrank.decompose import CONV_FACTORIZATIONS, INITIAL_RANKS
 from maestro_common.lowrank.freezing import FREEZE_MODES
 from maestro_common.lowrank.samplers import SAMPLER_NAMES, SUBMODEL_RULES
+from maestro_common.lowrank.training import TrainSettings
 from maestro_common.ml.data import DATASET_INFO
 from maestro_common.ml.data.partition import SCHEMES
 from maestro_common.ml.models import MODEL_NAMES, SEQUENCE_MODELS, build_model
 from maestro_common.ml.schedules import SCHEDULES
-from maestro_common.ml.training import TrainSettings
 
 
 def check_names(cfg: RunConfig) -> None:
