@@ -31,8 +31,8 @@ from maestro_common.app.task import (
 )
 from maestro_common.app.tiers import resolve_budget
 from maestro_common.app.warmup import phase_config
-from maestro_common.lowrank.prefix import array_shapes, take_prefix
-from maestro_common.ml.training import TrainResult, evaluate, train
+from maestro_common.lowrank.training import TrainResult, evaluate, train
+from maestro_common.ml.prefix import array_shapes, take_prefix
 
 app = ClientApp()
 _malloc = {"decided": False}  # per process: decided on its first message

@@ -1,10 +1,13 @@
-"""The core shared by server, client and harness, in four parts (docs/architecture.md).
+"""The core shared by server, client and harness, in four floors (docs/architecture.md).
 
-- ``lowrank``: the method library (factored layers, the prefix rule, decomposition, samplers,
-  regularisers, shrinking, budgets, accounting, freezing, merging, inference forms);
-- ``width``: the width baselines (FjORD, HeteroFL): width-sliceable models and width matching;
-- ``ml``: the machine-learning substrate (models, datasets and partitioning, the training loop,
-  learning-rate schedules);
+From the bottom up; a module imports only from its own floor or those below it:
+
+- ``ml``: the machine-learning substrate (models, datasets and partitioning, learning-rate
+  schedules, the prefix rule, dry forward passes);
+- ``width``: the width baselines' models (FjORD, HeteroFL): width-sliceable layers;
+- ``lowrank``: the method library (factored layers, decomposition, samplers, regularisers,
+  shrinking, budgets, accounting, freezing, merging, inference forms, hybrid models, width
+  matching, the training loop);
 - ``app``: what the Flower apps share (the run config, the method registry, the wire protocol and
   codec, tiers, checkpoints, device self-measurement).
 """

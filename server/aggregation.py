@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from maestro_common.lowrank.prefix import is_leading_block, leading_block
+from maestro_common.ml.prefix import is_leading_block, leading_block
 
 RULES = ("mean", "trimmed-mean", "median", "centered-clip")
 

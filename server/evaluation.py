@@ -21,13 +21,13 @@ from maestro_common.app.cost import match_step_macs, matched_width_fn, received_
 from maestro_common.app.task import build_run_model, input_shape, resolve_device, run_method
 from maestro_common.lowrank.accounting import count_macs, count_params
 from maestro_common.lowrank.layers import low_rank_layers
-from maestro_common.lowrank.prefix import array_shapes, payload_nbytes, state_key, take_prefix
 from maestro_common.lowrank.shrinking import shrink
+from maestro_common.lowrank.training import evaluate_metrics
 from maestro_common.ml.data import DATASET_INFO, ArrayDataset, load_dataset
 from maestro_common.ml.data.partition import holdout_split
 from maestro_common.ml.data.raw import local_raw_split, rows_dataset
 from maestro_common.ml.data.text_sets import server_split
-from maestro_common.ml.training import evaluate_metrics
+from maestro_common.ml.prefix import array_shapes, payload_nbytes, state_key, take_prefix
 
 Shapes = dict[str, tuple[int, ...]]
 

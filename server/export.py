@@ -46,10 +46,10 @@ from maestro_common.lowrank.budget import use_budget
 from maestro_common.lowrank.decompose import to_dense
 from maestro_common.lowrank.inference import Normalize, latency_ms, merge_where_faster, tier_model
 from maestro_common.lowrank.layers import low_rank_layers
-from maestro_common.lowrank.prefix import array_shapes, payload_nbytes, take_prefix
+from maestro_common.lowrank.training import evaluate
 from maestro_common.ml.data import DATASET_INFO, ArrayDataset, load_dataset
 from maestro_common.ml.data.local import load_local_dataset
-from maestro_common.ml.training import evaluate
+from maestro_common.ml.prefix import array_shapes, payload_nbytes, take_prefix
 from server.evaluation import ModelOps  # the tier budgets, shapes and counts of metrics.jsonl
 
 LATENCY_BATCHES = (1, 64)

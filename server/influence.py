@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from maestro_common.lowrank.prefix import leading_block
+from maestro_common.ml.prefix import leading_block
 from server.aggregation import robust_reference
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from maestro_common.app.config import parse_floats
-from maestro_common.lowrank.prefix import check_budget, is_budget
+from maestro_common.ml.prefix import check_budget, is_budget
 
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
 DEFAULT_SPEEDS: tuple[float, ...] = (2e9, 4e9, 8e9, 16e9, 32e9)  # MAC/s

@@ -27,7 +27,7 @@ from flwr.serverapp.strategy import Strategy
 from maestro_common.app import protocol as P
 from maestro_common.app.device_report import decode_auto_tier
 from maestro_common.app.protocol import Rejected, TrainReply, from_record, to_record
-from maestro_common.lowrank.prefix import budget_shapes, payload_nbytes, take_prefix
+from maestro_common.ml.prefix import budget_shapes, payload_nbytes, take_prefix
 from server.aggregation import MEAN, Rule, aggregate_nested
 from server.influence import cap_weights, clip_updates
 from server.messaging import send_and_receive
@@ -57,7 +57,7 @@ class NestedFedAvg(Strategy):
     ----------
     prefix_axes:
         For each array key, the axes a budget cuts
-        (see :func:`maestro_common.lowrank.prefix.budget_shapes`).
+        (see :func:`maestro_common.ml.prefix.budget_shapes`).
     clients_per_round, clients_per_eval:
         Nodes sampled for training / federated evaluation each round (by partition id).
     seed:

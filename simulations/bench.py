@@ -11,9 +11,9 @@ factored (svd or tucker) client holds its rank prefix only (the layers truncated
 ranks, as :func:`maestro_common.app.codec.load_arrays` leaves them); a width client (FjORD/HeteroFL)
 holds the whole model and slices it at its width on every call, the width being the one whose MACs
 match the svd tier's (the harness's matched-MACs rule,
-:func:`maestro_common.width.match.width_for_macs`). A hybrid client (``svd-hybrid``: the first conv
-nested by width, LeNet-5 and the CNN only) holds its tier cut out at the largest fraction within
-the svd tier's MACs, conv1 at its channels, as the federation runs it.
+:func:`maestro_common.lowrank.width_match.width_for_macs`). A hybrid client (``svd-hybrid``: the
+first conv nested by width, LeNet-5 and the CNN only) holds its tier cut out at the largest
+fraction within the svd tier's MACs, conv1 at its channels, as the federation runs it.
 
 Models take their dataset's input (``MODELS``, :func:`geometry`): Fashion-MNIST images, or for
 ``char-transformer`` (sized as ``simulations/conf/shakespeare.toml``) random token windows of 80
@@ -57,11 +57,11 @@ from maestro_common.lowrank.inference import tier_model
 from maestro_common.lowrank.layers import budget_rank, low_rank_layers, set_rank_quantum
 from maestro_common.lowrank.merging import clear_cache, merge_faster, time_calls
 from maestro_common.lowrank.samplers import NestedSampler, make_sampler
+from maestro_common.lowrank.training import TrainSettings, nested_loss
 from maestro_common.lowrank.tucker import TuckerConv2d
+from maestro_common.lowrank.width_match import width_for_macs
 from maestro_common.ml.data.arrays import DATASET_INFO
 from maestro_common.ml.models import build_model
-from maestro_common.ml.training import TrainSettings, nested_loss
-from maestro_common.width.match import width_for_macs
 from maestro_common.width.sliceable import make_width_sliceable, use_width
 from simulations.provenance import cpu_model
 

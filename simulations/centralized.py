@@ -72,11 +72,11 @@ from maestro_common.lowrank.samplers import (
     make_sampler,
 )
 from maestro_common.lowrank.shrinking import shrink
+from maestro_common.lowrank.training import TrainSettings, evaluate, train
+from maestro_common.lowrank.width_match import width_for_macs
 from maestro_common.ml.data import DATASET_INFO, load_dataset
 from maestro_common.ml.models import MODEL_NAMES, build_model
 from maestro_common.ml.schedules import SCHEDULES
-from maestro_common.ml.training import TrainSettings, evaluate, train
-from maestro_common.width.match import width_for_macs
 from maestro_common.width.sliceable import make_width_sliceable
 from simulations.labels import freeze_suffix
 from simulations.provenance import cpu_model

@@ -41,7 +41,7 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from client import client_app
 from maestro_common.app.codec import model_arrays
 from maestro_common.app.methods import METHODS
-from maestro_common.lowrank.prefix import array_shapes, take_prefix
+from maestro_common.ml.prefix import array_shapes, take_prefix
 from maestro_common.app.config import RunConfig
 from maestro_common.app.task import build_run_model
 from server.strategy import to_record

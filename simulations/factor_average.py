@@ -50,7 +50,7 @@ from maestro_common.app.protocol import Instruction
 from maestro_common.app.task import build_run_model, check_names
 from maestro_common.app.tiers import assign_tiers
 from maestro_common.lowrank.layers import LowRankLayer, low_rank_layers
-from maestro_common.lowrank.prefix import array_shapes, take_prefix
+from maestro_common.ml.prefix import array_shapes, take_prefix
 from maestro_common.ml.schedules import round_lr
 from server.aggregation import aggregate_nested
 from server.evaluation import ModelOps

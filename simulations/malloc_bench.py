@@ -25,7 +25,7 @@ from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.layers import low_rank_layers
 from maestro_common.ml.models import build_model
 from maestro_common.lowrank.samplers import make_sampler
-from maestro_common.ml.training import TrainSettings, evaluate, train
+from maestro_common.lowrank.training import TrainSettings, evaluate, train
 model_name, steps, factored, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
 torch.set_num_threads(1)
 torch.manual_seed(0)

@@ -28,8 +28,8 @@ import torch
 from maestro_common.lowrank.allocation import tier_ranks
 from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.layers import budget_ranks
+from maestro_common.lowrank.training import evaluate
 from maestro_common.ml.data import DATASET_INFO, load_dataset
-from maestro_common.ml.training import evaluate
 from server.export import load_run
 from simulations.centralized import split_validation
 

@@ -15,7 +15,7 @@ from flwr.app import Context, Message
 
 from client import client_app
 from maestro_common.app import protocol as P
-from maestro_common.lowrank.prefix import leading_block
+from maestro_common.ml.prefix import leading_block
 from tests.fakegrid import Handler
 
 

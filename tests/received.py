@@ -12,7 +12,7 @@ from maestro_common.app.codec import load_arrays, model_arrays
 from maestro_common.app.methods import METHODS
 from maestro_common.lowrank.accounting import count_params
 from maestro_common.lowrank.budget import use_budget
-from maestro_common.lowrank.prefix import array_shapes, take_prefix
+from maestro_common.ml.prefix import array_shapes, take_prefix
 
 
 def model_arrays_at_budget(model: nn.Module, beta: float) -> dict[str, np.ndarray]:

@@ -99,7 +99,7 @@ def bench_rules(repeats: int = 3) -> dict[str, float]:
     (4 per tier of "0.25,0.5,1.0"), the best of ``repeats``."""
     import numpy as np
 
-    from maestro_common.lowrank.prefix import take_prefix
+    from maestro_common.ml.prefix import take_prefix
     from server.aggregation import Rule, aggregate_nested
     from server.evaluation import ModelOps
 

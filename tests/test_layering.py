@@ -2,9 +2,9 @@
 
 maestro_common (the core) imports none of server, client or simulations; server and client never
 import each other; only simulations and tests import simulations; and the core's modules import
-each other without a cycle. Inside the core, the method library (lowrank, width) never imports the
-app glue (app), the data or the training loop, and models and data import no other part of the
-core. Imports inside functions count too.
+each other without a cycle. Inside the core, modules sit on floors, from the bottom up ml, width,
+lowrank, app (FLOORS), and import only from their own floor or those below; models and data
+import no other part of the core. Imports inside functions count too.
 """
 
 from __future__ import annotations
@@ -26,21 +26,21 @@ FORBIDDEN = {
     "client": {"server", "simulations"},
     "simulations": set(),
 }
-# Inside the core: part -> parts it must never import (docs/architecture.md).
-_LIBRARY_MUST_NOT = {"maestro_common.app", "maestro_common.ml.data", "maestro_common.ml.training"}
-_SUBSTRATE_MUST_NOT = {
-    "maestro_common.app",
-    "maestro_common.lowrank",
+# Inside the core, floors from the bottom up (docs/architecture.md): a module imports only from its
+# own floor or the ones below it.
+#   ml       the substrate: models, data, lr schedules, the prefix rule, dry passes
+#   width    width-sliceable layers (the FjORD / HeteroFL baselines' models)
+#   lowrank  the method library: factored layers and what acts on any nested model (budget,
+#            accounting, samplers, the training loop, width matching, hybrid models)
+#   app      app glue: run config, method registry, protocol, codec, ...
+FLOORS = (
+    "maestro_common.ml",
     "maestro_common.width",
-    "maestro_common.ml.training",
-    "maestro_common.ml.schedules",
-}
-CORE_FORBIDDEN = {
-    "maestro_common.lowrank": _LIBRARY_MUST_NOT,
-    "maestro_common.width": _LIBRARY_MUST_NOT,
-    "maestro_common.ml.models": _SUBSTRATE_MUST_NOT | {"maestro_common.ml.data"},
-    "maestro_common.ml.data": _SUBSTRATE_MUST_NOT | {"maestro_common.ml.models"},
-}
+    "maestro_common.lowrank",
+    "maestro_common.app",
+)
+# Inside the bottom floor, models and data import no other part of the core.
+SELF_CONTAINED = ("maestro_common.ml.models", "maestro_common.ml.data")
 
 
 def modules(package: str) -> Iterator[tuple[str, Path]]:
@@ -81,17 +81,62 @@ def _within(name: str, package: str) -> bool:
     return name == package or name.startswith(package + ".")
 
 
-@pytest.mark.parametrize("part", sorted(CORE_FORBIDDEN))
-def test_the_core_parts_import_only_downward(part):
+def floor(name: str) -> int | None:
+    """Index in FLOORS of the floor holding module ``name`` (None: not on a floor)."""
+    return next((i for i, f in enumerate(FLOORS) if _within(name, f)), None)
+
+
+def upward_imports(module: str, names: set[str]) -> list[str]:
+    """The names among ``names`` that ``module`` imports from a floor above its own."""
+    own = floor(module)
+    assert own is not None, f"{module} is on no floor: add its folder to FLOORS"
+    return sorted(n for n in names if (f := floor(n)) is not None and f > own)
+
+
+def test_every_core_module_is_on_a_floor():
+    loose = [m for m, _ in modules("maestro_common") if m != "maestro_common" and floor(m) is None]
+    assert not loose, f"modules on no floor (add them to FLOORS and docs/architecture.md): {loose}"
+
+
+def test_the_core_imports_only_down_its_floors():
+    bad = [
+        f"{module} imports {name}"
+        for module, path in modules("maestro_common")
+        if module != "maestro_common"
+        for name in upward_imports(module, imported(path, module))
+    ]
+    assert not bad, "imports up the core's floors (docs/architecture.md):\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("part", SELF_CONTAINED)
+def test_models_and_data_import_no_other_part_of_the_core(part):
     modules_of_part = [(m, p) for m, p in modules("maestro_common") if _within(m, part)]
-    assert modules_of_part, f"no module under {part}: update CORE_FORBIDDEN"
+    assert modules_of_part, f"no module under {part}: update SELF_CONTAINED"
     bad = [
         f"{module} imports {name}"
         for module, path in modules_of_part
         for name in sorted(imported(path, module))
-        if any(_within(name, banned) for banned in CORE_FORBIDDEN[part])
+        if _within(name, "maestro_common") and name != "maestro_common" and not _within(name, part)
     ]
     assert not bad, "imports against the core's layering (docs/architecture.md):\n" + "\n".join(bad)
+
+
+def test_the_floor_rule_catches_an_upward_import(tmp_path):
+    """Each floor may import the ones below it and none above, relative imports included."""
+    path = tmp_path / "sliceable.py"
+    path.write_text(
+        "from maestro_common.ml.prefix import budget_dim\n"
+        "def f():\n    from ..lowrank.layers import LowRankLayer\n"
+        "import maestro_common.app.config\n"
+    )
+    names = imported(path, "maestro_common.width.sliceable")
+    assert upward_imports("maestro_common.width.sliceable", names) == [
+        "maestro_common.app.config",
+        "maestro_common.lowrank.layers",
+        "maestro_common.lowrank.layers.LowRankLayer",
+    ]
+    assert upward_imports("maestro_common.app.task", names) == []
+    assert [floor(f"{f}.x") for f in FLOORS] == list(range(len(FLOORS)))
 
 
 def test_the_core_has_no_import_cycle():

@@ -16,7 +16,7 @@ from torch import nn
 
 from maestro_common.lowrank.hybrid import hybrid_axes, is_hybrid, resize_hybrid
 from maestro_common.lowrank.layers import low_rank_layers
-from maestro_common.lowrank.prefix import is_leading_block, leading_block, state_key
+from maestro_common.ml.prefix import is_leading_block, leading_block, state_key
 
 
 def model_arrays(model: nn.Module) -> dict[str, np.ndarray]:

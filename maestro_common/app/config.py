@@ -1,9 +1,11 @@
 """The one typed run configuration, parsed once from Flower's ``run_config`` (kebab-case keys).
 
 Flower run-config values are scalars, so lists (tier fractions, shares) travel as comma strings.
-Unknown keys and bad values raise :class:`ConfigError` naming what is allowed. This module is a
-leaf (no torch, models or data): names of methods, models, datasets, samplers and partitionings
-are checked against their registries where those are built
+Unknown keys and bad values raise :class:`ConfigError` naming what is allowed. Each field
+declares its help text, allowed values and method group (:func:`setting`); one loop checks every
+field's own bound, then a few rules tie keys together. This module is a leaf (no torch, models or
+data): names of methods, models, datasets, samplers and partitionings are checked against their
+registries where those are built, as are keys that only some methods act on
 (:func:`maestro_common.app.task.check_names`).
 """
 
@@ -11,11 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from maestro_common.lowrank.prefix import is_budget
+from maestro_common.ml.prefix import is_budget
 
 # How the server combines the float coordinates of a round (server.aggregation.RULES, a leaf
 # copy so that this module imports no server code; tests check the two agree).
@@ -64,253 +66,407 @@ def parse_floats(text: str, what: str) -> tuple[float, ...]:
         raise ConfigError(f"{what} must be comma-separated numbers, got {text!r}") from err
 
 
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """Numbers between ``low`` and ``high`` (either may be open, or absent: no bound)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself excluded
+    high_open: bool = False  # high itself excluded
+    note: str = ""  # what the number is, after the interval: "(a share of the rounds)"
+
+    def allows(self, value: float) -> bool:
+        lo, hi = self.low, self.high
+        return (lo is None or (value > lo if self.low_open else value >= lo)) and (
+            hi is None or (value < hi if self.high_open else value <= hi)
+        )
+
+    def describe(self) -> str:
+        """``≥ 1``, ``> 0``, ``in (0, 1]``, ``in [0, 0.5) (a share cut at each end)``."""
+        if self.high is None:
+            text = (
+                f"{'>' if self.low_open else '≥'} {_num(self.low)}" if self.low is not None else ""
+            )
+        elif self.low is None:
+            text = f"{'<' if self.high_open else '≤'} {_num(self.high)}"
+        else:
+            text = (
+                f"in {'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}"
+                f"{')' if self.high_open else ']'}"
+            )
+        return f"{text} {self.note}" if self.note else text
+
+    def error(self, key: str, value: Any) -> str | None:
+        return None if self.allows(value) else f"{key} must be {self.describe()}, got {value}"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of a fixed list of names."""
+
+    choices: tuple[str, ...]
+
+    def describe(self) -> str:
+        shown = (c or '""' for c in self.choices)  # the empty name visible
+        return f"one of {', '.join(shown)}"
+
+    def error(self, key: str, value: Any) -> str | None:
+        return None if value in self.choices else f"{key} must be {self.describe()}, got {value!r}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Values passing ``test``; ``allowed`` says which, for the message and the key list."""
+
+    test: Callable[[Any], bool]
+    allowed: str
+
+    def describe(self) -> str:
+        return self.allowed
+
+    def error(self, key: str, value: Any) -> str | None:
+        return None if self.test(value) else f"{key} must be {self.allowed}, got {value!r}"
+
+
+Allowed = Range | OneOf | Rule
+
+AT_LEAST_1 = Range(low=1)
+NON_NEGATIVE = Range(low=0)
+POSITIVE = Range(low=0, low_open=True)
+BUDGET = Range(low=0, high=1, low_open=True)
+SHARE = Range(low=0, high=1)
+
+# Keys that only some methods act on are grouped by method (``method`` in a field's metadata):
+# the one group today.
+MAESTRO = "maestro"
+
+
+def setting(
+    default: Any,
+    doc: str,
+    allowed: Allowed | None = None,
+    *,
+    method: str | None = None,
+    needs: str | None = None,
+    unused: str = "",
+) -> Any:
+    """A run-config field: its default, help text, allowed values and method group.
+
+    Parameters
+    ----------
+    default:
+        The default (also ``pyproject.toml``'s ``[tool.flwr.app.config]``).
+    doc:
+        One line of help for users.
+    allowed:
+        What values are allowed; checked by ``RunConfig.__post_init__`` (every float must also
+        be finite). Names that live in a registry are checked by
+        :func:`maestro_common.app.task.check_names` instead.
+    method:
+        The method the key belongs to (:data:`MAESTRO`), or None for keys every method reads.
+    needs:
+        The :class:`~maestro_common.app.methods.Method` flag (``factored``, ``uses_lasso``,
+        ``shrinks``) a method must have for the key to leave its default: ``check_names``
+        refuses it otherwise, since that method would ignore it. ``unused`` says why.
+    """
+    metadata = {"doc": doc, "allowed": allowed, "method": method, "needs": needs, "unused": unused}
+    return field(default=default, metadata=metadata)
+
+
+def _plain_folder_name(name: str) -> bool:
+    return not set(name) & {"/", "\\"} and name not in (".", "..")
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a run needs; field ``foo_bar`` is run-config key ``foo-bar``."""
+    """Everything a run needs; field ``foo_bar`` is run-config key ``foo-bar``.
+
+    Each field carries its help text, allowed values and method group in its metadata
+    (:func:`setting`); :func:`describe_keys` lists them for users.
+    """
 
     # What is trained
-    method: str = "maestro"  # one of maestro_common.app.methods.METHODS
-    model: str = "cnn"  # one of maestro_common.ml.models.MODEL_NAMES
-    # the model's own options as "key=value" pairs, e.g. "dim=64,depth=2" (checked by the model)
-    model_options: str = ""
-    dataset: str = "fashion-mnist"  # one of maestro_common.ml.data.DATASET_INFO
-    data_dir: str = ""  # folder with the dataset's files ("" = default search path)
-    rank_fraction: float = 1.0  # initial kept rank of each factored layer, as a fraction of full
+    method: str = setting("maestro", "the training method")
+    model: str = setting("cnn", "the model")
+    model_options: str = setting(
+        "", 'the model\'s own options as "key=value" pairs, e.g. "dim=64,depth=2"'
+    )
+    dataset: str = setting("fashion-mnist", "the dataset")
+    data_dir: str = setting("", 'folder with the dataset\'s files ("" = default search path)')
+    rank_fraction: float = setting(
+        1.0,
+        "initial kept rank of each factored layer, as a fraction of full rank",
+        BUDGET,
+        method=MAESTRO,
+    )
     # Federation
-    num_rounds: int = 3
-    clients_per_round: int = 10  # sampled by partition id, so the same seed samples the same
-    clients_per_eval: int = 0  # federated evaluation on local splits (0 = off)
-    min_nodes: int = 2  # wait for this many nodes before round 1
-    round_timeout: float = 3600.0  # seconds to wait for the replies of one round
-    query_timeout: float = 30.0  # seconds to wait for the nodes' answers to the tier query
+    num_rounds: int = setting(3, "federated rounds", AT_LEAST_1)
+    clients_per_round: int = setting(
+        10,
+        "clients sampled per round, by partition id (the same seed samples the same)",
+        AT_LEAST_1,
+    )
+    clients_per_eval: int = setting(
+        0, "clients of federated evaluation on local splits (0 = off)", NON_NEGATIVE
+    )
+    min_nodes: int = setting(2, "nodes to wait for before round 1", AT_LEAST_1)
+    round_timeout: float = setting(3600.0, "seconds to wait for the replies of one round", POSITIVE)
+    query_timeout: float = setting(
+        30.0, "seconds to wait for the nodes' answers to the tier query", POSITIVE
+    )
     # Tiers: budget β and share of the population of each tier
-    tier_fractions: str = "0.2,0.4,0.6,0.8,1.0"
-    tier_shares: str = ""  # "" = equal shares
+    tier_fractions: str = setting("0.2,0.4,0.6,0.8,1.0", "budget β of each tier (comma list)")
+    tier_shares: str = setting("", 'share of the population of each tier ("" = equal shares)')
     # Device profiles of the tiers for the virtual clock (comma lists, one value per tier or one
     # for all; "" = server.profiles defaults) and the round deadline
-    tier_speeds: str = ""  # MAC/s of local training
-    tier_down: str = ""  # download bandwidth, bytes/s
-    tier_up: str = ""  # upload bandwidth, bytes/s
-    tier_availability: str = ""  # probability of being online in a round
-    deadline: float = 0.0  # virtual seconds per round (0 = none)
-    deadline_policy: str = "drop"  # drop: stragglers' replies are left out; fit: lower their budget
+    tier_speeds: str = setting("", "virtual clock: MAC/s of local training per tier")
+    tier_down: str = setting("", "virtual clock: download bandwidth per tier, bytes/s")
+    tier_up: str = setting("", "virtual clock: upload bandwidth per tier, bytes/s")
+    tier_availability: str = setting("", "probability of being online in a round, per tier")
+    deadline: float = setting(0.0, "virtual seconds per round (0 = none)", NON_NEGATIVE)
+    deadline_policy: str = setting(
+        "drop",
+        "drop: stragglers' replies are left out; fit: lower their budget",
+        OneOf(("drop", "fit")),
+    )
     # Data partitioning (simulation: partition-id comes from the node config)
-    partitioning: str = "dirichlet"
-    alpha: float = 0.5
-    classes_per_partition: int = 2
-    val_fraction: float = 0.1  # of each client's data, for federated evaluation
-    max_test_examples: int = 0  # 0 = the whole test set for centralized evaluation
+    partitioning: str = setting("dirichlet", "how the data is split among clients")
+    alpha: float = setting(0.5, "Dirichlet concentration", POSITIVE)
+    classes_per_partition: int = setting(
+        2, "pathological partitioning: classes per client", AT_LEAST_1
+    )
+    val_fraction: float = setting(
+        0.1,
+        "share of each client's data for federated evaluation",
+        Range(low=0, high=1, high_open=True),
+    )
+    max_test_examples: int = setting(
+        0, "test examples of centralized evaluation (0 = the whole test set)", NON_NEGATIVE
+    )
     # Server-side validation: the last val-size examples of a fixed permutation of the training
     # set (one for every run and seed) are held out of every client partition and evaluated by
     # the server at each evaluation round (0 = off); lr sweeps choose on them, never on the test
-    val_size: int = 0
-    test_eval: bool = True  # evaluate every tier on the test set (false: sweep runs never see it)
+    val_size: int = setting(
+        0, "training examples held out for server-side validation (0 = off)", NON_NEGATIVE
+    )
+    test_eval: bool = setting(
+        True, "evaluate every tier on the test set (false: sweep runs never see it)"
+    )
     # Local training
-    local_epochs: int = 1
-    # Optimiser steps per round (0: local-epochs passes over the local data). When set, it alone
-    # decides the round's length: batches are drawn epoch after epoch until that many steps ran
-    local_steps: int = 0
-    # "" or a method: each client's round runs as many steps as give it the forward MACs of that
-    # method's round at its tier (equal client compute; maestro_common.app.cost)
-    compute_match: str = ""
-    batch_size: int = 32
-    lr: float = 0.02
-    optimizer: str = "sgd"  # local optimiser, fresh each round: sgd (with momentum) or adam
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    max_grad_norm: float = 5.0  # gradient clipping (0 = off)
-    sampler: str = "maestro"  # maestro, uniform or none
-    lasso: float = 0.0  # λ of the group lasso
-    frobenius_decay: float = 0.0  # factored methods: λ of ½λ‖U Vᵀ‖²_F per factored layer
+    local_epochs: int = setting(1, "passes over the local data per round", AT_LEAST_1)
+    # When set, it alone decides the round's length: batches are drawn epoch after epoch until
+    # that many steps ran
+    local_steps: int = setting(
+        0, "optimiser steps per round (0: local-epochs passes over the data)", NON_NEGATIVE
+    )
+    # each client's round runs as many steps as give it the forward MACs of that method's round
+    # at its tier (equal client compute; maestro_common.app.cost)
+    compute_match: str = setting(
+        "",
+        '"" or a method: each client runs the steps that spend that method\'s round MACs '
+        "at its tier",
+    )
+    batch_size: int = setting(32, "local batch size", AT_LEAST_1)
+    lr: float = setting(0.02, "local learning rate", POSITIVE)
+    optimizer: str = setting(
+        "sgd",
+        "local optimiser, fresh each round (sgd: with momentum)",
+        OneOf(("sgd", "adam")),
+    )
+    momentum: float = setting(0.9, "SGD momentum", NON_NEGATIVE)
+    weight_decay: float = setting(0.0, "L2 weight decay of the local optimiser", NON_NEGATIVE)
+    max_grad_norm: float = setting(5.0, "gradient clipping (0 = off)", NON_NEGATIVE)
+    sampler: str = setting(
+        "maestro",
+        "sampled objective: the rank sampler of each step",
+        method=MAESTRO,
+    )
+    lasso: float = setting(
+        0.0,
+        "λ of the hierarchical group lasso (0 = off)",
+        NON_NEGATIVE,
+        method=MAESTRO,
+        needs="uses_lasso",
+        unused="a group lasso over factored layers' components",
+    )
+    frobenius_decay: float = setting(
+        0.0,
+        "λ of Frobenius decay, ½λ‖U Vᵀ‖²_F per factored layer (0 = off)",
+        NON_NEGATIVE,
+        method=MAESTRO,
+        needs="factored",
+        unused="has no factored layers (weight-decay is the dense model's equivalent)",
+    )
     # Server-side progressive shrinking
-    shrink_every: int = 0  # rounds between shrinks (0 = off)
-    shrink_eps: float = 1e-2
+    shrink_every: int = setting(
+        0,
+        "rounds between server-side shrinks (0 = off)",
+        NON_NEGATIVE,
+        method=MAESTRO,
+        needs="shrinks",
+        unused="it cuts factored layers' ranks",
+    )
+    shrink_eps: float = setting(
+        0.01, "importance threshold of shrinking", NON_NEGATIVE, method=MAESTRO
+    )
     # Evaluation and output
-    eval_every: int = 1  # rounds between centralized evaluations (the last round always)
-    seed: int = 0
-    device: str = "auto"  # auto, cpu or cuda
-    output_dir: str = "runs"
-    run_name: str = ""  # "" = method-model-dataset-seed
-    resume: bool = False
+    eval_every: int = setting(
+        1, "rounds between centralized evaluations (the last round always)", AT_LEAST_1
+    )
+    seed: int = setting(0, "the run's seed", NON_NEGATIVE)
+    device: str = setting("auto", "auto: CUDA when present", OneOf(("auto", "cpu", "cuda")))
+    output_dir: str = setting("runs", "folder of the run folders")
+    run_name: str = setting(
+        "",
+        '"" = method-model-dataset-seed',
+        Rule(_plain_folder_name, "a plain folder name (no '/', '\\', '.' or '..')"),
+    )
+    resume: bool = setting(False, "continue after the run folder's checkpoint")
     # Trust boundary (docs/trust.md)
-    weight_cap: float = 2.0  # a reply weighs at most this × the round's median num-examples
-    weight_floor: float = 0.01  # ... and at least this × that median (0 = off; ≤ weight-cap)
-    update_cap: float = 2.0  # a reply's update RMS is cut to this × the round's median (0 = off)
-    node_wait: float = 300.0  # seconds to wait for min-nodes nodes before round 1
-    # mean (FedAvg), trimmed-mean, median or centered-clip, per coordinate over its holders
-    aggregation: str = "centered-clip"
-    trim_fraction: float = 0.2  # trimmed-mean: share of a coordinate's holders cut at each end
-    clip_radius: float = 1.0  # centered-clip: × the round's median deviation from the median
-    # Fast low-rank tiers (maestro only)
-    # kxk convs: svd (kxk→r, 1x1 r→out), tucker (1x1, core, 1x1) or tucker-b2/-b4 (branched core)
-    conv_factorization: str = "svd"
-    rank_quantum: int = 1  # a tier's per-layer ranks are rounded down to multiples of this
-    freeze: str = "none"  # sequential freezing: none, factor, layer or stage (per epoch)
-    freeze_groups: int = 2  # groups (freeze = layer) or stages (freeze = stage) frozen in turn
-    freeze_per_epoch: int = 1  # periods per local epoch: what is frozen changes this often
+    weight_cap: float = setting(
+        2.0, "a reply weighs at most this × the round's median num-examples (0 = off)", NON_NEGATIVE
+    )
+    weight_floor: float = setting(
+        0.01, "... and at least this × that median (0 = off; ≤ weight-cap)", NON_NEGATIVE
+    )
+    update_cap: float = setting(
+        2.0, "a reply's update RMS is cut to this × the round's median (0 = off)", NON_NEGATIVE
+    )
+    node_wait: float = setting(
+        300.0, "seconds to wait for min-nodes nodes before round 1", NON_NEGATIVE
+    )
+    aggregation: str = setting(
+        "centered-clip",
+        "how the server combines a coordinate over its holders (mean: FedAvg)",
+        OneOf(AGGREGATIONS),
+    )
+    trim_fraction: float = setting(
+        0.2,
+        "trimmed-mean: the share cut",
+        Range(low=0, high=0.5, high_open=True, note="(a share cut at each end)"),
+    )
+    clip_radius: float = setting(
+        1.0, "centered-clip: × the round's median deviation from the median", POSITIVE
+    )
+    # Fast low-rank tiers
+    conv_factorization: str = setting(
+        "svd",
+        "kxk convs: svd (kxk→r, 1x1 r→out), tucker (1x1, core, 1x1), tucker-b2/-b4 (branched core)",
+        method=MAESTRO,
+    )
+    rank_quantum: int = setting(
+        1,
+        "a tier's per-layer ranks are rounded down to multiples of this",
+        AT_LEAST_1,
+        method=MAESTRO,
+    )
+    freeze: str = setting(
+        "none", "sequential freezing of factors, layers or stages, per epoch", method=MAESTRO
+    )
+    freeze_groups: int = setting(
+        2,
+        "groups (freeze = layer) or stages (freeze = stage) frozen in turn",
+        AT_LEAST_1,
+        method=MAESTRO,
+    )
+    freeze_per_epoch: int = setting(
+        1,
+        "freezing periods per local epoch: what is frozen changes this often",
+        AT_LEAST_1,
+        method=MAESTRO,
+    )
     # Maestro's training objective and the lr schedule (issue 12)
-    objective: str = "nested"  # nested: prefix + smaller sub-models; sampled: `sampler`
-    sub_models: str = "sandwich"  # nested: sandwich, random, smallest or none
-    distill: bool = False  # nested: sub-models learn the prefix's softened output (off: labels)
-    distill_temperature: float = 1.0
-    full_pass_share: float = 1.0  # nested: share of steps that train the whole prefix
-    sub_batch_share: float = 1.0  # nested: smaller sub-models run on this share of each batch
-    pass_average: bool = False  # nested: a gradient is the mean over the passes that used it
-    initial_ranks: str = "full"  # maestro: full (rank-fraction of min(m, n)) or breakeven
-    # maestro: nest the first (dense) conv by width and the factored layers by rank (hybrid)
-    hybrid_width: bool = False
-    lr_schedule: str = "constant"  # constant, cosine or step, applied per round by the server
+    objective: str = setting(
+        "nested",
+        "nested: prefix + smaller sub-models; sampled: one sub-model per step (sampler)",
+        OneOf(OBJECTIVES),
+        method=MAESTRO,
+    )
+    sub_models: str = setting(
+        "sandwich",
+        "nested: which smaller sub-models a step runs",
+        method=MAESTRO,
+    )
+    distill: bool = setting(
+        False,
+        "nested: sub-models learn the prefix's softened output (off: the labels)",
+        method=MAESTRO,
+    )
+    distill_temperature: float = setting(
+        1.0, "temperature of the distillation's softened logits", POSITIVE, method=MAESTRO
+    )
+    full_pass_share: float = setting(
+        1.0, "nested: share of steps that train the whole prefix", SHARE, method=MAESTRO
+    )
+    sub_batch_share: float = setting(
+        1.0, "nested: smaller sub-models run on this share of each batch", BUDGET, method=MAESTRO
+    )
+    pass_average: bool = setting(
+        False,
+        "nested: a gradient is the mean over the passes that used it (false: the sum)",
+        method=MAESTRO,
+    )
+    initial_ranks: str = setting(
+        "full",
+        "full: rank-fraction of min(m, n); breakeven: factored layers no bigger than dense",
+        method=MAESTRO,
+    )
+    hybrid_width: bool = setting(
+        False,
+        "nest the first (dense) conv by width and the factored layers by rank",
+        method=MAESTRO,
+        needs="factored",
+        unused="has no factored layers",
+    )
+    lr_schedule: str = setting("constant", "lr per round, sent by the server")
     # Factored methods: this share of the rounds first trains the dense model with
-    # warmup-method, then the server factors it by SVD (docs/federated.md; 0 = off)
-    dense_warmup: float = 0.0
-    warmup_method: str = "fedavg-all"  # fedavg-all: the tiers that can run it; fjord: every tier
+    # warmup-method, then the server factors it by SVD (docs/federated.md)
+    dense_warmup: float = setting(
+        0.0,
+        "the dense model trains first for this share of the rounds (0 = off)",
+        Range(low=0, high=1, high_open=True, note="(a share of the rounds)"),
+        method=MAESTRO,
+        needs="factored",
+        unused="trains its own model from the start",
+    )
+    warmup_method: str = setting(
+        "fedavg-all",
+        "what trains the dense warm-up: fedavg-all (the tiers that can run it) or fjord "
+        "(every tier)",
+        method=MAESTRO,
+    )
     tiers: tuple[float, ...] = field(init=False, default=())
     shares: tuple[float, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                raise ConfigError(message)
-
         for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float):
-                check(
-                    math.isfinite(value), f"{f.name.replace('_', '-')} must be finite, got {value}"
-                )
-
-        check(
-            self.objective in OBJECTIVES,
-            f"objective must be one of {OBJECTIVES}, got {self.objective!r}",
-        )
-        check(
-            0 <= self.full_pass_share <= 1,
-            f"full-pass-share must be in [0, 1], got {self.full_pass_share}",
-        )
-        check(
-            0 < self.sub_batch_share <= 1,
-            f"sub-batch-share must be in (0, 1], got {self.sub_batch_share}",
-        )
-        check(self.local_steps >= 0, f"local-steps must be ≥ 0, got {self.local_steps}")
-        check(
-            0 <= self.dense_warmup < 1,
-            f"dense-warmup must be in [0, 1) (a share of the rounds), got {self.dense_warmup}",
-        )
-        check(
-            self.warmup_rounds < self.num_rounds,
-            f"dense-warmup={self.dense_warmup:g} of num-rounds={self.num_rounds} leaves no round "
-            "for the factored model: lower dense-warmup or raise num-rounds",
-        )
-        check(
-            self.distill_temperature > 0,
-            f"distill-temperature must be > 0, got {self.distill_temperature}",
-        )
-        check(
-            self.optimizer in ("sgd", "adam"),
-            f"optimizer must be sgd or adam, got {self.optimizer!r}",
-        )
-        check(
-            self.deadline_policy in ("drop", "fit"),
-            f"deadline-policy must be drop or fit, got {self.deadline_policy!r}",
-        )
-        check(self.deadline >= 0, f"deadline must be ≥ 0, got {self.deadline}")
-        check(
-            self.device in ("auto", "cpu", "cuda"),
-            f"device must be auto, cpu or cuda, got {self.device!r}",
-        )
-        check(
-            is_budget(self.rank_fraction),
-            f"rank-fraction must be in (0, 1], got {self.rank_fraction}",
-        )
-        for key in (
-            "rank_quantum",
-            "freeze_groups",
-            "freeze_per_epoch",
-            "num_rounds",
-            "clients_per_round",
-            "local_epochs",
-            "batch_size",
-            "eval_every",
-            "min_nodes",
-            "classes_per_partition",
-        ):
-            check(
-                getattr(self, key) >= 1,
-                f"{key.replace('_', '-')} must be ≥ 1, got {getattr(self, key)}",
-            )
-        for key in (
-            "clients_per_eval",
-            "shrink_every",
-            "max_test_examples",
-            "seed",
-            "val_size",
-            "local_steps",
-        ):
-            check(
-                getattr(self, key) >= 0,
-                f"{key.replace('_', '-')} must be ≥ 0, got {getattr(self, key)}",
-            )
-        check(
-            self.aggregation in AGGREGATIONS,
-            f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}",
-        )
-        check(
-            0 <= self.trim_fraction < 0.5,
-            f"trim-fraction must be in [0, 0.5) (a share cut at each end), got "
-            f"{self.trim_fraction}",
-        )
-        check(self.clip_radius > 0, f"clip-radius must be > 0, got {self.clip_radius}")
-        check(
-            not self.weight_cap or self.weight_floor <= self.weight_cap,
-            f"weight-floor ({self.weight_floor}) must not exceed weight-cap ({self.weight_cap})",
-        )
-        for key in ("weight_cap", "weight_floor", "update_cap", "node_wait"):
-            check(
-                getattr(self, key) >= 0,
-                f"{key.replace('_', '-')} must be ≥ 0, got {getattr(self, key)}",
-            )
-        for key in ("lr", "alpha", "round_timeout", "query_timeout"):
-            check(
-                getattr(self, key) > 0,
-                f"{key.replace('_', '-')} must be > 0, got {getattr(self, key)}",
-            )
-        for key in (
-            "momentum",
-            "weight_decay",
-            "max_grad_norm",
-            "lasso",
-            "frobenius_decay",
-            "shrink_eps",
-        ):
-            check(
-                getattr(self, key) >= 0,
-                f"{key.replace('_', '-')} must be ≥ 0, got {getattr(self, key)}",
-            )
-        check(
-            not set(self.run_name) & {"/", "\\"} and self.run_name not in (".", ".."),
-            f"run-name must be a plain folder name (no '/', '\\', '.' or '..'), got "
-            f"{self.run_name!r}",
-        )
-        check(
-            self.test_eval or self.val_size > 0,
-            "test-eval = false needs val-size > 0: otherwise no round evaluates anything",
-        )
-        check(
-            0 <= self.val_fraction < 1, f"val-fraction must be in [0, 1), got {self.val_fraction}"
-        )
+            if not f.init:
+                continue
+            key, value = f.name.replace("_", "-"), getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{key} must be finite, got {value}")
+            allowed: Allowed | None = f.metadata["allowed"]
+            if allowed is not None and (message := allowed.error(key, value)):
+                raise ConfigError(message)
+        self._check_relations()
         parse_options(self.model_options, "model-options")  # syntax here; names by the model
         tiers = parse_floats(self.tier_fractions, "tier-fractions")
-        check(
+        _check(
             bool(tiers) and all(is_budget(t) for t in tiers),
             f"tier-fractions must be numbers in (0, 1], got {self.tier_fractions!r}",
         )
-        check(
+        _check(
             len({f"{t:g}" for t in tiers}) == len(tiers),
             f"tier-fractions repeat a value (tiers are labelled by 6 significant digits): "
             f"{self.tier_fractions!r}",
         )
         shares = parse_floats(self.tier_shares, "tier-shares") or tuple(1.0 for _ in tiers)
-        check(
+        _check(
             len(shares) == len(tiers)
             and all(math.isfinite(s) and s >= 0 for s in shares)
             and sum(shares) > 0,
@@ -320,6 +476,22 @@ class RunConfig:
         total = sum(shares)
         object.__setattr__(self, "tiers", tiers)
         object.__setattr__(self, "shares", tuple(s / total for s in shares))
+
+    def _check_relations(self) -> None:
+        """Rules that tie keys together (each key's own bounds are on its field)."""
+        _check(
+            self.warmup_rounds < self.num_rounds,
+            f"dense-warmup={self.dense_warmup:g} of num-rounds={self.num_rounds} leaves no round "
+            "for the factored model: lower dense-warmup or raise num-rounds",
+        )
+        _check(
+            not self.weight_cap or self.weight_floor <= self.weight_cap,
+            f"weight-floor ({self.weight_floor}) must not exceed weight-cap ({self.weight_cap})",
+        )
+        _check(
+            self.test_eval or self.val_size > 0,
+            "test-eval = false needs val-size > 0: otherwise no round evaluates anything",
+        )
 
     @property
     def warmup_rounds(self) -> int:
@@ -356,6 +528,65 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+def key_fields() -> list[dataclasses.Field]:
+    """The fields of :class:`RunConfig` that are run-config keys, in declaration order."""
+    return [f for f in fields(RunConfig) if f.init]
+
+
+def keys_by_method() -> dict[str | None, list[str]]:
+    """The keys of each method group (``None``: keys that every method reads), in order."""
+    groups: dict[str | None, list[str]] = {None: []}
+    for f in key_fields():
+        groups.setdefault(f.metadata["method"], []).append(f.name.replace("_", "-"))
+    return groups
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def describe_keys(names: Mapping[str, Sequence[str]] | None = None) -> str:
+    """Every run-config key as a TOML line ``key = default  # help; must be ...``, by method group.
+
+    ``names`` gives, per key, the names a registry allows (:func:`maestro_common.app.task.
+    registries`; this module imports no registry). ``pyproject.toml``'s ``[tool.flwr.app.config]``
+    is exactly this text with them (a test checks it); ``python -m maestro_common.app.keys``
+    prints it.
+    """
+    names = names or {}
+    by_name = {f.name.replace("_", "-"): f for f in key_fields()}
+    refused = [k for k, f in by_name.items() if f.metadata["needs"]]
+    lines = []
+    for method, keys in keys_by_method().items():
+        if method is None:
+            lines.append("# Every method")
+        else:
+            kept = [k for k in keys if k in refused]
+            lines.append(
+                f"# {method} only: other methods ignore these keys; with another method, "
+                f"{', '.join(kept[:-1])} and {kept[-1]} must keep their defaults"
+                if len(kept) > 1
+                else f"# {method} only: other methods ignore these keys"
+            )
+        for key in keys:
+            f = by_name[key]
+            doc = f.metadata["doc"]
+            allowed = OneOf(tuple(names[key])) if key in names else f.metadata["allowed"]
+            if allowed is not None:
+                doc += f"; must be {allowed.describe()}"
+            lines.append(f"{key} = {_toml(f.default):<{max(30 - len(key), 1)}} # {doc}")
+    return "\n".join(lines) + "\n"
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:

@@ -21,8 +21,8 @@ from maestro_common.app.config import RunConfig
 from maestro_common.app.methods import MAC_REFERENCE, Method
 from maestro_common.app.task import build_run_model, input_shape, run_method
 from maestro_common.lowrank.accounting import count_macs
-from maestro_common.lowrank.prefix import array_shapes
-from maestro_common.width.match import width_for_macs
+from maestro_common.lowrank.width_match import width_for_macs
+from maestro_common.ml.prefix import array_shapes
 
 
 def base_steps(cfg: RunConfig, num_examples: int) -> int:

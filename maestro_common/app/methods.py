@@ -28,8 +28,8 @@ from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.freezing import FreezeSchedule
 from maestro_common.lowrank.hybrid import is_hybrid, make_hybrid
 from maestro_common.lowrank.layers import low_rank_layers, rank_quantum, set_rank_quantum
-from maestro_common.lowrank.prefix import budget_shapes
 from maestro_common.lowrank.samplers import NestedSampler, RankSampler, WidthSampler, make_sampler
+from maestro_common.ml.prefix import budget_shapes
 from maestro_common.width.sliceable import make_width_sliceable, width_shapes
 
 Shapes = dict[str, tuple[int, ...]]

@@ -10,66 +10,65 @@ from typing import Any
 import torch
 from torch import nn
 
-from maestro_common.app.config import ConfigError, RunConfig, parse_options
+from maestro_common.app.config import ConfigError, RunConfig, key_fields, parse_options
 from maestro_common.app.methods import METHOD_NAMES, WARMUP_METHODS, Method, get_method
 from maestro_common.lowrank.decompose import CONV_FACTORIZATIONS, INITIAL_RANKS
 from maestro_common.lowrank.freezing import FREEZE_MODES
 from maestro_common.lowrank.samplers import SAMPLER_NAMES, SUBMODEL_RULES
+from maestro_common.lowrank.training import TrainSettings
 from maestro_common.ml.data import DATASET_INFO
 from maestro_common.ml.data.partition import SCHEMES
 from maestro_common.ml.models import MODEL_NAMES, SEQUENCE_MODELS, build_model
 from maestro_common.ml.schedules import SCHEDULES
-from maestro_common.ml.training import TrainSettings
+
+
+def registries() -> dict[str, tuple[str, ...]]:
+    """The names each registry-named run-config key allows, by key."""
+    return {
+        "method": METHOD_NAMES,
+        "model": MODEL_NAMES,
+        "dataset": tuple(DATASET_INFO),
+        "sampler": SAMPLER_NAMES,
+        "partitioning": SCHEMES,
+        "conv-factorization": CONV_FACTORIZATIONS,
+        "freeze": FREEZE_MODES,
+        "sub-models": SUBMODEL_RULES,
+        "lr-schedule": SCHEDULES,
+        "initial-ranks": INITIAL_RANKS,
+        "warmup-method": WARMUP_METHODS,
+        "compute-match": ("", *METHOD_NAMES),
+    }
 
 
 def check_names(cfg: RunConfig) -> None:
-    """Check the run's names against the registries of what they name.
+    """Check the run's names against the registries of what they name, and that every key left
+    off its default is one the run's method acts on (``needs`` in the key's metadata).
 
     Raises
     ------
     ConfigError
         Naming the key, the value and what is allowed.
     """
-    if not get_method(cfg.method).factored and cfg.dense_warmup:
+    method = get_method(cfg.method)
+    for f in key_fields():
+        flag = f.metadata["needs"]
+        if flag is None or getattr(cfg, f.name) == f.default or getattr(method, flag):
+            continue
+        key = f.name.replace("_", "-")
+        users = ", ".join(n for n in METHOD_NAMES if getattr(get_method(n), flag))
+        off = str(f.default).lower() if isinstance(f.default, bool) else f"at {f.default:g}"
+        why = f.metadata["unused"]
+        if flag == "factored":
+            head, reason = f"factored methods only ({users})", why
+        else:  # the flag names a part of a method that the others lack
+            head, reason = f"{users} only ({why})", "would ignore it"
         raise ConfigError(
-            f"dense-warmup applies to factored methods only (maestro); method {cfg.method!r} "
-            "trains its own model from the start: leave dense-warmup at 0"
+            f"{key} applies to {head}; method {cfg.method!r} {reason}: leave {key} {off}"
         )
-    if not get_method(cfg.method).factored and cfg.hybrid_width:
-        raise ConfigError(
-            f"hybrid-width applies to factored methods only (maestro); method {cfg.method!r} "
-            "has no factored layers: leave hybrid-width false"
-        )
-    if not get_method(cfg.method).factored and cfg.frobenius_decay:
-        raise ConfigError(
-            f"frobenius-decay applies to factored methods only (maestro); method {cfg.method!r} "
-            "has no factored layers: leave frobenius-decay at 0 (weight-decay is the dense "
-            "model's equivalent)"
-        )
-    # Keys that only some methods act on: any other method would ignore them silently.
-    for key, value, flag, what in (
-        ("lasso", cfg.lasso, "uses_lasso", "a group lasso over factored layers' components"),
-        ("shrink-every", cfg.shrink_every, "shrinks", "it cuts factored layers' ranks"),
-    ):
-        if value and not getattr(get_method(cfg.method), flag):
-            users = [name for name in METHOD_NAMES if getattr(get_method(name), flag)]
-            raise ConfigError(
-                f"{key} applies to {', '.join(users)} only ({what}); method {cfg.method!r} "
-                f"would ignore it: leave {key} at 0"
-            )
-    for key, value, allowed in (
-        ("model", cfg.model, MODEL_NAMES),
-        ("dataset", cfg.dataset, tuple(DATASET_INFO)),
-        ("sampler", cfg.sampler, SAMPLER_NAMES),
-        ("partitioning", cfg.partitioning, SCHEMES),
-        ("conv-factorization", cfg.conv_factorization, CONV_FACTORIZATIONS),
-        ("freeze", cfg.freeze, FREEZE_MODES),
-        ("sub-models", cfg.sub_models, SUBMODEL_RULES),
-        ("lr-schedule", cfg.lr_schedule, SCHEDULES),
-        ("initial-ranks", cfg.initial_ranks, INITIAL_RANKS),
-        ("warmup-method", cfg.warmup_method, WARMUP_METHODS),
-        ("compute-match", cfg.compute_match, ("", *METHOD_NAMES)),
-    ):
+    for key, allowed in registries().items():
+        if key == "method":
+            continue  # get_method above has refused an unknown one
+        value = getattr(cfg, key.replace("-", "_"))
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {tuple(allowed)}, got {value!r}")
     text = DATASET_INFO[cfg.dataset].is_text

@@ -33,10 +33,10 @@ from maestro_common.lowrank.layers import (
     LowRankLinear,
     budget_rank,
 )
-from maestro_common.lowrank.prefix import budget_shapes, check_budget, state_key
-from maestro_common.lowrank.probe import eval_mode, probe_input
 from maestro_common.lowrank.tucker import TuckerConv2d
 from maestro_common.ml.models.transformer import ScaledDotProductAttention
+from maestro_common.ml.prefix import budget_shapes, check_budget, state_key
+from maestro_common.ml.probe import eval_mode, probe_input
 from maestro_common.width.sliceable import WidthLayer, width_layers, width_shapes
 
 __all__ = [

@@ -39,8 +39,8 @@ from maestro_common.lowrank.layers import (
     LowRankLinear,
     low_rank_layers,
 )
-from maestro_common.lowrank.prefix import check_budget
-from maestro_common.lowrank.probe import eval_mode
+from maestro_common.ml.prefix import check_budget
+from maestro_common.ml.probe import eval_mode
 
 __all__ = ["allocate_ranks", "input_moments", "rank_order", "residual_energy", "tier_ranks"]
 

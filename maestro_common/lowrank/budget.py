@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from torch import nn
 
 from maestro_common.lowrank.layers import budget_ranks, use_ranks
-from maestro_common.lowrank.prefix import check_budget
+from maestro_common.ml.prefix import check_budget
 from maestro_common.width.sliceable import use_width
 
 __all__ = ["use_budget"]

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from maestro_common.lowrank.layers import LowRankLayer, low_rank_layers
-from maestro_common.lowrank.prefix import is_leading_block, state_key
-from maestro_common.lowrank.probe import dry_pass
+from maestro_common.ml.prefix import is_leading_block, state_key
+from maestro_common.ml.probe import dry_pass
 from maestro_common.width.sliceable import WidthConv2d, use_width, width_layers
 
 __all__ = [

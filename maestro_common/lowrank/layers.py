@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maestro_common.lowrank.prefix import budget_dim
+from maestro_common.ml.prefix import budget_dim, quantize_rank
 
 
 def _check_rank(rank: int | None, max_rank: int, what: str) -> int:
@@ -58,6 +58,9 @@ class LowRankLayer(nn.Module):
     # then cut on this axis too. None: the layer takes its whole input (linears).
     input_axis: int | None = None
     nested_input: bool = False
+    # Nested by rank, so never by width: make_width_sliceable refuses it
+    # (maestro_common.width.sliceable reads this flag rather than importing this class).
+    width_sliceable: bool = False
 
     @property
     def rank(self) -> int:
@@ -365,20 +368,6 @@ class LowRankConv2d(LowRankLayer):
 def low_rank_layers(model: nn.Module) -> dict[str, LowRankLayer]:
     """The factored layers of ``model`` by qualified name, in module order."""
     return {n: m for n, m in model.named_modules() if isinstance(m, LowRankLayer)}
-
-
-def quantize_rank(cap: int, quantum: int) -> int:
-    """``cap`` rounded down to a multiple of ``quantum``; a cap below one quantum is kept.
-
-    Rank quantization (Hajimolahoseini et al., arXiv 2309.03824): kernels run fastest at channel
-    counts that are multiples of their vector width, so a tier's rank is rounded down to one,
-    never above the budget's cap (and so never above the layer's rank) and never to zero.
-    """
-    if isinstance(quantum, bool) or not isinstance(quantum, int) or quantum < 1:
-        raise ValueError(f"rank quantum must be an int ≥ 1, got {quantum!r}")
-    if cap < 1:
-        raise ValueError(f"rank cap must be ≥ 1, got {cap}")
-    return cap if cap < quantum else cap - cap % quantum
 
 
 def budget_rank(kept_rank: int, beta: float, quantum: int = 1) -> int:

@@ -1,1 +1,1 @@
-"""The machine-learning substrate: models, datasets, the training loop and lr schedules."""
+"""The machine-learning substrate: models, datasets, lr schedules, the prefix rule, dry passes."""

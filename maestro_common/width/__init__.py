@@ -1,1 +1,1 @@
-"""The width baselines (FjORD, HeteroFL): width-sliceable models and width matching."""
+"""The width baselines' models (FjORD, HeteroFL): width-sliceable layers."""

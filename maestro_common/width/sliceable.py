@@ -3,7 +3,7 @@
 At width p every hidden layer uses only its first ⌈p·C_out⌉ output channels (units), and its input
 width follows from the tensor it receives. Weights are sliced, not copied, so the width-p
 sub-model's every weight is the leading block ``w[:out_k, :in_k, ...]`` of the global one, the
-project's one prefix rule (:mod:`maestro_common.lowrank.prefix`). This holds across a flatten too,
+project's one prefix rule (:mod:`maestro_common.ml.prefix`). This holds across a flatten too,
 because the models flatten channel-major: the first ⌈p·C⌉ channels of a (C, H, W) map are the first
 ⌈p·C⌉·H·W features, e.g. the FedAvg CNN's ``fc1.weight[:⌈512p⌉, :⌈64p⌉·49]``.
 
@@ -33,11 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maestro_common.lowrank.layers import LowRankLayer, quantize_rank
-from maestro_common.lowrank.prefix import budget_dim, check_budget, state_key
-from maestro_common.lowrank.probe import dry_pass
 from maestro_common.ml.models.plans import WidthPlan
 from maestro_common.ml.models.transformer import ScaledDotProductAttention
+from maestro_common.ml.prefix import budget_dim, check_budget, quantize_rank, state_key
+from maestro_common.ml.probe import dry_pass
 
 __all__ = [
     "WidthConv2d",
@@ -60,7 +59,6 @@ _REFUSED: tuple[type[nn.Module], ...] = (
     nn.GroupNorm,
     nn.LayerNorm,
     nn.LocalResponseNorm,
-    LowRankLayer,
     ScaledDotProductAttention,
     nn.MultiheadAttention,
 )
@@ -217,13 +215,20 @@ class WidthLinear(WidthLayer, nn.Linear):
         return layer._adopt(linear)
 
 
+def _refused(m: nn.Module) -> bool:
+    # A module whose class sets ``width_sliceable = False`` is nested another way: the factored
+    # layers of maestro_common.lowrank.layers, a floor above this one, which this module does not
+    # import (docs/architecture.md).
+    return isinstance(m, _REFUSED) or getattr(m, "width_sliceable", True) is False
+
+
 def _check_supported(model: nn.Module, plan: WidthPlan | None = None) -> None:
     whole = plan.whole if plan is not None else frozenset()
     for name, m in model.named_modules():
         where = f"{name or 'the model'} ({type(m).__name__})"
-        if name in whole and not isinstance(m, LowRankLayer):
+        if name in whole and getattr(m, "width_sliceable", True) is not False:
             continue  # declared by the model's width plan: used whole at every width
-        if isinstance(m, _REFUSED):
+        if _refused(m):
             raise ValueError(f"{SUPPORTED}; {where} cannot be width-sliced")
         if isinstance(m, nn.Conv2d) and m.groups != 1:
             raise ValueError(f"{SUPPORTED}; {where} is a grouped conv (groups={m.groups})")

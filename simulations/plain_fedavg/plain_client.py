@@ -13,7 +13,7 @@ from plain_config import model_for, run_config
 from client.local_data import local_splits
 from maestro_common.app import protocol as P
 from maestro_common.app.task import train_settings
-from maestro_common.ml.training import train
+from maestro_common.lowrank.training import train
 
 app = ClientApp()
 

@@ -18,8 +18,8 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from plain_config import model_for, run_config
 
+from maestro_common.lowrank.training import evaluate
 from maestro_common.ml.data import load_dataset
-from maestro_common.ml.training import evaluate
 
 app = ServerApp()
 

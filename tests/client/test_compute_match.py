@@ -7,8 +7,8 @@ from client import client_app
 from maestro_common.app import protocol as P
 from maestro_common.app.config import RunConfig
 from maestro_common.app.cost import round_steps, trained_examples
-from maestro_common.lowrank.prefix import take_prefix
 from maestro_common.ml.data.arrays import ArrayDataset
+from maestro_common.ml.prefix import take_prefix
 from server.clock import training_macs
 from server.evaluation import ModelOps
 from server.policy import VirtualClockPolicy

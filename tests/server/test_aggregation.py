@@ -5,7 +5,7 @@ import copy
 import numpy as np
 import pytest
 
-from maestro_common.lowrank.prefix import leading_block
+from maestro_common.ml.prefix import leading_block
 from server.aggregation import aggregate_nested
 
 F32 = np.float32

@@ -18,8 +18,8 @@ from maestro_common.app.config import RunConfig
 from maestro_common.app.task import build_run_model
 from maestro_common.lowrank.layers import low_rank_layers
 from maestro_common.lowrank.samplers import make_sampler
+from maestro_common.lowrank.training import TrainSettings, train
 from maestro_common.ml.data import load_dataset
-from maestro_common.ml.training import TrainSettings, train
 from server.export import (
     evaluate_run,
     export_tier,

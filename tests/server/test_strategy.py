@@ -20,8 +20,8 @@ from maestro_common.app.protocol import CONFIG as CONFIG_KEY
 from maestro_common.app.protocol import METRICS as METRICS_KEY
 from maestro_common.app.protocol import from_record, to_record
 from maestro_common.app.tiers import resolve_budget
-from maestro_common.lowrank.prefix import budget_shapes, leading_block
 from maestro_common.ml.data import write_idx
+from maestro_common.ml.prefix import budget_shapes, leading_block
 from server.evaluation import ModelOps
 from server.rounds import RoundLog
 from server.strategy import NestedFedAvg

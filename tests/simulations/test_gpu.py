@@ -7,7 +7,7 @@ from maestro_common.app.config import RunConfig
 from maestro_common.app.task import build_run_model, resolve_device
 from maestro_common.lowrank.layers import low_rank_layers
 from maestro_common.lowrank.samplers import make_sampler
-from maestro_common.ml.training import TrainSettings, evaluate, train
+from maestro_common.lowrank.training import TrainSettings, evaluate, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

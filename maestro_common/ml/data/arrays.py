@@ -5,7 +5,7 @@ in memory as normalised float32 tensors; the character task (Shakespeare) holds 
 (int64 inputs and their next-character targets, :mod:`maestro_common.ml.data.shakespeare`),
 so there is no per-sample ``__getitem__`` and no
 ``torch.utils.data.DataLoader``: local training slices the tensors directly
-(:func:`maestro_common.ml.training.train`), which for in-memory data is one to two orders of
+(:func:`maestro_common.lowrank.training.train`), which for in-memory data is one to two orders of
 magnitude faster than a DataLoader (that one collates a Python list of per-sample tensors for
 every batch). Where the data comes from is :mod:`maestro_common.ml.data.datasets`.
 """

@@ -9,7 +9,7 @@ from maestro_common.app.config import RunConfig
 from maestro_common.app.task import build_run_model, input_shape
 from maestro_common.lowrank.budget import use_budget
 from maestro_common.lowrank.layers import LowRankConv2d, LowRankLinear, low_rank_layers
-from maestro_common.lowrank.prefix import array_shapes, budget_dim, payload_nbytes
+from maestro_common.ml.prefix import array_shapes, budget_dim, payload_nbytes
 from tests.received import model_arrays_at_budget
 
 

@@ -22,8 +22,8 @@ from maestro_common.app.cost import (
 from maestro_common.app.methods import METHODS
 from maestro_common.app.task import build_run_model, input_shape, run_method, train_settings
 from maestro_common.lowrank.accounting import count_macs
-from maestro_common.lowrank.prefix import array_shapes
-from maestro_common.ml.training import TrainSettings, step_loss, train
+from maestro_common.lowrank.training import TrainSettings, step_loss, train
+from maestro_common.ml.prefix import array_shapes
 
 TIERS = "0.25,0.5,0.75,1.0"
 BATCH = 4

@@ -9,8 +9,8 @@ from maestro_common.app.config import RunConfig
 from maestro_common.app.task import build_run_model, input_shape, resolve_device, train_settings
 from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.layers import low_rank_layers
+from maestro_common.lowrank.training import TrainSettings
 from maestro_common.ml.models import build_model
-from maestro_common.ml.training import TrainSettings
 from simulations.centralized import parse_args
 
 

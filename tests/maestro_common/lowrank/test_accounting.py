@@ -14,8 +14,8 @@ from maestro_common.lowrank.accounting import (
 )
 from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.layers import LowRankConv2d, LowRankLinear, budget_rank, low_rank_layers
-from maestro_common.lowrank.prefix import array_shapes, budget_shapes, payload_nbytes, take_prefix
 from maestro_common.ml.models import build_model
+from maestro_common.ml.prefix import array_shapes, budget_shapes, payload_nbytes, take_prefix
 
 MODELS: dict[str, tuple[str, dict, tuple[int, ...]]] = {
     "lenet5": ("lenet5", {}, (1, 28, 28)),

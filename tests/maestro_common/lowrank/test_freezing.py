@@ -13,7 +13,7 @@ from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.freezing import FreezeSchedule, freeze
 from maestro_common.lowrank.layers import low_rank_layers
 from maestro_common.lowrank.samplers import make_sampler
-from maestro_common.ml.training import TrainSettings, train
+from maestro_common.lowrank.training import TrainSettings, train
 from tests.small_nets import three_conv_net
 
 

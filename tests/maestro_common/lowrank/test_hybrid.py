@@ -14,9 +14,9 @@ from maestro_common.lowrank.decompose import decompose, to_dense
 from maestro_common.lowrank.hybrid import hybrid_layers, is_hybrid, make_hybrid, resize_hybrid
 from maestro_common.lowrank.inference import tier_model
 from maestro_common.lowrank.layers import low_rank_layers
-from maestro_common.lowrank.prefix import array_shapes, budget_shapes, take_prefix
 from maestro_common.lowrank.samplers import NestedSampler
-from maestro_common.ml.training import TrainSettings, train
+from maestro_common.lowrank.training import TrainSettings, train
+from maestro_common.ml.prefix import array_shapes, budget_shapes, take_prefix
 from maestro_common.width.sliceable import WidthConv2d
 from tests.small_nets import three_conv_net, two_conv_net
 

@@ -12,7 +12,7 @@ from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.layers import low_rank_layers, use_ranks
 from maestro_common.lowrank.pass_average import average_over_passes, component_counts
 from maestro_common.lowrank.samplers import NestedSampler
-from maestro_common.ml.training import TrainSettings, train
+from maestro_common.lowrank.training import TrainSettings, train
 from tests.small_nets import three_conv_net
 
 

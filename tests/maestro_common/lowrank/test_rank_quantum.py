@@ -17,7 +17,7 @@ from maestro_common.lowrank.layers import (
     quantize_rank,
     set_rank_quantum,
 )
-from maestro_common.lowrank.prefix import budget_dim
+from maestro_common.ml.prefix import budget_dim
 from tests.received import model_arrays_at_budget
 
 BETAS = (0.05, 0.2, 0.25, 0.4, 0.6, 0.8, 1.0)

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from maestro_common.lowrank.accounting import count_macs, count_macs_flop_counter, count_params
-from maestro_common.lowrank.prefix import budget_dim, leading_block
+from maestro_common.lowrank.width_match import width_for_macs
 from maestro_common.ml.models import SEQUENCE_MODELS, CharLSTM, build_model
 from maestro_common.ml.models.plans import WidthPlan
-from maestro_common.width.match import width_for_macs
+from maestro_common.ml.prefix import budget_dim, leading_block
 from maestro_common.width.sliceable import (
     make_width_sliceable,
     use_width,

@@ -18,10 +18,10 @@ from maestro_common.lowrank.accounting import (
 )
 from maestro_common.lowrank.budget import use_budget
 from maestro_common.lowrank.decompose import decompose
-from maestro_common.lowrank.prefix import budget_dim, leading_block
+from maestro_common.lowrank.training import evaluate
+from maestro_common.lowrank.width_match import width_for_macs
 from maestro_common.ml.models import build_model
-from maestro_common.ml.training import evaluate
-from maestro_common.width.match import width_for_macs
+from maestro_common.ml.prefix import budget_dim, leading_block
 from maestro_common.width.sliceable import (
     WidthConv2d,
     WidthLinear,

@@ -12,8 +12,8 @@ from torch import nn
 from maestro_common.lowrank.budget import use_budget
 from maestro_common.lowrank.decompose import decompose, default_skip
 from maestro_common.lowrank.layers import LowRankLinear, low_rank_layers
-from maestro_common.lowrank.probe import probe_input
 from maestro_common.ml.models import SEQUENCE_MODELS, CharLSTM, build_model
+from maestro_common.ml.probe import probe_input
 
 VOCAB, T = 81, 12
 # Small geometries keep the file fast on two cores.

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.layers import low_rank_layers, use_ranks
 from maestro_common.lowrank.samplers import NestedSampler, WidthSampler
-from maestro_common.ml.models import build_model
-from maestro_common.ml.training import (
+from maestro_common.lowrank.training import (
     TrainSettings,
     evaluate,
     evaluate_metrics,
@@ -22,6 +21,7 @@ from maestro_common.ml.training import (
     nested_loss,
     train,
 )
+from maestro_common.ml.models import build_model
 from maestro_common.width.sliceable import make_width_sliceable
 
 

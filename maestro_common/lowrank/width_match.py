@@ -16,7 +16,7 @@ from torch import nn
 
 from maestro_common.lowrank.accounting import count_macs
 from maestro_common.lowrank.layers import low_rank_layers
-from maestro_common.lowrank.prefix import budget_dim
+from maestro_common.ml.prefix import budget_dim
 from maestro_common.width.sliceable import width_layers
 
 __all__ = ["width_for_macs"]

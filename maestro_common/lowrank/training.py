@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maestro_common.app.config import RunConfig
 from maestro_common.lowrank.budget import use_budget
 from maestro_common.lowrank.freezing import FreezeSchedule, frozen_parameters, without_grad
 from maestro_common.lowrank.layers import low_rank_layers, use_ranks
@@ -33,34 +32,36 @@ from maestro_common.lowrank.samplers import NestedSampler, RankSampler, WidthSam
 from maestro_common.ml.schedules import SCHEDULES, lr_factor
 from maestro_common.width.sliceable import use_width
 
-# The one source of hyper-parameter defaults: the run config's (the centralized CLI takes these).
-_RUN = RunConfig()
-
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Hyper-parameters of local training; defaults are the run config's."""
+    """Hyper-parameters of local training.
 
-    epochs: int = _RUN.local_epochs  # passes over the local data
-    batch_size: int = _RUN.batch_size
-    lr: float = _RUN.lr  # the local optimiser's learning rate
-    optimizer: str = _RUN.optimizer  # sgd (with momentum) or adam, fresh each call
-    momentum: float = _RUN.momentum
-    weight_decay: float = _RUN.weight_decay
-    lasso: float = _RUN.lasso  # λ of the hierarchical group lasso (0: off)
+    The defaults equal the run config's (:func:`maestro_common.app.task.train_settings` builds
+    these from a run); the app floor is above this one, so the values are repeated here and a
+    test checks that the two agree.
+    """
+
+    epochs: int = 1  # passes over the local data
+    batch_size: int = 32
+    lr: float = 0.02  # the local optimiser's learning rate
+    optimizer: str = "sgd"  # sgd (with momentum) or adam, fresh each call
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lasso: float = 0.0  # λ of the hierarchical group lasso (0: off)
     # λ of Frobenius decay, ½λ‖U Vᵀ‖² per factored layer (0: off; weight_decay still acts on
     # every parameter, the factors too)
-    frobenius_decay: float = _RUN.frobenius_decay
-    max_grad_norm: float = _RUN.max_grad_norm  # 0: no clipping
+    frobenius_decay: float = 0.0
+    max_grad_norm: float = 5.0  # 0: no clipping
     distill: bool = False  # nested objective: sub-models learn the prefix's softened output
     distill_temperature: float = 1.0  # T of the softened logits (the KL is scaled by T²)
     lr_schedule: str = "constant"  # per step over this call's steps (see schedules)
     # nested objective: each parameter's gradient is the mean over the step's passes that used it
     # (off: their sum, as the authors' code)
-    pass_average: bool = _RUN.pass_average
+    pass_average: bool = False
     # optimiser steps of one call (0: ``epochs`` passes over the data); when set it alone decides
     # the call's length: batches are drawn epoch after epoch, a fresh order each, until it is met
-    steps: int = _RUN.local_steps
+    steps: int = 0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

@@ -49,6 +49,20 @@ def budget_dim(size: int, beta: float) -> int:
     return max(1, min(size, math.ceil(beta * size - 1e-9)))
 
 
+def quantize_rank(cap: int, quantum: int) -> int:
+    """``cap`` rounded down to a multiple of ``quantum``; a cap below one quantum is kept.
+
+    Rank quantization (Hajimolahoseini et al., arXiv 2309.03824): kernels run fastest at channel
+    counts that are multiples of their vector width, so a tier's rank is rounded down to one,
+    never above the budget's cap (and so never above the layer's rank) and never to zero.
+    """
+    if isinstance(quantum, bool) or not isinstance(quantum, int) or quantum < 1:
+        raise ValueError(f"rank quantum must be an int ≥ 1, got {quantum!r}")
+    if cap < 1:
+        raise ValueError(f"rank cap must be ≥ 1, got {cap}")
+    return cap if cap < quantum else cap - cap % quantum
+
+
 def budget_shapes(
     shapes: Mapping[str, tuple[int, ...]],
     prefix_axes: Mapping[str, tuple[int, ...]],

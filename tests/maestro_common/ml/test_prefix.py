@@ -1,10 +1,10 @@
-"""Tests for maestro_common.lowrank.prefix: the leading-block rule."""
+"""Tests for maestro_common.ml.prefix: the leading-block rule."""
 
 import numpy as np
 import pytest
 import torch
 
-from maestro_common.lowrank.prefix import (
+from maestro_common.ml.prefix import (
     budget_dim,
     budget_shapes,
     leading_block,
