@@ -6,8 +6,8 @@ components that remove the most residual energy per cost, measured on the weight
 (``weights``) or on the layers' outputs over training images (``outputs``). This tool scores
 both against uniform ranks on models the centralized trainer saved (``--out``): Maestro's
 factored models as trained, dense ones after their exact SVD (so the rows are SVD truncation).
-The validation split is the trainer's (``--val-size``, the same fixed shuffle), so a rule can be
-chosen on it; the test accuracy is reported beside it.
+The validation split is the trainer's (run-config ``val-size``, held out as the federation holds
+it out), so a rule can be chosen on it; the test accuracy is reported beside it.
 
 Example::
 
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from maestro_common.app.methods import METHODS
 from maestro_common.lowrank.allocation import tier_ranks
 from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.layers import budget_ranks
@@ -35,6 +36,8 @@ from simulations.centralized import split_validation
 
 log = logging.getLogger("maestro.rank_allocation")
 RULES = ("uniform", "weights", "outputs")
+# Methods whose models are width-sliced: no ranks to allocate.
+WIDTH_METHODS = tuple(name for name, m in METHODS.items() if m.width_sliced)
 
 
 def saved_runs(folders: list[Path]) -> list[Path]:
@@ -42,7 +45,8 @@ def saved_runs(folders: list[Path]) -> list[Path]:
     found = []
     for folder in folders:
         for ckpt in sorted(folder.glob("*/checkpoint.npz")):
-            if ckpt.parent.name.startswith("fjord"):
+            method = ckpt.parent.name.rsplit("-seed", 1)[0].split("+")[0]
+            if method in WIDTH_METHODS:
                 continue  # a width model: no ranks to allocate
             found.append(ckpt)
     if not found:
@@ -106,7 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("folders", nargs="+", type=Path, help="--out folders of the centralized trainer")
     p.add_argument("--dataset", default="fashion-mnist", choices=sorted(DATASET_INFO))
     p.add_argument("--data-dir", default=None, help="folder with the dataset's files")
-    p.add_argument("--val-size", type=int, default=6000, help="the trainer's --val-size")
+    p.add_argument("--val-size", type=int, default=6000, help="the trainer's val-size")
     p.add_argument("--calibration", type=int, default=1024, help="training images for 'outputs'")
     p.add_argument("--betas", default="0.25,0.5,0.75", help="budgets below 1 to compare")
     p.add_argument("--limit-test", type=int, default=0, help="use only the first N test images")

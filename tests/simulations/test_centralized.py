@@ -1,174 +1,135 @@
-"""The centralized trainer end to end on a small sample: lr chosen on validation, every method."""
+"""The centralized trainer end to end on a small image sample: every registered method, the lr
+chosen on validation, the dense warm-up, and a summary.csv that simulations.paired reads."""
 
 from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
-from simulations import centralized
+from maestro_common.app.methods import METHOD_NAMES
+from simulations import paired
+from simulations.centralized import main, trainer
+from simulations.report import SUMMARY_COLUMNS
 
 
-def test_lr_grid_on_validation_and_every_method(fmnist_sample, tmp_path):
-    out = tmp_path / "out"
-    argv = [
-        "--model", "lenet5", "--data-dir", str(fmnist_sample), "--epochs", "1",
-        "--methods", "dense,maestro,maestro-sampled,fjord", "--betas", "0.5,1",
-        "--limit-train", "600", "--limit-test", "200", "--val-size", "200",
-        "--lrs", "0.01,0.05", "--select-epochs", "1", "--threads", "1", "--out", str(out),
+def small(fmnist_sample, *extra: str) -> list[str]:
+    return [
+        "--set", "model=lenet5", "--set", f"data-dir={fmnist_sample}",
+        "--set", "tier-fractions=0.5,1", "--set", "max-test-examples=100",
+        "--limit-train", "300", "--epochs", "1", "--threads", "1", *extra,
     ]  # fmt: skip
-    rows = centralized.main(argv)
-    methods = {r.method for r in rows}
-    assert methods == {"dense", "svd", "maestro", "maestro-sampled", "fjord"}
-    selection = json.loads((out / "lr-selection.json").read_text())
-    assert set(selection) == {"dense", "maestro", "maestro-sampled", "fjord"}
-    for method, scores in selection.items():
-        best = max(scores, key=scores.get)
-        assert {r.lr for r in rows if r.method == method} == {float(best)}
+
+
+def test_every_method_of_the_registry_trains_and_is_scored_per_tier(fmnist_sample, tmp_path):
+    out = tmp_path / "out"
+    rows = main(small(fmnist_sample, "--methods", ",".join(METHOD_NAMES), "--out", str(out)))
     by = {(r.method, r.beta): r for r in rows}
-    # fjord's sub-model at β fits the factored model's MACs at β; maestro's β = 1 is the whole.
-    assert by["fjord", 0.5].macs <= by["maestro", 0.5].macs
-    assert by["fjord", 0.5].width < 1.0 and by["fjord", 1.0].width == 1.0
-    # A nested step runs the prefix and the smaller sub-model: dearer than one dense pass.
-    assert by["maestro", 1.0].step_cost > 1.0 and by["dense", 1.0].step_cost == 1.0
-    assert "step cost" in (out / "table.md").read_text()
-    # Every final model is also scored on the validation split, at its own budget.
+    assert {r.method for r in rows} == {*METHOD_NAMES, "svd"}
+    # Width methods run at MAC-matched widths; maestro's β = 1 is its whole model.
+    assert by["fjord", 0.5].width < 1.0 and by["fjord", 0.5].macs <= by["maestro", 0.5].macs
+    assert by["heterofl", 0.5].width == by["fjord", 0.5].width
+    assert by["maestro", 0.5].width == 0.5 and by["maestro", 1.0].width == 1.0
+    # fedavg-all is one dense model at every tier, fedavg-fit one narrow model.
+    assert by["fedavg-all", 0.5].accuracy == by["fedavg-all", 1.0].accuracy
+    assert by["fedavg-fit", 1.0].width == by["fjord", 0.5].width
+    assert by["fedavg-fit", 0.5].macs == by["fedavg-fit", 1.0].macs
+    # The svd rows cut the trained dense model: exact at full rank.
+    assert by["svd", 1.0].accuracy == pytest.approx(by["fedavg-all", 1.0].accuracy, abs=0.011)
+    assert by["svd", 0.5].params < by["svd", 1.0].params
+    # A nested step runs the whole model and a smaller one: dearer than one dense pass; FjORD's
+    # widths are cheaper.
+    assert by["maestro", 1.0].step_cost > 1.0 == by["fedavg-all", 1.0].step_cost
+    assert by["fjord", 1.0].step_cost < 1.0
+    assert all(r.accuracy_last is None and r.epochs == 1 for r in rows)
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert len(summary) == len(rows) and set(summary["run"]) >= {"maestro-seed0"}
+    row = summary[(summary["method"] == "maestro") & (summary["beta"] == 0.5)].iloc[0]
+    assert row["accuracy"] == pytest.approx(100 * by["maestro", 0.5].accuracy)
+    # Each model is saved where its rows say.
+    assert (out / "fjord-seed0" / "checkpoint.npz").is_file()
+    assert json.loads((out / "args.json").read_text())["methods"] == list(METHOD_NAMES)
+
+
+def test_paired_reads_the_summary_of_two_seeds(fmnist_sample, tmp_path, capsys):
+    out = tmp_path / "out"
+    rows = main(
+        small(fmnist_sample, "--methods", "maestro,fjord", "--seeds", "0,1", "--out", str(out))
+    )
+    capsys.readouterr()
+    paired.main([str(out / "summary.csv"), "--method", "maestro", "--against", "fjord"])
+    table = capsys.readouterr().out
+    by = {(r.method, r.beta, r.seed): r.accuracy for r in rows}
+    diffs = [100 * (by["maestro", 0.5, s] - by["fjord", 0.5, s]) for s in (0, 1)]
+    assert f"| maestro | fjord | 0.5 | 2 | 0,1 | {diffs[0]:+.2f} / {diffs[1]:+.2f} |" in table
+
+
+def test_the_lr_is_chosen_on_validation_per_method(fmnist_sample, tmp_path):
+    out = tmp_path / "out"
+    argv = small(fmnist_sample, "--methods", "fedavg-all,maestro", "--set", "val-size=100")
+    rows = main([*argv, "--lrs", "0.01,0.05", "--select-epochs", "1", "--out", str(out)])
+    selection = json.loads((out / "lr-selection.json").read_text())
+    assert set(selection) == {"fedavg-all", "maestro"}
+    for method, scores in selection.items():
+        best = float(max(scores, key=scores.get))
+        assert {r.lr for r in rows if r.method == method} == {best}
+    # Every final model is also scored on the validation split.
     assert all(r.val_accuracy is not None and 0.0 <= r.val_accuracy <= 1.0 for r in rows)
 
 
-def test_validation_split_is_fixed_and_disjoint(fmnist_sample):
-    train = centralized.load_dataset("fashion-mnist", "train", str(fmnist_sample))
-    fit, val = centralized.split_validation(train, 300)
-    fit2, val2 = centralized.split_validation(train, 300)
-    assert len(val) == 300 and len(fit) == len(train) - 300
-    assert torch.equal(val.images, val2.images) and torch.equal(fit.labels, fit2.labels)
-    # No validation image is among the training images.
-    flat = {bytes(x.numpy().tobytes()) for x in fit.images}
-    assert not any(bytes(x.numpy().tobytes()) in flat for x in val.images)
-
-
 def test_dense_warmup_trains_dense_then_factors_the_trained_weights(fmnist_sample, monkeypatch):
-    base = [
-        "--model", "lenet5", "--data-dir", str(fmnist_sample), "--epochs", "2", "--betas",
-        "0.5,1", "--limit-train", "300", "--limit-test", "100", "--threads", "1",
-        "--methods", "maestro",
-    ]  # fmt: skip
-    factored_after = []
-    real_factor = centralized._factor
+    prepared = []
+    real = trainer.get_method
 
-    def spy(model, args):
-        # Factoring a warmed-up model: its weights were trained, not fresh from the seed.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # the run's seed, which run_one builds the model from
-            fresh = centralized._build(args)
-        pairs = zip(model.parameters(), fresh.parameters(), strict=True)
-        factored_after.append(any(not torch.equal(a, b) for a, b in pairs))
-        return real_factor(model, args)
+    class Spy:
+        def __init__(self, method):
+            self._method = method
 
-    monkeypatch.setattr(centralized, "_factor", spy)
-    warm = centralized.main([*base, "--dense-warmup", "0.5"])
-    assert factored_after == [True]
-    factored_after.clear()
-    plain = centralized.main([*base, "--dense-warmup", "0"])
-    assert factored_after == [False]  # factored at initialisation, before any step
+        def __getattr__(self, name):
+            return getattr(self._method, name)
+
+        def prepare(self, model, shape, cfg):
+            # Factoring a warmed-up model: its weights were trained, not the seed's.
+            fresh = trainer.build_run_model(trainer.dense_config(cfg))
+            pairs = zip(model.parameters(), fresh.parameters(), strict=True)
+            prepared.append(any(not torch.equal(a, b) for a, b in pairs))
+            return self._method.prepare(model, shape, cfg)
+
+    monkeypatch.setattr(trainer, "get_method", lambda name: Spy(real(name)))
+    base = small(fmnist_sample, "--methods", "maestro", "--epochs", "2")
+    warm = main([*base, "--set", "dense-warmup=0.5"])
+    assert prepared == [True]
+    plain = main(base)
+    assert prepared == [True]  # factored when built, never during training
     assert {r.method for r in warm} == {"maestro+warmup"}
-    assert all(r.val_accuracy is None for r in warm)  # no --val-size: no validation score
     assert {r.method for r in plain} == {"maestro"}
-    by_warm = {r.beta: r for r in warm}
-    by_plain = {r.beta: r for r in plain}
-    # Same factored model at the end; one dense epoch of two makes the mean step cheaper.
+    by_warm, by_plain = ({r.beta: r for r in rows} for rows in (warm, plain))
     assert by_warm[1.0].params == by_plain[1.0].params
+    # One dense epoch of two makes the mean step cheaper.
     assert 1.0 < by_warm[1.0].step_cost < by_plain[1.0].step_cost
 
 
-def test_hybrid_rows_run_at_the_budget_within_the_plain_models_macs(fmnist_sample):
-    base = [
-        "--model", "lenet5", "--data-dir", str(fmnist_sample), "--epochs", "1", "--betas",
-        "0.5,1", "--limit-train", "300", "--limit-test", "100", "--threads", "1",
-        "--dense-warmup", "0",
-    ]  # fmt: skip
-    hybrid = centralized.main([*base, "--methods", "maestro", "--hybrid-width"])
-    plain = centralized.main([*base, "--methods", "maestro"])
-    hybrid, plain = ({r.beta: r for r in rows} for rows in (hybrid, plain))
-    assert {r.method for r in hybrid.values()} == {"maestro+hybrid"}
-    # β = 0.5 runs a larger fraction of the hybrid (conv1 cut too) within plain Maestro's MACs.
-    assert 0.5 < hybrid[0.5].width < 1.0 and hybrid[1.0].width == 1.0
-    assert hybrid[0.5].macs <= plain[0.5].macs and hybrid[1.0].macs == plain[1.0].macs
-    assert hybrid[0.5].params > plain[0.5].params  # more rank for the same MACs
+def test_keys_label_the_variant_as_the_federation_does(fmnist_sample):
+    keys = ["frobenius-decay=1e-4", "lasso=1e-2", "shrink-every=1", "shrink-eps=0.5"]
+    rows = main(
+        small(fmnist_sample, "--methods", "maestro", *(a for k in keys for a in ("--set", k)))
+    )
+    assert {r.method for r in rows} == {"maestro+fd+gl0.01+shrink"}
+    # Shrinking after the epoch cut ranks: fewer parameters than the unshrunk full model.
+    full = main(small(fmnist_sample, "--methods", "maestro"))
+    assert max(r.params for r in rows) < max(r.params for r in full)
 
 
-def test_warmup_epochs_round_and_leave_a_factored_epoch():
-    args = centralized.parse_args(["--epochs", "5", "--dense-warmup", "0.6"])
-    assert centralized.warmup_epochs(args) == 3
-    args = centralized.parse_args(["--epochs", "2", "--dense-warmup", "0.9"])
-    assert centralized.warmup_epochs(args) == 1
-    args = centralized.parse_args(["--epochs", "5"])
-    assert centralized.warmup_epochs(args) == 3  # the default share, 0.6
-    args = centralized.parse_args(["--epochs", "5", "--dense-warmup", "0"])
-    assert centralized.warmup_epochs(args) == 0
+def test_too_large_a_validation_split_is_refused(fmnist_sample):
+    with pytest.raises(SystemExit, match="val-size"):
+        main(small(fmnist_sample, "--set", "val-size=300"))
 
 
-@pytest.mark.parametrize(
-    ("argv", "match"),
-    [
-        (["--lrs", "0.1,0.2"], "--val-size"),
-        (["--full-pass-share", "2"], "--full-pass-share"),
-        (["--grid", "0,1"], "--grid"),
-        (["--methods", "dense,width"], "unknown method"),
-        (["--dense-warmup", "1"], "--dense-warmup"),
-        (["--select-seed", "-1"], "--select-seed"),
-    ],
-)
-def test_bad_arguments_are_refused(argv, match, capsys):
-    with pytest.raises(SystemExit):
-        centralized.parse_args(argv)
-    assert match in capsys.readouterr().err
-
-
-def test_the_lr_trial_runs_on_the_select_seed_not_this_process_first_seed(monkeypatch):
-    # Seeds split over processes (--seeds 0,1 here, --seeds 2 there) must share one trial.
-    args = centralized.parse_args(["--seeds", "2", "--lrs", "0.1,0.2", "--val-size", "10"])
-    assert args.select_seed == 0
-    trial_seeds = []
-
-    def fake_run_one(method, seed, sub, train_ds, val_ds, lr):
-        trial_seeds.append(seed)
-        return [centralized.Row("cnn", method, seed, 1.0, 0.5 + lr, 0.0, 0, 0, 0.0, lr)]
-
-    monkeypatch.setattr(centralized, "run_one", fake_run_one)
-    lr, scores = centralized.choose_lr("maestro", args, None, None)
-    assert trial_seeds == [0, 0] and lr == 0.2 and set(scores) == {0.1, 0.2}
-
-
-def test_dense_is_chosen_on_the_dense_model_not_its_truncations(monkeypatch):
-    args = centralized.parse_args(["--lrs", "0.1,0.2", "--val-size", "10"])
-
-    def fake_run_one(method, seed, sub, train_ds, val_ds, lr):
-        # lr 0.1: the better dense model; lr 0.2: far better truncations.
-        dense = centralized.Row(
-            "cnn", "dense", seed, 1.0, 0.9 if lr == 0.1 else 0.8, 0.0, 0, 0, 0.0, lr
-        )
-        svd = [
-            centralized.Row("cnn", "svd", seed, b, 0.3 if lr == 0.1 else 0.7, 0.0, 0, 0, 0.0, lr)
-            for b in (0.25, 0.5)
-        ]
-        return [dense, *svd]
-
-    monkeypatch.setattr(centralized, "run_one", fake_run_one)
-    lr, scores = centralized.choose_lr("dense", args, None, None)
-    assert lr == 0.1 and scores == {0.1: 0.9, 0.2: 0.8}
-
-
-def test_frobenius_decay_rows_are_labelled_and_negative_decay_is_refused(fmnist_sample, capsys):
-    base = [
-        "--model", "lenet5", "--data-dir", str(fmnist_sample), "--epochs", "1", "--betas",
-        "1", "--limit-train", "100", "--limit-test", "50", "--threads", "1",
-        "--dense-warmup", "0", "--frobenius-decay", "1e-4",
-    ]  # fmt: skip
-    rows = centralized.main([*base, "--methods", "maestro,dense"])
-    # Dense (and its SVD truncation) has no factors to decay: only the factored rows say +fd.
-    assert {r.method for r in rows} == {"maestro+fd", "dense", "svd"}
-    with pytest.raises(SystemExit):
-        centralized.parse_args(["--frobenius-decay", "-1"])
-    assert "--frobenius-decay must be ≥ 0" in capsys.readouterr().err
+def test_the_objective_key_picks_maestros_step(fmnist_sample):
+    nested = main(small(fmnist_sample, "--methods", "maestro"))
+    sampled = main(small(fmnist_sample, "--methods", "maestro", "--set", "objective=sampled"))
+    # One sampled sub-model per step (the paper's sampler) against the whole model plus one more.
+    assert sampled[0].step_cost <= 1.2 < nested[0].step_cost

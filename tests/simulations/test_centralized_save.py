@@ -11,14 +11,16 @@ from simulations.centralized import main
 def test_saved_models_evaluate_as_the_trainer_reported(fmnist_sample, tmp_path):
     rows = main(
         [
-            *("--model", "lenet5", "--methods", "dense,maestro", "--epochs", "1"),
-            *("--limit-train", "300", "--limit-test", "200", "--betas", "0.5,1"),
-            *("--data-dir", str(fmnist_sample), "--out", str(tmp_path), "--threads", "1"),
+            *("--set", "model=lenet5", "--methods", "fedavg-all,maestro", "--epochs", "1"),
+            *("--limit-train", "300", "--set", "max-test-examples=200"),
+            *("--set", "tier-fractions=0.5,1", "--set", f"data-dir={fmnist_sample}"),
+            *("--out", str(tmp_path), "--threads", "1"),
         ]
     )
-    for method, saved_as in (("maestro", "maestro"), ("dense", "fedavg-all")):
+    for method in ("maestro", "fedavg-all"):
         run = load_run(tmp_path / f"{method}-seed0" / "checkpoint.npz")
-        assert run.cfg.method == saved_as and run.cfg.tiers == (0.5, 1.0)
+        assert run.cfg.method == method and run.cfg.tiers == (0.5, 1.0)
+        assert run.cfg.num_rounds == 1  # the epochs trained
         test = load_test_set(run.cfg, limit=200)
         table = evaluate_run(run, [0.5, 1.0], test, repeats=1)
         reported = {r.beta: r.accuracy for r in rows if r.method == method}
@@ -31,13 +33,14 @@ def test_a_tucker_model_with_breakeven_ranks_is_rebuilt_as_trained(fmnist_sample
     # export rebuilds the model from config.json: the factorisation and ranks must be recorded.
     rows = main(
         [
-            *("--model", "lenet5", "--methods", "maestro", "--epochs", "1", "--threads", "1"),
-            *("--conv-factorization", "tucker", "--initial-ranks", "breakeven"),
-            *("--limit-train", "300", "--limit-test", "200", "--betas", "0.5,1"),
-            *("--data-dir", str(fmnist_sample), "--out", str(tmp_path)),
+            *("--set", "model=lenet5", "--methods", "maestro", "--epochs", "1"),
+            *("--set", "conv-factorization=tucker", "--set", "initial-ranks=breakeven"),
+            *("--limit-train", "300", "--set", "max-test-examples=200", "--threads", "1"),
+            *("--set", "tier-fractions=0.5,1", "--set", f"data-dir={fmnist_sample}"),
+            *("--out", str(tmp_path)),
         ]
     )
-    run = load_run(tmp_path / "maestro-seed0" / "checkpoint.npz")
+    run = load_run(tmp_path / "maestro+tucker+breakeven-seed0" / "checkpoint.npz")
     assert run.cfg.conv_factorization == "tucker" and run.cfg.initial_ranks == "breakeven"
     table = evaluate_run(run, [0.5, 1.0], load_test_set(run.cfg, limit=200), repeats=1)
     reported = {r.beta: r.accuracy for r in rows}

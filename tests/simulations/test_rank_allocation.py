@@ -14,9 +14,10 @@ def test_scores_every_rule_on_saved_dense_and_factored_models(fmnist_sample, tmp
     # fmt: off
     centralized.main(
         [
-            "--model", "lenet5", "--data-dir", str(fmnist_sample), "--epochs", "2",
-            "--methods", "dense,maestro,fjord", "--betas", "0.5,1", "--limit-train", "600",
-            "--limit-test", "100", "--val-size", "200", "--threads", "1", "--out", str(out),
+            "--set", "model=lenet5", "--set", f"data-dir={fmnist_sample}", "--epochs", "2",
+            "--methods", "fedavg-all,maestro,fjord,heterofl", "--set", "tier-fractions=0.5,1",
+            "--limit-train", "600", "--set", "max-test-examples=100", "--set", "val-size=200",
+            "--threads", "1", "--out", str(out),
         ]
     )
     rows = rank_allocation.main(
@@ -30,7 +31,7 @@ def test_scores_every_rule_on_saved_dense_and_factored_models(fmnist_sample, tmp
     assert {(r["kind"], r["rule"]) for r in rows} == {
         (kind, rule) for kind in ("svd", "maestro") for rule in rank_allocation.RULES
     }
-    assert len(rows) == 2 * 2 * len(rank_allocation.RULES)  # fjord's width model is skipped
+    assert len(rows) == 2 * 2 * len(rank_allocation.RULES)  # the width models are skipped
     for r in rows:
         assert 0.0 <= r["val"] <= 1.0 and 0.0 <= r["test"] <= 1.0
     by = {(r["kind"], r["beta"], r["rule"]): r["ranks"] for r in rows}

@@ -1,0 +1,5 @@
+"""``python -m simulations.centralized``."""
+
+from simulations.centralized.command import main
+
+main()
