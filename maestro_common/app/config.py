@@ -132,6 +132,8 @@ class RunConfig:
     output_dir: str = "runs"
     run_name: str = ""  # "" = method-model-dataset-seed
     resume: bool = False
+    # TensorBoard events of the per-tier metrics in <run folder>/tensorboard/ (needs tensorboard)
+    tensorboard: bool = False
     # Trust boundary (docs/trust.md)
     weight_cap: float = 2.0  # a reply weighs at most this × the round's median num-examples
     weight_floor: float = 0.01  # ... and at least this × that median (0 = off; ≤ weight-cap)
