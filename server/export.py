@@ -14,9 +14,12 @@ differ::
 ``torch.export`` program that loads with torch alone (``torch.export.load(path).module()``) and
 maps raw pixels in [0, 1] of shape (B, C, H, W) to class logits (normalisation is inside), and
 ``<out>/<name>.json`` with the tier's budget, ranks, params, MACs, bytes, test accuracy and
-latency. Factored layers are merged into dense ones where the dense form was measured to be
-faster on this CPU
-(:func:`maestro_common.lowrank.inference.merge_where_faster`).
+latency. Each factored layer is written factored or merged into a dense one by a stated
+``--target``: ``size`` (the default below the full tier) merges only where the dense form has
+fewer parameters, so the artifact is never bigger than the factored tier; ``latency`` (the default
+for the full tier, β = 1) merges where the dense form was measured faster on this CPU
+(:func:`maestro_common.lowrank.inference.merge_where_faster`). An artifact bigger than the
+factored tier is reported with a warning and ``bigger-than-factored`` in the JSON.
 
 ``evaluate`` prints the per-tier table (accuracy, loss, params, MACs, bytes, latency) and writes
 it as ``tiers.md``, ``tiers.json`` and ``tiers.csv``, without re-running the federation.
@@ -44,7 +47,13 @@ from maestro_common.app.config import RunConfig
 from maestro_common.lowrank.accounting import count_macs, count_params
 from maestro_common.lowrank.budget import use_budget
 from maestro_common.lowrank.decompose import to_dense
-from maestro_common.lowrank.inference import Normalize, latency_ms, merge_where_faster, tier_model
+from maestro_common.lowrank.inference import (
+    Normalize,
+    latency_ms,
+    merge_where_faster,
+    merge_where_smaller,
+    tier_model,
+)
 from maestro_common.lowrank.layers import low_rank_layers
 from maestro_common.lowrank.training import evaluate
 from maestro_common.ml.data import DATASET_INFO, ArrayDataset, load_dataset
@@ -53,7 +62,9 @@ from maestro_common.ml.prefix import array_shapes, payload_nbytes, take_prefix
 from server.evaluation import ModelOps  # the tier budgets, shapes and counts of metrics.jsonl
 
 LATENCY_BATCHES = (1, 64)
-MERGE_MODES = ("measure", "none", "all")
+# How factored layers are written: a target decides per layer; --merge forces or measures.
+TARGETS = ("size", "latency")
+MERGE_MODES = ("measure", "none", "all")  # measure = --target latency (the old default)
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
@@ -188,22 +199,54 @@ def _accuracy(fn, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 
     return correct / max(len(labels), 1)
 
 
+def merge_rule(beta: float, target: str | None = None, merge: str | None = None) -> str:
+    """How tier β's factored layers are written: ``size``, ``measure``, ``none`` or ``all``.
+
+    ``target`` ``size`` gives ``size`` (merge only where the dense form is smaller), ``latency``
+    gives ``measure`` (merge where timed faster). ``merge`` is the older flag: ``measure`` is
+    ``--target latency``; ``none`` and ``all`` force every layer factored or merged. With
+    neither: ``size`` below the full tier (β < 1), ``measure`` for the full tier.
+
+    Raises
+    ------
+    ValueError
+        For an unknown target or merge mode, or both given.
+    """
+    if target is not None and target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if merge is not None and merge not in MERGE_MODES:
+        raise ValueError(f"merge must be one of {MERGE_MODES}, got {merge!r}")
+    if target is not None and merge is not None:
+        raise ValueError(
+            f"give a target or a merge mode, not both (got target {target!r} and merge "
+            f"{merge!r}); --merge measure is --target latency"
+        )
+    if merge is not None:
+        return merge
+    if target is None:
+        target = "size" if beta < 1 else "latency"
+    return "size" if target == "size" else "measure"
+
+
 def export_tier(
     run: LoadedRun,
     beta: float,
     out: Path,
     test: ArrayDataset,
-    merge: str = "measure",
+    merge: str | None = None,
     repeats: int = 50,
     name: str | None = None,
+    target: str | None = None,
 ) -> dict[str, Any]:
     """Write tier β of ``run`` as ``<out>/<name>.pt2`` and its facts as ``<out>/<name>.json``.
 
-    Returns the JSON's content. ``merge``: ``measure`` merges factored layers into dense ones
-    where that was timed faster, ``none`` keeps them factored, ``all`` merges every one.
+    Returns the JSON's content. Which factored layers are merged into dense ones is
+    :func:`merge_rule` of ``target`` and ``merge`` (default: the smaller form per layer below
+    the full tier, the faster one for the full tier). When the written tier has more
+    parameters than its factored form, a warning is logged and kept in the JSON's ``warnings``
+    (with ``bigger-than-factored`` true).
     """
-    if merge not in MERGE_MODES:
-        raise ValueError(f"merge must be one of {MERGE_MODES}, got {merge!r}")
+    rule = merge_rule(beta, target, merge)
     cfg = run.cfg
     name = check_name(f"{cfg.name}-beta{beta:g}" if name is None else name)
     if run.ops.method.width_sliced:
@@ -216,12 +259,23 @@ def export_tier(
     framework_loss, framework_acc = evaluate(run.model, test.images, test.labels, budget)
     sub = tier_model(run.model, budget)
     ranks = {n: m.rank for n, m in low_rank_layers(sub).items()}
-    decisions = []
-    if merge == "measure":
-        decisions = [d.to_json() for d in merge_where_faster(sub, shape, LATENCY_BATCHES)]
-    elif merge == "all":
+    factored_params = count_params(sub)
+    timings, sizes = [], []
+    if rule == "measure":
+        timings = [d.to_json() for d in merge_where_faster(sub, shape, LATENCY_BATCHES)]
+    elif rule == "size":
+        sizes = [d.to_json() for d in merge_where_smaller(sub)]
+    elif rule == "all":
         to_dense(sub, beta=1.0)
     merged = sorted(set(ranks) - set(low_rank_layers(sub)))
+    params = count_params(sub)
+    notes = []
+    if params > factored_params:
+        notes.append(
+            f"the exported tier β={beta:g} has {params:,} parameters, more than its factored "
+            f"form's {factored_params:,} (merged to dense: {', '.join(merged)}; merge rule "
+            f"{rule!r}); --target size writes no layer bigger than its factored form"
+        )
     info = DATASET_INFO[cfg.dataset]
     wrapped = Normalize(sub, info.mean, info.std).eval()
     example = torch.zeros((2, *shape))
@@ -256,9 +310,14 @@ def export_tier(
         "budget": budget,
         "ranks": ranks,
         "merged-to-dense": merged,
-        "merge": merge,
-        "merge-timings-ms": decisions,
-        "params": count_params(sub),
+        "target": {"size": "size", "measure": "latency"}.get(rule),
+        "merge": rule,
+        "merge-timings-ms": timings,
+        "merge-params": sizes,
+        "params": params,
+        "factored-params": factored_params,
+        "bigger-than-factored": params > factored_params,
+        "warnings": notes,
         "macs": count_macs(sub, shape),
         "tier-macs": count_macs(run.model, shape, budget),
         "weight-bytes": payload_nbytes({k: v.numpy() for k, v in sub.state_dict().items()}),
@@ -272,6 +331,8 @@ def export_tier(
         "torch-version": torch.__version__,
     }
     (out / f"{name}.json").write_text(json.dumps(facts, indent=1) + "\n")
+    for note in notes:
+        log(WARNING, "%s", note)
     if abs(accuracy - framework_acc) > 1e-3:
         log(
             WARNING,
@@ -379,7 +440,19 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     which = ex.add_mutually_exclusive_group(required=True)
     which.add_argument("--beta", type=float, help="budget β in (0, 1]")
     which.add_argument("--tier", type=int, help="index into the run's tier-fractions")
-    ex.add_argument("--merge", choices=MERGE_MODES, default="measure", help="dense merging")
+    form = ex.add_mutually_exclusive_group()
+    form.add_argument(
+        "--target",
+        choices=TARGETS,
+        help="per factored layer, write the smaller form (size) or the one timed faster "
+        "(latency); default: size below the full tier, latency for β = 1",
+    )
+    form.add_argument(
+        "--merge",
+        choices=MERGE_MODES,
+        help="older flag: measure = --target latency; none keeps every layer factored, all "
+        "merges every one (a tier bigger than its factored form is reported)",
+    )
     ex.add_argument("--repeats", type=int, default=50, help="timed calls per latency")
     ex.add_argument(
         "--name", help="artifact file name without suffix, written inside --out (no paths)"
@@ -405,9 +478,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         test = load_test_set(run.cfg, args.test_data, args.data_dir, args.limit_test)
         if args.command == "export":
             beta = tier_beta(run.cfg, args.beta, args.tier)
-            facts = export_tier(run, beta, args.out, test, args.merge, args.repeats, args.name)
+            facts = export_tier(
+                run, beta, args.out, test, args.merge, args.repeats, args.name, args.target
+            )
             log(INFO, "wrote %s", args.out / facts["artifact"])
-            print(json.dumps({k: v for k, v in facts.items() if k != "merge-timings-ms"}, indent=1))
+            hidden = ("merge-timings-ms", "merge-params")
+            print(json.dumps({k: v for k, v in facts.items() if k not in hidden}, indent=1))
         else:
             betas = args.betas or list(run.cfg.tiers)
             rows = evaluate_run(run, betas, test, args.repeats)

@@ -104,7 +104,10 @@ def load_checkpoint(folder: Path) -> Checkpoint:
 
 
 # Keys that may differ on resume; everything else must match the checkpoint's run.
-RESUMABLE_CHANGES = {"num-rounds", "resume", "round-timeout", "device", "eval-every", "node-wait"}
+RESUMABLE_CHANGES = {
+    *("num-rounds", "resume", "round-timeout", "device", "eval-every", "node-wait"),
+    "tensorboard",  # only what is logged besides the run's own files
+}
 
 
 def check_resumable(saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:

@@ -30,6 +30,7 @@ from server.report import plot_accuracy, write_summary
 from server.results import CHECKPOINT, RunRecorder
 from server.rounds import RoundLog, RoundPolicy
 from server.strategy import NestedFedAvg
+from server.tensorboard_log import TierBoard
 
 app = ServerApp()
 
@@ -196,8 +197,8 @@ def main(grid: Grid, context: Context) -> None:
     tune_malloc()  # evaluation batches of 1000: 1.7-1.8x faster with memory kept (docs/results.md)
     folder, ops, profiles, warmup = preflight(cfg)
     # One writer per run folder: refused (naming the holder) while another process writes it.
-    with FolderLock(folder, "ServerApp"):
-        run_rounds(grid, cfg, folder, ops, profiles, warmup)
+    with FolderLock(folder, "ServerApp"), TierBoard(folder, cfg.tensorboard) as board:
+        run_rounds(grid, cfg, folder, ops, profiles, warmup, board)
 
 
 def run_rounds(
@@ -207,8 +208,12 @@ def run_rounds(
     ops: ModelOps,
     profiles: tuple[TierProfile, ...],
     warmup: Warmup | None,
+    board: TierBoard | None = None,
 ) -> None:
-    """The run's rounds, recorded in ``folder`` (held by this process), and its summary."""
+    """The run's rounds, recorded in ``folder`` (held by this process), and its summary.
+
+    ``board`` also gets every row (TensorBoard events of the per-tier metrics, when enabled).
+    """
     # A dense warm-up's rounds (and round 0, its initial model) run the warm-up method's operations.
     warm_ops = warmup.ops if warmup is not None else None
 
@@ -290,6 +295,8 @@ def run_rounds(
                     log(INFO, "round %d %s accuracy: %s", rnd, what, accs)
         row["wall-seconds"] = time.perf_counter() - start
         recorder.record_round(rnd, new_arrays, row)
+        if board is not None:
+            board.add_row(row)
 
     rounds = {
         "timeout": cfg.round_timeout,

@@ -327,6 +327,11 @@ class RunConfig:
         Rule(_plain_folder_name, "a plain folder name (no '/', '\\', '.' or '..')"),
     )
     resume: bool = setting(False, "continue after the run folder's checkpoint")
+    tensorboard: bool = setting(
+        False,
+        "TensorBoard events of per-tier accuracy and loss in <run folder>/tensorboard/ "
+        "(pip install tensorboard)",
+    )
     # Trust boundary (docs/trust.md)
     weight_cap: float = setting(
         2.0, "a reply weighs at most this × the round's median num-examples (0 = off)", NON_NEGATIVE

@@ -3,7 +3,9 @@
 A tier's sub-model at budget β keeps the first ⌈β·r⌉ components of every factored layer
 (:func:`tier_model`). Whether a factored layer runs faster as its two thin products or as the
 merged dense product depends on the rank, the shapes and the CPU, so :func:`merge_where_faster`
-times both forms of every layer on its real input and merges only where dense wins.
+times both forms of every layer on its real input and merges only where dense wins;
+:func:`merge_where_smaller` merges only where the dense form has fewer parameters, so the result
+is never bigger than the factored tier.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from maestro_common.lowrank.layers import budget_rank, low_rank_layers
 from maestro_common.lowrank.merging import apply_plan, fastest_plan
 from maestro_common.width.sliceable import width_layers
 
-__all__ = ["MergeDecision", "Normalize", "latency_ms", "merge_where_faster", "tier_model"]
+__all__ = [
+    "MergeDecision",
+    "Normalize",
+    "SizeDecision",
+    "latency_ms",
+    "merge_where_faster",
+    "merge_where_smaller",
+    "tier_model",
+]
 
 
 def tier_model(model: nn.Module, beta: float) -> nn.Module:
@@ -181,4 +191,45 @@ def merge_where_faster(
         MergeDecision(name, rank, fact_ms, dense_ms, plan[name])
         for name, (rank, fact_ms, dense_ms) in timings.items()
     ]
+    return decisions
+
+
+@dataclass(frozen=True)
+class SizeDecision:
+    """The parameter counts behind one layer's merge decision by size (bias included in both)."""
+
+    layer: str
+    rank: int
+    factored_params: int
+    dense_params: int
+    merged: bool
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _numel(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@torch.no_grad()
+def merge_where_smaller(model: nn.Module) -> list[SizeDecision]:
+    """Merge each factored layer of ``model`` into a dense one where that has fewer parameters.
+
+    In place. A layer is merged only when its dense form is strictly smaller than its factored
+    form at the rank it keeps, so no layer, and so not the model, ends up bigger than the
+    factored model it started from (at a small budget r·(m + n) < m·n and nothing is merged).
+
+    Parameters
+    ----------
+    model:
+        A factored model at the ranks to keep (e.g. from :func:`tier_model`).
+    """
+    decisions = []
+    plan = {}
+    for name, layer in low_rank_layers(model).items():
+        factored, dense = _numel(layer), _numel(to_dense_module(layer))
+        plan[name] = dense < factored
+        decisions.append(SizeDecision(name, layer.rank, factored, dense, plan[name]))
+    apply_plan(model, model, {name: True for name, merged in plan.items() if merged})
     return decisions

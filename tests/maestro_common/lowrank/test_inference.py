@@ -8,7 +8,13 @@ from torch import nn
 
 from maestro_common.lowrank.budget import use_budget
 from maestro_common.lowrank.decompose import decompose
-from maestro_common.lowrank.inference import Normalize, latency_ms, merge_where_faster, tier_model
+from maestro_common.lowrank.inference import (
+    Normalize,
+    latency_ms,
+    merge_where_faster,
+    merge_where_smaller,
+    tier_model,
+)
 from maestro_common.lowrank.layers import LowRankLayer, low_rank_layers
 from tests.small_nets import two_conv_net
 
@@ -77,3 +83,21 @@ def test_normalize_and_latency():
 def test_tier_model_refuses_bad_budgets():
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         tier_model(decompose(two_conv_net()), 0)
+
+
+def test_merging_by_size_merges_only_where_dense_is_smaller():
+    model = decompose(two_conv_net())
+    x = torch.randn(4, 1, 6, 6)
+    full = tier_model(model, 1.0)  # full rank: r·(m + n) ≥ m·n, so dense is smaller
+    before = full(x)
+    decisions = merge_where_smaller(full)
+    assert decisions and all(d.dense_params < d.factored_params for d in decisions)
+    assert all(d.merged for d in decisions) and not low_rank_layers(full)
+    assert torch.allclose(full(x), before, atol=1e-5)
+    small = tier_model(model, 0.2)  # ranks 4 and 8: the factors are smaller than dense
+    params = sum(p.numel() for p in small.parameters())
+    decisions = merge_where_smaller(small)
+    assert [d.merged for d in decisions] == [False, False]
+    assert all(d.factored_params < d.dense_params for d in decisions)
+    assert sum(p.numel() for p in small.parameters()) == params
+    assert decisions[0].to_json()["layer"] == "2"
