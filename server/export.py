@@ -323,8 +323,8 @@ def export_tier(
         "weight-bytes": payload_nbytes({k: v.numpy() for k, v in sub.state_dict().items()}),
         "artifact-bytes": artifact.stat().st_size,
         "test-examples": len(test),
-        "test-accuracy": accuracy,
-        "framework-accuracy": framework_acc,
+        "test-accuracy-pct": 100 * accuracy,
+        "framework-accuracy-pct": 100 * framework_acc,
         "framework-loss": framework_loss,
         "latency-ms": latency,
         "torch-threads": torch.get_num_threads(),
@@ -346,7 +346,8 @@ def export_tier(
 def evaluate_run(
     run: LoadedRun, betas: list[float], test: ArrayDataset, repeats: int = 20
 ) -> list[dict[str, Any]]:
-    """One row per budget β: accuracy, loss, params, MACs, bytes sent, latency at batch 1 and 64.
+    """One row per budget β: accuracy (%, ``accuracy-pct``), loss, params, MACs, bytes sent,
+    latency at batch 1 and 64.
 
     Params, MACs and bytes are those of the run's metrics (the server's model operations);
     latency is the eager model at that budget on this CPU.
@@ -366,7 +367,7 @@ def evaluate_run(
             {
                 "beta": beta,
                 "budget": budget,
-                "accuracy": acc,
+                "accuracy-pct": 100 * acc,
                 "loss": loss,
                 "params": count_params(run.model, budget),
                 "macs": count_macs(run.model, run.ops.shape, budget),
@@ -386,7 +387,7 @@ def tier_markdown(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['beta']:g} | {100 * r['accuracy']:.2f} | {r['loss']:.4f} | {r['params']:,} "
+            f"| {r['beta']:g} | {r['accuracy-pct']:.2f} | {r['loss']:.4f} | {r['params']:,} "
             f"| {r['macs']:,} | {r['bytes']:,} | {r['latency-ms-1']:.3f} "
             f"| {r['latency-ms-64']:.2f} |"
         )

@@ -89,6 +89,7 @@ def plot_accuracy(folder: Path, rows: Sequence[dict[str, Any]]) -> Path | None:
 
         matplotlib.use("Agg")  # files only: no display on servers and CI
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         log(WARNING, "accuracy.png skipped: matplotlib is not installed (extra `plots`)")
         return None
@@ -102,11 +103,13 @@ def plot_accuracy(folder: Path, rows: Sequence[dict[str, Any]]) -> Path | None:
         ]
         ax.plot(*zip(*pts, strict=True), marker=".", label=f"β={beta}")
     ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    # Beside the axes, not over the curves; "tight" keeps it in the file.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
     fig.tight_layout()
     path = folder / "accuracy.png"
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -64,3 +64,35 @@ def freeze_suffix(mode: Any, per_epoch: Any = 1) -> str:
 def method_list(text: str) -> list[str]:
     """A comma list of method labels as given on a command line (``"fjord, fedavg-fit"``)."""
     return [name.strip() for name in text.split(",") if name.strip()]
+
+
+# The run-config settings that :func:`method_label` turns into a variant suffix, with the value
+# a config without the key means (RunConfig's defaults): a report's CSVs carry them as columns.
+VARIANT_SETTINGS: dict[str, Any] = {
+    "conv-factorization": "svd",
+    "initial-ranks": "full",
+    "hybrid-width": False,
+    "frobenius-decay": 0.0,
+    "freeze": "none",
+    "freeze-per-epoch": 1,
+    "dense-warmup": 0.0,
+    "warmup-method": "fedavg-all",
+    "pass-average": False,
+    "lasso": 0.0,
+    "shrink-every": 0,
+    "sub-models": "sandwich",
+    "sub-batch-share": 1.0,
+    "compute-match": "",
+}
+
+
+def variant_of(config: Mapping[str, Any]) -> str:
+    """The variant part of a run config's label, without its leading ``+`` (``"warmup"``,
+    ``"tucker+breakeven"``); empty for the method as the paper defines it."""
+    method, label = str(config["method"]), method_label(config)
+    return label[len(method) + 1 :]
+
+
+def variant_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The run config's value of every :data:`VARIANT_SETTINGS` key (its default when absent)."""
+    return {key: config.get(key, default) for key, default in VARIANT_SETTINGS.items()}

@@ -17,7 +17,6 @@ prints the table; several CSVs are read as one (e.g. a headline and later seeds)
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,38 +24,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from simulations.labels import method_list
 
-COLUMNS = ("method", "beta", "seed", "accuracy")
+ACCURACY = "accuracy-pct"
+COLUMNS = ("method", "beta", "seed", ACCURACY)
+# Summaries written before the unit was in the name call the same percentage "accuracy".
+LEGACY_ACCURACY = "accuracy"
 
 
-@functools.cache  # a table asks for the same few quantiles once per row and verdict
 def t_quantile(p: float, df: int) -> float:
-    """The ``p`` quantile (0.5 < p < 1) of Student's t with ``df`` degrees of freedom.
-
-    Bisection on the CDF, itself Simpson's rule over the density from 0; accurate to about 1e-6,
-    which is far below any difference of accuracies reported.
-    """
+    """The ``p`` quantile (0.5 < p < 1) of Student's t with ``df`` degrees of freedom
+    (``scipy.stats.t.ppf``)."""
     if not 0.5 < p < 1:
         raise ValueError(f"p must be in (0.5, 1), got {p}")
     if df < 1:
         raise ValueError(f"df must be ≥ 1, got {df}")
-    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-
-    def tail_mass(t: float) -> float:  # P(0 ≤ T ≤ t)
-        x = np.linspace(0.0, t, 4001)
-        f = np.exp(log_c - (df + 1) / 2 * np.log1p(x * x / df))
-        h = t / 4000
-        return float(h / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum()))
-
-    lo, hi = 0.0, 1.0
-    while 0.5 + tail_mass(hi) < p:
-        lo, hi = hi, 2 * hi
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if 0.5 + tail_mass(mid) < p else (lo, mid)
-    return (lo + hi) / 2
+    return float(stats.t.ppf(p, df))
 
 
 class NoSharedSeed(ValueError):
@@ -104,8 +89,25 @@ class PairedDifference:
         return "not resolved"
 
 
+def labelled(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with its method labels and accuracy column as this module reads them.
+
+    A summary with a ``label`` column (``maestro+warmup``: the base ``method`` and its
+    ``variant``) is compared by label: ``method`` takes its value. One without it (written
+    before) already holds labels in ``method``. An older summary's ``accuracy`` (a percentage
+    there too) is read as ``accuracy-pct``.
+    """
+    out = summary
+    if ACCURACY not in out.columns and LEGACY_ACCURACY in out.columns:
+        out = out.rename(columns={LEGACY_ACCURACY: ACCURACY})
+    if "label" in out.columns:
+        out = out.assign(method=out["label"])
+    return out
+
+
 def _checked(summary: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
     """``summary``'s rows of ``methods``, once each; other methods' rows are not looked at."""
+    summary = labelled(summary)
     missing = [c for c in COLUMNS if c not in summary.columns]
     if missing:
         raise ValueError(
@@ -141,7 +143,7 @@ def paired_differences(
         (the methods present are named), or the two share no seed at any tier.
     """
     frame = _checked(summary, (method, reference))
-    table = frame.pivot_table(index="seed", columns=["method", "beta"], values="accuracy")
+    table = frame.pivot_table(index="seed", columns=["method", "beta"], values=ACCURACY)
     out = []
     for beta in sorted(frame.loc[frame["method"] == method, "beta"].unique()):
         if (reference, beta) not in table.columns:
@@ -184,10 +186,13 @@ def paired_table(rows: Sequence[PairedDifference]) -> str:
     return "\n".join(lines)
 
 
-def paired_section(summary: pd.DataFrame, references: Iterable[str], margin: float = 0.0) -> str:
+def paired_rows(
+    summary: pd.DataFrame, references: Iterable[str], margin: float = 0.0
+) -> tuple[list[PairedDifference], list[str]]:
     """Every other method of ``summary`` against each of ``references`` that it shares seeds
-    with; empty when no such pair has two seeds. A pair that cannot be compared for another
-    reason (a run given twice) is named under the table with why, not left out silently."""
+    with, and a line for each pair that cannot be compared for another reason (a run given
+    twice) saying why."""
+    summary = labelled(summary)
     refs = [r for r in references if r in set(summary["method"])]
     rows: list[PairedDifference] = []
     problems: list[str] = []
@@ -199,6 +204,13 @@ def paired_section(summary: pd.DataFrame, references: Iterable[str], margin: flo
                 continue
             except ValueError as err:
                 problems.append(f"{method} against {ref}: not paired: {err}.")
+    return rows, problems
+
+
+def paired_section(summary: pd.DataFrame, references: Iterable[str], margin: float = 0.0) -> str:
+    """The table of :func:`paired_rows` with how to read it; empty when no pair has two seeds.
+    A pair that cannot be compared is named under the table with why, not left out silently."""
+    rows, problems = paired_rows(summary, references, margin)
     if not any(r.n > 1 for r in rows) and not problems:
         return ""
     return (

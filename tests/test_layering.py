@@ -180,7 +180,7 @@ def test_the_apps_load_without_the_harness_dependencies():
     """A SuperNode install has no `sim` extra: the apps must not import what it brings."""
     code = (
         "import sys, client.client_app, server.server_app; "
-        "print([m for m in ('matplotlib', 'ray', 'tomli_w', 'simulations') "
+        "print([m for m in ('matplotlib', 'ray', 'tomli_w', 'scipy', 'simulations') "
         "if m in sys.modules])"
     )
     out = subprocess.run(

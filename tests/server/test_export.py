@@ -90,8 +90,8 @@ def test_exported_tier_runs_with_torch_alone_at_the_frameworks_accuracy(checkpoi
     )
     assert done.returncode == 0, done.stderr
     accuracy = json.loads(done.stdout.splitlines()[-1])["accuracy"]
-    assert abs(accuracy - facts["framework-accuracy"]) <= 0.001
-    assert facts["test-accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert abs(100 * accuracy - facts["framework-accuracy-pct"]) <= 0.1  # in %
+    assert facts["test-accuracy-pct"] == pytest.approx(100 * accuracy, abs=1e-4)
     written = json.loads((tmp_path / "tiny-beta0.2.json").read_text())
     assert written["beta"] == 0.2 and written["round"] == 3
     # Ranks are the tier's ⌈0.2·r⌉, not the full model's.
@@ -107,7 +107,7 @@ def test_merge_modes_change_the_form_not_the_predictions(checkpoint, tmp_path, m
     test = load_test_set(run.cfg, limit=200)
     facts = export_tier(run, 0.5, tmp_path, test, merge=merge, repeats=1)
     assert facts["merged-to-dense"] == ([] if merge == "none" else sorted(facts["ranks"]))
-    assert facts["test-accuracy"] == pytest.approx(facts["framework-accuracy"], abs=1e-3)
+    assert facts["test-accuracy-pct"] == pytest.approx(facts["framework-accuracy-pct"], abs=0.1)
 
 
 def test_evaluate_matches_the_servers_per_tier_evaluation(checkpoint, fmnist_sample):
@@ -117,7 +117,7 @@ def test_evaluate_matches_the_servers_per_tier_evaluation(checkpoint, fmnist_sam
     expected = run.ops.evaluate_tiers(run.checkpoint.arrays, [0.2, 0.5, 1.0])
     for row in rows:
         tier = expected[f"{row['beta']:g}"]
-        assert row["accuracy"] == pytest.approx(tier["accuracy"])
+        assert row["accuracy-pct"] == pytest.approx(100 * tier["accuracy"])  # metrics: a fraction
         assert row["loss"] == pytest.approx(tier["loss"], rel=1e-5)
         assert (row["params"], row["macs"], row["bytes"]) == (
             tier["params"],
@@ -139,7 +139,7 @@ def test_evaluate_cli_writes_the_table(checkpoint, tmp_path, capsys):
     rows = json.loads((tmp_path / "tiers.json").read_text())
     assert [r["beta"] for r in rows] == [0.2, 1.0]
     csv_lines = (tmp_path / "tiers.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("beta,budget,accuracy") and len(csv_lines) == 3
+    assert csv_lines[0].startswith("beta,budget,accuracy-pct,") and len(csv_lines) == 3
     assert (tmp_path / "tiers.md").read_text().startswith("# tiny")
 
 
@@ -159,7 +159,7 @@ def test_dense_runs_export_whole(tmp_path, fmnist_sample):
     run = load_run(checkpoint)
     facts = export_tier(run, 0.2, tmp_path / "out", load_test_set(run.cfg, limit=100), repeats=1)
     assert facts["budget"] == 1.0 and facts["ranks"] == {}
-    assert facts["test-accuracy"] == pytest.approx(facts["framework-accuracy"], abs=1e-3)
+    assert facts["test-accuracy-pct"] == pytest.approx(facts["framework-accuracy-pct"], abs=0.1)
 
 
 def test_hybrid_runs_export_their_tiers_first_conv_cut(tmp_path, fmnist_sample):
@@ -171,7 +171,7 @@ def test_hybrid_runs_export_their_tiers_first_conv_cut(tmp_path, fmnist_sample):
     facts = export_tier(run, 0.2, tmp_path / "out", test, merge="none", repeats=1)
     assert 0.2 < facts["budget"] < 1.0  # the largest fraction within plain Maestro's MACs
     assert facts["macs"] == facts["tier-macs"]  # unmerged: the tier's own sub-model
-    assert facts["test-accuracy"] == pytest.approx(facts["framework-accuracy"], abs=1e-3)
+    assert facts["test-accuracy-pct"] == pytest.approx(facts["framework-accuracy-pct"], abs=0.1)
     program = torch.export.load(tmp_path / "out" / facts["artifact"]).module()
     weights = [p for n, p in program.named_parameters() if "conv1" in n and p.dim() == 4]
     assert weights and weights[0].shape[0] == -(-6 * facts["budget"] // 1) < 6

@@ -58,3 +58,25 @@ def test_method_label(config, label):
 def test_method_list_reads_a_comma_list_with_spaces_and_empty_items():
     assert method_list("fjord, fedavg-fit,,") == ["fjord", "fedavg-fit"]
     assert method_list("") == []
+
+
+def test_variant_is_the_label_less_its_method_and_its_settings_are_columns():
+    from simulations.labels import VARIANT_SETTINGS, variant_of, variant_settings
+
+    config = {"method": "maestro", "conv-factorization": "tucker", "dense-warmup": 0.6}
+    assert variant_of(config) == "tucker+warmup"
+    assert variant_of({"method": "fjord"}) == ""
+    settings = variant_settings(config)
+    assert list(settings) == list(VARIANT_SETTINGS)
+    assert settings["conv-factorization"] == "tucker" and settings["dense-warmup"] == 0.6
+    assert settings["lasso"] == 0.0 and settings["initial-ranks"] == "full"  # the defaults
+
+
+def test_variant_defaults_are_the_run_configs():
+    from dataclasses import fields
+
+    from maestro_common.app.config import RunConfig
+    from simulations.labels import VARIANT_SETTINGS
+
+    defaults = {f.name.replace("_", "-"): f.default for f in fields(RunConfig)}
+    assert {k: defaults[k] for k in VARIANT_SETTINGS} == VARIANT_SETTINGS

@@ -87,8 +87,9 @@ def test_a_warmed_up_run_is_reported_apart_from_its_method(folders):
     runs = load_runs(folders)
     assert [r.method for r in runs[:2]] == ["maestro", "maestro+warmup"]
     lines = comparison_table(runs).splitlines()
-    assert "| maestro | 0.2 | 70.00 ± 0.00 | 1 | 1,000 | 100 | 400 |" in lines
-    assert "| maestro+warmup | 0.2 | 74.00 ± 0.00 | 1 | 1,000 | 100 | 400 |" in lines
+    # One seed each: no spread ("–", not "± 0.00").
+    assert "| maestro | 0.2 | 70.00 ± – | 1 | 1,000 | 100 | 400 |" in lines
+    assert "| maestro+warmup | 0.2 | 74.00 ± – | 1 | 1,000 | 100 | 400 |" in lines
     config.write_text(json.dumps({**json.loads(config.read_text()), "warmup-method": "fjord"}))
     assert load_runs(folders)[1].method == "maestro+fjord-warmup"
 
@@ -136,11 +137,12 @@ def test_write_report(folders, tmp_path):
     frame = pd.read_csv(tmp_path / "out" / "results.csv")
     # 4 runs × 2 evaluated rounds × 2 tiers
     assert len(frame) == 16
-    assert set(frame.columns) >= {"run", "method", "seed", "round", "tier", "accuracy"}
+    assert set(frame.columns) >= {"run", "method", "seed", "round", "tier", "accuracy-pct"}
     for name in PLOTS:
         png = tmp_path / "out" / name
         assert f"]({name})" in text
         assert png.read_bytes()[:4] == b"\x89PNG"
+        assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_timing_table_splits_wall_time(tmp_path):
@@ -212,7 +214,7 @@ def test_load_frame_is_tidy_and_takes_out_folders(folders):
     assert len(frame) == 4 * 2 * 2
     assert not frame.duplicated(["run", "round", "tier"]).any()
     row = frame[(frame.run == "maestro-seed1") & (frame["round"] == 3) & (frame.tier == "1")]
-    assert row.accuracy.item() == pytest.approx(0.88)
+    assert row["accuracy-pct"].item() == pytest.approx(88.0)  # in %
     assert sorted(frame["round"].unique()) == [1, 3]
 
 
@@ -255,35 +257,35 @@ def test_summary_has_one_row_per_method_tier_and_seed(folders):
         run.config["lr"] = 0.05 if run.method == "maestro" else 0.1
     frame = summary_frame(runs, last_k=2)
     assert len(frame) == 2 * 2 * 2 and not frame.duplicated(["method", "beta", "seed"]).any()
-    assert list(frame.columns[:4]) == ["method", "beta", "seed", "accuracy"]
+    assert list(frame.columns[:4]) == ["method", "beta", "seed", "accuracy-pct"]
     row = frame[(frame.method == "maestro") & (frame.beta == 0.2) & (frame.seed == 1)].iloc[0]
     # Rounds 1 and 3 evaluated: 0.64 then 0.74, in %.
-    assert row.accuracy == pytest.approx(69.0) and row.evals == 2 and row["last-round"] == 3
+    assert row["accuracy-pct"] == pytest.approx(69.0) and row.evals == 2 and row["last-round"] == 3
     assert (row.lr, row.macs, row.params) == (0.05, 1_000, 100)
     assert row["bytes-per-round"] == 800 and row["client-bytes-per-round"] == 400
     fit = frame[(frame.method == "fedavg-fit") & (frame.beta == 0.2)].iloc[0]
     # No client of tier 0.2 took part: the tier's payload is still defined, the measure is not.
     assert fit["bytes-per-round"] == 4_000 and pd.isna(fit["client-bytes-per-round"])
-    assert summary_frame(runs, last_k=1).accuracy.max() == pytest.approx(90.0)
+    assert summary_frame(runs, last_k=1)["accuracy-pct"].max() == pytest.approx(90.0)
 
 
 def test_a_character_runs_last_position_accuracy_is_summarised_beside_its_accuracy(folders):
     from simulations.report import summary_frame
 
     runs = load_runs(folders)
-    assert summary_frame(runs)["accuracy-last"].isna().all()  # images have none
+    assert summary_frame(runs)["accuracy-last-pct"].isna().all()  # images have none
     run = runs[0]
     for k, row in enumerate(run.evaluated):
         for m in row["tiers"].values():
             m["accuracy-last"] = 0.3 + 0.1 * k
     frame = summary_frame([run], last_k=2)
-    assert frame["accuracy-last"].tolist() == pytest.approx([35.0] * len(frame))
+    assert frame["accuracy-last-pct"].tolist() == pytest.approx([35.0] * len(frame))
 
 
 def test_report_writes_summary_csv_and_accuracy_against_bytes(folders, tmp_path):
     write_report(folders, tmp_path / "out", "t", last_k=3)
     frame = pd.read_csv(tmp_path / "out" / "summary.csv")
-    assert len(frame) == 8 and {"method", "beta", "seed", "accuracy"} <= set(frame.columns)
+    assert len(frame) == 8 and {"method", "beta", "seed", "accuracy-pct"} <= set(frame.columns)
     assert (tmp_path / "out" / "accuracy-vs-bytes.png").read_bytes()[:4] == b"\x89PNG"
     assert "](accuracy-vs-bytes.png)" in (tmp_path / "out" / "report.md").read_text()
 
@@ -317,7 +319,7 @@ def test_cli_writes_the_summary(folders, tmp_path):
         ]
     )
     frame = pd.read_csv(tmp_path / "s.csv")
-    assert len(frame) == 8 and frame.accuracy.max() == pytest.approx(90.0)
+    assert len(frame) == 8 and frame["accuracy-pct"].max() == pytest.approx(90.0)
 
 
 def _selection(method: str, lr: float, lrs: str = "0.02,0.05") -> dict:
