@@ -1,7 +1,8 @@
 """The README's result tables, made from committed headline CSVs and checked against them.
 
-A headline CSV holds one row per (method, β, seed) with ``accuracy`` in % (the harness's
-``summary.csv``; the committed ones live in ``docs/results/``). :func:`results_table` turns one
+A headline CSV holds one row per (method, β, seed) with its accuracy in % (the harness's
+``summary.csv``: ``label`` and ``accuracy-pct``; older committed ones in ``docs/results/``:
+``method`` and ``accuracy``). :func:`results_table` turns one
 or several such files into a Markdown table: a row per method, a column per tier, each cell the
 mean over seeds ± half its two-sided 95 % Student-t interval, "–" for the spread of one seed, and
 the seeds counted. A dense method (one accuracy for every tier) gets one cell in every column.
@@ -53,9 +54,17 @@ def read_headlines(paths: Sequence[str | Path]) -> pd.DataFrame:
     frames = []
     for path in paths:
         frame = pd.read_csv(path)
+        # Today's summaries: accuracy-pct, and `label` naming a method with its variant; older
+        # committed ones: accuracy (already in %) and the label in `method`.
+        frame = frame.rename(columns={"accuracy-pct": "accuracy"})
+        if "label" in frame.columns:
+            frame = frame.drop(columns="method").rename(columns={"label": "method"})
         missing = {"method", "beta", "seed", "accuracy"} - set(frame.columns)
         if missing:
-            raise ValueError(f"{path}: missing columns {sorted(missing)}")
+            raise ValueError(
+                f"{path}: missing columns {sorted(missing)} (a headline CSV holds method or "
+                "label, beta, seed and accuracy-pct or accuracy)"
+            )
         frames.append(frame[["method", "beta", "seed", "accuracy"]])
     rows = pd.concat(frames, ignore_index=True)
     twice = rows.duplicated(["method", "beta", "seed"])

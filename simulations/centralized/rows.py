@@ -45,11 +45,16 @@ def summary_frame(rows: Sequence[Row]) -> pd.DataFrame:
     """
     records = [
         {
-            "method": r.method,
+            # As the federated summary: the base method, and the label naming its variant.
+            "method": r.method.split("+")[0],
+            "label": r.method,
+            "variant": "+".join(r.method.split("+")[1:]),
             "beta": r.beta,
             "seed": r.seed,
-            "accuracy": round(100 * r.accuracy, 4),
-            "accuracy-last": None if r.accuracy_last is None else round(100 * r.accuracy_last, 4),
+            "accuracy-pct": round(100 * r.accuracy, 4),
+            "accuracy-last-pct": (
+                None if r.accuracy_last is None else round(100 * r.accuracy_last, 4)
+            ),
             "evals": 1,
             "last-round": r.epochs,
             "lr": r.lr,

@@ -48,7 +48,7 @@ def test_every_method_of_the_registry_trains_and_is_scored_per_tier(fmnist_sampl
     assert list(summary.columns) == SUMMARY_COLUMNS
     assert len(summary) == len(rows) and set(summary["run"]) >= {"maestro-seed0"}
     row = summary[(summary["method"] == "maestro") & (summary["beta"] == 0.5)].iloc[0]
-    assert row["accuracy"] == pytest.approx(100 * by["maestro", 0.5].accuracy)
+    assert row["accuracy-pct"] == pytest.approx(100 * by["maestro", 0.5].accuracy)
     # Each model is saved where its rows say.
     assert (out / "fjord-seed0" / "checkpoint.npz").is_file()
     assert json.loads((out / "args.json").read_text())["methods"] == list(METHOD_NAMES)

@@ -26,7 +26,7 @@ def test_saved_models_evaluate_as_the_trainer_reported(fmnist_sample, tmp_path):
         reported = {r.beta: r.accuracy for r in rows if r.method == method}
         for row in table:
             if row["beta"] in reported:
-                assert row["accuracy"] == pytest.approx(reported[row["beta"]])
+                assert row["accuracy-pct"] == pytest.approx(100 * reported[row["beta"]])
 
 
 def test_a_tucker_model_with_breakeven_ranks_is_rebuilt_as_trained(fmnist_sample, tmp_path):
@@ -47,4 +47,4 @@ def test_a_tucker_model_with_breakeven_ranks_is_rebuilt_as_trained(fmnist_sample
     assert {row["beta"] for row in table} >= set(reported)
     for row in table:
         if row["beta"] in reported:
-            assert row["accuracy"] == pytest.approx(reported[row["beta"]])
+            assert row["accuracy-pct"] == pytest.approx(100 * reported[row["beta"]])

@@ -38,7 +38,7 @@ def test_character_models_train_and_report_last_position_accuracy(small_corpus, 
         assert 0.0 <= r.accuracy <= 1.0 and 0.0 <= r.accuracy_last <= 1.0
         assert r.macs > 0 and r.loss > 0
     summary = pd.read_csv(out / "summary.csv")
-    assert summary["accuracy-last"].notna().all()
+    assert summary["accuracy-last-pct"].notna().all()
     assert (summary["last-round"] == 2).all()
 
 

@@ -37,6 +37,20 @@ def test_rows_follow_the_requested_order_and_files_join(tmp_path):
     assert lines[3] == "| b | 50.0 ± – | 0 |"
 
 
+def test_reads_todays_summary_columns(tmp_path):
+    path = tmp_path / "summary.csv"
+    pd.DataFrame(
+        {
+            "method": ["maestro"] * 2,
+            "label": ["maestro+warmup"] * 2,
+            "beta": [1.0, 1.0],
+            "seed": [0, 1],
+            "accuracy-pct": [50.0, 52.0],
+        }
+    ).to_csv(path, index=False)
+    assert "| maestro+warmup | 51.0 ± 12.7 | 0,1 |" in results_table([path], ["maestro+warmup"])
+
+
 def test_refuses_unknown_method_and_duplicate_seed(tmp_path):
     path = _csv(tmp_path, [("m", 1.0, 0, 50.0)])
     with pytest.raises(ValueError, match=r"no rows for method\(s\) \['x'\]; the files hold: m"):
