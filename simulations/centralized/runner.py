@@ -13,8 +13,8 @@ from maestro_common.app.config import RunConfig
 from maestro_common.app.task import input_shape
 from maestro_common.lowrank.accounting import count_macs, count_params
 from maestro_common.lowrank.decompose import decompose
-from maestro_common.ml.data import ArrayDataset
 from maestro_common.lowrank.training import evaluate_metrics
+from maestro_common.ml.data import ArrayDataset
 from simulations.centralized.data import Data
 from simulations.centralized.rows import Row
 from simulations.centralized.trainer import DENSE, Trained, budgets, save_model, train_model

@@ -40,8 +40,8 @@ from maestro_common.app.methods import get_method
 from maestro_common.app.task import build_run_model, input_shape, train_settings
 from maestro_common.lowrank.accounting import count_macs
 from maestro_common.lowrank.shrinking import shrink
-from maestro_common.ml.data import DATASET_INFO, ArrayDataset
 from maestro_common.lowrank.training import train
+from maestro_common.ml.data import DATASET_INFO, ArrayDataset
 from simulations.centralized.data import Data
 from simulations.labels import method_label
 

@@ -9,8 +9,8 @@ import torch
 
 from maestro_common.app.config import RunConfig
 from maestro_common.app.task import build_run_model
-from maestro_common.ml.data.text_sets import server_split
 from maestro_common.lowrank.training import evaluate_metrics
+from maestro_common.ml.data.text_sets import server_split
 from simulations.centralized import main
 
 TINY = {

@@ -1,4 +1,4 @@
-"""The README's result tables: made from headline CSVs, and the committed README matches its CSVs."""
+"""The README's result tables: made from headline CSVs; the README matches its CSVs."""
 
 from pathlib import Path
 
