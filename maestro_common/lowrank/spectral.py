@@ -102,7 +102,7 @@ def systematic_sample(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     interval holds one of u, u + 1, ..., u + k − 1. Needs 0 ≤ p_i ≤ 1. Returns them sorted.
     """
     p = np.asarray(p, dtype=np.float64)
-    k = int(round(p.sum()))
+    k = round(float(p.sum()))
     if abs(p.sum() - k) > 1e-6 or (p < 0).any() or (p > 1 + 1e-9).any():
         raise ValueError("inclusion probabilities must lie in [0, 1] and sum to an integer")
     cum = np.cumsum(p)

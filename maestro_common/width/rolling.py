@@ -97,7 +97,10 @@ class RollingPlan:
                 if size % g:
                     raise ValueError(f"{key} axis {axis}: a block of {size} splits groups of {g}")
                 n = full // g
-                chosen = window(n, size // g, (server_round - 1) % n)
+                start = (server_round - 1) % n
+                if start == 0:
+                    continue  # the window is the leading block: its fast path
+                chosen = window(n, size // g, start)
                 idx = (chosen[:, None] * g + np.arange(g, dtype=np.int64)[None, :]).reshape(-1)
                 indices.setdefault(key, {})[axis] = idx
         return SubModel(dict(prefix.shapes), indices)
