@@ -7,6 +7,10 @@ covers it::
 
     new[idx] = Σ_c w_c A_c[idx] / Σ_c w_c        (over clients c whose block covers idx)
 
+A reply to an index-set sub-model (``subs``; :mod:`maestro_common.lowrank.index_sets`: a rolled
+window, sampled components) sits at the global indices its node was sent instead, its
+multipliers divided out first; "covers" then means "was sent and returned that coordinate".
+
 A coordinate that no reply covers (or that only zero-weight replies cover) keeps its previous
 value, and a key missing from a reply gets nothing from that reply. The rule needs no knowledge of
 the architecture: it serves rank prefixes and the width prefixes of FjORD/HeteroFL alike. When

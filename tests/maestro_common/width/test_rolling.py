@@ -20,6 +20,7 @@ MODELS = {
     "lenet5": ({}, (1, 28, 28)),
     "cnn": ({}, (1, 28, 28)),
     "char-transformer": ({"dim": 32, "depth": 2, "heads": 4, "context": T}, (T,)),
+    "char-lstm": ({"hidden": 24, "context": T}, (T,)),
 }
 
 
