@@ -1,7 +1,8 @@
 """NestedFedAvg: federated averaging where every node trains the prefix of its own budget.
 
 A Flower :class:`~flwr.serverapp.strategy.Strategy`: ``configure_train`` builds one message per node
-carrying the leading blocks of its budget; ``aggregate_train`` reads every reply through the
+carrying the leading blocks of its budget (or, with an index plan, the slices the plan picks for
+it: :mod:`maestro_common.lowrank.index_sets`); ``aggregate_train`` reads every reply through the
 train-reply contract (:mod:`maestro_common.app.protocol`), validates its arrays against what that
 node was sent (:mod:`server.validation`), bounds its influence (:mod:`server.influence`) and
 averages each coordinate over the replies that cover it (:mod:`server.aggregation`). A reply that
@@ -269,7 +270,8 @@ class NestedFedAvg(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """One message per sampled node with the prefix of its own budget."""
+        """One message per sampled node with the sub-model of its own budget: its leading
+        blocks, or the index sets the plan picks for it."""
         if not self.global_arrays:
             self.global_arrays = from_record(arrays)
         self.discover(grid)
