@@ -139,18 +139,31 @@ def _unmatrix(m: np.ndarray, like: np.ndarray, axis: int) -> np.ndarray:
 def refactor(u: np.ndarray, v: np.ndarray, u_axis: int, v_axis: int) -> tuple[np.ndarray, ...]:
     """The same product U Vᵀ in balanced SVD form: components by decreasing σ, ‖u_i‖ = ‖v_i‖.
 
-    ``u_axis`` / ``v_axis``: the rank axis of each factor. Factors with more components than a
-    side has rows are returned unchanged (no exact balanced form keeps their rank).
+    ``u_axis`` / ``v_axis``: the rank axis of each factor. With L_u L_uᵀ = UᵀU and
+    L_v L_vᵀ = VᵀV (Cholesky) and A S Bᵀ the SVD of the small L_uᵀ L_v, the new factors are
+    U L_u⁻ᵀ A √S and V L_v⁻ᵀ B √S: only r × r matrices are factored, the tall factors are only
+    multiplied (a QR of the tall factors is the fallback where a Gram matrix is singular).
+    Factors with more components than a side has rows are returned unchanged (no exact
+    balanced form keeps their rank).
     """
     um, vm = _matrix(u, u_axis), _matrix(v, v_axis)
     r = um.shape[1]
     if r > um.shape[0] or r > vm.shape[0]:
         return np.asarray(u), np.asarray(v)
-    qu, ru = np.linalg.qr(um)
-    qv, rv = np.linalg.qr(vm)
-    a, s, bt = np.linalg.svd(ru @ rv.T)
+    try:
+        lu = np.linalg.cholesky(um.T @ um)
+        lv = np.linalg.cholesky(vm.T @ vm)
+    except np.linalg.LinAlgError:
+        qu, ru = np.linalg.qr(um)
+        qv, rv = np.linalg.qr(vm)
+        a, s, bt = np.linalg.svd(ru @ rv.T)
+        root = np.sqrt(s)
+        return _unmatrix(qu @ a * root, u, u_axis), _unmatrix(qv @ bt.T * root, v, v_axis)
+    a, s, bt = np.linalg.svd(lu.T @ lv)
     root = np.sqrt(s)
-    return _unmatrix(qu @ a * root, u, u_axis), _unmatrix(qv @ bt.T * root, v, v_axis)
+    tu = np.linalg.solve(lu.T, a) * root  # L_u⁻ᵀ A √S
+    tv = np.linalg.solve(lv.T, bt.T) * root
+    return _unmatrix(um @ tu, u, u_axis), _unmatrix(vm @ tv, v, v_axis)
 
 
 def component_norms(u: np.ndarray, v: np.ndarray, u_axis: int, v_axis: int) -> np.ndarray:
