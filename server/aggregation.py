@@ -7,6 +7,10 @@ covers it::
 
     new[idx] = Σ_c w_c A_c[idx] / Σ_c w_c        (over clients c whose block covers idx)
 
+A reply to an index-set sub-model (``subs``; :mod:`maestro_common.ml.index_sets`: a rolled
+window, sampled components) sits at the global indices its node was sent instead, its
+multipliers divided out first; "covers" then means "was sent and returned that coordinate".
+
 A coordinate that no reply covers (or that only zero-weight replies cover) keeps its previous
 value, and a key missing from a reply gets nothing from that reply. The rule needs no knowledge of
 the architecture: it serves rank prefixes and the width prefixes of FjORD/HeteroFL alike. When
@@ -49,6 +53,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from maestro_common.ml.index_sets import Index, SubModel, read_reply
 from maestro_common.ml.prefix import is_leading_block, leading_block
 
 RULES = ("mean", "trimmed-mean", "median", "centered-clip")
@@ -90,8 +95,9 @@ def aggregate_nested(
     replies: Sequence[tuple[Mapping[str, np.ndarray], float]],
     rule: Rule = MEAN,
     scales: dict[int, float] | None = None,
+    subs: Sequence[SubModel | None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Weighted mean (or ``rule``) of nested leading blocks, coordinate by coordinate.
+    """Weighted mean (or ``rule``) of nested sub-models, coordinate by coordinate.
 
     Parameters
     ----------
@@ -107,6 +113,10 @@ def aggregate_nested(
         Under ``centered-clip``, filled with each reply's index and the scale applied to its
         deviation (0: left out, its update opposing the reference's; 1: untouched), for the
         round's record. Left empty under the other rules.
+    subs : sequence of SubModel or None, optional
+        What each reply's node was sent (:mod:`maestro_common.ml.index_sets`): a reply's
+        array then sits at that sub-model's indices, its multipliers divided out. None (or a
+        None entry, or a prefix sub-model): the leading block of the reply's shape.
 
     Returns
     -------
@@ -127,6 +137,8 @@ def aggregate_nested(
         unknown = sorted(set(arrays) - set(global_arrays))
         if unknown:
             raise ValueError(f"reply {i}: keys not in the global model: {unknown}")
+    if subs is not None and len(subs) != len(replies):
+        raise ValueError(f"{len(subs)} sub-models for {len(replies)} replies")
 
     contributions: dict[str, list[tuple[np.ndarray, float, int]]] = {}
     for key, glob in global_arrays.items():
@@ -138,11 +150,21 @@ def aggregate_nested(
             if key not in arrays:
                 continue
             arr = np.asarray(arrays[key])
-            if not is_leading_block(arr.shape, glob.shape):
+            sub = subs[i] if subs is not None else None
+            if sub is not None and key in sub.indices:
+                if not is_leading_block(arr.shape, sub.shapes[key]):
+                    raise ValueError(
+                        f"{key!r}: reply shape {arr.shape} does not fit the shape sent, "
+                        f"{sub.shapes[key]}"
+                    )
+                arr, idx = read_reply(key, arr, sub)
+            elif not is_leading_block(arr.shape, glob.shape):
                 raise ValueError(
                     f"{key!r}: reply shape {arr.shape} is not a leading block of {glob.shape}"
                 )
-            contributions[key].append((arr, w, i))
+            else:
+                idx = leading_block(arr.shape)
+            contributions[key].append((arr, w, i, idx))
 
     robust = {
         key: global_arrays[key].dtype.kind == "f" and rule.name != "mean" for key in global_arrays
@@ -172,7 +194,8 @@ def aggregate_nested(
     return new
 
 
-Held = list[tuple[np.ndarray, float, int]]  # (array, weight, reply index) of a key's holders
+# (array, weight, reply index, where it sits in the global array) of a key's holders
+Held = list[tuple[np.ndarray, float, int, Index]]
 
 
 def _finish(glob: np.ndarray, value: np.ndarray, covered: np.ndarray) -> np.ndarray:
@@ -188,8 +211,7 @@ def _finish(glob: np.ndarray, value: np.ndarray, covered: np.ndarray) -> np.ndar
 def _weighted_mean(shape: tuple[int, ...], held: Held) -> tuple[np.ndarray, np.ndarray]:
     acc = np.zeros(shape, dtype=np.float64)
     wsum = np.zeros(shape, dtype=np.float64)
-    for arr, w, _ in held:
-        block = leading_block(arr.shape)
+    for arr, w, _, block in held:
         acc[block] += w * arr.astype(np.float64, copy=False)
         wsum[block] += w
     covered = wsum > 0
@@ -200,11 +222,11 @@ def _weighted_mean(shape: tuple[int, ...], held: Held) -> tuple[np.ndarray, np.n
 def _holder_values(shape: tuple[int, ...], held: Held) -> tuple[np.ndarray, list[float]]:
     """The holders' values stacked on a new first axis, NaN where a reply does not hold the
     coordinate, and their weights. Replies of weight 0 hold nothing."""
-    live = [(arr, w) for arr, w, _ in held if w > 0]
+    live = [(arr, w, block) for arr, w, _, block in held if w > 0]
     values = np.full((len(live), *shape), np.nan)
-    for row, (arr, _) in zip(values, live, strict=True):
-        row[leading_block(arr.shape)] = arr
-    return values, [w for _, w in live]
+    for row, (arr, _, block) in zip(values, live, strict=True):
+        row[block] = arr
+    return values, [w for _, w, _ in live]
 
 
 def _sorted_holders(
@@ -266,9 +288,8 @@ def _clip_scales(
     squares, counts, inner = np.zeros(n_replies), np.zeros(n_replies), np.zeros(n_replies)
     for key, ref in refs.items():
         glob = np.asarray(global_arrays[key], dtype=np.float64)
-        for arr, w, i in contributions[key]:
+        for arr, w, i, block in contributions[key]:
             if w > 0:
-                block = leading_block(arr.shape)
                 values = arr.astype(np.float64)
                 dev = values - ref[block]
                 squares[i] += float(np.square(dev).sum())
@@ -291,9 +312,8 @@ def _clipped_mean(
     ref, scale = ref_scale
     acc = np.zeros(shape, dtype=np.float64)
     wsum = np.zeros(shape, dtype=np.float64)
-    for arr, w, i in held:
+    for arr, w, i, block in held:
         if w > 0 and scale[i] > 0:
-            block = leading_block(arr.shape)
             acc[block] += w * scale[i] * (arr.astype(np.float64) - ref[block])
             wsum[block] += w
     covered = _held(shape, held)  # where every holder was left out: the reference itself
@@ -303,9 +323,9 @@ def _clipped_mean(
 def _held(shape: tuple[int, ...], held: Held) -> np.ndarray:
     """Coordinates some reply of positive weight covers."""
     out = np.zeros(shape, dtype=bool)
-    for arr, w, _ in held:
+    for _, w, _, block in held:
         if w > 0:
-            out[leading_block(arr.shape)] = True
+            out[block] = True
     return out
 
 

@@ -85,6 +85,9 @@ class ModelOps:
         self.method = run_method(cfg)
         self.model = build_run_model(cfg).to(self.device)
         self.axes = prefix_axes(self.model)
+        # How training nodes' sub-models are picked as index sets (None: leading blocks); read
+        # off the fresh global model, before any load resizes it.
+        self.plan = self.method.index_plan(self.model, input_shape(cfg), cfg)
         self.shape = input_shape(cfg)
         self._test: ArrayDataset | None = None
         self._val: ArrayDataset | None = None

@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from maestro_common.ml.index_sets import SubModel, read_reply
 from maestro_common.ml.prefix import leading_block
 from server.aggregation import robust_reference
 
@@ -60,13 +61,22 @@ def cap_weights(weights: Sequence[float], ratio: float, floor: float = 0.0) -> l
     return [min(max(float(w), floor * median), cap) for w in weights]
 
 
-def update_rms(global_arrays: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray]) -> float:
-    """Root-mean-square of ``arrays`` minus the global leading blocks they cover (floats only)."""
+def update_rms(
+    global_arrays: Mapping[str, np.ndarray],
+    arrays: Mapping[str, np.ndarray],
+    sub: SubModel | None = None,
+) -> float:
+    """Root-mean-square of ``arrays`` minus the global coordinates they cover (floats only).
+
+    ``sub``: what the node was sent; its indexed arrays are compared, multipliers divided out,
+    with the global coordinates they hold (default: leading blocks).
+    """
     total, count = 0.0, 0
     for key, arr in arrays.items():
         if arr.dtype.kind != "f":
             continue
-        delta = arr.astype(np.float64) - global_arrays[key][leading_block(arr.shape)]
+        values, idx = _placed(key, arr, sub)
+        delta = values.astype(np.float64) - global_arrays[key][idx]
         total += float(np.square(delta).sum())
         count += delta.size
     return float(np.sqrt(total / count)) if count else 0.0
@@ -76,35 +86,52 @@ def clip_updates(
     global_arrays: Mapping[str, np.ndarray],
     replies: Sequence[Mapping[str, np.ndarray]],
     ratio: float,
+    subs: Sequence[SubModel | None] | None = None,
 ) -> tuple[list[dict[str, np.ndarray]], list[float]]:
     """Scale each reply's update so its RMS is at most ``ratio`` × the round's low median RMS.
 
     Returns the replies' arrays (the same objects where the scale is 1) and each scale in [0, 1].
     The reference is :func:`server.aggregation.robust_reference` of the RMS values: free riders
     (zero updates) do not count, so it is 0 only when every update is 0 (and nothing is scaled).
+    ``subs``: what each reply's node was sent (see :func:`update_rms`).
     """
     if ratio < 0:
         raise ValueError(f"update cap ratio must be ≥ 0, got {ratio}")
     if not ratio or not replies:
         return [dict(r) for r in replies], [1.0] * len(replies)
-    rms = [update_rms(global_arrays, r) for r in replies]
+    subs = list(subs) if subs is not None else [None] * len(replies)
+    rms = [update_rms(global_arrays, r, sub) for r, sub in zip(replies, subs, strict=True)]
     cap = ratio * robust_reference(rms)
     out, scales = [], []
-    for arrays, value in zip(replies, rms, strict=True):
+    for arrays, value, sub in zip(replies, rms, subs, strict=True):
         scale = 1.0 if value <= cap else cap / value
         scales.append(scale)
-        out.append(dict(arrays) if scale == 1.0 else _scaled(global_arrays, arrays, scale))
+        out.append(dict(arrays) if scale == 1.0 else _scaled(global_arrays, arrays, scale, sub))
     return out, scales
 
 
+def _placed(key: str, arr: np.ndarray, sub: SubModel | None) -> tuple[np.ndarray, object]:
+    """The reply's array in global units and where it sits in the global array."""
+    if sub is not None and key in sub.indices:
+        return read_reply(key, arr, sub)
+    return arr, leading_block(arr.shape)
+
+
 def _scaled(
-    global_arrays: Mapping[str, np.ndarray], arrays: Mapping[str, np.ndarray], scale: float
+    global_arrays: Mapping[str, np.ndarray],
+    arrays: Mapping[str, np.ndarray],
+    scale: float,
+    sub: SubModel | None = None,
 ) -> dict[str, np.ndarray]:
     out = {}
     for key, arr in arrays.items():
         if arr.dtype.kind != "f":
             out[key] = arr
             continue
-        base = global_arrays[key][leading_block(arr.shape)].astype(np.float64)
+        _, idx = _placed(key, arr, sub)
+        base = global_arrays[key][idx].astype(np.float64)
+        mult = sub.multiplier(key, arr.shape) if sub is not None else None
+        if mult is not None:
+            base = base * mult  # in the units the node was sent
         out[key] = (base + scale * (arr.astype(np.float64) - base)).astype(arr.dtype)
     return out

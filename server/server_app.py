@@ -185,6 +185,7 @@ def make_strategy(
         tiers=cfg.tiers,
         lr_fn=lambda rnd: round_lr(cfg.lr, cfg.lr_schedule, rnd, cfg.num_rounds),
         query_timeout=cfg.query_timeout,
+        plan=ops.plan,
     )
     # FjORD samples its width per batch from the tiers' widths (up to the client's own).
     train_config = ConfigRecord({P.BUDGET_GRID: [ops.method_budget(b) for b in cfg.tiers]})

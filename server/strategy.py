@@ -1,7 +1,8 @@
 """NestedFedAvg: federated averaging where every node trains the prefix of its own budget.
 
 A Flower :class:`~flwr.serverapp.strategy.Strategy`: ``configure_train`` builds one message per node
-carrying the leading blocks of its budget; ``aggregate_train`` reads every reply through the
+carrying the leading blocks of its budget (or, with an index plan, the slices the plan picks for
+it: :mod:`maestro_common.ml.index_sets`); ``aggregate_train`` reads every reply through the
 train-reply contract (:mod:`maestro_common.app.protocol`), validates its arrays against what that
 node was sent (:mod:`server.validation`), bounds its influence (:mod:`server.influence`) and
 averages each coordinate over the replies that cover it (:mod:`server.aggregation`). A reply that
@@ -13,6 +14,7 @@ centralized evaluation, checkpoints) comes in as callables.
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from logging import INFO, WARNING
@@ -27,7 +29,8 @@ from flwr.serverapp.strategy import Strategy
 from maestro_common.app import protocol as P
 from maestro_common.app.device_report import decode_auto_tier
 from maestro_common.app.protocol import Rejected, TrainReply, from_record, to_record
-from maestro_common.ml.prefix import budget_shapes, payload_nbytes, take_prefix
+from maestro_common.ml.index_sets import IndexPlan, SubModel, prefix_sub_model, take_sub_model
+from maestro_common.ml.prefix import budget_shapes, payload_nbytes
 from server.aggregation import MEAN, Rule, aggregate_nested
 from server.influence import cap_weights, clip_updates
 from server.messaging import send_and_receive
@@ -48,6 +51,7 @@ class Sent:
     beta: float  # the tier budget it trains at (a deadline may lower it below the node's)
     budget: float  # the method's budget at beta
     bytes_down: int
+    sub: SubModel | None = None  # its index sets (None: the leading blocks of ``shapes``)
 
 
 class NestedFedAvg(Strategy):
@@ -91,6 +95,11 @@ class NestedFedAvg(Strategy):
     query_timeout:
         Seconds the tier query waits for answers (:meth:`discover`): what a node that never
         answers adds to a round.
+    plan:
+        How a training node's sub-model is picked as index sets
+        (:class:`~maestro_common.ml.index_sets.IndexPlan`: a rolled window, sampled
+        components); None: the leading blocks of ``shapes_fn`` (prefix methods). Federated
+        evaluation always sends leading blocks, the sub-model the server evaluates per tier.
     """
 
     def __init__(
@@ -109,6 +118,7 @@ class NestedFedAvg(Strategy):
         rule: Rule = MEAN,
         tiers: Sequence[float] = (),
         query_timeout: float = 30.0,
+        plan: IndexPlan | None = None,
     ) -> None:
         if weight_cap < 0 or update_cap < 0 or weight_floor < 0:
             raise ValueError(
@@ -123,6 +133,7 @@ class NestedFedAvg(Strategy):
         self.seed = seed
         self.lr_fn = lr_fn
         self.query_timeout = query_timeout
+        self.plan = plan
         self.shapes_fn = shapes_fn or (
             lambda shapes, beta: budget_shapes(shapes, self.prefix_axes, beta)
         )
@@ -231,17 +242,23 @@ class NestedFedAvg(Strategy):
         sent = self._sent if message_type == MessageType.TRAIN else self._eval_sent
         sent.clear()  # a reply counts only from a node sent this kind of message this round
         messages = []
-        for node in node_ids:
+        nodes = list(node_ids)
+        for node in nodes:
             info = self.nodes[node]
             beta = (
                 self.policy.budget(server_round, node, info)
                 if message_type == MessageType.TRAIN
                 else info.beta
             )
-            budget_shape = self.shapes_fn(shapes, beta)
+            sub = prefix_sub_model(self.shapes_fn(shapes, beta))
+            if self.plan is not None and message_type == MessageType.TRAIN:
+                who = node if info.partition is None else info.partition
+                draw = zlib.crc32(f"{self.seed}/{server_round}/{who}".encode())
+                sub = self.plan.select(self.global_arrays, sub, server_round, draw, len(nodes))
+                sub.check(shapes)
             budget = float(self.budget_fn(beta))
-            payload = take_prefix(self.global_arrays, budget_shape)
-            sent[node] = Sent(budget_shape, beta, budget, payload_nbytes(payload))
+            payload = take_sub_model(self.global_arrays, sub)
+            sent[node] = Sent(sub.shapes, beta, budget, payload_nbytes(payload), sub)
             extra = dict(config)
             if self.lr_fn is not None and message_type == MessageType.TRAIN:
                 extra[P.LR] = float(self.lr_fn(server_round))  # the round-wise schedule
@@ -253,7 +270,8 @@ class NestedFedAvg(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """One message per sampled node with the prefix of its own budget."""
+        """One message per sampled node with the sub-model of its own budget: its leading
+        blocks, or the index sets the plan picks for it."""
         if not self.global_arrays:
             self.global_arrays = from_record(arrays)
         self.discover(grid)
@@ -289,7 +307,7 @@ class NestedFedAvg(Strategy):
         start = time.perf_counter()
         read, rejected = self._read_train_replies(replies)
         candidates = [
-            Reply(node, r.arrays, r.num_examples, self._sent[node].shapes)
+            Reply(node, r.arrays, r.num_examples, self._sent[node].shapes, self._sent[node].sub)
             for node, r in read.items()
         ]
         accepted, bad = filter_valid(self.global_arrays, candidates)
@@ -302,8 +320,9 @@ class NestedFedAvg(Strategy):
         weights = cap_weights(
             [float(r.num_examples) for r in accepted], self.weight_cap, self.weight_floor
         )
+        subs = [self._sent[r.node_id].sub for r in accepted]
         arrays, scales = clip_updates(
-            self.global_arrays, [r.arrays for r in accepted], self.update_cap
+            self.global_arrays, [r.arrays for r in accepted], self.update_cap, subs
         )
         for r, weight, scale in zip(accepted, weights, scales, strict=True):
             rows[r.node_id]["weight"] = weight
@@ -311,8 +330,16 @@ class NestedFedAvg(Strategy):
         if accepted:
             clipped: dict[int, float] = {}
             self.global_arrays = aggregate_nested(
-                self.global_arrays, list(zip(arrays, weights, strict=True)), self.rule, clipped
+                self.global_arrays,
+                list(zip(arrays, weights, strict=True)),
+                self.rule,
+                clipped,
+                subs,
             )
+            if self.plan is not None:
+                # Re-expressed (same function) for the next round's selection, the evaluation
+                # of the tiers' leading blocks and the checkpoint alike.
+                self.global_arrays = self.plan.refresh(self.global_arrays, server_round)
             for i, scale in clipped.items():
                 rows[accepted[i].node_id]["aggregation-scale"] = scale
                 if scale == 0:

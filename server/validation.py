@@ -11,6 +11,10 @@ A reply is accepted only if all of these hold, otherwise :class:`InvalidReply` n
   float32 global is accepted (clients may train at another precision and aggregation accumulates
   in float64 anyway), but a float reply for an integer counter, an int reply for float weights, or
   a float64 value that overflows float32 is not: each means the codec or the model disagrees.
+- **indices**: where the node was sent an index set on an axis (a rolled window, sampled
+  components: :mod:`maestro_common.ml.index_sets`), the reply holds exactly as many
+  entries on that axis as indices were sent: each entry is then the node's value of one known
+  global coordinate. (A leading-block axis may come back shorter, as before.)
 - **values**: all finite (no NaN, no Inf).
 - **num-examples**: a real number (``bool`` is not), finite, ``>= MIN_NUM_EXAMPLES`` (1: a
   device that trained on something saw at least one example; 5e-324 would otherwise underflow
@@ -27,6 +31,7 @@ import numpy as np
 from flwr.common.logger import log
 
 from maestro_common.app.protocol import MAX_NUM_EXAMPLES
+from maestro_common.ml.index_sets import SubModel
 
 MIN_NUM_EXAMPLES = 1.0
 # What of a reply's metrics the server keeps in its records: the contract's keys, then at most
@@ -63,12 +68,16 @@ class Reply:
         The reply's ``num-examples`` metric, untrusted until validated.
     max_shapes : mapping of str to tuple of int, or None
         The shapes the server sent to this node (its budget); None means the global shapes.
+    sent : SubModel or None
+        The sub-model the node was sent, with its index sets; None: leading blocks of
+        ``max_shapes``.
     """
 
     node_id: Hashable
     arrays: Mapping[str, np.ndarray]
     num_examples: object
     max_shapes: Mapping[str, tuple[int, ...]] | None = None
+    sent: SubModel | None = None
 
 
 def validate_reply(
@@ -76,6 +85,7 @@ def validate_reply(
     reply_arrays: Mapping[str, object],
     num_examples: object,
     max_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    sent: SubModel | None = None,
 ) -> None:
     """Check one reply against the global model and the node's budget.
 
@@ -90,6 +100,10 @@ def validate_reply(
     max_shapes : mapping of str to tuple of int, optional
         The shapes sent to this node. When given, its keys are the expected key set and every
         reply array must fit inside its shape; otherwise the global keys are expected.
+    sent : SubModel, optional
+        The sub-model sent to this node. Its shapes stand in for ``max_shapes`` when that is not
+        given, and on every axis it holds an index set for, the reply's size must equal the
+        number of indices sent.
 
     Raises
     ------
@@ -100,6 +114,10 @@ def validate_reply(
         bool dtype: server-side bugs, not bad replies.
     """
     _check_num_examples(num_examples)
+    if sent is not None:
+        sent.check({k: np.shape(v) for k, v in global_arrays.items()})  # a server bug if not
+        if max_shapes is None:
+            max_shapes = sent.shapes
 
     expected = set(max_shapes) if max_shapes is not None else set(global_arrays)
     if max_shapes is not None and not expected <= set(global_arrays):
@@ -115,6 +133,8 @@ def validate_reply(
     for key in sorted(expected):
         budget = None if max_shapes is None else tuple(max_shapes[key])
         _check_array(key, reply_arrays[key], np.asarray(global_arrays[key]), budget)
+        if sent is not None:
+            _check_indexed_axes(key, reply_arrays[key], sent)
 
 
 def filter_valid(
@@ -141,7 +161,9 @@ def filter_valid(
     rejected: list[tuple[Hashable, str]] = []
     for reply in replies:
         try:
-            validate_reply(global_arrays, reply.arrays, reply.num_examples, reply.max_shapes)
+            validate_reply(
+                global_arrays, reply.arrays, reply.num_examples, reply.max_shapes, reply.sent
+            )
         except InvalidReply as err:
             log(WARNING, "Rejected reply from node %s: %s", reply.node_id, err.reason)
             rejected.append((reply.node_id, err.reason))
@@ -210,6 +232,15 @@ def _check_array(key: str, arr: object, glob: np.ndarray, budget: tuple[int, ...
                 f"{budget[axis]} (shape {arr.shape} vs budget {budget})"
             )
     _check_dtype_and_values(key, arr, glob.dtype)
+
+
+def _check_indexed_axes(key: str, arr: np.ndarray, sent: SubModel) -> None:
+    for axis, idx in sorted(sent.indices.get(key, {}).items()):
+        if arr.shape[axis] != idx.size:
+            raise InvalidReply(
+                f"{key!r}: axis {axis} holds {arr.shape[axis]} entries, but the node was sent "
+                f"{idx.size} indices on it (shape {arr.shape} vs sent {sent.shapes[key]})"
+            )
 
 
 def _check_dtype_and_values(key: str, arr: np.ndarray, dtype: np.dtype) -> None:

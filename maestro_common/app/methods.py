@@ -29,7 +29,10 @@ from maestro_common.lowrank.freezing import FreezeSchedule
 from maestro_common.lowrank.hybrid import is_hybrid, make_hybrid
 from maestro_common.lowrank.layers import low_rank_layers, rank_quantum, set_rank_quantum
 from maestro_common.lowrank.samplers import NestedSampler, RankSampler, WidthSampler, make_sampler
-from maestro_common.ml.prefix import budget_shapes
+from maestro_common.lowrank.spectral import Pair, SpectralPlan
+from maestro_common.ml.index_sets import IndexPlan
+from maestro_common.ml.prefix import budget_shapes, state_key
+from maestro_common.width.rolling import RollingPlan, rolling_groups
 from maestro_common.width.sliceable import make_width_sliceable, width_shapes
 
 Shapes = dict[str, tuple[int, ...]]
@@ -75,6 +78,16 @@ class Method:
     def load(self, model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module:
         """Load global or received arrays into a model built by :meth:`prepare`."""
         return load_leading_blocks(model, arrays)
+
+    def index_plan(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> IndexPlan | None:
+        """How the server picks a training node's sub-model as index sets, for the global
+        ``model`` built by :meth:`prepare` (:mod:`maestro_common.ml.index_sets`).
+
+        None (the default): the leading blocks of :meth:`shapes`. A node receives the chosen
+        slices gathered into arrays of those shapes either way, so :meth:`load` and
+        :meth:`sampler` do not change.
+        """
+        return None
 
     def loaded_budget(self, budget: float) -> float:
         """The budget at which a model loaded from a tier's received arrays runs its sub-model."""
@@ -255,6 +268,16 @@ class FjORD(HeteroFL):
         return WidthSampler(list(grid), max_width=budget, seed=seed)
 
 
+class FedRolex(HeteroFL):
+    """HeteroFL's static width per tier, its window of channels rolling by one group a round
+    (:mod:`maestro_common.width.rolling`)."""
+
+    name = "fedrolex"
+
+    def index_plan(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> IndexPlan | None:
+        return RollingPlan(rolling_groups(model, input_shape))
+
+
 class FedAvgFit(HeteroFL):
     """A dense model narrow enough for the weakest tier, trained by every client."""
 
@@ -272,8 +295,92 @@ class FedAvgAll(Method):
     name = "fedavg-all"
 
 
+class SpectralSampled(Maestro):
+    """Factored layers in SVD form; each training node gets a sampled subset of every layer's
+    singular components (:mod:`maestro_common.lowrank.spectral`), as many as Maestro's prefix
+    at its β, and trains all of them (no ordered dropout, no lasso, no shrinking). Tiers are
+    evaluated on their leading (largest) components."""
+
+    uses_lasso = False
+    shrinks = False
+    rule: ClassVar[str]
+
+    def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
+        if cfg.hybrid_width:
+            raise ConfigError(f"method {self.name} samples rank components: hybrid-width = false")
+        if cfg.conv_factorization != "svd":
+            raise ConfigError(
+                f"method {self.name} samples the components of U Vᵀ factors: "
+                f"conv-factorization must be 'svd', got {cfg.conv_factorization!r}"
+            )
+        return super().prepare(model, input_shape, cfg)
+
+    def budget(
+        self, beta: float, tiers: Grid, matched_width: MatchedWidth, model: nn.Module | None = None
+    ) -> float:
+        return beta
+
+    def freezing(self, cfg: RunConfig) -> FreezeSchedule | None:
+        return None
+
+    def sampler(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        budget: float,
+        grid: Grid,
+        seed: int,
+        beta: float = 1.0,
+        global_ranks: Mapping[str, int] | None = None,
+    ) -> Sampler:
+        return None  # every received component, every step
+
+    def index_plan(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> IndexPlan | None:
+        pairs = []
+        for name, layer in low_rank_layers(model).items():
+            axes = layer.factor_axes()
+            if set(axes) != {"u", "v"}:
+                raise ConfigError(f"method {self.name}: layer {name} is not a U Vᵀ pair")
+            u_key, v_key = state_key(name, "u"), state_key(name, "v")
+            pairs.append(Pair(u_key, axes["u"][0], v_key, axes["v"][0]))
+        return SpectralPlan(tuple(pairs), self.rule, cfg.seed)
+
+
+class SpectralUnbiased(SpectralSampled):
+    """Korzhenkov & Louizos's Unbiased rule: p_i ∝ σ_i (capped at 1), multipliers 1/p_i."""
+
+    name = "spectral-unbiased"
+    rule = "unbiased"
+
+
+class SpectralCollective(SpectralSampled):
+    """Korzhenkov & Louizos's Collective rule: p and m minimising the error of the round's
+    mean estimate over the nodes sampled."""
+
+    name = "spectral-collective"
+    rule = "collective"
+
+
+class PriSM(SpectralSampled):
+    """Niu et al.'s PriSM: components drawn with probability ∝ σ_i, no multipliers."""
+
+    name = "prism"
+    rule = "prism"
+
+
 METHODS: dict[str, Method] = {
-    m.name: m for m in (Maestro(), FjORD(), HeteroFL(), FedAvgAll(), FedAvgFit())
+    m.name: m
+    for m in (
+        Maestro(),
+        FjORD(),
+        HeteroFL(),
+        FedAvgAll(),
+        FedAvgFit(),
+        FedRolex(),
+        SpectralUnbiased(),
+        SpectralCollective(),
+        PriSM(),
+    )
 }
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 # The width baselines are compared with this method at matched MACs.

@@ -50,13 +50,24 @@ def run_method(method: str, data_dir, **changes) -> tuple[ModelOps, dict, list, 
     final = strategy.run(
         grid, start, 2, train_config, on_round_end=lambda log, arrays, _: logs.append(log)
     )
-    return ops, start, logs, ops.evaluate_tiers(final, TIERS) | {"final": final}
+    return (
+        ops,
+        start,
+        logs,
+        ops.evaluate_tiers(final, TIERS) | {"final": final, "sent": strategy._sent},
+    )
 
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_each_method_trains_two_rounds(method, fmnist_sample):
-    _, start, logs, result = run_method(method, fmnist_sample)
+    ops, start, logs, result = run_method(method, fmnist_sample)
     final = result.pop("final")
+    sent = result.pop("sent")  # what the last round sent each node
+    # Index-set methods (rolled windows, sampled components) sent the weaker tiers other than
+    # their leading blocks in round 2; prefix methods only leading blocks.
+    weak = [s.sub for s in sent.values() if s.beta < 1.0]
+    assert weak and all(sub is not None for sub in weak)
+    assert any(not sub.is_prefix for sub in weak) == (ops.plan is not None)
     assert [log.server_round for log in logs] == [1, 2]
     for log in logs:
         assert log.rejected == [] and len(log.clients) == 6
@@ -64,8 +75,9 @@ def test_each_method_trains_two_rounds(method, fmnist_sample):
     assert any(not np.array_equal(final[k], start[k]) for k in start)
     up = {c["tier-beta"]: c["bytes-up"] for c in logs[-1].clients}
     macs = {b: result[f"{b:g}"]["macs"] for b in TIERS}
-    if method in ("maestro", "fjord", "heterofl"):
-        # Nested sub-models: a weaker tier sends and computes less.
+    if method not in ("fedavg-all", "fedavg-fit"):
+        # Sub-models per tier (prefixes, rolled windows, sampled components): a weaker tier
+        # sends and computes less.
         assert up[0.25] < up[0.5] < up[1.0]
         assert macs[0.25] < macs[0.5] <= macs[1.0]
     else:
@@ -98,6 +110,7 @@ def test_hybrid_maestro_trains_two_rounds_within_the_plain_models_macs(fmnist_sa
     largest fraction whose MACs fit plain Maestro's at its label, so it runs more rank there."""
     ops, start, logs, result = run_method("maestro", fmnist_sample, hybrid_width=True)
     final = result.pop("final")
+    result.pop("sent")
     assert [log.server_round for log in logs] == [1, 2]
     assert all(log.rejected == [] and len(log.clients) == 6 for log in logs)
     assert any(not np.array_equal(final[k], start[k]) for k in start)
@@ -153,5 +166,7 @@ def test_registry_names_match_and_methods_are_distinct():
         name: set(build_run_model(RunConfig(model="lenet5", method=name)).state_dict())
         for name in METHODS
     }
-    assert "fc1.u" in keys["maestro"] and "fc1.weight" not in keys["maestro"]
-    assert all(keys[name] == keys["fedavg-all"] for name in METHODS if name != "maestro")
+    factored = {n for n, m in METHODS.items() if m.factored}
+    assert factored == {"maestro", "spectral-unbiased", "spectral-collective", "prism"}
+    assert all("fc1.u" in keys[n] and "fc1.weight" not in keys[n] for n in factored)
+    assert all(keys[name] == keys["fedavg-all"] for name in METHODS if name not in factored)
