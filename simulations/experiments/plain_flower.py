@@ -1,14 +1,14 @@
 """Plain Flower FedAvg beside the harness: where does a round's time go without maestro-fl?
 
-Runs ``simulations/plain_fedavg`` (Flower's own ``FedAvg.start`` and a ClientApp that trains the
-dense model) through the same local SuperLink, simulation engine, SuperNode count and client
-resources as ``python -m simulations.run``, on the same data and partition (the maestro-fl run
-config's keys it shares are taken from ``--conf``), then prints the same timing table the
-harness's report shows. Compare it with the harness's ``fedavg-all`` method (the same dense model
-trained by every client) with ``--set clients-per-eval=0`` (the plain app evaluates on the server
-only)::
+Runs ``simulations/experiments/plain_fedavg`` (Flower's own ``FedAvg.start`` and a ClientApp that
+trains the dense model) through the same local SuperLink, simulation engine, SuperNode count and
+client resources as ``python -m simulations.run``, on the same data and partition (the
+maestro-fl run config's keys it shares are taken from ``--conf``), then prints the same timing
+table the harness's report shows. Compare it with the harness's ``fedavg-all`` method (the same
+dense model trained by every client) with ``--set clients-per-eval=0`` (the plain app evaluates on
+the server only)::
 
-    python -m simulations.plain_flower --conf simulations/conf/demo.toml \\
+    python -m simulations.experiments.plain_flower --conf simulations/conf/demo.toml \\
         --set num-rounds=10 --out runs/plain
     python -m simulations.run --conf simulations/conf/demo.toml \\
         --methods fedavg-all --set num-rounds=10 --set clients-per-eval=0 --out runs/side
@@ -27,11 +27,14 @@ from pathlib import Path
 import tomli_w
 
 from simulations.experiment import read_experiment
+from simulations.harness.configs import parse_sets
+from simulations.harness.progress import read_rows
+from simulations.harness.runner import copy_output
+from simulations.harness.superlink import BIN, ROOT, LocalSuperLink
 from simulations.procs import ProcessGuard
 from simulations.report import Run, timing_table
-from simulations.run import BIN, ROOT, LocalSuperLink, _copy_output, parse_sets, read_rows
 
-APP = ROOT / "simulations" / "plain_fedavg"
+APP = ROOT / "simulations" / "experiments" / "plain_fedavg"
 
 
 def app_keys() -> set[str]:
@@ -51,7 +54,7 @@ def plain_config(conf: dict, sets: dict, out_file: Path) -> tuple[dict, list[str
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m simulations.plain_flower",
+        prog="python -m simulations.experiments.plain_flower",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> Path:
             cmd, cwd=APP, env=link.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         ) as proc,
     ):
-        copier = threading.Thread(target=_copy_output, args=(proc.stdout, out / "plain.log"))
+        copier = threading.Thread(target=copy_output, args=(proc.stdout, out / "plain.log"))
         copier.start()
         proc.wait()
         copier.join(timeout=10)

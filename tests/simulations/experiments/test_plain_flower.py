@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from simulations.plain_flower import app_keys, plain_config
+from simulations.experiments.plain_flower import app_keys, plain_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_the_plain_app_takes_the_shared_keys_and_names_the_rest(tmp_path):
@@ -31,7 +31,7 @@ def test_a_plain_flower_run_records_its_rounds_in_the_harness_schema(tmp_path, f
         'max-test-examples = 100\npartitioning = "iid"\neval-every = 2\nmethod = "maestro"\n'
     )
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "simulations.plain_flower", "--conf", str(conf)]
+    cmd = [sys.executable, "-m", "simulations.experiments.plain_flower", "--conf", str(conf)]
     cmd += ["--supernodes", "2", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "local"}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -11,8 +11,8 @@ it out), so a rule can be chosen on it; the test accuracy is reported beside it.
 
 Example::
 
-    python -m simulations.rank_allocation runs/cent/cnn-maestro-warm runs/cent/cnn-dense \\
-        --val-size 6000 --out runs/cent/allocation.json
+    python -m simulations.experiments.rank_allocation runs/cent/cnn-maestro-warm \\
+        runs/cent/cnn-dense --val-size 6000 --out runs/cent/allocation.json
 """
 
 from __future__ import annotations
@@ -106,7 +106,9 @@ def summarize(rows: list[dict]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m simulations.rank_allocation", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m simulations.experiments.rank_allocation", description=__doc__
+    )
     p.add_argument("folders", nargs="+", type=Path, help="--out folders of the centralized trainer")
     p.add_argument("--dataset", default="fashion-mnist", choices=sorted(DATASET_INFO))
     p.add_argument("--data-dir", default=None, help="folder with the dataset's files")

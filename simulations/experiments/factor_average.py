@@ -25,7 +25,7 @@ Tucker-2 layers and a hybrid's width-nested reader are not of the form U Vᵀ an
 (listed). Weights are the clients' example counts (the trust caps act on adversarial replies and
 are not applied here).
 
-    python -m simulations.factor_average --conf simulations/conf/fmnist-100.toml \\
+    python -m simulations.experiments.factor_average --conf simulations/conf/fmnist-100.toml \\
         --checkpoint runs/maestro-seed0/checkpoint.npz --partitions 100
 """
 
@@ -56,7 +56,7 @@ from server.aggregation import aggregate_nested
 from server.evaluation import ModelOps
 from server.sampling import sample_nodes
 from simulations.experiment import read_experiment
-from simulations.run import parse_sets
+from simulations.harness.configs import parse_sets
 
 log = logging.getLogger(__name__)
 Arrays = dict[str, np.ndarray]

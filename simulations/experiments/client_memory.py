@@ -13,7 +13,7 @@ script's parent holds the whole training set while it writes the partition file)
 
 Each is run with glibc malloc tuning off and on (``tune-malloc``)::
 
-    python -m simulations.client_memory --models lenet5,cnn --partitions 100
+    python -m simulations.experiments.client_memory --models lenet5,cnn --partitions 100
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ def own_partition(cfg: RunConfig, partitions: int, folder: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(prog="python -m simulations.client_memory", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m simulations.experiments.client_memory", description=__doc__
+    )
     p.add_argument("--models", default="lenet5,cnn")
     p.add_argument("--partitions", type=int, default=100, help="num-partitions of the set")
     p.add_argument("--beta", type=float, default=1.0, help="budget trained")

@@ -4,8 +4,8 @@ Each measurement is a fresh process (glibc reads the variables at start-up) that
 for a fixed number of steps on random data, as a client does; settings alternate A/B/A/B so a
 load change on the machine hits both. Run it on an otherwise idle machine::
 
-    python -m simulations.malloc_bench --model cnn --steps 150 --repeats 3
-    python -m simulations.malloc_bench --model cnn --steps 5 --repeats 3 --mode eval
+    python -m simulations.experiments.malloc_bench --model cnn --steps 150 --repeats 3
+    python -m simulations.experiments.malloc_bench --model cnn --steps 5 --repeats 3 --mode eval
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 
-from simulations.run import FAST_MALLOC
+from simulations.harness.superlink import FAST_MALLOC
 
 CHILD = r"""
 import json, sys, time, torch
@@ -72,7 +72,7 @@ def measure(model: str, steps: int, factored: bool, fast: bool, mode: str = "tra
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(
-        prog="python -m simulations.malloc_bench",
+        prog="python -m simulations.experiments.malloc_bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
