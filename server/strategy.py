@@ -3,7 +3,7 @@
 A Flower :class:`~flwr.serverapp.strategy.Strategy`: ``configure_train`` builds one message per node
 carrying the leading blocks of its budget (or, with an index plan, the slices the plan picks for
 it: :mod:`maestro_common.ml.index_sets`); ``aggregate_train`` reads every reply through the
-train-reply contract (:mod:`maestro_common.app.protocol`), validates its arrays against what that
+train-reply contract (:mod:`server.replies`), validates its arrays against what that
 node was sent (:mod:`server.validation`), bounds its influence (:mod:`server.influence`) and
 averages each coordinate over the replies that cover it (:mod:`server.aggregation`). A reply that
 breaks any of these is left out with its reason; no single reply can end the round. The strategy
@@ -34,9 +34,10 @@ from maestro_common.ml.prefix import budget_shapes, payload_nbytes
 from server.aggregation import MEAN, Rule, aggregate_nested
 from server.influence import cap_weights, clip_updates
 from server.messaging import send_and_receive
+from server.replies import read_eval_replies, read_train_replies, tier_means
 from server.rounds import NodeInfo, RoundLog, RoundPolicy
 from server.sampling import sample_nodes
-from server.validation import MIN_NUM_EXAMPLES, Reply, bound_metrics, filter_valid
+from server.validation import Reply, bound_metrics, filter_valid
 
 Arrays = dict[str, np.ndarray]
 OFF_TIER = "off-tier"  # the federated report's row of nodes whose β is none of the run's tiers
@@ -279,33 +280,12 @@ class NestedFedAvg(Strategy):
         log(INFO, "configure_train: %d of %d nodes", len(nodes), len(self.nodes))
         return self._messages(nodes, config, server_round, MessageType.TRAIN)
 
-    def _read_train_replies(
-        self, replies: Iterable[Message]
-    ) -> tuple[dict[int, TrainReply], list[tuple[int, str]]]:
-        """Each reply through the train-reply contract; at most one reply per node sent to."""
-        read: dict[int, TrainReply] = {}
-        rejected: list[tuple[int, str]] = []
-        for msg in replies:
-            node = msg.metadata.src_node_id
-            if node not in self._sent:
-                outcome: TrainReply | Rejected = Rejected("reply from an unsent node")
-            elif node in read or any(n == node for n, _ in rejected):
-                outcome = Rejected("second reply from the node this round")
-            else:
-                outcome = P.decode_train_reply(msg)
-            if isinstance(outcome, Rejected):
-                log(WARNING, "node %s: train reply refused: %s", node, outcome.reason)
-                rejected.append((node, outcome.reason))
-            else:
-                read[node] = outcome
-        return read, rejected
-
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Read and validate every reply, leave out the bad ones, bound, then nested average."""
         start = time.perf_counter()
-        read, rejected = self._read_train_replies(replies)
+        read, rejected = read_train_replies(replies, self._sent)
         candidates = [
             Reply(node, r.arrays, r.num_examples, self._sent[node].shapes, self._sent[node].sub)
             for node, r in read.items()
@@ -400,41 +380,16 @@ class NestedFedAvg(Strategy):
         Replies that break the evaluate-reply contract, come from a node not asked this round or
         repeat a node are left out (``round_log.eval_rejected``).
         """
-        accepted: list[tuple[int, P.EvalReply]] = []
-        seen: set[int] = set()
-        rejected: list[tuple[int, str]] = []
-        for msg in replies:
-            node = msg.metadata.src_node_id
-            if node not in self._eval_sent or node in seen:
-                reply: P.EvalReply | Rejected = Rejected("unexpected or repeated evaluate reply")
-            else:
-                reply = P.decode_eval_reply(msg)
-                if not isinstance(reply, Rejected) and reply.num_examples < MIN_NUM_EXAMPLES:
-                    reply = Rejected(
-                        f"num-examples must be >= {MIN_NUM_EXAMPLES:g}, got {reply.num_examples!r}"
-                    )
-            seen.add(node)
-            if isinstance(reply, Rejected):
-                log(WARNING, "node %s: evaluate reply refused: %s", node, reply.reason)
-                rejected.append((node, reply.reason))
-                continue
-            accepted.append((node, reply))
+        accepted, rejected = read_eval_replies(replies, self._eval_sent)
         # Weighted and capped as train replies are: a claim of 1e9 examples weighs 2 medians.
         weights = cap_weights(
             [r.num_examples for _, r in accepted], self.weight_cap, self.weight_floor
         )
-        sums: dict[str, list[float]] = {}
-        for (node, reply), w in zip(accepted, weights, strict=True):
-            s = sums.setdefault(self.tier_label(self._eval_sent[node].beta), [0.0, 0.0, 0.0])
-            s[0] += w
-            s[1] += w * reply.accuracy
-            s[2] += w * reply.loss
         self.round_log.eval_rejected = rejected
-        self.round_log.federated = {
-            label: {"accuracy": a / n, "loss": lo / n, "num-examples": n}
-            for label, (n, a, lo) in sorted(sums.items(), key=lambda kv: _label_order(kv[0]))
-        }
-        if not sums:
+        self.round_log.federated = tier_means(
+            accepted, weights, lambda node: self.tier_label(self._eval_sent[node].beta)
+        )
+        if not self.round_log.federated:
             return None
         return MetricRecord(
             {f"fed-accuracy-{k}": v["accuracy"] for k, v in self.round_log.federated.items()}
@@ -494,11 +449,3 @@ class NestedFedAvg(Strategy):
             if on_round_end is not None:
                 on_round_end(self.round_log, self.global_arrays, round_start)
         return self.global_arrays
-
-
-def _label_order(label: str) -> tuple[int, float]:
-    """Tier rows by budget, the off-tier row last."""
-    try:
-        return (0, float(label))
-    except ValueError:
-        return (1, 0.0)

@@ -18,7 +18,7 @@ from server import server_app
 from server.evaluation import ModelOps
 from server.results import CHECKPOINT, METRICS, OLD_CHECKPOINT, SUMMARY, ResumeError
 from tests.fakegrid import FakeGrid
-from tests.server.test_strategy import _echo, _nan
+from tests.server.strategy_setup import echo, nan_entry
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -111,7 +111,7 @@ def test_fewer_nodes_than_min_nodes_stops_after_node_wait(data_dir, tmp_path):
 
 def test_rounds_without_a_valid_reply_are_flagged(data_dir, tmp_path):
     cfg = _cfg(data_dir, tmp_path)
-    _main(cfg, train=_echo(_nan))
+    _main(cfg, train=echo(nan_entry))
     rows = _rows(cfg)
     assert [r["valid-replies"] for r in rows] == [0, 0]
     assert all(r["no-valid-reply"] is True for r in rows)
@@ -123,7 +123,7 @@ def test_rounds_without_a_valid_reply_are_flagged(data_dir, tmp_path):
 
 def test_trained_rounds_count_their_valid_replies(data_dir, tmp_path):
     cfg = _cfg(data_dir, tmp_path, num_rounds=1)
-    _main(cfg, train=_echo())
+    _main(cfg, train=echo())
     (row,) = _rows(cfg)
     assert row["valid-replies"] == 2 and "no-valid-reply" not in row
     # The echo replies carry neither rank-fraction nor bytes-up: the virtual clock prices each
@@ -139,7 +139,7 @@ def test_trained_rounds_count_their_valid_replies(data_dir, tmp_path):
 
 def _finished_round(data_dir, tmp_path):
     cfg = _cfg(data_dir, tmp_path, num_rounds=1)
-    _main(cfg, train=_echo())
+    _main(cfg, train=echo())
     return cfg, server_app.run_folder(cfg) / CHECKPOINT
 
 
@@ -157,7 +157,7 @@ def test_resume_from_a_bad_checkpoint_fails_before_any_round(data_dir, tmp_path,
     write_checkpoint(path, ckpt.round, arrays, ckpt.config)  # well formed, checksum right
     rows_before = _rows(cfg)
     resumed = cfg.replace(num_rounds=2, resume=True)
-    grid = FakeGrid(NODES, resumed.to_run_config(), train=_echo())
+    grid = FakeGrid(NODES, resumed.to_run_config(), train=echo())
     with pytest.raises(CheckpointError, match=str(path)):
         server_app.main(grid, Context(1, 0, {}, RecordDict(), resumed.to_run_config()))
     assert grid.sent == [] and _rows(cfg) == rows_before
@@ -165,7 +165,7 @@ def test_resume_from_a_bad_checkpoint_fails_before_any_round(data_dir, tmp_path,
 
 def test_resume_with_a_good_checkpoint_continues(data_dir, tmp_path):
     cfg, path = _finished_round(data_dir, tmp_path)
-    _main(cfg.replace(num_rounds=2, resume=True), train=_echo())
+    _main(cfg.replace(num_rounds=2, resume=True), train=echo())
     assert [r["round"] for r in _rows(cfg)] == [1, 2]
     assert read_checkpoint(path).round == 2
 
@@ -184,7 +184,7 @@ def test_an_old_pickle_checkpoint_is_never_loaded(data_dir, tmp_path):
 
 def test_rows_carry_validation_accuracy_per_tier(data_dir, tmp_path):
     cfg = _cfg(data_dir, tmp_path, val_size=40)
-    _main(cfg, train=_echo())
+    _main(cfg, train=echo())
     for row in _rows(cfg):
         assert set(row["val-tiers"]) == set(row["tiers"]) == {"0.5", "1"}
         for m in row["val-tiers"].values():
@@ -199,7 +199,7 @@ def test_without_test_eval_the_test_set_is_never_read(data_dir, tmp_path, monkey
 
     monkeypatch.setattr(server_app.ModelOps, "test_set", refuse)
     cfg = _cfg(data_dir, tmp_path, val_size=40, test_eval=False)
-    _main(cfg, train=_echo())
+    _main(cfg, train=echo())
     rows = _rows(cfg)
     assert all("tiers" not in r and set(r["val-tiers"]) == {"0.5", "1"} for r in rows)
 
@@ -371,7 +371,7 @@ def test_a_client_cannot_name_a_tier_row_inflate_the_records_or_its_tiers_accura
     def many_metrics(arrays, metrics):
         metrics.update({f"m{i:05d}": 1.0 for i in range(30_000)})  # 815 kB a round before
 
-    grid = FakeGrid(nodes, cfg.to_run_config(), train=_echo(many_metrics))
+    grid = FakeGrid(nodes, cfg.to_run_config(), train=echo(many_metrics))
     honest_eval = grid.handlers[MessageType.EVALUATE]
 
     def eval_liar(msg, context):
@@ -411,7 +411,7 @@ def test_an_evaluate_liar_cannot_make_its_tier_read_100_percent(data_dir, tmp_pa
         10 + i: {"rank-fraction": 1.0, "partition-id": i, "num-partitions": 4} for i in range(4)
     }
     cfg = _cfg(data_dir, tmp_path, clients_per_round=4, clients_per_eval=4, num_rounds=1)
-    grid = FakeGrid(nodes, cfg.to_run_config(), train=_echo())
+    grid = FakeGrid(nodes, cfg.to_run_config(), train=echo())
 
     def evaluate(msg, context):
         if context.node_id == 10:

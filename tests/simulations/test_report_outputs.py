@@ -12,7 +12,7 @@ import pytest
 from simulations.paired import paired_differences, t_quantile
 from simulations.report import load_runs, plots, runs_frame, summary_frame, write_report
 from simulations.report.runs import tiers_without_clients
-from tests.simulations.test_report import FINAL, fake_run
+from tests.simulations.report_runs import FINAL, fake_run
 
 
 @pytest.fixture

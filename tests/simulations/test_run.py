@@ -11,7 +11,7 @@ import pytest
 from simulations import provenance
 from simulations.run import parse_args, write_comparison
 from tests.simulations.harness.runs import harness_request, recorded_run
-from tests.simulations.test_report import FINAL, fake_run
+from tests.simulations.report_runs import FINAL, fake_run
 
 
 def test_the_demo_target_takes_the_files_node_count():

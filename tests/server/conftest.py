@@ -1,0 +1,41 @@
+"""Fixtures of the server tests that run NestedFedAvg over the fake grid (test_strategy*.py):
+a tiny random IDX dataset, a lenet5 run config on it and its model operations. A test module
+that defines a fixture of the same name uses its own."""
+
+import numpy as np
+import pytest
+
+from maestro_common.app.config import RunConfig
+from maestro_common.ml.data import write_idx
+from server.evaluation import ModelOps
+from tests.server.strategy_setup import NUM_TEST, NUM_TRAIN
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A tiny Fashion-MNIST-shaped IDX sample: random images, labels 0..9."""
+    folder = tmp_path_factory.mktemp("idx")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", NUM_TRAIN), ("t10k", NUM_TEST)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), "u1"))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n).astype("u1"))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def cfg(data_dir):
+    return RunConfig(
+        model="lenet5",
+        data_dir=data_dir,
+        tier_fractions="0.25,0.5,1.0",
+        batch_size=32,
+        partitioning="iid",
+        device="cpu",
+        clients_per_round=4,
+        max_test_examples=50,
+    )
+
+
+@pytest.fixture(scope="module")
+def ops(cfg):
+    return ModelOps(cfg)
