@@ -11,7 +11,7 @@ from maestro_common.app.config import RunConfig
 from maestro_common.app.task import build_run_model
 from maestro_common.lowrank.layers import LowRankConv2d, LowRankLinear
 from server.aggregation import aggregate_nested
-from simulations import factor_average as fa
+from simulations.experiments import factor_average as fa
 
 
 def _reply(layer, name, k, weight, gen):

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from simulations import centralized, rank_allocation
+from simulations import centralized
+from simulations.experiments import rank_allocation
 
 
 def test_scores_every_rule_on_saved_dense_and_factored_models(fmnist_sample, tmp_path):
