@@ -12,7 +12,6 @@ interface that have a key are refused with the key to use (:data:`REMOVED_FLAGS`
 from __future__ import annotations
 
 import argparse
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from maestro_common.app.methods import METHOD_NAMES, get_method
 from maestro_common.app.task import check_names, resolve_device
 from maestro_common.ml.data import DATASET_INFO
 from simulations.experiment import SUPERNODES_KEY, read_experiment
+from simulations.harness.configs import parse_sets
 
 # Flags of the earlier interface -> the run-config key that replaced each (None: no key).
 REMOVED_FLAGS: dict[str, str | None] = {
@@ -101,27 +101,6 @@ class Options:
     @property
     def first(self) -> RunConfig:
         return next(iter(self.configs.values()))
-
-
-def parse_sets(items: list[str]) -> dict[str, Any]:
-    """``--set KEY=VALUE`` items as run-config values (TOML; a bare word is a string), as the
-    federated harness reads them.
-
-    Raises
-    ------
-    ValueError
-        For an item without ``=``.
-    """
-    sets: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
-        try:
-            sets[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            sets[key.strip()] = value  # a bare word: take it as a string
-    return sets
 
 
 def _floats(text: str) -> list[float]:

@@ -60,7 +60,8 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
     sets: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
+        key = key.strip()
+        if not sep or not key:
             raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
         try:
             sets[key] = tomllib.loads(f"v = {value}")["v"]
