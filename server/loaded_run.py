@@ -21,7 +21,7 @@ from maestro_common.app.checkpoint import Checkpoint, read_checkpoint
 from maestro_common.app.config import RunConfig
 from maestro_common.ml.data import ArrayDataset, load_dataset
 from maestro_common.ml.data.local import load_local_dataset
-from server.evaluation import ModelOps  # the tier budgets, shapes and counts of metrics.jsonl
+from server.model_ops import ModelOps  # the tier budgets, shapes and counts of metrics.jsonl
 
 
 @dataclass
@@ -30,7 +30,7 @@ class LoadedRun:
 
     cfg: RunConfig
     checkpoint: Checkpoint
-    ops: Any  # server.evaluation.ModelOps: the same per-method budgets, shapes and counts
+    ops: Any  # server.model_ops.ModelOps: the same per-method budgets, shapes and counts
 
     @property
     def model(self) -> nn.Module:

@@ -23,7 +23,7 @@ from maestro_common.app.task import load_run_config
 from maestro_common.app.warmup import factor_arrays, in_warmup, warmup_config, whole_model
 from maestro_common.ml.schedules import round_lr
 from server.aggregation import Rule
-from server.evaluation import ModelOps
+from server.model_ops import ModelOps
 from server.policy import EligibleOnly, VirtualClockPolicy, run_profiles
 from server.profiles import TierProfile
 from server.report import plot_accuracy, write_summary

@@ -101,7 +101,7 @@ def bench_rules(repeats: int = 3) -> dict[str, float]:
 
     from maestro_common.ml.prefix import take_prefix
     from server.aggregation import Rule, aggregate_nested
-    from server.evaluation import ModelOps
+    from server.model_ops import ModelOps
 
     cfg = RunConfig(model="cnn", tier_fractions="0.25,0.5,1.0", device="cpu")
     ops = ModelOps(cfg)

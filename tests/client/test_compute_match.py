@@ -10,7 +10,7 @@ from maestro_common.app.cost import round_steps, trained_examples
 from maestro_common.ml.data.arrays import ArrayDataset
 from maestro_common.ml.prefix import take_prefix
 from server.clock import training_macs
-from server.evaluation import ModelOps
+from server.model_ops import ModelOps
 from server.policy import VirtualClockPolicy
 from server.profiles import TierProfile
 

@@ -9,7 +9,7 @@ from client.local_data import _partitions, local_splits, train_labels
 from maestro_common.app.config import ConfigError, RunConfig
 from maestro_common.ml.data import partition_indices
 from maestro_common.ml.data.partition import holdout_split
-from server.evaluation import ModelOps
+from server.model_ops import ModelOps
 
 
 def _parts(data: str, val_size: int, num: int = 8) -> tuple[np.ndarray, ...]:

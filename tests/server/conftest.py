@@ -7,7 +7,7 @@ import pytest
 
 from maestro_common.app.config import RunConfig
 from maestro_common.ml.data import write_idx
-from server.evaluation import ModelOps
+from server.model_ops import ModelOps
 from tests.server.strategy_setup import NUM_TEST, NUM_TRAIN
 
 

@@ -13,7 +13,7 @@ from maestro_common.app.config import RunConfig
 from maestro_common.app.protocol import ARRAYS as ARRAYS_KEY
 from maestro_common.app.protocol import METRICS as METRICS_KEY
 from maestro_common.app.protocol import from_record, to_record
-from server.evaluation import ModelOps
+from server.model_ops import ModelOps
 from server.strategy import NestedFedAvg
 from tests.fakegrid import Handler
 

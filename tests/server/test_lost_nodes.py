@@ -15,7 +15,7 @@ from maestro_common.app.config import RunConfig
 from maestro_common.ml.data import write_idx
 from server import server_app
 from server import strategy as strategy_module
-from server.evaluation import ModelOps
+from server.model_ops import ModelOps
 from server.results import METRICS
 from server.rounds import RoundLog
 from server.strategy import NestedFedAvg

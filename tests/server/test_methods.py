@@ -9,7 +9,7 @@ from maestro_common.app.methods import METHODS, Method
 from maestro_common.app.task import build_run_model
 from maestro_common.lowrank.training import evaluate
 from maestro_common.ml.prefix import array_shapes, take_prefix
-from server.evaluation import ModelOps
+from server.model_ops import ModelOps
 from server.server_app import make_strategy
 from tests.fakegrid import FakeGrid
 

@@ -103,7 +103,7 @@ def test_a_round_of_fixed_steps_is_priced_from_the_examples_its_steps_see():
 def test_the_clock_prices_a_tier_at_its_methods_step_not_one_pass():
     from maestro_common.app.config import RunConfig
     from maestro_common.app.cost import tier_step_macs
-    from server.evaluation import ModelOps
+    from server.model_ops import ModelOps
 
     for method in ("maestro", "fjord"):
         cfg = RunConfig(method=method, model="lenet5", tier_fractions="0.25,0.5,1.0")

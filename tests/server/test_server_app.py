@@ -15,7 +15,7 @@ from maestro_common.app.protocol import CONFIG as CONFIG_KEY
 from maestro_common.app.protocol import from_record
 from maestro_common.ml.data import write_idx
 from server import server_app
-from server.evaluation import ModelOps
+from server.model_ops import ModelOps
 from server.results import CHECKPOINT, METRICS, OLD_CHECKPOINT, SUMMARY, ResumeError
 from tests.fakegrid import FakeGrid
 from tests.server.strategy_setup import echo, nan_entry

@@ -18,7 +18,7 @@ from maestro_common.app.protocol import METRICS as METRICS_KEY
 from maestro_common.app.protocol import from_record, to_record
 from maestro_common.app.tiers import resolve_budget
 from maestro_common.ml.prefix import budget_shapes, leading_block
-from server.evaluation import ModelOps
+from server.model_ops import ModelOps
 from server.rounds import RoundLog
 from server.strategy import NestedFedAvg
 from tests.fakegrid import FakeGrid

@@ -10,7 +10,7 @@ from flwr.app import ConfigRecord
 from maestro_common.app.protocol import ARRAYS as ARRAYS_KEY
 from maestro_common.app.protocol import from_record, to_record
 from maestro_common.ml.index_sets import take_sub_model
-from server.evaluation import ModelOps
+from server.model_ops import ModelOps
 from server.strategy import NestedFedAvg
 from tests.fakegrid import FakeGrid, Handler
 from tests.server.strategy_setup import (

@@ -98,7 +98,7 @@ def test_run_model_carries_the_quantum():
 
 @pytest.mark.parametrize("beta", [0.2, 0.6])
 def test_server_tier_shapes_match_the_codec_cut(beta):
-    from server.evaluation import ModelOps
+    from server.model_ops import ModelOps
 
     cfg = RunConfig(model="lenet5", rank_quantum=4, conv_factorization="tucker")
     ops = ModelOps(cfg)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from maestro_common.app.config import ConfigError, RunConfig
-from server import evaluation
-from server.evaluation import EVAL_THREADS_ENV, ModelOps, eval_threads
+from server import model_ops
+from server.model_ops import EVAL_THREADS_ENV, ModelOps, eval_threads
 
 
 @pytest.mark.parametrize(("method", "distinct"), [("fedavg-all", 1), ("maestro", 3)])
@@ -20,13 +20,13 @@ def test_each_distinct_budget_is_evaluated_once(fmnist_sample, monkeypatch, meth
     )
     ops = ModelOps(cfg)
     calls = []
-    real = evaluation.evaluate_metrics
+    real = model_ops.evaluate_metrics
 
     def counting(model, images, labels, budget, **kw):
         calls.append(budget)
         return real(model, images, labels, budget, **kw)
 
-    monkeypatch.setattr(evaluation, "evaluate_metrics", counting)
+    monkeypatch.setattr(model_ops, "evaluate_metrics", counting)
     arrays = ops.initial_arrays()
     tiers = ops.evaluate_tiers(arrays, cfg.tiers)
     assert len(calls) == distinct and set(tiers) == {"0.25", "0.5", "1"}
@@ -43,13 +43,13 @@ def test_the_server_evaluates_on_the_threads_it_is_given(fmnist_sample, monkeypa
     cfg = RunConfig(model="lenet5", data_dir=str(fmnist_sample), max_test_examples=50)
     ops = ModelOps(cfg)
     seen = []
-    real = evaluation.evaluate_metrics
+    real = model_ops.evaluate_metrics
 
     def spy(*args, **kw):
         seen.append(torch.get_num_threads())
         return real(*args, **kw)
 
-    monkeypatch.setattr(evaluation, "evaluate_metrics", spy)
+    monkeypatch.setattr(model_ops, "evaluate_metrics", spy)
     before = torch.get_num_threads()
     two = ops.evaluate_tiers(ops.initial_arrays(), [1.0])
     assert seen == [2] and torch.get_num_threads() == before  # put back after
