@@ -30,7 +30,6 @@ from maestro_common.app.task import (
     train_settings,
 )
 from maestro_common.app.tiers import resolve_budget
-from maestro_common.app.warmup import phase_config
 from maestro_common.lowrank.training import TrainResult, evaluate, train
 from maestro_common.ml.prefix import array_shapes, take_prefix
 
@@ -168,8 +167,7 @@ def train_fn(msg: Message, context: Context) -> Message:
     start, started_at = time.perf_counter(), time.time()
     _setup(context)
     task = P.decode_instruction(msg)
-    # The dense model in a dense warm-up's rounds, the run's own method after them.
-    cfg = phase_config(load_run_config(context.run_config), task.server_round)
+    cfg = load_run_config(context.run_config)
     device = resolve_device(cfg)
     train_ds, _ = _splits(cfg, context)
     arrays, result = local_round(cfg, task, train_ds, _data_seed_id(context), device)
@@ -192,7 +190,7 @@ def evaluate_fn(msg: Message, context: Context) -> Message:
     """Accuracy and loss of the received prefix on this client's validation split."""
     _setup(context)
     task = P.decode_instruction(msg)
-    cfg = phase_config(load_run_config(context.run_config), task.server_round)
+    cfg = load_run_config(context.run_config)
     device = resolve_device(cfg)
     _, val_ds = _splits(cfg, context)
     model, _, _ = _model_from(task.arrays, cfg, device)

@@ -95,13 +95,6 @@ class ModelOps:
         self._step_macs_at = cache(self._step_macs)
         self.threads = eval_threads()
 
-    def sibling(self, cfg: RunConfig) -> ModelOps:
-        """The operations of another run config (a dense warm-up's phase) over this one's
-        test and validation splits (loaded once, shared)."""
-        other = ModelOps(cfg)
-        other._test, other._val = self._test, self._val
-        return other
-
     def initial_arrays(self) -> dict[str, np.ndarray]:
         return model_arrays(self.model)
 

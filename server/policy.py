@@ -123,23 +123,3 @@ class VirtualClockPolicy(RoundPolicy):
         for row in clients:
             row["dropped"] = row["node-id"] in dropped
         return set(kept), round_duration(times, kept)
-
-
-class EligibleOnly(RoundPolicy):
-    """Another policy, with training open only to nodes whose budget β passes ``eligible``.
-
-    A dense warm-up's rounds use it: only the tiers whose budget covers the dense model train.
-    """
-
-    def __init__(self, inner: RoundPolicy, eligible: Callable[[float], bool]) -> None:
-        self.inner = inner
-        self.eligible = eligible
-
-    def available(self, server_round: int, node_id: int, info: NodeInfo) -> bool:
-        return self.eligible(info.beta) and self.inner.available(server_round, node_id, info)
-
-    def budget(self, server_round: int, node_id: int, info: NodeInfo) -> float:
-        return self.inner.budget(server_round, node_id, info)
-
-    def admit(self, server_round: int, clients: list[dict[str, Any]]) -> tuple[set[int], float]:
-        return self.inner.admit(server_round, clients)

@@ -1,10 +1,14 @@
-"""ServerApp: nested low-rank federated training across device tiers, with resume."""
+"""ServerApp: nested low-rank federated training across device tiers, with resume.
+
+:func:`main` checks everything that can fail before round 1 (:func:`preflight`), holds the run
+folder, and hands the rounds to a :class:`FederatedRun`: the strategy runs them, the run records
+each one (its row, the global arrays) as it ends, so a crash loses no finished round.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from logging import INFO, WARNING
 from pathlib import Path
 
@@ -20,11 +24,10 @@ from maestro_common.app.cost import round_steps
 from maestro_common.app.malloc import tune_malloc
 from maestro_common.app.runlock import FolderLock
 from maestro_common.app.task import load_run_config
-from maestro_common.app.warmup import factor_arrays, in_warmup, warmup_config, whole_model
 from maestro_common.ml.schedules import round_lr
 from server.aggregation import Rule
 from server.model_ops import ModelOps
-from server.policy import EligibleOnly, VirtualClockPolicy, run_profiles
+from server.policy import VirtualClockPolicy, run_profiles
 from server.profiles import TierProfile
 from server.report import plot_accuracy, write_summary
 from server.results import CHECKPOINT, RunRecorder
@@ -76,24 +79,19 @@ def run_folder(cfg: RunConfig) -> Path:
     return folder
 
 
-@dataclass(frozen=True)
-class Warmup:
-    """A dense warm-up's phase: its model operations, and which tier budgets β may train in it
-    (None: every tier, each at its own budget)."""
-
-    ops: ModelOps
-    eligible: Callable[[float], bool] | None
-
-
-def preflight(
-    cfg: RunConfig,
-) -> tuple[Path, ModelOps, tuple[TierProfile, ...], Warmup | None]:
+def preflight(cfg: RunConfig) -> tuple[Path, ModelOps, tuple[TierProfile, ...]]:
     """Every check that can fail before round 1, run before the run folder is touched.
 
     The run folder stays inside ``output-dir``; an explicit ``data-dir`` exists; the tier profile
     strings parse; the model builds; the test split loads (unless ``test-eval`` is off, so a run
     that chooses settings never reads it); the validation split loads when ``val-size`` > 0.
     """
+    if cfg.dense_warmup:
+        raise ConfigError(
+            f"dense-warmup={cfg.dense_warmup:g}: the dense warm-up is an option of the centralized "
+            "trainer (python -m simulations.centralized) only; its federated forms lost and were "
+            'removed (docs/results.md, "Variants measured"): leave dense-warmup at 0'
+        )
     folder = run_folder(cfg)
     if cfg.data_dir and not Path(cfg.data_dir).expanduser().is_dir():
         raise ConfigError(f"data-dir {cfg.data_dir!r} is not a folder (leave it empty to search)")
@@ -104,21 +102,6 @@ def preflight(
     ops = ModelOps(cfg)
     test = len(ops.test_set()) if cfg.test_eval else 0
     val = len(ops.val_set()) if cfg.val_size else 0
-    warmup = None
-    if cfg.warmup_rounds:
-        warm_ops = ops.sibling(warmup_config(cfg))
-        # Read off the fresh models, before any round loads or resizes them.
-        warmup = Warmup(warm_ops, covers_dense(ops, warm_ops) if whole_model(cfg) else None)
-    if (
-        warmup is not None
-        and warmup.eligible is not None
-        and not any(map(warmup.eligible, cfg.tiers))
-    ):
-        raise ConfigError(
-            f"dense-warmup: no tier in tier-fractions={cfg.tier_fractions!r} can train the dense "
-            "model (its factored sub-model runs fewer MACs than the dense one even at the "
-            "largest β): add a tier of β = 1 with rank-fraction = 1, or leave dense-warmup at 0"
-        )
     log(
         INFO,
         "preflight passed: %d test examples, %d validation examples, %d tier profiles",
@@ -126,15 +109,7 @@ def preflight(
         val,
         len(profiles),
     )
-    return folder, ops, profiles, warmup
-
-
-def covers_dense(ops: ModelOps, dense_ops: ModelOps) -> Callable[[float], bool]:
-    """Which tier budgets β may train the dense model in a dense warm-up: those whose factored
-    sub-model runs at least the dense model's forward MACs (the CNN at full rank: β = 1)."""
-    factored = ops.initial_arrays()
-    dense = dense_ops.forward_macs(dense_ops.initial_arrays(), 1.0)
-    return lambda beta: ops.forward_macs(factored, beta) >= dense
+    return folder, ops, profiles
 
 
 def make_strategy(
@@ -142,14 +117,9 @@ def make_strategy(
     ops: ModelOps,
     state: dict[str, dict[str, np.ndarray]],
     profiles: Sequence[TierProfile] | None = None,
-    eligible: Callable[[float], bool] | None = None,
 ) -> tuple[NestedFedAvg, ConfigRecord]:
-    """The run's strategy and train config; ``state["arrays"]`` tracks the global arrays.
-
-    ``ops`` are the model operations of the phase the strategy runs (a dense warm-up's, or the
-    run's own). With ``eligible`` only nodes whose β passes it train, and there is no federated
-    evaluation (the other tiers could not run the model): a dense warm-up's rounds.
-    """
+    """The run's strategy and train config; ``state["arrays"]`` tracks the global arrays (the
+    clock prices each round's payload from them)."""
 
     def cost(beta: float) -> tuple[float, int, int]:
         """Forward MACs per example of tier β's local step (every pass) and its payload bytes,
@@ -168,12 +138,10 @@ def make_strategy(
         steps=lambda beta, n, own: round_steps(cfg, n, own, ops.match_step_macs(beta)),
         batch_size=cfg.batch_size,
     )
-    if eligible is not None:
-        policy = EligibleOnly(policy, eligible)
     strategy = NestedFedAvg(
         ops.axes,
         cfg.clients_per_round,
-        cfg.clients_per_eval if eligible is None else 0,
+        cfg.clients_per_eval,
         cfg.seed,
         shapes_fn=ops.shapes,
         budget_fn=ops.method_budget,
@@ -196,66 +164,100 @@ def make_strategy(
 def main(grid: Grid, context: Context) -> None:
     cfg = load_run_config(context.run_config)
     tune_malloc()  # evaluation batches of 1000: 1.7-1.8x faster with memory kept (docs/results.md)
-    folder, ops, profiles, warmup = preflight(cfg)
+    folder, ops, profiles = preflight(cfg)
     # One writer per run folder: refused (naming the holder) while another process writes it.
     with FolderLock(folder, "ServerApp"), TierBoard(folder, cfg.tensorboard) as board:
-        run_rounds(grid, cfg, folder, ops, profiles, warmup, board)
+        FederatedRun(cfg, folder, ops, profiles, board).run(grid)
 
 
-def run_rounds(
-    grid: Grid,
-    cfg: RunConfig,
-    folder: Path,
-    ops: ModelOps,
-    profiles: tuple[TierProfile, ...],
-    warmup: Warmup | None,
-    board: TierBoard | None = None,
-) -> None:
-    """The run's rounds, recorded in ``folder`` (held by this process), and its summary.
+class FederatedRun:
+    """The rounds of one run, recorded in its run folder (held by the caller), then its summary.
 
-    ``board`` also gets every row (TensorBoard events of the per-tier metrics, when enabled).
+    Resumes after the folder's last finished round (``resume``); after every round it writes the
+    round's row (clients, clock, ranks, and at evaluation rounds every tier's test and validation
+    metrics) with the new global arrays, and hands the row to ``board`` (TensorBoard events,
+    when enabled).
     """
-    # A dense warm-up's rounds (and round 0, its initial model) run the warm-up method's operations.
-    warm_ops = warmup.ops if warmup is not None else None
 
-    def ops_at(rnd: int) -> ModelOps:
-        return warm_ops if warm_ops is not None and in_warmup(cfg, rnd) else ops
+    def __init__(
+        self,
+        cfg: RunConfig,
+        folder: Path,
+        ops: ModelOps,
+        profiles: tuple[TierProfile, ...],
+        board: TierBoard | None = None,
+    ) -> None:
+        self.cfg, self.folder, self.ops, self.board = cfg, folder, ops, board
+        self.recorder = RunRecorder(folder, cfg.to_run_config(), resume=cfg.resume)
+        for repair in self.recorder.repairs:
+            log(WARNING, "resume: %s", repair)
+        previous = self.recorder.rows()
+        self.virtual_clock = previous[-1].get("virtual-clock", 0.0) if previous else 0.0
+        self.recorded_auto: set[int] = set()  # nodes whose automatic tier is in a row already
+        self.state = {"arrays": self._start_arrays()}
+        self.strategy, self.train_config = make_strategy(cfg, ops, self.state, profiles)
 
-    recorder = RunRecorder(folder, cfg.to_run_config(), resume=cfg.resume)
-    for repair in recorder.repairs:
-        log(WARNING, "resume: %s", repair)
-    start_round = recorder.start_round
-    log(INFO, "run folder: %s (starting after round %d)", folder, start_round)
-    arrays = ops_at(start_round).initial_arrays()
-    if recorder.initial_arrays is not None:
+    def _start_arrays(self) -> dict[str, np.ndarray]:
+        """The fresh model's arrays, or the checkpoint's once checked against them."""
+        arrays = self.ops.initial_arrays()
+        saved = self.recorder.initial_arrays
+        if saved is None:
+            return arrays
         # Keys, dtypes and shapes against the model before any round trains on them.
-        check_arrays(folder / CHECKPOINT, recorder.initial_arrays, arrays, ops_at(start_round).axes)
-        arrays = recorder.initial_arrays
-    if start_round >= cfg.num_rounds:
-        log(INFO, "all %d rounds are already done", cfg.num_rounds)
-        return
-    state = {"arrays": arrays}
-    previous = recorder.rows()
-    clock = {"virtual": previous[-1].get("virtual-clock", 0.0) if previous else 0.0}
-    recorded_auto: set[int] = set()  # nodes whose automatic tier choice is in a row already
-    # The run's strategy finds the nodes; a warm-up's strategy shares what it knows of them.
-    strategy, train_config = make_strategy(cfg, ops, state, profiles)
-    wait_for_nodes(grid, cfg.min_nodes, cfg.node_wait)
-    strategy.discover(grid)
-    if not strategy.nodes:
-        raise RuntimeError("no node reported its tier; see the client logs")
+        check_arrays(self.folder / CHECKPOINT, saved, arrays, self.ops.axes)
+        return saved
 
-    def evaluate_round(rnd: int) -> bool:
-        return rnd % cfg.eval_every == 0 or rnd == cfg.num_rounds
+    def run(self, grid: Grid) -> None:
+        """Rounds ``start_round + 1 .. num-rounds`` on ``grid``, then the summary and plot."""
+        cfg, start_round = self.cfg, self.recorder.start_round
+        log(INFO, "run folder: %s (starting after round %d)", self.folder, start_round)
+        if start_round >= cfg.num_rounds:
+            log(INFO, "all %d rounds are already done", cfg.num_rounds)
+            return
+        wait_for_nodes(grid, cfg.min_nodes, cfg.node_wait)
+        self.strategy.discover(grid)
+        if not self.strategy.nodes:
+            raise RuntimeError("no node reported its tier; see the client logs")
+        self.strategy.run(
+            grid,
+            self.state["arrays"],
+            cfg.num_rounds,
+            self.train_config,
+            start_round,
+            timeout=cfg.round_timeout,
+            shrink_fn=self.ops.shrink if self.ops.method.shrinks else None,
+            shrink_every=cfg.shrink_every,
+            on_round_end=self.end_round,
+            evaluate_round=self.evaluates,
+        )
+        rows = self.recorder.rows()
+        title = f"{cfg.name}: {cfg.method} {cfg.model} on {cfg.dataset}"
+        table = write_summary(self.folder, rows, title)
+        plot_accuracy(self.folder, rows)
+        log(INFO, "results in %s\n%s", self.folder, table)
 
-    def on_round_end(round_log: RoundLog, new_arrays: dict[str, np.ndarray], start: float) -> None:
+    def evaluates(self, rnd: int) -> bool:
+        """Whether round ``rnd`` is evaluated (every ``eval-every`` rounds, and the last)."""
+        return rnd % self.cfg.eval_every == 0 or rnd == self.cfg.num_rounds
+
+    def end_round(self, round_log: RoundLog, arrays: dict[str, np.ndarray], start: float) -> None:
+        """Record the round that just ended: its row and the new global arrays."""
         rnd = round_log.server_round
-        round_ops = ops_at(rnd)
-        state["arrays"] = new_arrays
-        clock["virtual"] += round_log.virtual_seconds
+        self.state["arrays"] = arrays
+        self.virtual_clock += round_log.virtual_seconds
+        row = self._row(round_log, arrays)
+        if self.evaluates(rnd):
+            row.update(self._evaluation(rnd, arrays))
+        row["wall-seconds"] = time.perf_counter() - start
+        self.recorder.record_round(rnd, arrays, row)
+        if self.board is not None:
+            self.board.add_row(row)
+
+    def _row(self, round_log: RoundLog, arrays: dict[str, np.ndarray]) -> dict:
+        """The round's row without its evaluation: ranks, clients, replies, clock, timings."""
         row = {
-            "round": rnd,
-            "ranks": round_ops.ranks(new_arrays),
+            "round": round_log.server_round,
+            "ranks": self.ops.ranks(arrays),
             "clients": round_log.clients,
             "rejected": [[int(n), reason] for n, reason in round_log.rejected],
             "eval-rejected": [[int(n), reason] for n, reason in round_log.eval_rejected],
@@ -264,79 +266,37 @@ def run_rounds(
             "shrunk": round_log.shrunk,
             "dropped": [int(n) for n in round_log.dropped],
             "virtual-seconds": round_log.virtual_seconds,
-            "virtual-clock": clock["virtual"],
+            "virtual-clock": self.virtual_clock,
             "aggregate-seconds": round_log.aggregate_seconds,
             "train-seconds": round_log.train_seconds,
             "fed-eval-seconds": round_log.fed_eval_seconds,
             "train-start": round_log.train_start,
         }
-        if round_ops is warm_ops:
-            row["phase"] = f"warmup ({cfg.warmup_method})"  # tiers score warmup-method's models
         if not round_log.valid_replies:
             row["no-valid-reply"] = True
-        new_auto = {n: r for n, r in strategy.auto_tiers.items() if n not in recorded_auto}
+        auto = self.strategy.auto_tiers
+        new_auto = {n: r for n, r in auto.items() if n not in self.recorded_auto}
         if new_auto:
             # What devices with rank-fraction=auto measured, in the first row after they joined.
             row["auto-tier"] = {str(n): r for n, r in new_auto.items()}
-            recorded_auto.update(new_auto)
-        if evaluate_round(rnd):
-            # The run's own tiers only: a claimed β costs no evaluation and names no row.
-            betas = sorted(cfg.tiers)
-            eval_start = time.perf_counter()
-            if cfg.test_eval:
-                row["tiers"] = round_ops.evaluate_tiers(new_arrays, betas)
-            if cfg.val_size:
-                row["val-tiers"] = round_ops.evaluate_val(new_arrays, betas)
-            row["eval-seconds"] = time.perf_counter() - eval_start
-            for key, what in (("tiers", "test"), ("val-tiers", "validation")):
-                if key in row:
-                    accs = ", ".join(
-                        f"β={b}: {100 * m['accuracy']:.2f}%" for b, m in row[key].items()
-                    )
-                    log(INFO, "round %d %s accuracy: %s", rnd, what, accs)
-        row["wall-seconds"] = time.perf_counter() - start
-        recorder.record_round(rnd, new_arrays, row)
-        if board is not None:
-            board.add_row(row)
+            self.recorded_auto.update(new_auto)
+        return row
 
-    rounds = {
-        "timeout": cfg.round_timeout,
-        "on_round_end": on_round_end,
-        "evaluate_round": evaluate_round,
-    }
-    if warmup is not None and start_round < cfg.warmup_rounds:
-        warm, warm_config = make_strategy(cfg, warmup.ops, state, profiles, warmup.eligible)
-        warm.nodes, warm.auto_tiers = strategy.nodes, strategy.auto_tiers  # one view of the nodes
-        log(
-            INFO,
-            "dense warm-up: rounds %d-%d train the dense model (%s)",
-            start_round + 1,
-            cfg.warmup_rounds,
-            cfg.warmup_method,
-        )
-        arrays = warm.run(grid, arrays, cfg.warmup_rounds, warm_config, start_round, **rounds)
-        start_round = cfg.warmup_rounds
-    if warmup is not None and start_round == cfg.warmup_rounds:
-        # The checkpoint of the warm-up's last round holds the dense model: factor it by SVD.
-        arrays = factor_arrays(cfg, arrays)
-        state["arrays"] = arrays
-        log(
-            INFO,
-            "dense warm-up done: the dense model factored by SVD (ranks %s)",
-            ops.ranks(arrays),
-        )
-    strategy.run(
-        grid,
-        arrays,
-        cfg.num_rounds,
-        train_config,
-        start_round,
-        shrink_fn=ops.shrink if ops.method.shrinks else None,
-        shrink_every=cfg.shrink_every,
-        shrink_after=cfg.warmup_rounds,
-        **rounds,
-    )
-    rows = recorder.rows()
-    table = write_summary(folder, rows, f"{cfg.name}: {cfg.method} {cfg.model} on {cfg.dataset}")
-    plot_accuracy(folder, rows)
-    log(INFO, "results in %s\n%s", folder, table)
+    def _evaluation(self, rnd: int, arrays: dict[str, np.ndarray]) -> dict:
+        """The run's own tiers scored on the test and validation splits (a claimed β costs no
+        evaluation and names no row), and the seconds it took."""
+        betas = sorted(self.cfg.tiers)
+        start = time.perf_counter()
+        scores: dict = {}
+        if self.cfg.test_eval:
+            scores["tiers"] = self.ops.evaluate_tiers(arrays, betas)
+        if self.cfg.val_size:
+            scores["val-tiers"] = self.ops.evaluate_val(arrays, betas)
+        scores["eval-seconds"] = time.perf_counter() - start
+        for key, what in (("tiers", "test"), ("val-tiers", "validation")):
+            if key in scores:
+                accs = ", ".join(
+                    f"β={b}: {100 * m['accuracy']:.2f}%" for b, m in scores[key].items()
+                )
+                log(INFO, "round %d %s accuracy: %s", rnd, what, accs)
+        return scores

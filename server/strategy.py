@@ -284,6 +284,11 @@ class NestedFedAvg(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Read and validate every reply, leave out the bad ones, bound, then nested average."""
+        summary = self._aggregate(server_round, replies)
+        return to_record(self.global_arrays), summary
+
+    def _aggregate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
+        """:meth:`aggregate_train` into ``global_arrays``; returns the round's summary."""
         start = time.perf_counter()
         read, rejected = read_train_replies(replies, self._sent)
         candidates = [
@@ -339,7 +344,7 @@ class NestedFedAvg(Strategy):
         if accepted:
             losses = [read[r.node_id].train_loss for r in accepted]
             summary["train-loss"] = float(np.average(losses, weights=weights))
-        return to_record(self.global_arrays), summary
+        return summary
 
     def _client_row(self, node: int, reply: TrainReply) -> dict[str, Any]:
         """The client's metrics, then the server's own facts written over them."""
@@ -406,15 +411,14 @@ class NestedFedAvg(Strategy):
         timeout: float = 3600.0,
         shrink_fn: Callable[[Arrays], Arrays] | None = None,
         shrink_every: int = 0,
-        shrink_after: int = 0,
         on_round_end: Callable[[RoundLog, Arrays, float], None] | None = None,
         evaluate_round: Callable[[int], bool] = lambda rnd: True,
     ) -> Arrays:
         """Run rounds ``start_round+1 .. num_rounds``; ``on_round_end`` checkpoints each one.
 
-        Unlike ``Strategy.start`` this keeps numpy arrays between rounds, applies server-side
-        shrinking every ``shrink_every`` rounds once round ``shrink_after`` is over (a dense
-        warm-up's rounds have no ranks to cut), and can resume after a finished round.
+        Unlike ``Strategy.start`` this keeps numpy arrays between rounds (no ``ArrayRecord`` is
+        built: the strategy holds the global arrays), applies server-side shrinking every
+        ``shrink_every`` rounds, and can resume after a finished round.
         Federated evaluation runs on the rounds where ``evaluate_round(rnd)`` is true.
         """
         self.global_arrays = {k: np.array(v) for k, v in initial_arrays.items()}
@@ -422,7 +426,7 @@ class NestedFedAvg(Strategy):
             round_start = time.perf_counter()
             log(INFO, "[ROUND %d/%d]", rnd, num_rounds)
             self.round_log = RoundLog(rnd)
-            record = to_record(self.global_arrays)
+            record = ArrayRecord()  # unread: the strategy holds the global arrays
             train_start = time.perf_counter()
             self.round_log.train_start = time.time()
             replies = send_and_receive(
@@ -431,9 +435,9 @@ class NestedFedAvg(Strategy):
                 timeout,
             )
             self.round_log.train_seconds = time.perf_counter() - train_start
-            _, summary = self.aggregate_train(rnd, replies)
+            summary = self._aggregate(rnd, replies)
             log(INFO, "round %d: %s", rnd, summary)
-            shrink_due = bool(shrink_every) and rnd % shrink_every == 0 and rnd > shrink_after
+            shrink_due = bool(shrink_every) and rnd % shrink_every == 0
             if shrink_fn is not None and shrink_due:
                 self.global_arrays = shrink_fn(self.global_arrays)
                 self.round_log.shrunk = True

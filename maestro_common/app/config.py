@@ -332,21 +332,16 @@ class RunConfig:
         unused="has no factored layers",
     )
     lr_schedule: str = setting("constant", "lr per round, sent by the server")
-    # Factored methods: this share of the rounds first trains the dense model with
-    # warmup-method, then the server factors it by SVD (docs/federated.md)
+    # Centralized trainer only (the federation refuses it): this share of the epochs first
+    # trains the dense model, then it is factored by SVD (docs/centralized.md)
     dense_warmup: float = setting(
         0.0,
-        "the dense model trains first for this share of the rounds (0 = off)",
-        Range(low=0, high=1, high_open=True, note="(a share of the rounds)"),
+        "centralized trainer only: the dense model trains first for this share of the epochs "
+        "(0 = off)",
+        Range(low=0, high=1, high_open=True, note="(a share of the epochs)"),
         method=MAESTRO,
         needs="factored",
         unused="trains its own model from the start",
-    )
-    warmup_method: str = setting(
-        "fedavg-all",
-        "what trains the dense warm-up: fedavg-all (the tiers that can run it) or fjord "
-        "(every tier)",
-        method=MAESTRO,
     )
     tiers: tuple[float, ...] = field(init=False, default=())
     shares: tuple[float, ...] = field(init=False, default=())

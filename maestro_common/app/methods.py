@@ -385,9 +385,6 @@ METHODS: dict[str, Method] = {
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
 # The width baselines are compared with this method at matched MACs.
 MAC_REFERENCE = Maestro.name
-# What a factored method's dense warm-up may train (run-config warmup-method): the whole dense
-# model on the tiers that can run it, or width prefixes of it on every tier.
-WARMUP_METHODS: tuple[str, ...] = (FedAvgAll.name, FjORD.name)
 
 
 def get_method(name: str) -> Method:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from maestro_common.app.config import ConfigError, RunConfig, key_fields, parse_options
-from maestro_common.app.methods import METHOD_NAMES, WARMUP_METHODS, Method, get_method
+from maestro_common.app.methods import METHOD_NAMES, Method, get_method
 from maestro_common.lowrank.decompose import CONV_FACTORIZATIONS, INITIAL_RANKS
 from maestro_common.lowrank.freezing import FREEZE_MODES
 from maestro_common.lowrank.samplers import SAMPLER_NAMES, SUBMODEL_RULES
@@ -35,7 +35,6 @@ def registries() -> dict[str, tuple[str, ...]]:
         "sub-models": SUBMODEL_RULES,
         "lr-schedule": SCHEDULES,
         "initial-ranks": INITIAL_RANKS,
-        "warmup-method": WARMUP_METHODS,
         "compute-match": ("", *METHOD_NAMES),
     }
 

@@ -190,11 +190,6 @@ def method_config(values: dict[str, Any], method: str, seed: int, epochs: int) -
     cfg = RunConfig.from_run_config({**values, "method": method, "seed": seed})
     cfg = cfg.replace(num_rounds=epochs)  # checks dense-warmup against the epochs
     check_names(cfg)
-    if cfg.dense_warmup and cfg.warmup_method != "fedavg-all":
-        raise ConfigError(
-            f"warmup-method {cfg.warmup_method!r}: the centralized trainer's dense warm-up trains "
-            "the whole dense model (warmup-method = fedavg-all)"
-        )
     if DATASET_INFO[cfg.dataset].is_text and not cfg.local_steps:
         raise ConfigError(
             f"dataset {cfg.dataset!r}: set local-steps > 0, the optimiser steps of a "

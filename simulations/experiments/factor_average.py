@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from server.evaluation import ModelOps
 
 from client.client_app import local_round
 from client.local_data import local_splits
@@ -53,7 +54,6 @@ from maestro_common.lowrank.layers import LowRankLayer, low_rank_layers
 from maestro_common.ml.prefix import array_shapes, take_prefix
 from maestro_common.ml.schedules import round_lr
 from server.aggregation import aggregate_nested
-from server.evaluation import ModelOps
 from server.sampling import sample_nodes
 from simulations.experiment import read_experiment
 from simulations.harness.configs import parse_sets

@@ -1,5 +1,5 @@
 from server.clock import training_macs
-from server.policy import EligibleOnly, VirtualClockPolicy
+from server.policy import VirtualClockPolicy
 from server.profiles import TierProfile
 from server.rounds import NodeInfo
 
@@ -77,17 +77,6 @@ def test_availability_is_a_seeded_draw_per_partition():
     assert draws == again  # keyed by partition, not by Flower's node id
     assert 0.4 < sum(draws) / len(draws) < 0.6
     assert all(policy.available(r, 1, NodeInfo(1.0, 0, 0)) for r in range(50))
-
-
-def test_eligible_only_opens_training_to_the_tiers_that_pass():
-    inner = VirtualClockPolicy([FAST, SLOW], cost, local_epochs=1, seed=0)
-    policy = EligibleOnly(inner, lambda beta: beta >= 1.0)
-    fast, slow = NodeInfo(1.0, 1, 0), NodeInfo(0.5, 0, 1)
-    assert all(policy.available(r, 7, fast) for r in range(1, 20))
-    assert not any(policy.available(r, 8, slow) for r in range(1, 20))
-    # Budgets and admission are the inner policy's.
-    assert policy.budget(1, 7, fast) == 1.0
-    assert policy.admit(1, [row(7, 1.0)]) == inner.admit(1, [row(7, 1.0)])
 
 
 def test_a_round_of_fixed_steps_is_priced_from_the_examples_its_steps_see():

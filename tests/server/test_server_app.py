@@ -6,13 +6,10 @@ import numpy as np
 import pytest
 from flwr.app import Context, Message, MessageType, RecordDict
 
-from client import client_app
 from maestro_common.app import protocol as P
 from maestro_common.app.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from maestro_common.app.config import ConfigError, RunConfig
 from maestro_common.app.protocol import ARRAYS as ARRAYS_KEY
-from maestro_common.app.protocol import CONFIG as CONFIG_KEY
-from maestro_common.app.protocol import from_record
 from maestro_common.ml.data import write_idx
 from server import server_app
 from server.model_ops import ModelOps
@@ -221,99 +218,11 @@ TIERED = {
 }
 
 
-def _trained_nodes(grid: FakeGrid, server_round: int) -> list[int]:
-    return sorted(m.metadata.dst_node_id for m in grid.sent_of(MessageType.TRAIN, server_round))
-
-
-def _sent_keys(grid: FakeGrid, server_round: int) -> set[str]:
-    (msg, *_) = grid.sent_of(MessageType.TRAIN, server_round)
-    return set(msg.content[ARRAYS_KEY])
-
-
-def test_dense_warmup_trains_the_dense_model_on_the_top_tier_then_factors_it(data_dir, tmp_path):
-    cfg = _cfg(data_dir, tmp_path, num_rounds=3, dense_warmup=0.67, clients_per_eval=2)
-    assert cfg.warmup_rounds == 2
-    grid = _main(cfg, nodes=TIERED)
-    rows = _rows(cfg)
-    # Rounds 1-2: the dense model, trained by the β = 1 node only, no federated evaluation.
-    for rnd in (1, 2):
-        assert _trained_nodes(grid, rnd) == [22]
-        assert "fc1.weight" in _sent_keys(grid, rnd) and "fc1.u" not in _sent_keys(grid, rnd)
-        assert grid.sent_of(MessageType.EVALUATE, rnd) == []
-        row = rows[rnd - 1]
-        assert row["phase"] == "warmup (fedavg-all)" and row["ranks"] == {}
-        assert row["valid-replies"] == 1
-        accs = {m["accuracy"] for m in row["tiers"].values()}
-        assert len(accs) == 1  # every tier label evaluates the one dense model
-    # Round 3: both tiers train their factored prefixes, evaluated per tier.
-    assert _trained_nodes(grid, 3) == [11, 22]
-    assert "fc1.u" in _sent_keys(grid, 3) and "fc1.weight" not in _sent_keys(grid, 3)
-    assert len(grid.sent_of(MessageType.EVALUATE, 3)) == 2
-    assert "phase" not in rows[2] and rows[2]["valid-replies"] == 2
-    assert rows[2]["ranks"] and set(rows[2]["federated"]) == {"0.5", "1"}
-    ckpt = read_checkpoint(server_app.run_folder(cfg) / CHECKPOINT)
-    assert ckpt.round == 3 and "fc1.u" in ckpt.arrays
-
-
-def test_a_fjord_warmup_trains_every_tier_at_its_width_then_factors(data_dir, tmp_path):
-    cfg = _cfg(
-        data_dir,
-        tmp_path,
-        num_rounds=3,
-        dense_warmup=0.67,
-        warmup_method="fjord",
-        rank_fraction=0.5,
-    )
-    grid = _main(cfg, nodes=TIERED)  # at half rank no tier could run the whole dense model
-    rows = _rows(cfg)
-    for rnd in (1, 2):
-        assert _trained_nodes(grid, rnd) == [11, 22]
-        sent = {m.metadata.dst_node_id: m.content for m in grid.sent_of(MessageType.TRAIN, rnd)}
-        # Width prefixes of the dense model, MAC-matched to each tier's factored budget (at half
-        # rank even β = 1 runs fewer MACs than the whole dense model, whose fc1 has 120 units).
-        widths = [sent[n][ARRAYS_KEY]["fc1.weight"].shape[0] for n in (11, 22)]
-        assert widths[0] < widths[1] < 120
-        assert rows[rnd - 1]["phase"] == "warmup (fjord)"
-        assert len(grid.sent_of(MessageType.EVALUATE, rnd)) == 0  # clients-per-eval is 0 here
-    assert "fc1.u" in _sent_keys(grid, 3) and "phase" not in rows[2]
-
-
-def test_the_first_factored_round_starts_from_the_svd_of_the_warmed_up_model(data_dir, tmp_path):
-    cfg = _cfg(data_dir, tmp_path, num_rounds=3, dense_warmup=0.67)
-    grid = _main(cfg, nodes=TIERED)
-    # What the β = 1 node got in round 3 is the full-rank SVD of the dense model after round 2.
-    sent_2 = grid.sent_of(MessageType.TRAIN, 2)[0].metadata.message_id
-    reply = next(r for r in grid.replies if r.metadata.reply_to_message_id == sent_2)
-    after_2 = from_record(reply.content[ARRAYS_KEY])  # one reply: round 2's global model
-    top = next(m for m in grid.sent_of(MessageType.TRAIN, 3) if m.metadata.dst_node_id == 22)
-    got = from_record(top.content[ARRAYS_KEY])
-    np.testing.assert_allclose(got["fc1.u"] @ got["fc1.v"].T, after_2["fc1.weight"], atol=1e-4)
-    np.testing.assert_array_equal(got["fc3.weight"], after_2["fc3.weight"])  # kept dense
-
-
-def test_a_crash_after_the_warmup_resumes_from_its_checkpoint_factored(data_dir, tmp_path):
-    cfg = _cfg(data_dir, tmp_path, num_rounds=3, dense_warmup=0.67)
-
-    def crash_in_round_3(msg, context):
-        if msg.content[CONFIG_KEY]["server-round"] == 3:
-            raise RuntimeError("the machine went down")
-        return client_app.train_fn(msg, context)
-
-    with pytest.raises(RuntimeError, match="went down"):
-        _main(cfg, train=crash_in_round_3, nodes=TIERED)
-    path = server_app.run_folder(cfg) / CHECKPOINT
-    assert read_checkpoint(path).round == 2 and "fc1.weight" in read_checkpoint(path).arrays
-    grid = _main(cfg.replace(resume=True), nodes=TIERED)
-    assert [r["round"] for r in _rows(cfg)] == [1, 2, 3]
-    assert _trained_nodes(grid, 3) == [11, 22] and "fc1.u" in _sent_keys(grid, 3)
-    assert "fc1.u" in read_checkpoint(path).arrays
-
-
-def test_a_warmup_no_tier_can_afford_fails_before_anything_is_sent(data_dir, tmp_path):
-    # At half rank the factored model's β = 1 runs fewer MACs than the dense one.
-    cfg = _cfg(data_dir, tmp_path, num_rounds=3, dense_warmup=0.5, rank_fraction=0.5)
+def test_a_federated_dense_warmup_is_refused_before_anything_is_sent(data_dir, tmp_path):
+    # Its federated forms lost and were removed; the centralized trainer keeps the option.
+    cfg = _cfg(data_dir, tmp_path, num_rounds=3, dense_warmup=0.5)
     grid = FakeGrid(TIERED, cfg.to_run_config())
-    with pytest.raises(ConfigError, match=r"no tier in tier-fractions='0\.5,1\.0' can train"):
+    with pytest.raises(ConfigError, match=r"dense-warmup=0\.5: .*centralized trainer"):
         server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
     assert grid.sent == [] and not (tmp_path / "runs").exists()
 

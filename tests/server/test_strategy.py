@@ -273,8 +273,7 @@ def test_shrunk_shapes_travel_in_the_next_round(cfg, ops):
     assert all(np.all(np.isfinite(a)) for a in out.values())
 
 
-def test_no_shrinking_until_shrink_after_is_over(cfg, ops):
-    # A dense warm-up's rounds hold no ranks: shrinking starts with the first factored round.
+def test_shrinking_runs_every_shrink_every_rounds(cfg, ops):
     shrink_ops = ModelOps(cfg.replace(shrink_eps=1e9))
     grid = FakeGrid(partition_nodes(3), cfg.to_run_config())
     calls = 0
@@ -288,15 +287,14 @@ def test_no_shrinking_until_shrink_after_is_over(cfg, ops):
     out = new_strategy(shrink_ops, cfg).run(
         grid,
         shrink_ops.initial_arrays(),
-        num_rounds=3,
+        num_rounds=4,
         train_config=ConfigRecord({}),
         shrink_fn=shrink,
-        shrink_every=1,
-        shrink_after=2,
+        shrink_every=2,
         on_round_end=lambda log, arrays, start: logs.append(log),
     )
-    assert [log.shrunk for log in logs] == [False, False, True]
-    assert calls == 1
+    assert [log.shrunk for log in logs] == [False, True, False, True]
+    assert calls == 2
     assert shrink_ops.ranks(out) == dict.fromkeys(FACTORED, 1)
 
 

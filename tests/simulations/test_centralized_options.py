@@ -72,7 +72,6 @@ def test_set_values_are_toml_or_bare_words():
         (["--methods", "maestro,width"], "method must be one of"),
         (["--methods", "fjord", "--set", "lasso=1e-4"], "lasso applies to maestro only"),
         (["--set", "dense-warmup=0.9", "--epochs", "2"], "leaves no round"),
-        (["--set", "dense-warmup=0.5", "--set", "warmup-method=fjord"], "fedavg-all"),
         (["--set", "dataset=shakespeare", "--set", "model=char-lstm"], "local-steps > 0"),
         (["--set", "num-supernodes=4"], "no nodes"),
         (["--lrs", "0.1,0.2"], "val-size"),

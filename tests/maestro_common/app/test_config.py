@@ -205,7 +205,6 @@ def test_config_error_is_a_value_error():
         ({"lr-schedule": "linear"}, "lr-schedule"),
         ({"initial-ranks": "half"}, "initial-ranks"),
         ({"conv-factorization": "cp"}, "conv-factorization"),
-        ({"warmup-method": "heterofl"}, "warmup-method"),
         ({"freeze": "all"}, "freeze"),
     ],
 )

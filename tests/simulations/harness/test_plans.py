@@ -39,13 +39,13 @@ def test_defaults_count_as_settings(tmp_path):
 
 
 def test_a_key_older_records_lack_reads_as_its_default():
-    # A run recorded before warmup-method existed ran as its default does now; a new value
+    # A run recorded before compute-match existed ran as its default does now; a new value
     # for it is still a different request.
     old = harness_request()
-    del old["run-config"]["warmup-method"]
+    del old["run-config"]["compute-match"]
     assert not provenance.differences(old, harness_request())
-    assert provenance.differences(old, harness_request(**{"warmup-method": "fjord"})) == [
-        "run-config.warmup-method: 'fedavg-all' -> 'fjord'"
+    assert provenance.differences(old, harness_request(**{"compute-match": "fjord"})) == [
+        "run-config.compute-match: '' -> 'fjord'"
     ]
 
 
