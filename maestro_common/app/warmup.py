@@ -35,10 +35,8 @@ def in_warmup(cfg: RunConfig, server_round: int) -> bool:
 
 def warmup_config(cfg: RunConfig) -> RunConfig:
     """The run config of the warm-up phase: ``warmup-method``, same model, data and seed (the
-    dense model has no factored layers: no hybrid nesting or Frobenius decay either)."""
-    return cfg.replace(
-        method=cfg.warmup_method, dense_warmup=0.0, hybrid_width=False, frobenius_decay=0.0
-    )
+    dense model has no factored layers: no Frobenius decay either)."""
+    return cfg.replace(method=cfg.warmup_method, dense_warmup=0.0, frobenius_decay=0.0)
 
 
 def phase_config(cfg: RunConfig, server_round: int) -> RunConfig:
@@ -61,7 +59,7 @@ def factor_arrays(cfg: RunConfig, dense: Mapping[str, np.ndarray]) -> dict[str, 
     party's model.
     """
     model = load_arrays(
-        build_run_model(cfg.replace(method=FedAvgAll.name, dense_warmup=0.0, hybrid_width=False)),
+        build_run_model(cfg.replace(method=FedAvgAll.name, dense_warmup=0.0)),
         dense,
     )
     get_method(cfg.method).prepare(model, input_shape(cfg), cfg)
