@@ -6,8 +6,8 @@ From the bottom up; a module imports only from its own floor or those below it:
   schedules, the prefix rule, dry forward passes);
 - ``width``: the width baselines' models (FjORD, HeteroFL): width-sliceable layers;
 - ``lowrank``: the method library (factored layers, decomposition, samplers, regularisers,
-  shrinking, budgets, accounting, freezing, merging, inference forms, hybrid models, width
-  matching, the training loop);
+  shrinking, budgets, accounting, freezing, merging, inference forms, width matching,
+  the training loop);
 - ``app``: what the Flower apps share (the run config, the method registry, the wire protocol and
   codec, tiers, checkpoints, device self-measurement).
 """

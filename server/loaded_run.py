@@ -19,6 +19,7 @@ from torch import nn
 
 from maestro_common.app.checkpoint import Checkpoint, read_checkpoint
 from maestro_common.app.config import RunConfig
+from maestro_common.app.removed import without_removed_defaults
 from maestro_common.ml.data import ArrayDataset, load_dataset
 from maestro_common.ml.data.local import load_local_dataset
 from server.model_ops import ModelOps  # the tier budgets, shapes and counts of metrics.jsonl
@@ -54,7 +55,8 @@ def load_run(checkpoint: Path, config: Path | None = None) -> LoadedRun:
         config = Path(checkpoint).parent / "config.json"
     if config is not None:
         check_config_file(Path(config), ckpt.config, Path(checkpoint))
-    cfg = RunConfig.from_run_config(ckpt.config).replace(device="cpu")
+    # An older run's config holds removed keys at their defaults (maestro_common.app.removed).
+    cfg = RunConfig.from_run_config(without_removed_defaults(ckpt.config)).replace(device="cpu")
     ops = ModelOps(cfg)
     try:
         ops.load(ckpt.arrays)

@@ -102,11 +102,10 @@ class ModelOps:
     @cache  # noqa: B019 (one ModelOps per run; the cache lives as long as the run)
     def method_budget(self, beta: float) -> float:
         """The method's own budget for tier label β: a rank fraction or a width."""
-        return self.method.budget(beta, self.cfg.tiers, self._matched_width, self.model)
+        return self.method.budget(beta, self.cfg.tiers, self._matched_width)
 
     def _matched_width(self, beta: float) -> float:
-        # Methods are compared at matched MACs: the widest width within the reference's MACs
-        # (for a hybrid Maestro model, the largest budget within the plain model's MACs).
+        # Methods are compared at matched MACs: the widest width within the reference's MACs.
         return matched_width_fn(self.cfg, self.model, self.shape)(beta)
 
     def shapes(self, global_shapes: Shapes, beta: float) -> Shapes:

@@ -23,6 +23,7 @@ from maestro_common.app.cost import (
     tier_step_macs,
     trained_examples,
 )
+from maestro_common.app.removed import without_removed_defaults
 from server.clock import BACKWARD_FACTOR
 
 
@@ -37,9 +38,10 @@ class TierCompute:
 
 
 def run_config(config: Mapping[str, Any]) -> RunConfig | None:
-    """The run's parsed config; None when this code cannot read it (an older run's keys)."""
+    """The run's parsed config (an older run's removed keys at their defaults dropped); None when
+    this code cannot read it (an older run's keys)."""
     try:
-        return RunConfig.from_run_config(config)
+        return RunConfig.from_run_config(without_removed_defaults(config))
     except ConfigError:
         return None
 

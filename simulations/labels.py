@@ -11,8 +11,7 @@ def method_label(config: Mapping[str, Any]) -> str:
 
     The method's name, plus a suffix for each variant option it ran with: ``+tucker`` (or
     ``+tucker-b2`` …) when kxk convolutions were not SVD-factored, ``+breakeven`` when the
-    initial ranks were capped at the dense size (``initial-ranks``), ``+hybrid`` when the first
-    conv was nested by width (``hybrid-width``), ``+fd`` with Frobenius decay
+    initial ranks were capped at the dense size (``initial-ranks``), ``+fd`` with Frobenius decay
     (``frobenius-decay`` > 0), ``+freeze-<mode>`` with sequential freezing (``-xN`` for N periods
     per local epoch), ``+warmup`` when a dense
     warm-up ran first (``+fjord-warmup`` when FjORD's width prefixes trained it), and
@@ -30,8 +29,6 @@ def method_label(config: Mapping[str, Any]) -> str:
         label += f"+{conv}"
     if str(config.get("initial-ranks") or "full") != "full":
         label += f"+{config['initial-ranks']}"
-    if config.get("hybrid-width") in (True, "true"):
-        label += "+hybrid"
     if float(config.get("frobenius-decay") or 0):
         label += "+fd"
     label += freeze_suffix(config.get("freeze"), config.get("freeze-per-epoch"))
@@ -71,7 +68,6 @@ def method_list(text: str) -> list[str]:
 VARIANT_SETTINGS: dict[str, Any] = {
     "conv-factorization": "svd",
     "initial-ranks": "full",
-    "hybrid-width": False,
     "frobenius-decay": 0.0,
     "freeze": "none",
     "freeze-per-epoch": 1,

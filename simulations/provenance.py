@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from maestro_common.app.config import RunConfig
+from maestro_common.app.removed import without_removed_defaults
 
 RECORD = "harness.json"
 # Keys that legitimately differ between invocations of the same run: `resume` is the harness's own
@@ -108,14 +109,23 @@ def differences(
 
 
 def read_record(folder: Path) -> dict[str, Any] | None:
-    """The run's stored record, or None when the folder has none."""
+    """The run's stored record, or None when the folder has none.
+
+    An older record's run config holds the keys of removed variants at their defaults: those are
+    dropped, so its request still equals a new one of the same settings
+    (:mod:`maestro_common.app.removed`); a removed key set otherwise stays, and differs.
+    """
     path = folder / RECORD
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}); move the run folder away") from err
+    request = record.get("request") if isinstance(record, dict) else None
+    if isinstance(request, dict) and isinstance(request.get("run-config"), dict):
+        request["run-config"] = without_removed_defaults(request["run-config"])
+    return record
 
 
 def write_record(

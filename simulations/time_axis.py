@@ -35,8 +35,7 @@ def load_bench(path: Path) -> dict[str, list[dict[str, Any]]]:
 def factored_kind(config: Mapping[str, Any]) -> str:
     """The benchmark kind a maestro run's clients train (:data:`simulations.bench.KIND_OPTIONS`):
     its ``conv-factorization``, with ``-be`` when ``initial-ranks = "breakeven"``, and
-    ``-hybrid`` with ``hybrid-width`` (the benchmark times ``svd-hybrid`` only: other hybrid
-    kinds' tiers show "–"), and `` freeze=<mode>`` with sequential freezing: its step time is the
+    `` freeze=<mode>`` with sequential freezing: its step time is the
     benchmark's freezing section's (a rotation cycle's mean, measured at β = 0.25 and 1 only; the
     other tiers show "–", never the unfrozen step's time). A run whose step the benchmark never
     timed gets a kind it has no rows for, so its tiers show "–" rather than another step's time:
@@ -45,8 +44,6 @@ def factored_kind(config: Mapping[str, Any]) -> str:
     kind = str(config.get("conv-factorization") or "svd")
     if str(config.get("initial-ranks") or "full") == "breakeven":
         kind += "-be"
-    if config.get("hybrid-width") in (True, "true"):
-        kind += "-hybrid"
     freeze = str(config.get("freeze") or "none")
     if freeze != "none":
         kind += f" freeze={freeze}"

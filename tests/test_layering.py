@@ -31,7 +31,7 @@ FORBIDDEN = {
 #   ml       the substrate: models, data, lr schedules, the prefix rule, dry passes
 #   width    width-sliceable layers (the FjORD / HeteroFL baselines' models)
 #   lowrank  the method library: factored layers and what acts on any nested model (budget,
-#            accounting, samplers, the training loop, width matching, hybrid models)
+#            accounting, samplers, the training loop, width matching)
 #   app      app glue: run config, method registry, protocol, codec, ...
 FLOORS = (
     "maestro_common.ml",

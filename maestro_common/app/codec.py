@@ -1,9 +1,8 @@
 """The wire codec: a model ↔ named numpy arrays, and loading received prefixes into a model.
 
-Keys are ``state_dict`` names. A factored layer's ``u`` and ``v`` are cut along their rank axis
-(in a hybrid model also the first layer's outputs and the next layer's inputs,
-:mod:`maestro_common.lowrank.hybrid`); every other array travels whole (docs/architecture.md,
-"The prefix rule"). Nothing here knows about Flower.
+Keys are ``state_dict`` names. A factored layer's ``u`` and ``v`` are cut along their rank
+axis; every other array travels whole (docs/architecture.md, "The prefix rule"). Nothing here
+knows about Flower.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from maestro_common.lowrank.hybrid import hybrid_axes, is_hybrid, resize_hybrid
 from maestro_common.lowrank.layers import low_rank_layers
 from maestro_common.ml.prefix import is_leading_block, leading_block, state_key
 
@@ -26,13 +24,11 @@ def model_arrays(model: nn.Module) -> dict[str, np.ndarray]:
 
 def prefix_axes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     """For each factored layer's factors (``u``, ``v``, a Tucker ``core``), the axes a rank
-    budget cuts; a hybrid model adds its width cuts."""
+    budget cuts."""
     axes: dict[str, tuple[int, ...]] = {}
     for name, layer in low_rank_layers(model).items():
         for param, param_axes in layer.factor_axes().items():
             axes[state_key(name, param)] = param_axes
-    for key, width_axes in hybrid_axes(model).items():
-        axes[key] = tuple(sorted({*axes.get(key, ()), *width_axes}))
     return axes
 
 
@@ -59,8 +55,6 @@ def load_arrays(model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module
             )
         if k != layer.rank:
             layer.resize(k)
-    if is_hybrid(model):
-        resize_hybrid(model, {key: np.shape(a) for key, a in arrays.items()})
     state = {k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()}
     try:
         model.load_state_dict(state, strict=True)

@@ -1,7 +1,8 @@
 """The one typed run configuration, parsed once from Flower's ``run_config`` (kebab-case keys).
 
 Flower run-config values are scalars, so lists (tier fractions, shares) travel as comma strings.
-Unknown keys and bad values raise :class:`ConfigError` naming what is allowed. Each field
+Unknown keys and bad values raise :class:`ConfigError` naming what is allowed; a key of a removed
+variant says so, and where its verdict is (:mod:`maestro_common.app.removed`). Each field
 declares its help text, allowed values and method group (:func:`setting`); one loop checks every
 field's own bound, then a few rules tie keys together. This module is a leaf (no torch, models or
 data): names of methods, models, datasets, samplers and partitionings are checked against their
@@ -17,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from maestro_common.app.removed import REMOVED_KEYS, removed_key_message
 from maestro_common.app.settings import (
     AT_LEAST_1,
     BUDGET,
@@ -324,13 +326,6 @@ class RunConfig:
         "full: rank-fraction of min(m, n); breakeven: factored layers no bigger than dense",
         method=MAESTRO,
     )
-    hybrid_width: bool = setting(
-        False,
-        "nest the first (dense) conv by width and the factored layers by rank",
-        method=MAESTRO,
-        needs="factored",
-        unused="has no factored layers",
-    )
     lr_schedule: str = setting("constant", "lr per round, sent by the server")
     # Centralized trainer only (the federation refuses it): this share of the epochs first
     # trains the dense model, then it is factored by SVD (docs/centralized.md)
@@ -414,8 +409,12 @@ class RunConfig:
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunConfig:
-        """Parse Flower's run_config; unknown keys and wrong types raise ConfigError."""
+        """Parse Flower's run_config; unknown keys and wrong types raise ConfigError, and so do
+        removed keys, saying why (:mod:`maestro_common.app.removed`)."""
         known = {f.name.replace("_", "-"): f for f in fields(cls) if f.init}
+        removed = sorted(set(run_config) & set(REMOVED_KEYS))
+        if removed:
+            raise ConfigError("; ".join(map(removed_key_message, removed)))
         unknown = sorted(set(run_config) - set(known))
         if unknown:
             raise ConfigError(f"unknown run-config keys {unknown}; allowed: {sorted(known)}")

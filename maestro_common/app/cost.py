@@ -66,8 +66,8 @@ def trained_examples(num_examples: int, batch_size: int, steps: int) -> int:
 
 def matched_width_fn(cfg: RunConfig, model, shape) -> Callable[[float], float]:
     """The widest budget of ``model`` within the MAC reference's MACs at a tier label β (the run's
-    model configured as :data:`MAC_REFERENCE`, not hybrid): what the methods compare at."""
-    reference = build_run_model(cfg.replace(method=MAC_REFERENCE, hybrid_width=False))
+    model configured as :data:`MAC_REFERENCE`): what the methods compare at."""
+    reference = build_run_model(cfg.replace(method=MAC_REFERENCE))
     return lambda beta: width_for_macs(model, shape, count_macs(reference, shape, beta))
 
 
@@ -88,8 +88,8 @@ def _tier(cfg: RunConfig, beta: float):
     model = build_run_model(cfg)
     shape = input_shape(cfg)
     matched = matched_width_fn(cfg, model, shape)
-    budget = method.budget(beta, cfg.tiers, matched, model)
-    grid = [method.budget(b, cfg.tiers, matched, model) for b in cfg.tiers]
+    budget = method.budget(beta, cfg.tiers, matched)
+    grid = [method.budget(b, cfg.tiers, matched) for b in cfg.tiers]
     shapes = method.shapes(model, array_shapes(model_arrays(model)), budget, shape)
     loaded = received_model(method, cfg, shapes)
     return method, loaded, budget, grid, shape, method.ranks(model)

@@ -5,9 +5,8 @@ what a tier receives, how received arrays are loaded or at which budget a sub-mo
 method is one subclass and one entry in :data:`METHODS`.
 
 Budgets. A tier is named by its label β (a rank fraction). :meth:`Method.budget` turns the label
-into what the method trains: a rank fraction (Maestro; a hybrid Maestro model takes the largest
-fraction within plain Maestro's MACs at β) or a width (the FjORD / HeteroFL baselines, matched to
-Maestro's MACs at β). The tier's sub-model is the global model run at that
+into what the method trains: a rank fraction (Maestro) or a width (the FjORD / HeteroFL
+baselines, matched to Maestro's MACs at β). The tier's sub-model is the global model run at that
 budget. A model loaded from the arrays a tier *received* runs the same sub-model at
 :meth:`Method.loaded_budget`: 1.0 for Maestro, whose received factors are already cut to the
 budget, and the budget itself for width and dense models, which keep their full shapes.
@@ -26,7 +25,6 @@ from maestro_common.app.config import ConfigError, RunConfig
 from maestro_common.lowrank.accounting import step_macs
 from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.freezing import FreezeSchedule
-from maestro_common.lowrank.hybrid import is_hybrid, make_hybrid
 from maestro_common.lowrank.layers import low_rank_layers, rank_quantum, set_rank_quantum
 from maestro_common.lowrank.samplers import NestedSampler, RankSampler, WidthSampler, make_sampler
 from maestro_common.lowrank.spectral import Pair, SpectralPlan
@@ -39,8 +37,8 @@ Shapes = dict[str, tuple[int, ...]]
 Shape = Sequence[int]
 Grid = Sequence[float]
 Sampler = RankSampler | WidthSampler | NestedSampler | None
-# The widest width (for a hybrid Maestro model: the largest fraction) of the run's model whose
-# MACs fit the MAC-reference method's MACs at a tier label β.
+# The widest width of the run's model whose MACs fit the MAC-reference method's MACs at a
+# tier label β.
 MatchedWidth = Callable[[float], float]
 
 
@@ -61,13 +59,11 @@ class Method:
         """Turn a freshly built dense model into this method's global model, in place."""
         return model
 
-    def budget(
-        self, beta: float, tiers: Grid, matched_width: MatchedWidth, model: nn.Module | None = None
-    ) -> float:
+    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
         """What this method trains for tier label β: a rank fraction or a width in (0, 1].
 
-        ``matched_width`` gives the largest budget of the run's ``model`` whose MACs fit the MAC
-        reference's at a label (:data:`MAC_REFERENCE`, as the run configures it but not hybrid).
+        ``matched_width`` gives the largest budget of the run's model whose MACs fit the MAC
+        reference's at a label (:data:`MAC_REFERENCE`, as the run configures it).
         """
         return 1.0
 
@@ -156,19 +152,10 @@ class Maestro(Method):
             conv_factorization=cfg.conv_factorization,
         )
         set_rank_quantum(model, cfg.rank_quantum)
-        if cfg.hybrid_width:
-            try:
-                make_hybrid(model, input_shape, cfg.rank_quantum)
-            except ValueError as err:
-                raise ConfigError(f"hybrid-width = true: {err}") from None
         return model
 
-    def budget(
-        self, beta: float, tiers: Grid, matched_width: MatchedWidth, model: nn.Module | None = None
-    ) -> float:
-        # A hybrid model (the first conv nested by width) spends fewer MACs at a fraction than
-        # the plain one: its tier takes the largest fraction within the plain model's MACs at β.
-        return matched_width(beta) if model is not None and is_hybrid(model) else beta
+    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
+        return beta
 
     def shapes(self, model: nn.Module, shapes: Shapes, budget: float, input_shape: Shape) -> Shapes:
         return budget_shapes(shapes, prefix_axes(model), budget, rank_quantum(model))
@@ -195,9 +182,9 @@ class Maestro(Method):
         received = self.ranks(model)
         if cfg.objective == "nested":
             # The whole received prefix, plus sub-models at the tiers' budgets (``grid``: the
-            # rank fractions, a hybrid's MAC-matched ones too) of the global ranks R_l, all
-            # layers cut together. The prefix holds ⌈b·R_l⌉ at this client's budget b, so
-            # ⌊r/b⌋ ≈ R_l (capped by R_l; exact without server-side shrinking).
+            # rank fractions) of the global ranks R_l, all layers cut together. The prefix
+            # holds ⌈b·R_l⌉ at this client's budget b, so ⌊r/b⌋ ≈ R_l (capped by R_l; exact
+            # without server-side shrinking).
             glob = dict(global_ranks or {})
             full = {}
             for n, r in received.items():
@@ -229,9 +216,7 @@ class HeteroFL(Method):
     def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
         return make_width_sliceable(model, input_shape)
 
-    def budget(
-        self, beta: float, tiers: Grid, matched_width: MatchedWidth, model: nn.Module | None = None
-    ) -> float:
+    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
         return matched_width(beta)
 
     def shapes(self, model: nn.Module, shapes: Shapes, budget: float, input_shape: Shape) -> Shapes:
@@ -283,9 +268,7 @@ class FedAvgFit(HeteroFL):
 
     name = "fedavg-fit"
 
-    def budget(
-        self, beta: float, tiers: Grid, matched_width: MatchedWidth, model: nn.Module | None = None
-    ) -> float:
+    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
         return matched_width(min(tiers))
 
 
@@ -306,8 +289,6 @@ class SpectralSampled(Maestro):
     rule: ClassVar[str]
 
     def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
-        if cfg.hybrid_width:
-            raise ConfigError(f"method {self.name} samples rank components: hybrid-width = false")
         if cfg.conv_factorization != "svd":
             raise ConfigError(
                 f"method {self.name} samples the components of U Vᵀ factors: "
@@ -315,9 +296,7 @@ class SpectralSampled(Maestro):
             )
         return super().prepare(model, input_shape, cfg)
 
-    def budget(
-        self, beta: float, tiers: Grid, matched_width: MatchedWidth, model: nn.Module | None = None
-    ) -> float:
+    def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
         return beta
 
     def freezing(self, cfg: RunConfig) -> FreezeSchedule | None:

@@ -120,7 +120,6 @@ _MODEL_FIELDS = (
     "conv_factorization",
     "rank_quantum",
     "initial_ranks",
-    "hybrid_width",
 )
 
 

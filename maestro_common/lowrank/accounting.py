@@ -35,7 +35,7 @@ from maestro_common.lowrank.layers import (
 )
 from maestro_common.lowrank.tucker import TuckerConv2d
 from maestro_common.ml.models.transformer import ScaledDotProductAttention
-from maestro_common.ml.prefix import budget_shapes, check_budget, state_key
+from maestro_common.ml.prefix import check_budget, state_key
 from maestro_common.ml.probe import eval_mode, probe_input
 from maestro_common.width.sliceable import WidthLayer, width_layers, width_shapes
 
@@ -77,15 +77,6 @@ def _width_cut(
     return {key: shape for key, shape in shapes.items() if key in keys}
 
 
-def _hybrid_reader_shapes(layer: LowRankLayer, beta: float) -> dict[str, tuple[int, ...]]:
-    """The factor shapes at β of a layer reading a hybrid model's width-nested layer: its rank
-    axes and its input axis cut (:mod:`maestro_common.lowrank.hybrid`)."""
-    shapes = {name: tuple(getattr(layer, name).shape) for name in layer.factor_axes()}
-    axes = dict(layer.factor_axes())
-    axes["v"] = (*axes["v"], layer.input_axis)
-    return budget_shapes(shapes, axes, beta, layer.rank_quantum)
-
-
 def count_params(
     model: nn.Module, beta: float = 1.0, input_shape: Sequence[int] | None = None
 ) -> int:
@@ -122,10 +113,7 @@ def count_params(
                     total += prod(cut[state_key(name, key)])
             continue
         if isinstance(module, LowRankLayer):
-            if module.nested_input:
-                total += sum(map(prod, _hybrid_reader_shapes(module, beta).values()))
-            else:
-                total += module.params_at(budget_rank(module.rank, beta, module.rank_quantum))
+            total += module.params_at(budget_rank(module.rank, beta, module.rank_quantum))
             total += module.bias.numel() if module.bias is not None else 0
             continue
         for p in module.parameters(recurse=False):
@@ -153,8 +141,7 @@ def _layer_macs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
         # set by use_budget otherwise, exactly as the forward pass itself does.
         rank = args[1] if len(args) > 1 else kwargs.get("rank")
         k = module._resolve(rank)
-        # A conv's input channels are read off the input too: a hybrid model's factored conv
-        # reads only the channels its width-nested input layer produced.
+        # A conv's input channels are read off the input too.
         if isinstance(module, TuckerConv2d | BranchedTuckerConv2d):
             kh, kw = module.kernel_size
             width = module.branches * k  # inner channels; each core output reads k of them

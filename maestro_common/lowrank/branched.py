@@ -44,7 +44,6 @@ class BranchedTuckerConv2d(LowRankLayer):
     """1x1 conv in→b·k, kxk core conv with b groups of k→k, 1x1 conv b·k→out (k per branch)."""
 
     rank_axes = {"u": 2, "v": 1}  # noqa: RUF012 (read-only class constant)
-    input_axis = 2
     core_axes = (1, 2)
 
     def __init__(
@@ -131,7 +130,7 @@ class BranchedTuckerConv2d(LowRankLayer):
 
     def _forward_at(self, x: torch.Tensor, k: int) -> torch.Tensor:
         b, kh, kw = self.branches, *self.kernel_size
-        cin = x.shape[-3]  # a hybrid model may feed the leading input channels only
+        cin = x.shape[-3]  # the input's channels
         v = self.v[:, :k, :cin].reshape(b * k, cin, 1, 1)
         core = self.core[:, :k, :k].reshape(b * k, k, kh, kw)
         u = self.u[:, :, :k].reshape(self.out_channels, b * k, 1, 1)

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from maestro_common.lowrank.decompose import to_dense_module
-from maestro_common.lowrank.hybrid import hybrid_layers, narrow_hybrid
 from maestro_common.lowrank.layers import budget_rank, low_rank_layers
 from maestro_common.lowrank.merging import apply_plan, fastest_plan
 from maestro_common.width.sliceable import width_layers
@@ -39,9 +38,7 @@ __all__ = [
 def tier_model(model: nn.Module, beta: float) -> nn.Module:
     """A standalone copy of ``model``'s sub-model of budget β, in eval mode.
 
-    Every factored layer is truncated to its ⌈β·r⌉ leading components; dense layers are kept,
-    except a hybrid model's width-nested layer, cut to its ⌈β·C⌉ leading outputs (with the
-    input channels of the layer reading it), as a plain ``nn.Conv2d``.
+    Every factored layer is truncated to its ⌈β·r⌉ leading components; dense layers are kept.
 
     Raises
     ------
@@ -51,11 +48,9 @@ def tier_model(model: nn.Module, beta: float) -> nn.Module:
     """
     if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 < beta <= 1:
         raise ValueError(f"budget must be in (0, 1], got {beta!r}")
-    hybrid = hybrid_layers(model)[0]
-    if set(width_layers(model)) - set(hybrid):
+    if width_layers(model):
         raise ValueError("tier_model cuts factored models only; this model has width layers")
     sub = copy.deepcopy(model)
-    narrow_hybrid(sub, beta)
     for layer in low_rank_layers(sub).values():
         layer.truncate(budget_rank(layer.rank, beta))
     return sub.eval()

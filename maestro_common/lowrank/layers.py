@@ -52,12 +52,6 @@ class LowRankLayer(nn.Module):
     rank_quantum: int = 1
     # The axis of each factor along which components are stacked (a prefix cuts this axis).
     rank_axes: dict[str, int]
-    # The axis of ``v`` that holds a conv's input channels. A factored conv takes as many of
-    # them as its input has, so a hybrid model (maestro_common.lowrank.hybrid) can feed it the
-    # leading channels of a width-cut layer; ``nested_input`` marks such a layer, whose ``v`` is
-    # then cut on this axis too. None: the layer takes its whole input (linears).
-    input_axis: int | None = None
-    nested_input: bool = False
     # Nested by rank, so never by width: make_width_sliceable refuses it
     # (maestro_common.width.sliceable reads this flag rather than importing this class).
     width_sliceable: bool = False
@@ -307,7 +301,6 @@ class LowRankConv2d(LowRankLayer):
     """A kxk conv to k channels (original stride/padding/dilation), then a 1x1 conv to out."""
 
     rank_axes = {"u": 1, "v": 0}  # noqa: RUF012 (read-only class constant)
-    input_axis = 1
 
     def __init__(
         self,

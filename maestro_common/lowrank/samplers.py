@@ -22,10 +22,9 @@ same rules that draw the steps, so that a cost counted from it cannot drift from
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 from torch import nn
@@ -42,13 +41,6 @@ PassMix = list[tuple[float, Callable[[nn.Module], AbstractContextManager[None]]]
 
 def _at_ranks(ranks: Mapping[str, int]) -> Callable[[nn.Module], AbstractContextManager[None]]:
     return lambda model: use_ranks(model, dict(ranks))
-
-
-@contextmanager
-def _ranks_and_width(model: nn.Module, ranks: Mapping[str, int], width: float) -> Iterator[None]:
-    # As a nested pass runs: use_width cuts a hybrid model's width-nested layer (no-op otherwise).
-    with use_ranks(model, dict(ranks)), use_width(model, width):
-        yield
 
 
 @dataclass
@@ -316,8 +308,7 @@ class NestedSampler:
         full, subs = self.expected_plan()
         mix: PassMix = []
         if full > 0:
-            mix.append((full, partial(_ranks_and_width, ranks=self.caps or {}, width=self.beta)))
+            mix.append((full, _at_ranks(self.caps or {})))
         for p, n in subs.items():
-            run = partial(_ranks_and_width, ranks=self.ranks_at(p), width=p)
-            mix.append((n * self.sub_batch_share, run))
+            mix.append((n * self.sub_batch_share, _at_ranks(self.ranks_at(p))))
         return mix

@@ -264,8 +264,7 @@ def nested_loss(
     if full:
         if pass_ranks is not None:
             pass_ranks.append(dict(sampler.caps))
-        # use_width cuts a hybrid model's width-nested layer with the ranks (no-op otherwise).
-        with use_ranks(model, sampler.caps), use_width(model, sampler.beta):
+        with use_ranks(model, sampler.caps):
             logits = model(x)
         task_loss = F.cross_entropy(logits, y)
         objective = objective + task_loss
@@ -280,7 +279,7 @@ def nested_loss(
         ranks = sampler.ranks_at(p)
         if pass_ranks is not None:
             pass_ranks.append(ranks)
-        with use_ranks(model, ranks), use_width(model, p):
+        with use_ranks(model, ranks):
             out = model(xs)
         if settings.distill and teacher is not None:
             # Mean over predictions (samples, or every position of token windows), as the labels'

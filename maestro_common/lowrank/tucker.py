@@ -65,7 +65,6 @@ class TuckerConv2d(LowRankLayer):
     """1x1 conv in→k, kxk core conv k→k (original stride/padding/dilation), 1x1 conv k→out."""
 
     rank_axes = {"u": 1, "v": 0}  # noqa: RUF012 (read-only class constant)
-    input_axis = 1
     # The core is cut on both of its channel axes by the same rank.
     core_axes = (0, 1)
     branches = 1  # one Tucker-2 term (BranchedTuckerConv2d holds several)

@@ -2,8 +2,7 @@
 
 The FjORD / HeteroFL baselines are compared with Maestro at matched MACs
 (:meth:`maestro_common.app.methods.Method.budget`): each tier gets the widest width whose MACs stay
-within Maestro's MACs at that tier. A hybrid Maestro model (:mod:`maestro_common.lowrank.hybrid`)
-is matched the same way: its budget p cuts its first layer's width and every factored rank.
+within Maestro's MACs at that tier.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ from fractions import Fraction
 from torch import nn
 
 from maestro_common.lowrank.accounting import count_macs
-from maestro_common.lowrank.layers import low_rank_layers
-from maestro_common.ml.prefix import budget_dim
 from maestro_common.width.sliceable import width_layers
 
 __all__ = ["width_for_macs"]
@@ -25,10 +22,8 @@ __all__ = ["width_for_macs"]
 def _breakpoints(model: nn.Module) -> list[Fraction]:
     # ⌈p·C⌉ = j exactly for p in ((j-1)/C, j/C], so the configuration of out-widths only changes
     # at the fractions j/C of the non-fixed layers' output sizes, C counted in whole units (an
-    # attention projection's heads), and, in a hybrid model, at j/R of its factored layers'
-    # ranks R.
+    # attention projection's heads).
     sizes = {m.width_steps for m in width_layers(model).values() if not m.fixed_out}
-    sizes |= {m.rank for m in low_rank_layers(model).values()}
     points = {Fraction(j, c) for c in sizes for j in range(1, c + 1)}
     return sorted(points | {Fraction(1)})
 
@@ -49,7 +44,7 @@ def width_for_macs(model: nn.Module, input_shape: Sequence[int], target_macs: fl
     Parameters
     ----------
     model:
-        A width model (from :func:`make_width_sliceable`), or a hybrid factored model.
+        A width model (from :func:`make_width_sliceable`).
     input_shape:
         Shape of one sample without the batch axis.
     target_macs:
@@ -98,6 +93,4 @@ def width_for_macs(model: nn.Module, input_shape: Sequence[int], target_macs: fl
 
 
 def _out_config(model: nn.Module, width: float) -> tuple[int, ...]:
-    return tuple(m.out_width(width) for m in width_layers(model).values()) + tuple(
-        budget_dim(m.rank, width) for m in low_rank_layers(model).values()
-    )
+    return tuple(m.out_width(width) for m in width_layers(model).values())

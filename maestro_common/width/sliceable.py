@@ -35,7 +35,7 @@ from torch import nn
 
 from maestro_common.ml.models.plans import WidthPlan
 from maestro_common.ml.models.transformer import ScaledDotProductAttention
-from maestro_common.ml.prefix import budget_dim, check_budget, quantize_rank, state_key
+from maestro_common.ml.prefix import budget_dim, check_budget, state_key
 from maestro_common.ml.probe import dry_pass
 
 __all__ = [
@@ -68,10 +68,7 @@ class WidthLayer:
     """Behaviour shared by :class:`WidthConv2d` and :class:`WidthLinear`.
 
     ``active_width`` is set by :func:`use_width` (None: full width). ``fixed_out`` marks the
-    classifier, whose outputs are the classes and are never cut. ``global_out`` is set on the
-    width layer of a hybrid factored model (:mod:`maestro_common.lowrank.hybrid`), whose received
-    weight holds only its tier's leading rows: widths are then fractions of the *global* layer's
-    outputs, rounded down to multiples of ``width_quantum`` as rank prefixes are. ``width_unit``
+    classifier, whose outputs are the classes and are never cut. ``width_unit``
     (from a model's width plan) cuts the outputs in whole groups: ``unit·⌈p·out/unit⌉`` rows.
     """
 
@@ -79,8 +76,6 @@ class WidthLayer:
     bias: nn.Parameter | None
     active_width: float | None
     fixed_out: bool
-    global_out: int | None = None
-    width_quantum: int = 1
     width_unit: int = 1
 
     def __init__(self, *args: Any, fixed_out: bool = False, **kwargs: Any) -> None:
@@ -120,10 +115,7 @@ class WidthLayer:
         """Output rows the layer uses at width p (``None``: full width)."""
         if self.fixed_out or width is None:
             return self.out_size
-        if self.global_out is None:
-            return self.width_unit * budget_dim(self.width_steps, width)
-        k = quantize_rank(budget_dim(self.global_out, width), self.width_quantum)
-        return min(k, self.out_size)
+        return self.width_unit * budget_dim(self.width_steps, width)
 
     def used_dims(self, x: torch.Tensor) -> tuple[int, int]:
         """(out_k, in_k): the weight rows and columns a forward pass on ``x`` uses now."""

@@ -50,8 +50,6 @@ from simulations.bench.timing import CLOCKS, Row, Timer, infer_fn, train_step_fn
 from simulations.bench.variants import (
     _FACTORED,
     CONV_ONLY_KINDS,
-    HYBRID_KINDS,
-    HYBRID_MODELS,
     IMAGE,
     KIND_OPTIONS,
     MODEL_KINDS,
@@ -64,7 +62,6 @@ from simulations.bench.variants import (
     dense_model,
     factored_tier,
     geometry,
-    hybrid_tier,
     model_kinds,
     width_variant,
 )
@@ -76,8 +73,6 @@ __all__ = [
     "CLOCKS",
     "CONV_ONLY_KINDS",
     "CYCLE",
-    "HYBRID_KINDS",
-    "HYBRID_MODELS",
     "IMAGE",
     "KIND_OPTIONS",
     "LAYERS",
@@ -109,7 +104,6 @@ __all__ = [
     "dense_model",
     "factored_tier",
     "geometry",
-    "hybrid_tier",
     "infer_fn",
     "load_line",
     "main",

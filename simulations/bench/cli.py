@@ -11,9 +11,7 @@ factored (svd or tucker) client holds its rank prefix only (the layers truncated
 ranks, as :func:`maestro_common.app.codec.load_arrays` leaves them); a width client (FjORD/HeteroFL)
 holds the whole model and slices it at its width on every call, the width being the one whose MACs
 match the svd tier's (the harness's matched-MACs rule,
-:func:`maestro_common.lowrank.width_match.width_for_macs`). A hybrid client (``svd-hybrid``:
-the first conv nested by width, LeNet-5 and the CNN only) holds its tier cut out at the largest
-fraction within the svd tier's MACs, conv1 at its channels, as the federation runs it.
+:func:`maestro_common.lowrank.width_match.width_for_macs`).
 
 Models take their dataset's input (``MODELS``, :func:`geometry`): Fashion-MNIST images, or for
 ``char-transformer`` (sized as ``simulations/conf/shakespeare.toml``) random token windows of 80

@@ -1,5 +1,5 @@
 """What the benchmark measures: its models, their inputs, the factorization kinds, and the model
-each kind of client holds at a tier (its rank prefix, or a hybrid's cut)."""
+each kind of client holds at a tier (its rank prefix)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from maestro_common.lowrank.accounting import count_macs
 from maestro_common.lowrank.decompose import decompose
-from maestro_common.lowrank.hybrid import make_hybrid
-from maestro_common.lowrank.inference import tier_model
 from maestro_common.lowrank.layers import budget_rank, low_rank_layers, set_rank_quantum
-from maestro_common.lowrank.width_match import width_for_macs
 from maestro_common.ml.data.arrays import DATASET_INFO
 from maestro_common.ml.models import build_model
 
@@ -50,12 +46,7 @@ KIND_OPTIONS: dict[str, dict[str, str]] = {
     "tucker-b2": {"conv_factorization": "tucker-b2"},
     "tucker-be": {"conv_factorization": "tucker", "initial_ranks": "breakeven"},
 }
-# Hybrid kinds (`hybrid-width = true`, maestro_common.lowrank.hybrid): the base kind with its first
-# conv nested by width, a tier labelled β at the largest fraction within the base kind's MACs at
-# β (as the federation's tiers run). Only models whose first conv feeds a factored conv.
-HYBRID_KINDS: dict[str, str] = {"svd-hybrid": "svd"}
-HYBRID_MODELS = ("lenet5", "cnn")
-MODEL_KINDS = (*KIND_OPTIONS, *HYBRID_KINDS)
+MODEL_KINDS = tuple(KIND_OPTIONS)
 # Kinds that differ from svd only in how convolutions are factored.
 CONV_ONLY_KINDS = ("tucker", "tucker-b2")
 WIDTH_MODELS = ("lenet5", "cnn", "char-transformer")
@@ -115,8 +106,6 @@ _FACTORED: dict[tuple[int, str], tuple[nn.Module, nn.Module]] = {}
 
 def factored_tier(dense: nn.Module, kind: str, beta: float, quantum: int = 1) -> nn.Module:
     """The model a factored client of budget β holds: every factor cut to the tier's ranks."""
-    if kind in HYBRID_KINDS:
-        return hybrid_tier(dense, kind, beta)
     key = (id(dense), kind)
     if key not in _FACTORED:
         _FACTORED[key] = (dense, decompose(copy.deepcopy(dense), **KIND_OPTIONS[kind]))
@@ -129,23 +118,11 @@ def factored_tier(dense: nn.Module, kind: str, beta: float, quantum: int = 1) ->
     return model
 
 
-def hybrid_tier(dense: nn.Module, kind: str, beta: float) -> nn.Module:
-    """The model a hybrid client of tier label β holds: the hybrid cut at the largest fraction
-    whose MACs fit the base kind's tier at β (conv1 at its channels, conv2 reading them)."""
-    key = (id(dense), kind)
-    if key not in _FACTORED:
-        base = decompose(copy.deepcopy(dense), **KIND_OPTIONS[HYBRID_KINDS[kind]])
-        _FACTORED[key] = (dense, make_hybrid(base, SHAPE))
-    hybrid = _FACTORED[key][1]
-    target = count_macs(factored_tier(dense, HYBRID_KINDS[kind], beta), SHAPE)
-    return tier_model(hybrid, width_for_macs(hybrid, SHAPE, target)).train()
-
-
 def model_kinds(name: str) -> list[str]:
-    """The factored kinds of MODEL_KINDS timed for model ``name``: hybrids for HYBRID_MODELS
-    only; a token model has no convolution, so of the kinds that differ only in how convs are
-    factored it keeps svd (tucker, tucker-b2 would time the same model again)."""
-    kinds = [k for k in MODEL_KINDS if k not in HYBRID_KINDS or name in HYBRID_MODELS]
+    """The factored kinds of MODEL_KINDS timed for model ``name``: a token model has no
+    convolution, so of the kinds that differ only in how convs are factored it keeps svd (tucker,
+    tucker-b2 would time the same model again)."""
+    kinds = list(MODEL_KINDS)
     if geometry(name).tokens:
         kinds = [k for k in kinds if k not in CONV_ONLY_KINDS]
     return kinds

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from simulations.bench.sections import BOUND, ONE_PASS_NESTED
 from simulations.bench.timing import Row
-from simulations.bench.variants import HYBRID_KINDS, MODEL_KINDS, width_variant
+from simulations.bench.variants import MODEL_KINDS, width_variant
 
 
 def _find(rows: list[Row], group: str, variant: str, beta: float) -> Row | None:
@@ -35,13 +35,8 @@ def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list
     def dense_form(r: Row, b: int) -> bool:
         # Every factored layer merged: the tier runs the dense model's layers, so any ratio to
         # dense other than 1 is timing noise (merge_faster keeps this form only if fastest).
-        # Not a hybrid's: its first conv keeps fewer channels, so it does run less.
         layers = r.extra.get("layers")
-        return (
-            r.variant not in HYBRID_KINDS
-            and bool(layers)
-            and r.extra.get(f"merged-layers-{b}") == layers
-        )
+        return bool(layers) and r.extra.get(f"merged-layers-{b}") == layers
 
     def ratio(r: Row, b: int) -> float | None:
         d = _find(models, r.group, "dense", 1.0)
@@ -92,7 +87,7 @@ def targets(models: list[Row], overhead: list[Row], freezing: list[Row]) -> list
                 else ""
             )
             + (
-                f"; above 1.00 among the others (factors kept, or a hybrid's first conv cut): "
+                f"; above 1.00 among the others (factors kept): "
                 f"{', '.join(f'{n} ({x:.2f})' for n, x, _ in slow)}"
                 if slow
                 else ""

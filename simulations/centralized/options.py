@@ -6,7 +6,8 @@ harness; its ``num-supernodes`` is the harness's and is ignored) and repeatable
 ``--set KEY=VALUE`` (a TOML value; a bare word is a string), later ones winning. Flags remain
 only for what has no key: the methods and seeds (lists), the epochs, the lr grid and its trial,
 ``--limit-train``, ``--threads`` and the output folder. The flags of the trainer's earlier
-interface that have a key are refused with the key to use (:data:`REMOVED_FLAGS`).
+interface that have a key are refused with the key to use (:data:`REMOVED_FLAGS`); a flag whose
+key went with its variant says so (:data:`maestro_common.app.removed.REMOVED_KEYS`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from maestro_common.app.config import ConfigError, RunConfig
 from maestro_common.app.methods import METHOD_NAMES, get_method
+from maestro_common.app.removed import REMOVED_KEYS, removed_key_message
 from maestro_common.app.task import check_names, resolve_device
 from maestro_common.ml.data import DATASET_INFO
 from simulations.experiment import SUPERNODES_KEY, read_experiment
@@ -152,6 +154,8 @@ def _refuse_removed(p: argparse.ArgumentParser, unknown: list[str]) -> None:
         flag = item.split("=", 1)[0]
         if flag in REMOVED_FLAGS:
             key = REMOVED_FLAGS[flag]
+            if key in REMOVED_KEYS:
+                p.error(f"{flag}: {removed_key_message(key)}")
             if key is None:
                 p.error(
                     f"{flag} was removed: a nested step's sub-models are the tiers' budgets "

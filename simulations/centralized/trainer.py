@@ -67,7 +67,7 @@ def budgets(cfg: RunConfig) -> dict[float, float]:
     method = get_method(cfg.method)
     model = build_run_model(cfg)
     matched = matched_width_fn(cfg, model, input_shape(cfg))
-    return {b: method.budget(b, cfg.tiers, matched, model) for b in (*cfg.tiers, TOP)}
+    return {b: method.budget(b, cfg.tiers, matched) for b in (*cfg.tiers, TOP)}
 
 
 def steps_per_epoch(cfg: RunConfig, data: Data) -> int:

@@ -1,12 +1,9 @@
 """One-off measurements: each answers one question the docs cite, run by hand, not by the harness.
 
-- ``factor_average``: one federated round in process, the mean of the clients' factors against
-  the mean of their products (docs/federated.md);
 - ``malloc_bench``: glibc malloc tuning against training and evaluation steps (docs/results.md);
 - ``client_memory``: one client's peak memory per model and partition count (docs/deployment.md);
 - ``plain_flower`` with the Flower app ``plain_fedavg/``: Flower's own FedAvg on the same data, to
-  time the harness against (docs/scale.md);
-- ``rank_allocation``: uniform against MAC-aware tier ranks on saved models (docs/centralized.md).
+  time the harness against (docs/scale.md).
 
 Each runs as ``python -m simulations.experiments.<name>``.
 """

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from maestro_common.app.removed import REMOVED_KEYS, removed_key_message, without_removed_defaults
 from simulations.client_compute import TierCompute, tier_compute
 from simulations.labels import method_label
 
@@ -80,11 +81,15 @@ def load_runs(folders: Iterable[Path | str]) -> list[Run]:
     FileNotFoundError
         When a folder lacks either file.
     ValueError
-        When a config has no ``method`` or ``seed``.
+        When a config has no ``method`` or ``seed``, or ran a variant whose code was removed
+        (a removed key at its default, as every older run stores it, is dropped).
     """
     runs = []
     for folder in map(Path, folders):
-        config = json.loads((folder / "config.json").read_text())
+        config = without_removed_defaults(json.loads((folder / "config.json").read_text()))
+        removed = sorted(set(config) & set(REMOVED_KEYS))
+        if removed:
+            raise ValueError(f"{folder / 'config.json'}: {removed_key_message(removed[0])}")
         missing = [k for k in ("method", "seed") if k not in config]
         if missing:
             raise ValueError(f"{folder / 'config.json'} lacks {', '.join(missing)}")

@@ -162,19 +162,20 @@ def test_dense_runs_export_whole(tmp_path, fmnist_sample):
     assert facts["test-accuracy-pct"] == pytest.approx(facts["framework-accuracy-pct"], abs=0.1)
 
 
-def test_hybrid_runs_export_their_tiers_first_conv_cut(tmp_path, fmnist_sample):
-    """A hybrid tier exports as a plain factored model: conv1 keeps the tier's leading channels
-    and conv2 reads them; it predicts as the framework's sub-model does."""
-    checkpoint = make_run(tmp_path / "hybrid", fmnist_sample, hybrid_width=True)
-    run = load_run(checkpoint)
-    test = load_test_set(run.cfg, limit=200)
-    facts = export_tier(run, 0.2, tmp_path / "out", test, merge="none", repeats=1)
-    assert 0.2 < facts["budget"] < 1.0  # the largest fraction within plain Maestro's MACs
-    assert facts["macs"] == facts["tier-macs"]  # unmerged: the tier's own sub-model
-    assert facts["test-accuracy-pct"] == pytest.approx(facts["framework-accuracy-pct"], abs=0.1)
-    program = torch.export.load(tmp_path / "out" / facts["artifact"]).module()
-    weights = [p for n, p in program.named_parameters() if "conv1" in n and p.dim() == 4]
-    assert weights and weights[0].shape[0] == -(-6 * facts["budget"] // 1) < 6
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_an_older_runs_removed_key_loads_at_its_default_only(tmp_path, hybrid):
+    """Checkpoints written before hybrid-width was removed store it (false): they still load.
+    One of a run that set it names the removal rather than building another model."""
+    cfg = RunConfig(model="lenet5", tier_fractions="0.2,0.5,1.0")
+    old = {**cfg.to_run_config(), "hybrid-width": hybrid}
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    path = tmp_path / "checkpoint.npz"
+    write_checkpoint(path, 3, model_arrays(build_run_model(cfg)), old)
+    if hybrid:
+        with pytest.raises(ValueError, match="'hybrid-width' was removed"):
+            load_run(path)
+        return
+    assert load_run(path).cfg == cfg.replace(device="cpu")
 
 
 def test_bad_inputs_get_clear_errors(checkpoint, tmp_path, capsys):

@@ -105,28 +105,6 @@ def test_width_methods_are_matched_to_maestro_macs(fmnist_sample):
     assert fjord.method_budget(0.25) < fjord.method_budget(0.5) < fjord.method_budget(1.0) == 1.0
 
 
-def test_hybrid_maestro_trains_two_rounds_within_the_plain_models_macs(fmnist_sample):
-    """hybrid-width: conv1 nested by width, the factored layers by rank; each tier takes the
-    largest fraction whose MACs fit plain Maestro's at its label, so it runs more rank there."""
-    ops, start, logs, result = run_method("maestro", fmnist_sample, hybrid_width=True)
-    final = result.pop("final")
-    result.pop("sent")
-    assert [log.server_round for log in logs] == [1, 2]
-    assert all(log.rejected == [] and len(log.clients) == 6 for log in logs)
-    assert any(not np.array_equal(final[k], start[k]) for k in start)
-    plain = ModelOps(cfg_of("maestro", fmnist_sample))
-    budgets = [ops.method_budget(b) for b in TIERS]
-    assert TIERS[0] < budgets[0] < budgets[1] < budgets[2] == 1.0
-    for beta in TIERS:
-        macs = result[f"{beta:g}"]["macs"]
-        assert macs <= plain.forward_macs(plain.initial_arrays(), beta)
-        # A received prefix carries the first conv's leading channels at the tier's budget.
-        shapes = ops.shapes(array_shapes(start), beta)
-        assert shapes["conv1.weight"][0] == shapes["conv2.v"][1] < 6 or beta == 1.0
-    up = {c["tier-beta"]: c["bytes-up"] for c in logs[-1].clients}
-    assert up[0.25] < up[0.5] < up[1.0]
-
-
 def test_same_seed_gives_the_same_rounds(fmnist_sample):
     """Reproducible on CPU: partitions, tiers, sampling and training all follow the seed."""
     _, _, logs_a, a = run_method("maestro", fmnist_sample)
@@ -137,12 +115,11 @@ def test_same_seed_gives_the_same_rounds(fmnist_sample):
     assert loss == [[c["train-loss"] for c in log.clients] for log in logs_b]
 
 
-@pytest.mark.parametrize("method", [*METHODS, "maestro+hybrid"])
+@pytest.mark.parametrize("method", METHODS)
 def test_client_and_server_evaluate_the_same_sub_model(method, fmnist_sample):
     """A tier's received arrays, loaded as the client loads them and run at the method's
     loaded budget, compute what the server's global model computes at the tier's budget."""
-    hybrid = method == "maestro+hybrid"
-    cfg = cfg_of(method.split("+")[0], fmnist_sample, hybrid_width=hybrid)
+    cfg = cfg_of(method, fmnist_sample)
     ops = ModelOps(cfg)
     arrays = ops.initial_arrays()
     test = ops.test_set()

@@ -103,6 +103,14 @@ def test_removed_flags_name_their_key(flag, key, capsys):
     assert f"--set {key}=VALUE" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["--hybrid-width"], ["--set", "hybrid-width=true"]])
+def test_a_removed_variants_flag_and_key_say_it_was_removed(argv, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    err = capsys.readouterr().err
+    assert "'hybrid-width' was removed" in err and 'docs/results.md, "Variants measured"' in err
+
+
 @pytest.mark.parametrize(
     ("old", "hint"),
     [("dense", "fedavg-all"), ("maestro-sampled", "objective=sampled"), ("maestro-gl", "lasso")],

@@ -36,7 +36,7 @@ from simulations.labels import method_label, method_list
             {"method": "maestro", "conv-factorization": "tucker-b2", "dense-warmup": 0.6},
             "maestro+tucker-b2+warmup",
         ),
-        ({"method": "maestro", "hybrid-width": True}, "maestro+hybrid"),
+        # An older run stores the removed hybrid-width at its default: no suffix.
         ({"method": "maestro", "hybrid-width": False}, "maestro"),
         ({"method": "maestro", "frobenius-decay": 1e-3}, "maestro+fd"),
         ({"method": "maestro", "frobenius-decay": 0.0}, "maestro"),

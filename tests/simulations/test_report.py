@@ -48,6 +48,18 @@ def test_a_warmed_up_run_is_reported_apart_from_its_method(folders):
     assert load_runs(folders)[1].method == "maestro+fjord-warmup"
 
 
+def test_an_older_runs_removed_key_is_tolerated_at_its_default_only(folders):
+    # Runs from before hybrid-width was removed store it (false): they load as before.
+    config = folders[0] / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "hybrid-width": False}))
+    runs = load_runs(folders)
+    assert runs[0].method == "maestro" and "hybrid-width" not in runs[0].config
+    # A run of the removed variant cannot be told apart from the method any more: refused.
+    config.write_text(json.dumps({**json.loads(config.read_text()), "hybrid-width": True}))
+    with pytest.raises(ValueError, match=r"config.json: run-config key 'hybrid-width' was removed"):
+        load_runs(folders)
+
+
 def test_load_runs_needs_method_and_seed(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"seed": 0}))
     (tmp_path / "metrics.jsonl").write_text("")

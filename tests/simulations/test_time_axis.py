@@ -31,10 +31,8 @@ def test_a_run_config_names_the_benchmark_kind_its_clients_train():
     tucker_be = {"conv-factorization": "tucker", "initial-ranks": "breakeven"}
     assert factored_kind(tucker_be) == "tucker-be"
     assert step_times(BENCH, "cnn", "maestro", factored_kind(tucker_be)) == {0.25: (4.5, 0.15)}
-    # A hybrid run maps to the bench's svd-hybrid rows (none in this fixture: no step time).
-    hybrid = {"hybrid-width": True}
-    assert factored_kind(hybrid) == "svd-hybrid"
-    assert step_times(BENCH, "cnn", "maestro", factored_kind(hybrid)) == {}
+    # An older run stores the removed hybrid-width at its default: the plain kind.
+    assert factored_kind({"hybrid-width": False}) == "svd"
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ import pytest
 
 from maestro_common.app.config import ConfigError, RunConfig, parse_floats, parse_options
 from maestro_common.app.methods import METHOD_NAMES
-from maestro_common.app.task import build_run_model, load_run_config
+from maestro_common.app.removed import REMOVED_KEYS, removed_key_message
+from maestro_common.app.task import load_run_config
 
 PYPROJECT = Path(__file__).resolve().parents[3] / "pyproject.toml"
 
@@ -229,14 +230,21 @@ def test_a_dense_warmup_needs_a_factored_method():
         load_run_config({"dense-warmup": 0.5, "num-rounds": 4, "method": "fjord"})
 
 
-def test_hybrid_width_needs_a_factored_method_and_a_model_it_can_cut():
-    load_run_config({"hybrid-width": True})  # maestro
-    with pytest.raises(ConfigError, match="hybrid-width applies to factored methods only"):
-        load_run_config({"hybrid-width": True, "method": "fjord"})
-    # ResNet-18's first conv feeds a BatchNorm: refused when its model is built, naming why.
-    cfg = load_run_config({"hybrid-width": True, "model": "resnet18"})
-    with pytest.raises(ConfigError, match=r"hybrid-width = true: .*activations and pooling only"):
-        build_run_model(cfg)
+@pytest.mark.parametrize("value", [True, False, "false"])
+def test_a_removed_key_is_refused_saying_why_and_where_its_verdict_is(value):
+    # At any value, its old default too: a config that names it was written for the variant.
+    with pytest.raises(ConfigError) as err:
+        load_run_config({"hybrid-width": value})
+    message = str(err.value)
+    assert "'hybrid-width' was removed" in message
+    assert 'docs/results.md, "Variants measured"' in message and "59c7f3e" in message
+    assert "unknown run-config keys" not in message
+
+
+def test_every_removed_key_is_gone_from_the_run_config():
+    assert not set(REMOVED_KEYS) & set(RunConfig.keys())
+    for key in REMOVED_KEYS:
+        assert key in removed_key_message(key) and "Variants measured" in removed_key_message(key)
 
 
 def test_frobenius_decay_needs_a_factored_method_and_is_not_negative():

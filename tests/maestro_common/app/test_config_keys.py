@@ -35,9 +35,7 @@ def test_every_key_has_help_and_a_known_group():
 def test_keys_by_method_partitions_the_keys_in_order():
     groups = keys_by_method()
     assert sorted(k for keys in groups.values() for k in keys) == sorted(KEYS)
-    assert {"lasso", "shrink-every", "hybrid-width", "dense-warmup", "objective"} <= set(
-        groups[MAESTRO]
-    )
+    assert {"lasso", "shrink-every", "dense-warmup", "objective"} <= set(groups[MAESTRO])
     assert {"lr", "num-rounds", "method", "aggregation"} <= set(groups[None])
 
 
@@ -92,7 +90,6 @@ _OFF_DEFAULT = {
     "lasso": 1e-3,
     "frobenius-decay": 1e-4,
     "shrink-every": 10,
-    "hybrid-width": True,
     "dense-warmup": 0.5,
 }
 
@@ -132,7 +129,7 @@ def test_the_listing_groups_method_only_keys_under_their_method():
     header = next(i for i, line in enumerate(lines) if line.startswith(f"# {MAESTRO} only"))
     after = {line.split(" = ")[0] for line in lines[header + 1 :] if " = " in line}
     assert after == set(keys_by_method()[MAESTRO])
-    assert "lasso, frobenius-decay, shrink-every, hybrid-width and dense-warmup" in lines[header]
+    assert "lasso, frobenius-decay, shrink-every and dense-warmup" in lines[header]
     # Without registries, the listing still shows every key with its field's bounds.
     plain = describe_keys()
     assert "num-rounds = 3" in plain and "must be ≥ 1" in plain

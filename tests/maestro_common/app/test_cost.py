@@ -41,8 +41,8 @@ def client_step(cfg: RunConfig, beta: float):
     model = build_run_model(cfg)
     shape = input_shape(cfg)
     matched = matched_width_fn(cfg, model, shape)
-    budget = method.budget(beta, cfg.tiers, matched, model)
-    grid = [method.budget(b, cfg.tiers, matched, model) for b in cfg.tiers]
+    budget = method.budget(beta, cfg.tiers, matched)
+    grid = [method.budget(b, cfg.tiers, matched) for b in cfg.tiers]
     shapes = method.shapes(model, array_shapes(model.state_dict()), budget, shape)
     loaded = received_model(method, cfg, shapes)
     global_ranks = method.ranks(model)
@@ -76,7 +76,6 @@ CASES = [
     ("maestro", {"sub_batch_share": 0.5}),
     ("maestro", {"objective": "sampled", "sampler": "uniform"}),
     ("maestro", {"objective": "sampled", "sampler": "none"}),
-    ("maestro", {"hybrid_width": True}),
     *((name, {}) for name in METHODS if name != "maestro"),
 ]
 

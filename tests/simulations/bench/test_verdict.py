@@ -32,8 +32,8 @@ def test_targets_report_met_and_missed():
     assert "cnn svd β=0.25: train step 2.50× faster, inference b64 2.67× faster" in text
     assert "cnn tucker β=0.25: train step 1.67× faster" in text and "MISSED" in text
     assert (
-        "MISSED by 1 beyond timing noise; above 1.00 among the others (factors kept, or a "
-        "hybrid's first conv cut): cnn tucker β=0.25 b1 (1.20)" in text
+        "MISSED by 1 beyond timing noise; above 1.00 among the others (factors kept): "
+        "cnn tucker β=0.25 b1 (1.20)" in text
     )
     assert "MISSED by 1: cnn tucker β=0.25 (1.20×)" in text
     assert "maestro step: od: 1.20× a dense step" in text
@@ -52,8 +52,8 @@ def test_slower_than_dense_is_judged_against_the_paired_dense_and_the_noise_floo
     models[2].extra["dense1-paired-ms"] = 1.18
     text = "\n".join(targets(models, [], []))
     assert (
-        "with dense): met within timing noise; above 1.00 among the others (factors kept, or a "
-        "hybrid's first conv cut): cnn tucker β=0.25 b1 (1.02)" in text
+        "with dense): met within timing noise; above 1.00 among the others (factors kept): "
+        "cnn tucker β=0.25 b1 (1.02)" in text
     )
     assert "of the tiers in the dense form): cnn b1 0.03, cnn b64 0.01" in text
     models[2].extra["dense1-paired-ms"] = 1.0
@@ -77,18 +77,12 @@ def test_tiers_in_the_dense_form_are_timing_noise_and_widen_the_floor():
     text = "\n".join(targets(models, [], []))
     assert "with dense): met within timing noise; 1 tier figures run the dense model's" in text
     assert "their ratios to dense 1.05–1.05 being timing noise" in text
-    assert "first conv cut): cnn tucker β=0.25 b1 (1.04)" in text and "svd β=0.25 b1" not in text
+    assert "(factors kept): cnn tucker β=0.25 b1 (1.04)" in text and "svd β=0.25 b1" not in text
     assert "cnn b1 0.05" in text
     # Without the dense-form tier, the noise floor is the dense model's own (0): a miss.
     models[1].extra["merged-layers-1"] = 1
     text = "\n".join(targets(models, [], []))
     assert "MISSED by 2 beyond timing noise" in text and "svd β=0.25 b1 (1.05)" in text
-    # A hybrid tier merged in full still cuts its first conv: it runs less than dense, not noise.
-    models[1].variant = "svd-hybrid"
-    models[1].extra["merged-layers-1"] = 2
-    models[1].merged1_ms = 0.7
-    text = "\n".join(targets(models, [], []))
-    assert "tier figures run the dense model's" not in text and "cnn b1 0.00" in text
 
 
 def test_targets_say_nothing_about_sections_not_measured():

@@ -94,3 +94,20 @@ def test_a_folder_with_rounds_out_of_order_or_damaged_is_refused_by_name(tmp_pat
     (tmp_path / "cut" / "metrics.jsonl").write_text('{"round": 1}\n{"rou\n{"round": 2}\n')
     with pytest.raises(HarnessError, match=r"metrics.jsonl: line 2 is not JSON"):
         plan_run(tmp_path / "cut", harness_request(), 3)
+
+
+def _stored_with(request: dict, **old_keys) -> dict:
+    return {**request, "run-config": {**request["run-config"], **old_keys}}
+
+
+def test_a_record_from_before_a_key_was_removed_still_resumes(tmp_path):
+    # Records written before hybrid-width was removed store it at its default (false).
+    folder = tmp_path / "maestro-seed0"
+    recorded_run(folder, range(1, 3), _stored_with(harness_request(), **{"hybrid-width": False}))
+    assert "hybrid-width" not in provenance.read_record(folder)["request"]["run-config"]
+    assert plan_run(folder, harness_request(), 3).action == "resume"
+    # A run of the removed variant is another request, named as such.
+    hybrid = tmp_path / "hybrid"
+    recorded_run(hybrid, range(1, 3), _stored_with(harness_request(), **{"hybrid-width": True}))
+    with pytest.raises(HarnessError, match=r"run-config.hybrid-width: True -> '<unset>'"):
+        plan_run(hybrid, harness_request(), 3)
