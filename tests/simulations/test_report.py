@@ -44,8 +44,6 @@ def test_a_warmed_up_run_is_reported_apart_from_its_method(folders):
     # One seed each: no spread ("–", not "± 0.00").
     assert "| maestro | 0.2 | 70.00 ± – | 1 | 1,000 | 100 | 400 |" in lines
     assert "| maestro+warmup | 0.2 | 74.00 ± – | 1 | 1,000 | 100 | 400 |" in lines
-    config.write_text(json.dumps({**json.loads(config.read_text()), "warmup-method": "fjord"}))
-    assert load_runs(folders)[1].method == "maestro+fjord-warmup"
 
 
 def test_an_older_runs_removed_key_is_tolerated_at_its_default_only(folders):
