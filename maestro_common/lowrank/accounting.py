@@ -83,7 +83,7 @@ def _hybrid_reader_shapes(layer: LowRankLayer, beta: float) -> dict[str, tuple[i
     shapes = {name: tuple(getattr(layer, name).shape) for name in layer.factor_axes()}
     axes = dict(layer.factor_axes())
     axes["v"] = (*axes["v"], layer.input_axis)
-    return budget_shapes(shapes, axes, beta, layer.rank_quantum)
+    return budget_shapes(shapes, axes, beta)
 
 
 def count_params(
@@ -105,7 +105,7 @@ def count_params(
     Returns
     -------
     Every parameter of other modules (shared ones once), plus for each factored layer
-    ``params_at(cap)`` + bias with cap = ``budget_rank(layer.rank, beta, layer.rank_quantum)``
+    ``params_at(cap)`` + bias with cap = ``budget_rank(layer.rank, beta)``
     (cap·(out + fan_in); a Tucker layer adds its cap² core), plus for each width
     layer the entries of the leading blocks of its weight and bias that the sub-model uses.
     """
@@ -125,7 +125,7 @@ def count_params(
             if module.nested_input:
                 total += sum(map(prod, _hybrid_reader_shapes(module, beta).values()))
             else:
-                total += module.params_at(budget_rank(module.rank, beta, module.rank_quantum))
+                total += module.params_at(budget_rank(module.rank, beta))
             total += module.bias.numel() if module.bias is not None else 0
             continue
         for p in module.parameters(recurse=False):

@@ -14,7 +14,7 @@ from maestro_common.lowrank.accounting import count_macs
 from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.hybrid import make_hybrid
 from maestro_common.lowrank.inference import tier_model
-from maestro_common.lowrank.layers import budget_rank, low_rank_layers, set_rank_quantum
+from maestro_common.lowrank.layers import budget_rank, low_rank_layers
 from maestro_common.lowrank.width_match import width_for_macs
 from maestro_common.ml.data.arrays import DATASET_INFO
 from maestro_common.ml.models import build_model
@@ -42,13 +42,11 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 MODELS_SECTION_ONLY = ("resnet18-full",)
 # The factorizations whole models are timed in (the branched Tucker's 4-branch form is timed per
-# layer, in the branched section), each as `decompose` options. tucker-be is the Tucker form with
-# break-even initial ranks (`initial-ranks = "breakeven"`): no layer's factors bigger than it.
+# layer, in the branched section), each as `decompose` options.
 KIND_OPTIONS: dict[str, dict[str, str]] = {
     "svd": {"conv_factorization": "svd"},
     "tucker": {"conv_factorization": "tucker"},
     "tucker-b2": {"conv_factorization": "tucker-b2"},
-    "tucker-be": {"conv_factorization": "tucker", "initial_ranks": "breakeven"},
 }
 # Hybrid kinds (`hybrid-width = true`, maestro_common.lowrank.hybrid): the base kind with its first
 # conv nested by width, a tier labelled β at the largest fraction within the base kind's MACs at
@@ -113,7 +111,7 @@ def dense_model(name: str) -> nn.Module:
 _FACTORED: dict[tuple[int, str], tuple[nn.Module, nn.Module]] = {}
 
 
-def factored_tier(dense: nn.Module, kind: str, beta: float, quantum: int = 1) -> nn.Module:
+def factored_tier(dense: nn.Module, kind: str, beta: float) -> nn.Module:
     """The model a factored client of budget β holds: every factor cut to the tier's ranks."""
     if kind in HYBRID_KINDS:
         return hybrid_tier(dense, kind, beta)
@@ -121,9 +119,8 @@ def factored_tier(dense: nn.Module, kind: str, beta: float, quantum: int = 1) ->
     if key not in _FACTORED:
         _FACTORED[key] = (dense, decompose(copy.deepcopy(dense), **KIND_OPTIONS[kind]))
     model = copy.deepcopy(_FACTORED[key][1])
-    set_rank_quantum(model, quantum)
     for layer in low_rank_layers(model).values():
-        k = budget_rank(layer.rank, beta, quantum)
+        k = budget_rank(layer.rank, beta)
         if k < layer.rank:
             layer.truncate(k)
     return model
