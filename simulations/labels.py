@@ -22,6 +22,11 @@ def method_label(config: Mapping[str, Any]) -> str:
     the batch (``sub-batch-share`` < 1) and ``+compute-<method>`` when every client's steps were
     scaled to that method's compute (``compute-match``): a variant, tuned and reported apart from
     the method as the paper defines it.
+
+    Historical suffixes: ``initial-ranks``, ``frobenius-decay``, ``pass-average`` and the
+    ``factor`` and ``layer`` freeze modes were removed (issue 31; the last commit with their code
+    is 59c7f3e), but old run folders' ``config.json`` still hold them, and the results CSVs in
+    ``docs/results/`` are labelled by them: they are read and labelled as before.
     """
     label = str(config["method"])
     conv = str(config.get("conv-factorization") or "svd")
@@ -65,21 +70,25 @@ def method_list(text: str) -> list[str]:
 
 # The run-config settings that :func:`method_label` turns into a variant suffix, with the value
 # a config without the key means (RunConfig's defaults): a report's CSVs carry them as columns.
+# Entries marked historical are keys of removed options (issue 31), kept to read old run folders.
 VARIANT_SETTINGS: dict[str, Any] = {
     "conv-factorization": "svd",
-    "initial-ranks": "full",
-    "frobenius-decay": 0.0,
-    "freeze": "none",
+    "initial-ranks": "full",  # historical: break-even initial ranks removed
+    "frobenius-decay": 0.0,  # historical: Frobenius decay removed
+    "freeze": "none",  # its factor and layer modes are historical; stage remains
     "freeze-per-epoch": 1,
     "dense-warmup": 0.0,
     "warmup-method": "fedavg-all",
-    "pass-average": False,
+    "pass-average": False,  # historical: pass-averaged gradients removed
     "lasso": 0.0,
     "shrink-every": 0,
     "sub-models": "sandwich",
     "sub-batch-share": 1.0,
     "compute-match": "",
 }
+# The VARIANT_SETTINGS keys that are no longer run-config keys: options since removed, whose
+# values old run folders' config.json still hold.
+HISTORICAL_SETTINGS = ("initial-ranks", "frobenius-decay", "warmup-method", "pass-average")
 
 
 def variant_of(config: Mapping[str, Any]) -> str:

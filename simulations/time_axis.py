@@ -2,10 +2,10 @@
 
 Reads the figures :mod:`simulations.bench` saved (``runs/bench/bench.json``) and maps a method to
 the variant its clients run: maestro to the factored variant of its ``conv-factorization`` (svd
-or tucker; tucker-be with break-even initial ranks, :func:`factored_kind`), fjord / heterofl to
-the width variant (at the width matched to the svd tier's MACs, the harness's rule), fedavg-fit
-to the weakest tier's width at every tier, fedavg-all to the dense model at every tier. Kept apart
-from the harness's report so that either can change without the other.
+or tucker; an old run's tucker-be with break-even initial ranks, :func:`factored_kind`), fjord /
+heterofl to the width variant (at the width matched to the svd tier's MACs, the harness's rule),
+fedavg-fit to the weakest tier's width at every tier, fedavg-all to the dense model at every
+tier. Kept apart from the harness's report so that either can change without the other.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def load_bench(path: Path) -> dict[str, list[dict[str, Any]]]:
 
 def factored_kind(config: Mapping[str, Any]) -> str:
     """The benchmark kind a maestro run's clients train (:data:`simulations.bench.KIND_OPTIONS`):
-    its ``conv-factorization``, with ``-be`` when ``initial-ranks = "breakeven"``, and
+    its ``conv-factorization``, with ``-be`` when ``initial-ranks = "breakeven"`` (a removed
+    option that old run folders still hold, as ``frobenius-decay`` below; issue 31), and
     `` freeze=<mode>`` with sequential freezing: its step time is the
     benchmark's freezing section's (a rotation cycle's mean, measured at β = 0.25 and 1 only; the
     other tiers show "–", never the unfrozen step's time). A run whose step the benchmark never

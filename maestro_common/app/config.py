@@ -199,14 +199,6 @@ class RunConfig:
         needs="uses_lasso",
         unused="a group lasso over factored layers' components",
     )
-    frobenius_decay: float = setting(
-        0.0,
-        "λ of Frobenius decay, ½λ‖U Vᵀ‖²_F per factored layer (0 = off)",
-        NON_NEGATIVE,
-        method=MAESTRO,
-        needs="factored",
-        unused="has no factored layers (weight-decay is the dense model's equivalent)",
-    )
     # Server-side progressive shrinking
     shrink_every: int = setting(
         0,
@@ -269,18 +261,10 @@ class RunConfig:
         "kxk convs: svd (kxk→r, 1x1 r→out), tucker (1x1, core, 1x1), tucker-b2/-b4 (branched core)",
         method=MAESTRO,
     )
-    rank_quantum: int = setting(
-        1,
-        "a tier's per-layer ranks are rounded down to multiples of this",
-        AT_LEAST_1,
-        method=MAESTRO,
-    )
-    freeze: str = setting(
-        "none", "sequential freezing of factors, layers or stages, per epoch", method=MAESTRO
-    )
+    freeze: str = setting("none", "sequential freezing of stages, per epoch", method=MAESTRO)
     freeze_groups: int = setting(
         2,
-        "groups (freeze = layer) or stages (freeze = stage) frozen in turn",
+        "stages (freeze = stage) frozen in turn",
         AT_LEAST_1,
         method=MAESTRO,
     )
@@ -302,29 +286,11 @@ class RunConfig:
         "nested: which smaller sub-models a step runs",
         method=MAESTRO,
     )
-    distill: bool = setting(
-        False,
-        "nested: sub-models learn the prefix's softened output (off: the labels)",
-        method=MAESTRO,
-    )
-    distill_temperature: float = setting(
-        1.0, "temperature of the distillation's softened logits", POSITIVE, method=MAESTRO
-    )
     full_pass_share: float = setting(
         1.0, "nested: share of steps that train the whole prefix", SHARE, method=MAESTRO
     )
     sub_batch_share: float = setting(
         1.0, "nested: smaller sub-models run on this share of each batch", BUDGET, method=MAESTRO
-    )
-    pass_average: bool = setting(
-        False,
-        "nested: a gradient is the mean over the passes that used it (false: the sum)",
-        method=MAESTRO,
-    )
-    initial_ranks: str = setting(
-        "full",
-        "full: rank-fraction of min(m, n); breakeven: factored layers no bigger than dense",
-        method=MAESTRO,
     )
     lr_schedule: str = setting("constant", "lr per round, sent by the server")
     # Centralized trainer only (the federation refuses it): this share of the epochs first

@@ -25,7 +25,7 @@ from maestro_common.app.config import ConfigError, RunConfig
 from maestro_common.lowrank.accounting import step_macs
 from maestro_common.lowrank.decompose import decompose
 from maestro_common.lowrank.freezing import FreezeSchedule
-from maestro_common.lowrank.layers import low_rank_layers, rank_quantum, set_rank_quantum
+from maestro_common.lowrank.layers import low_rank_layers
 from maestro_common.lowrank.samplers import NestedSampler, RankSampler, WidthSampler, make_sampler
 from maestro_common.lowrank.spectral import Pair, SpectralPlan
 from maestro_common.ml.index_sets import IndexPlan
@@ -90,7 +90,7 @@ class Method:
         return budget
 
     def freezing(self, cfg: RunConfig) -> FreezeSchedule | None:
-        """Which factors local training freezes in turn (sequential freezing); None: none."""
+        """Which stages local training freezes in turn (sequential freezing); None: none."""
         return None
 
     def sampler(
@@ -148,17 +148,15 @@ class Maestro(Method):
         decompose(
             model,
             rank_fraction=cfg.rank_fraction,
-            initial_ranks=cfg.initial_ranks,
             conv_factorization=cfg.conv_factorization,
         )
-        set_rank_quantum(model, cfg.rank_quantum)
         return model
 
     def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
         return beta
 
     def shapes(self, model: nn.Module, shapes: Shapes, budget: float, input_shape: Shape) -> Shapes:
-        return budget_shapes(shapes, prefix_axes(model), budget, rank_quantum(model))
+        return budget_shapes(shapes, prefix_axes(model), budget)
 
     def load(self, model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module:
         return load_arrays(model, arrays)  # the factors take the ranks the arrays carry

@@ -49,6 +49,34 @@ REMOVED_KEYS: dict[str, RemovedKey] = {
         "prefixes); both forms ended below Maestro without a warm-up on Fashion-MNIST, so the "
         "federation has no warm-up and the centralized trainer's trains the dense model",
     ),
+    "distill": RemovedKey(
+        default=False,
+        reason="trained the smaller sub-models on the prefix's softened output; training "
+        "collapsed on LeNet-5 and the Shakespeare screen ended 9-13 pp below plain Maestro",
+    ),
+    "distill-temperature": RemovedKey(
+        default=1.0, reason="was the temperature of distill, removed with it"
+    ),
+    "pass-average": RemovedKey(
+        default=False,
+        reason="averaged a nested step's gradients over its passes; it tied on Fashion-MNIST and "
+        "on the Shakespeare screen and lost 1 pp centrally",
+    ),
+    "frobenius-decay": RemovedKey(
+        default=0.0,
+        reason="penalised the factored layers' products; its gain on LeNet-5 was below the noise "
+        "and the Shakespeare screen lost 4-6 pp",
+    ),
+    "initial-ranks": RemovedKey(
+        default="full",
+        reason="capped the factored layers at the dense size (break-even ranks); behind every "
+        "method on Fashion-MNIST and 1.2-1.7 pp behind on the Shakespeare screen",
+    ),
+    "rank-quantum": RemovedKey(
+        default=1,
+        reason="rounded a tier's ranks down to multiples of q; it cost 2.2 pp at the smallest "
+        "tier of the CNN and 8.9 pp on the Shakespeare screen",
+    ),
 }
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from maestro_common.app.config import ConfigError, RunConfig, key_fields, parse_options
 from maestro_common.app.methods import METHOD_NAMES, Method, get_method
-from maestro_common.lowrank.decompose import CONV_FACTORIZATIONS, INITIAL_RANKS
+from maestro_common.lowrank.decompose import CONV_FACTORIZATIONS
 from maestro_common.lowrank.freezing import FREEZE_MODES
 from maestro_common.lowrank.samplers import SAMPLER_NAMES, SUBMODEL_RULES
 from maestro_common.lowrank.training import TrainSettings
@@ -34,7 +34,6 @@ def registries() -> dict[str, tuple[str, ...]]:
         "freeze": FREEZE_MODES,
         "sub-models": SUBMODEL_RULES,
         "lr-schedule": SCHEDULES,
-        "initial-ranks": INITIAL_RANKS,
         "compute-match": ("", *METHOD_NAMES),
     }
 
@@ -118,8 +117,6 @@ _MODEL_FIELDS = (
     "rank_fraction",
     "seed",
     "conv_factorization",
-    "rank_quantum",
-    "initial_ranks",
 )
 
 
@@ -176,10 +173,6 @@ def train_settings(cfg: RunConfig, lr: float | None = None) -> TrainSettings:
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
         lasso=cfg.lasso if run_method(cfg).uses_lasso else 0.0,
-        frobenius_decay=cfg.frobenius_decay if run_method(cfg).factored else 0.0,
-        distill=cfg.distill,
-        distill_temperature=cfg.distill_temperature,
-        pass_average=cfg.pass_average,
     )
 
 

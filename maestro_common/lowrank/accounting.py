@@ -96,7 +96,7 @@ def count_params(
     Returns
     -------
     Every parameter of other modules (shared ones once), plus for each factored layer
-    ``params_at(cap)`` + bias with cap = ``budget_rank(layer.rank, beta, layer.rank_quantum)``
+    ``params_at(cap)`` + bias with cap = ``budget_rank(layer.rank, beta)``
     (cap·(out + fan_in); a Tucker layer adds its cap² core), plus for each width
     layer the entries of the leading blocks of its weight and bias that the sub-model uses.
     """
@@ -113,7 +113,7 @@ def count_params(
                     total += prod(cut[state_key(name, key)])
             continue
         if isinstance(module, LowRankLayer):
-            total += module.params_at(budget_rank(module.rank, beta, module.rank_quantum))
+            total += module.params_at(budget_rank(module.rank, beta))
             total += module.bias.numel() if module.bias is not None else 0
             continue
         for p in module.parameters(recurse=False):

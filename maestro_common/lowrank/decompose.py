@@ -59,39 +59,10 @@ def default_skip(model: nn.Module) -> set[str]:
     return skip
 
 
-INITIAL_RANKS = ("full", "breakeven")
-
-
-def breakeven_rank(out_dim: int, fan_in: int) -> int:
-    """The largest rank r with r·(m + n) ≤ m·n: factors no bigger (params, MACs) than dense."""
-    return max(1, (out_dim * fan_in) // (out_dim + fan_in))
-
-
-def tucker_breakeven_rank(
-    out_channels: int, in_channels: int, kernel_numel: int, branches: int = 1
-) -> int:
-    """The largest per-branch rank k with b·(k·(in + out) + k²·kh·kw) ≤ in·out·kh·kw.
-
-    A Tucker-2 term's cost grows with k² (its core), so its break-even is well below the SVD
-    form's: the CNN's conv2 (32→64, 5x5) breaks even at k = 43, where r·(m + n) ≤ m·n gives 59.
-    Parameters and MACs per output position are the same count for a stride-1 convolution.
-    """
-    dense = out_channels * in_channels * kernel_numel
-
-    def cost(k: int) -> int:
-        return branches * (k * (in_channels + out_channels) + k * k * kernel_numel)
-
-    k = 1  # at least one component, as breakeven_rank keeps
-    while k < max(in_channels, out_channels) and cost(k + 1) <= dense:
-        k += 1
-    return k
-
-
 def decompose(
     model: nn.Module,
     skip: Collection[str] | None = None,
     rank_fraction: float = 1.0,
-    initial_ranks: str = "full",
     conv_factorization: str = "svd",
 ) -> nn.Module:
     """Replace Linear/Conv2d layers of ``model`` in place by factored layers initialised by SVD.
@@ -106,11 +77,6 @@ def decompose(
     rank_fraction:
         Initial kept rank as a fraction of each layer's full rank, in (0, 1]. At 1.0 the factored
         model computes exactly what the dense one did.
-    initial_ranks:
-        ``full``: ``rank_fraction`` of the full rank min(m, n); ``breakeven``: further capped at
-        :func:`breakeven_rank` (:func:`tucker_breakeven_rank` for a Tucker conv), so the whole
-        factored model is no bigger than the dense one (the CNN's fc1 keeps 440 of 512
-        components; conv2 59 of 64 in the SVD form, 43 in the Tucker form).
     conv_factorization:
         One of :data:`CONV_FACTORIZATIONS`: how kxk convolutions (k > 1) are factored.
 
@@ -123,10 +89,6 @@ def decompose(
     if conv_factorization not in CONV_FACTORIZATIONS:
         raise ValueError(
             f"conv_factorization must be one of {CONV_FACTORIZATIONS}, got {conv_factorization!r}"
-        )
-    if initial_ranks not in INITIAL_RANKS:
-        raise ValueError(
-            f"initial_ranks must be one of {', '.join(INITIAL_RANKS)}, got {initial_ranks!r}"
         )
     names = {n for n, m in model.named_modules() if isinstance(m, _FACTORABLE)}
     skip = default_skip(model) if skip is None else set(skip)
@@ -153,17 +115,6 @@ def decompose(
                 options = {"branches": per_branch} if per_branch > 1 else {}
                 full = -(-max(module.in_channels, module.out_channels) // per_branch)
         rank = max(1, round(rank_fraction * full))
-        if initial_ranks == "breakeven":
-            if cls is TuckerConv2d or cls is BranchedTuckerConv2d:
-                even = tucker_breakeven_rank(
-                    module.out_channels,
-                    module.in_channels,
-                    module.weight[0, 0].numel(),
-                    per_branch,
-                )
-            else:
-                even = breakeven_rank(module.weight.shape[0], module.weight[0].numel())
-            rank = min(rank, even)
         _set_submodule(model, name, cls.from_dense(module, rank=rank, **options))
     return model
 
@@ -234,7 +185,7 @@ def to_dense(
     else:
         if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 < beta <= 1:
             raise ValueError(f"beta must be in (0, 1], got {beta!r}")
-        ranks = {n: budget_rank(m.rank, beta, m.rank_quantum) for n, m in layers.items()}
+        ranks = {n: budget_rank(m.rank, beta) for n, m in layers.items()}
     for name, layer in layers.items():
         if only_if_cheaper:
             layer.truncate(ranks[name])

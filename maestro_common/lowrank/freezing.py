@@ -1,44 +1,32 @@
-"""Sequential freezing of factored layers (Hajimolahoseini et al., arXiv 2309.03824).
+"""Sequential freezing of a factored model by stages (after Hajimolahoseini et al., arXiv
+2309.03824, who freeze factors).
 
-A factored layer has two or three factors where the dense layer had one weight, so its backward
-pass computes two or three weight gradients. Freezing part of the factors for a period skips their
-weight gradients (and, where nothing earlier needs one, the input gradients below them) while the
-rest keeps learning; rotating what is frozen from one period to the next trains every factor.
-
-Freezing factors alone saves little while the dense layers below them train: backward must still
-carry the input gradient through every factored layer down to the first conv. On this project's
-CPU, freezing *every* factor of the CNN and ResNet-18 (the dense layers training) cut a train
-step by only 12–33 % (``docs/performance.md``), so a rotation that freezes half of them cannot
-reach much. Freezing an input-side stage of the whole model instead (``stage``) stops backward
-at the stage's end. A period is one epoch (or a share of it, ``per_epoch``); the caller offsets
-epochs by those already done (the federated client by its round), so the rotation continues
-across rounds.
+Freezing part of a model for a period skips its weight gradients (and, where nothing earlier
+needs one, the input gradients below it) while the rest keeps learning; rotating what is frozen
+from one period to the next trains every part. Freezing an input-side stage of the whole model
+stops backward at the stage's end. A period is one epoch (or a share of it, ``per_epoch``); the
+caller offsets epochs by those already done (the federated client by its round), so the rotation
+continues across rounds.
 
 Modes:
 
 - ``none``: nothing is frozen.
-- ``factor``: in period t every factored layer freezes one factor, the (t mod F)-th of its factors
-  in forward order (``v`` then ``u``; ``v``, ``core`` then ``u`` for Tucker), so each period one
-  of the two or three weight gradients of every layer is skipped.
-- ``layer``: the factored layers are split into ``groups`` contiguous groups in module order, and
-  in period t the whole of group (t mod groups) is frozen.
 - ``stage``: every module that holds parameters, dense ones included (first conv, norms,
   classifier), is split into ``groups`` contiguous stages in module order, and in period t every
   parameter of stage (t mod groups) is frozen. A frozen input-side stage needs no gradient at
-  all, so backward stops above it; a frozen later stage skips its weight gradients.
+  all, so backward stops above it; a frozen later stage skips its weight gradients. A model
+  without factored layers is never frozen.
 
 ``per_epoch`` > 1 splits every epoch into that many periods of (almost) equal batch counts, so the
 frozen part changes inside an epoch: with one local epoch per round, every round then trains every
 part. (Rotated per round instead, ``stage`` collapsed in the federation: `docs/fast-tiers.md`.)
 
-The rotation order (which factor or group comes first) is a permutation drawn from ``seed``, so a
-run is reproducible by its seed. Except in ``stage`` mode, dense layers (the first conv, the
-classifier, norms) always train.
+The rotation order (which stage comes first) is a permutation drawn from ``seed``, so a run is
+reproducible by its seed.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,22 +34,17 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from maestro_common.lowrank.layers import LowRankLayer, low_rank_layers
+from maestro_common.lowrank.layers import low_rank_layers
 
-FREEZE_MODES = ("none", "factor", "layer", "stage")
-
-
-def _factor_names(layer: LowRankLayer) -> list[str]:
-    # Forward order: the factor applied to the input first comes first.
-    return [name for name in ("v", "core", "u") if name in layer.factor_axes()]
+FREEZE_MODES = ("none", "stage")
 
 
 @dataclass(frozen=True)
 class FreezeSchedule:
-    """Which factors of a factored model are frozen in each training period."""
+    """Which stage of a factored model is frozen in each training period."""
 
     mode: str = "none"  # one of FREEZE_MODES
-    groups: int = 2  # layer groups of mode "layer", stages of mode "stage"
+    groups: int = 2  # stages of mode "stage"
     seed: int = 0  # draws the rotation order
     per_epoch: int = 1  # periods per epoch
 
@@ -86,40 +69,20 @@ class FreezeSchedule:
 
     def cycle(self, model: nn.Module) -> int:
         """Periods after which the frozen parts of ``model`` repeat (1 without freezing)."""
-        layers = low_rank_layers(model)
-        if self.mode == "none" or not layers:
+        if self.mode == "none" or not low_rank_layers(model):
             return 1
-        if self.mode == "factor":
-            return math.lcm(*(len(_factor_names(layer)) for layer in layers.values()))
-        parts = len(_stage_units(model)) if self.mode == "stage" else len(layers)
-        return min(self.groups, parts)
+        return min(self.groups, len(_stage_units(model)))
 
     def _order(self, n: int) -> list[int]:
         return [int(i) for i in np.random.default_rng(self.seed).permutation(n)]
 
     def frozen(self, model: nn.Module, period: int) -> dict[str, list[str]]:
-        """Per module (qualified name), the names of its parameters frozen in ``period``: factors
-        of factored layers, and in ``stage`` mode every parameter of the stage's modules."""
+        """Per module (qualified name), the names of its parameters frozen in ``period``: every
+        parameter of the stage's modules."""
         if period < 0:
             raise ValueError(f"period must be ≥ 0, got {period}")
-        layers = low_rank_layers(model)
-        if self.mode == "none" or not layers:
+        if self.mode == "none" or not low_rank_layers(model):
             return {}
-        if self.mode == "stage":
-            return self._stage(model, period)
-        if self.mode == "factor":
-            out = {}
-            for name, layer in layers.items():
-                factors = _factor_names(layer)
-                out[name] = [factors[self._order(len(factors))[period % len(factors)]]]
-            return out
-        names = list(layers)
-        groups = min(self.groups, len(names))
-        group = self._order(groups)[period % groups]
-        chunks = np.array_split(np.arange(len(names)), groups)
-        return {names[i]: _factor_names(layers[names[i]]) for i in chunks[group]}
-
-    def _stage(self, model: nn.Module, period: int) -> dict[str, list[str]]:
         units = _stage_units(model)
         stages = min(self.groups, len(units))
         stage = self._order(stages)[period % stages]

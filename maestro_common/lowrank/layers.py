@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maestro_common.ml.prefix import budget_dim, quantize_rank
+from maestro_common.ml.prefix import budget_dim
 
 
 def _check_rank(rank: int | None, max_rank: int, what: str) -> int:
@@ -48,8 +48,6 @@ class LowRankLayer(nn.Module):
     bias: nn.Parameter | None
     max_rank: int
     _active_rank: int | None
-    # Budget ranks are rounded down to multiples of this (see quantize_rank); 1: no rounding.
-    rank_quantum: int = 1
     # The axis of each factor along which components are stacked (a prefix cuts this axis).
     rank_axes: dict[str, int]
     # Nested by rank, so never by width: make_width_sliceable refuses it
@@ -363,32 +361,14 @@ def low_rank_layers(model: nn.Module) -> dict[str, LowRankLayer]:
     return {n: m for n, m in model.named_modules() if isinstance(m, LowRankLayer)}
 
 
-def budget_rank(kept_rank: int, beta: float, quantum: int = 1) -> int:
-    """Components a tier of budget β may use in a layer of kept rank r.
-
-    ⌈β·r⌉ (at least 1), rounded down to a multiple of ``quantum`` by :func:`quantize_rank`.
-    """
-    return quantize_rank(budget_dim(kept_rank, beta), quantum)
+def budget_rank(kept_rank: int, beta: float) -> int:
+    """Components a tier of budget β may use in a layer of kept rank r: ⌈β·r⌉ (at least 1)."""
+    return budget_dim(kept_rank, beta)
 
 
 def budget_ranks(model: nn.Module, beta: float) -> dict[str, int]:
-    """Per-layer rank caps ⌈β·r_l⌉ for a budget β, quantized by each layer's ``rank_quantum``."""
-    return {n: budget_rank(m.rank, beta, m.rank_quantum) for n, m in low_rank_layers(model).items()}
-
-
-def set_rank_quantum(model: nn.Module, quantum: int) -> None:
-    """Round every factored layer's budget ranks down to multiples of ``quantum`` from now on."""
-    quantize_rank(1, quantum)  # validates
-    for layer in low_rank_layers(model).values():
-        layer.rank_quantum = quantum
-
-
-def rank_quantum(model: nn.Module) -> int:
-    """The rank quantum every factored layer of ``model`` shares (1 when it has none)."""
-    quanta = {m.rank_quantum for m in low_rank_layers(model).values()} or {1}
-    if len(quanta) > 1:
-        raise ValueError(f"factored layers disagree on rank_quantum: {sorted(quanta)}")
-    return quanta.pop()
+    """Per-layer rank caps ⌈β·r_l⌉ for a budget β."""
+    return {n: budget_rank(m.rank, beta) for n, m in low_rank_layers(model).items()}
 
 
 @contextmanager

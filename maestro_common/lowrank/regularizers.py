@@ -1,10 +1,5 @@
-"""Regularizers of factored layers.
-
-- The hierarchical group lasso over rank prefixes (Maestro, eq. for the ordered group penalty).
-- Frobenius decay (Khodak et al., ICLR 2021): ½‖U Vᵀ‖²_F, the weight decay of the product a
-  factored layer computes, instead of ½(‖U‖² + ‖V‖²), which plain weight decay on the factors is
-  and which acts as a nuclear-norm penalty on the product.
-"""
+"""Regularizers of factored layers: the hierarchical group lasso over rank prefixes (Maestro,
+eq. for the ordered group penalty)."""
 
 from __future__ import annotations
 
@@ -37,23 +32,3 @@ def group_lasso(model: nn.Module) -> torch.Tensor:
     if not terms:
         return torch.zeros(())
     return torch.stack(terms).sum()
-
-
-def layer_frobenius_sq(layer: LowRankLayer) -> torch.Tensor:
-    """‖W‖²_F of the dense weight ``layer`` computes with all of its kept components.
-
-    For W = U Vᵀ it is Σ (UᵀU) ⊙ (VᵀV): two R×R Gram matrices, without forming W. A layer with
-    its own product (Tucker-2: U, core, V) forms its dense weight, which for a conv is small.
-    """
-    if type(layer).dense_weight is LowRankLayer.dense_weight:
-        u, v = layer.u_matrix(), layer.v_matrix()
-        return ((u.T @ u) * (v.T @ v)).sum()
-    return layer.dense_weight().pow(2).sum()
-
-
-def frobenius_decay(model: nn.Module) -> torch.Tensor:
-    """½ Σ ‖W_l‖²_F over every factored layer of ``model`` (its gradient is the decay)."""
-    terms = [layer_frobenius_sq(m) for m in low_rank_layers(model).values()]
-    if not terms:
-        return torch.zeros(())
-    return 0.5 * torch.stack(terms).sum()

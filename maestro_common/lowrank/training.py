@@ -6,8 +6,8 @@ objectives:
 - *sampled* (a :class:`RankSampler` or :class:`WidthSampler`): one sampled sub-model per step,
   trained on the labels (the paper's per-layer sampler, FjORD's ordered dropout);
 - *nested* (a :class:`NestedSampler`): the whole prefix on the labels, plus smaller sub-models
-  cut from it (all layers together), distilled from the prefix's output when ``distill`` is on,
-  as the Maestro authors' training step does by default (full pass + sub-model, summed).
+  cut from it (all layers together), also on the labels, as the Maestro authors' training step
+  does by default (full pass + sub-model, summed).
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from torch import nn
 from maestro_common.lowrank.budget import use_budget
 from maestro_common.lowrank.freezing import FreezeSchedule, frozen_parameters, without_grad
 from maestro_common.lowrank.layers import low_rank_layers, use_ranks
-from maestro_common.lowrank.pass_average import average_over_passes
-from maestro_common.lowrank.regularizers import frobenius_decay, group_lasso
+from maestro_common.lowrank.regularizers import group_lasso
 from maestro_common.lowrank.samplers import NestedSampler, RankSampler, WidthSampler
 from maestro_common.ml.schedules import SCHEDULES, lr_factor
 from maestro_common.width.sliceable import use_width
@@ -49,16 +48,8 @@ class TrainSettings:
     momentum: float = 0.9
     weight_decay: float = 0.0
     lasso: float = 0.0  # λ of the hierarchical group lasso (0: off)
-    # λ of Frobenius decay, ½λ‖U Vᵀ‖² per factored layer (0: off; weight_decay still acts on
-    # every parameter, the factors too)
-    frobenius_decay: float = 0.0
     max_grad_norm: float = 5.0  # 0: no clipping
-    distill: bool = False  # nested objective: sub-models learn the prefix's softened output
-    distill_temperature: float = 1.0  # T of the softened logits (the KL is scaled by T²)
     lr_schedule: str = "constant"  # per step over this call's steps (see schedules)
-    # nested objective: each parameter's gradient is the mean over the step's passes that used it
-    # (off: their sum, as the authors' code)
-    pass_average: bool = False
     # optimiser steps of one call (0: ``epochs`` passes over the data); when set it alone decides
     # the call's length: batches are drawn epoch after epoch, a fresh order each, until it is met
     steps: int = 0
@@ -72,20 +63,13 @@ class TrainSettings:
             raise ValueError(
                 f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}"
             )
-        if self.distill_temperature <= 0:
-            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
         if self.epochs < 0 or self.batch_size < 1 or self.steps < 0:
             raise ValueError(
                 f"epochs and steps must be ≥ 0 and batch_size ≥ 1, got {self.epochs}, "
                 f"{self.steps}, {self.batch_size}"
             )
-        if (
-            self.lr <= 0
-            or min(self.lasso, self.weight_decay, self.max_grad_norm, self.frobenius_decay) < 0
-        ):
-            raise ValueError(
-                "lr must be > 0; lasso, weight_decay, frobenius_decay and max_grad_norm must be ≥ 0"
-            )
+        if self.lr <= 0 or min(self.lasso, self.weight_decay, self.max_grad_norm) < 0:
+            raise ValueError("lr must be > 0; lasso, weight_decay and max_grad_norm must be ≥ 0")
 
 
 @dataclass(frozen=True)
@@ -151,18 +135,17 @@ def train(
 
     ``sampler`` gives each step's sub-model(s): per-layer ranks or a width (one sampled
     sub-model), a :class:`NestedSampler` (the prefix plus smaller sub-models, see the module
-    docstring), or None (the whole model). The group lasso and Frobenius decay are added with
-    weights ``settings.lasso`` and ``settings.frobenius_decay`` when the model has factored
-    layers (on all of their kept components, whatever the step's sub-models). The lr follows
-    ``settings.lr_schedule`` over steps ``step_offset`` … of ``total_steps`` (0: this call's).
-    ``freezing`` freezes factors in sequence, ``freezing.per_epoch`` periods per epoch, epochs
-    counted from ``period_offset`` (the epochs trained before this call).
+    docstring), or None (the whole model). The group lasso is added with weight
+    ``settings.lasso`` when the model has factored layers (on all of their kept components,
+    whatever the step's sub-models). The lr follows ``settings.lr_schedule`` over steps
+    ``step_offset`` … of ``total_steps`` (0: this call's). ``freezing`` freezes stages in turn,
+    ``freezing.per_epoch`` periods per epoch, epochs counted from ``period_offset`` (the epochs
+    trained before this call).
     """
     model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
     opt = make_optimizer(model, settings)
     use_lasso = settings.lasso > 0 and bool(low_rank_layers(model))
-    use_fd = settings.frobenius_decay > 0 and bool(low_rank_layers(model))
     batches = math.ceil(len(labels) / settings.batch_size)
     epochs, limit = settings.epochs, batches * settings.epochs
     if settings.steps > 0:  # a fixed number of steps: as many (partial last) epochs as it takes
@@ -171,8 +154,6 @@ def train(
         total_steps = step_offset + limit
     total, steps, start = 0.0, 0, time.perf_counter()
     passes: Counter[float] = Counter()
-    # The ranks of each pass of the current nested step, kept only when they are averaged over.
-    pass_ranks: list[dict[str, int]] | None = [] if settings.pass_average else None
     frozen: tuple[int, list[torch.nn.Parameter]] | None = None  # (period, its frozen parameters)
     for epoch in range(epochs):
         for batch, (x, y) in enumerate(_batches(images, labels, settings.batch_size, gen)):
@@ -187,17 +168,11 @@ def train(
             if frozen is None or frozen[0] != period:  # looked up once a period, not a step
                 frozen = (period, frozen_parameters(model, freezing, period))
             with without_grad(frozen[1]):
-                if pass_ranks is not None:
-                    pass_ranks.clear()
-                loss, objective = step_loss(model, x, y, sampler, settings, passes, pass_ranks)
+                loss, objective = step_loss(model, x, y, sampler, passes)
                 if use_lasso:
                     objective = objective + settings.lasso * group_lasso(model)
-                if use_fd:
-                    objective = objective + settings.frobenius_decay * frobenius_decay(model)
             opt.zero_grad(set_to_none=True)
             objective.backward()
-            if pass_ranks and isinstance(sampler, NestedSampler):
-                average_over_passes(model, pass_ranks)
             if settings.max_grad_norm > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
             opt.step()
@@ -217,15 +192,13 @@ def step_loss(
     x: torch.Tensor,
     y: torch.Tensor,
     sampler: RankSampler | WidthSampler | NestedSampler | None,
-    settings: TrainSettings,
     passes: Counter[float],
-    pass_ranks: list[dict[str, int]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(task loss, objective) of one training step's forward passes under ``sampler``: every
     forward pass the step runs (what :meth:`~maestro_common.app.methods.Method.step_macs`
     prices), without the regularizers. ``passes`` counts them by budget fraction."""
     if isinstance(sampler, NestedSampler):
-        return nested_loss(model, x, y, sampler, settings, passes, pass_ranks)
+        return nested_loss(model, x, y, sampler, passes)
     if isinstance(sampler, WidthSampler):
         width = sampler.sample()
         with use_width(model, width):
@@ -244,58 +217,36 @@ def nested_loss(
     x: torch.Tensor,
     y: torch.Tensor,
     sampler: NestedSampler,
-    settings: TrainSettings,
     passes: Counter[float],
-    pass_ranks: list[dict[str, int]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(task loss of the largest model run, summed objective) of one nested step.
 
-    The prefix learns the labels; each smaller sub-model learns the prefix's softened output
-    (KL at temperature T, scaled by T² so its gradient keeps the labels' scale) when
-    ``settings.distill`` is on and the prefix ran, else the labels. The losses are summed, as in
-    the authors' code: a sub-model's components are shared with the prefix, so each pass adds
-    its own gradient to them (``settings.pass_average`` turns the sum into a mean per parameter
-    after backward, from the per-layer ranks of each pass appended to ``pass_ranks``).
+    The prefix and each smaller sub-model learn the labels. The losses are summed, as in the
+    authors' code: a sub-model's components are shared with the prefix, so each pass adds its
+    own gradient to them.
     """
     full, fractions = sampler.plan()
     objective = x.new_zeros(())
-    teacher = None
     task_loss = None
     if full:
-        if pass_ranks is not None:
-            pass_ranks.append(dict(sampler.caps))
         with use_ranks(model, sampler.caps):
             logits = model(x)
         task_loss = F.cross_entropy(logits, y)
         objective = objective + task_loss
-        teacher = logits.detach()
         passes[sampler.beta] += 1
-    t = settings.distill_temperature
     # The smaller sub-models may see the batch's first ⌈share·B⌉ examples only (its order is
     # already shuffled).
     k = sampler.sub_batch(len(y))
     xs, ys = (x, y) if k == len(y) else (x[:k], y[:k])
     for p in fractions:
         ranks = sampler.ranks_at(p)
-        if pass_ranks is not None:
-            pass_ranks.append(ranks)
         with use_ranks(model, ranks):
             out = model(xs)
-        if settings.distill and teacher is not None:
-            # Mean over predictions (samples, or every position of token windows), as the labels'
-            # cross-entropy is.
-            sub = F.kl_div(
-                F.log_softmax(out / t, dim=1),
-                F.log_softmax(teacher[:k] / t, dim=1),
-                reduction="sum",
-                log_target=True,
-            ) * (t * t / ys.numel())
-        else:
-            sub = F.cross_entropy(out, ys)
-            task_loss = sub if task_loss is None else task_loss
+        sub = F.cross_entropy(out, ys)
+        task_loss = sub if task_loss is None else task_loss
         objective = objective + sub
         passes[p] += 1
-    # plan() always runs something, and without the prefix every pass learns the labels.
+    # plan() always runs something.
     assert task_loss is not None
     return task_loss, objective
 

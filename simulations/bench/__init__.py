@@ -5,7 +5,7 @@ per tier, dense against factored against width, one concern a module.
   and the model each kind of client holds at a tier;
 - :mod:`~simulations.bench.timing`: the clocks, the timer and :class:`Row`, one measured figure set;
 - :mod:`~simulations.bench.sections`: the sections (whole models, layers, the Maestro step against
-  a dense one, rank quantization, sequential freezing, the branched Tucker core);
+  a dense one, sequential freezing, the branched Tucker core);
 - :mod:`~simulations.bench.verdict`: the targets, judged on the measured rows;
 - :mod:`~simulations.bench.render`: the markdown report (``docs/performance.md``);
 - :mod:`~simulations.bench.cli`: the command line, the JSON figures and re-rendering from them.
@@ -23,7 +23,6 @@ from simulations.bench.render import (
     tier_table,
 )
 from simulations.bench.sections import (
-    BOUND,
     BRANCHES,
     CYCLE,
     LAYERS,
@@ -32,7 +31,6 @@ from simulations.bench.sections import (
     SECTIONS,
     Context,
     Loss,
-    _factor_params,
     _layer_step,
     _narrow,
     _nested,
@@ -43,7 +41,6 @@ from simulations.bench.sections import (
     measure_layers,
     measure_model,
     measure_overhead,
-    measure_quantization,
     tucker_layer,
 )
 from simulations.bench.timing import CLOCKS, Row, Timer, infer_fn, train_step_fn
@@ -68,7 +65,6 @@ from simulations.bench.variants import (
 from simulations.bench.verdict import _find, branched_summary, targets
 
 __all__ = [
-    "BOUND",
     "BRANCHES",
     "CLOCKS",
     "CONV_ONLY_KINDS",
@@ -91,7 +87,6 @@ __all__ = [
     "Loss",
     "Row",
     "Timer",
-    "_factor_params",
     "_find",
     "_fmt",
     "_layer_step",
@@ -112,7 +107,6 @@ __all__ = [
     "measure_layers",
     "measure_model",
     "measure_overhead",
-    "measure_quantization",
     "model_kinds",
     "parse_args",
     "render",

@@ -16,12 +16,12 @@ match the svd tier's (the harness's matched-MACs rule,
 Models take their dataset's input (``MODELS``, :func:`geometry`): Fashion-MNIST images, or for
 ``char-transformer`` (sized as ``simulations/conf/shakespeare.toml``) random token windows of 80
 ids with their next tokens as targets; the sections that iterate over ``--models`` (models,
-overhead) run both; quantization, freezing, layers and branched stay on the image models.
+overhead) run both; freezing, layers and branched stay on the image models.
 
 Sections: per layer type; whole models (train step at ``--batch``, inference at batch 1 and 64,
 with factored tiers also merged by measurement); one Maestro training step against one dense step
-(factorization, sampling and each training objective separated); rank quantization; sequential
-freezing; the branched Tucker core (a grouped conv) against the plain one.
+(factorization, sampling and each training objective separated); sequential freezing; the
+branched Tucker core (a grouped conv) against the plain one.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ from simulations.bench.sections import (
     measure_layers,
     measure_model,
     measure_overhead,
-    measure_quantization,
 )
 from simulations.bench.timing import CLOCKS, Row, Timer
 from simulations.bench.variants import _FACTORED, MODELS, MODELS_SECTION_ONLY, TIERS
@@ -82,7 +81,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=sorted(CLOCKS),
         help="cpu: the thread's CPU time (robust under load); wall: elapsed time",
     )
-    p.add_argument("--quanta", default="8,16", help="rank quanta compared with q=1")
     p.add_argument("--objectives", default=",".join(OBJECTIVES), help="training objectives")
     p.add_argument(
         "--sections",
@@ -110,9 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if bad:
         p.error(f"unknown section(s) {bad}; allowed: {', '.join(SECTIONS)}")
     args.from_json = [Path(x) for x in args.from_json.split(",") if x]
-    args.quanta = [int(q) for q in args.quanta.split(",") if q]
-    if args.batch < 1 or args.repeats < 1 or args.warmup < 0 or any(q < 1 for q in args.quanta):
-        p.error("--batch, --repeats and --quanta must be ≥ 1, --warmup ≥ 0")
+    if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
+        p.error("--batch and --repeats must be ≥ 1, --warmup ≥ 0")
     if args.quick:
         args.repeats, args.warmup = 3, 1
     return args
@@ -134,8 +131,6 @@ def main(argv: list[str] | None = None) -> dict[str, list[Row]]:
     started, load_before = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load_line()
     start = time.perf_counter()
     results: dict[str, list[Row]] = {}
-    # 0.25 of a power-of-two rank is already a multiple of 8: tiers where rounding acts.
-    q_tiers = (0.2,) if args.quick else (0.2, 0.6)
     sections: dict[str, Callable[[], list[Row]]] = {
         "layers": lambda: measure_layers(tiers, timer, args.batch),
         "models": lambda: [
@@ -146,11 +141,6 @@ def main(argv: list[str] | None = None) -> dict[str, list[Row]]:
             for m in args.models
             if m not in MODELS_SECTION_ONLY
             for r in measure_overhead(m, timer, args.batch, args.objectives)
-        ],
-        "quantization": lambda: [
-            r
-            for m in target_models
-            for r in measure_quantization(m, q_tiers, [1, *args.quanta], timer, args.batch)
         ],
         "freezing": lambda: [
             r

@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from simulations.bench.sections import BOUND
 from simulations.bench.timing import Row
 from simulations.bench.variants import MODELS, geometry
 from simulations.bench.verdict import branched_summary, targets
@@ -101,8 +100,7 @@ def render(args: argparse.Namespace, results: dict[str, list[Row]], meta: dict[s
         "- Ratios are tier / dense of the same model or layer (below 1: faster). A factored "
         "tier runs its rank prefix only (truncated factors, as a client holds them); a width "
         "tier slices the whole model at the width whose MACs match the svd tier's ('width@K': "
-        "the tier of factorization K's; none where K's tier has the dense model's MACs or more; "
-        "tucker-be: Tucker with break-even initial ranks, no layer's factors bigger than it). "
+        "the tier of factorization K's; none where K's tier has the dense model's MACs or more). "
         "'merged' "
         "columns: factored layers whose dense form measured faster at that batch were merged, "
         "then the whole model as decided, fully merged and unmerged were timed and the fastest "
@@ -160,31 +158,12 @@ def render(args: argparse.Namespace, results: dict[str, list[Row]], meta: dict[s
     for group in dict.fromkeys(r.group for r in results.get("overhead", [])):
         rows = [r for r in results["overhead"] if r.group == group]
         out += [simple_table(rows, rows[0], ["train"]), ""]
-    if results.get("quantization"):
-        out += [
-            "## Rank quantization",
-            "",
-            "Tier ranks rounded down to multiples of q (`rank-quantum`); ratios against q = 1 "
-            "of the same kind and tier.",
-            "",
-        ]
-        for group in dict.fromkeys(
-            (r.group, r.variant.split()[0], r.beta) for r in results["quantization"]
-        ):
-            rows = [
-                r
-                for r in results["quantization"]
-                if (r.group, r.variant.split()[0], r.beta) == group
-            ]
-            out += [simple_table(rows, rows[0], ["train", "infer64"]), ""]
     if results.get("freezing"):
         out += [
             "## Sequential freezing",
             "",
             "Train step time averaged over one rotation cycle; ratios against no freezing. "
-            f"`{BOUND}`: every factor of every factored layer frozen at once while the dense "
-            "layers train, the most the `factor` and `layer` modes can skip (a reference, not a "
-            "schedule); `stage` also freezes the dense layers of a stage, so a frozen "
+            "`stage` freezes every parameter of a stage, dense layers included, so a frozen "
             "input-side stage stops backward above it.",
             "",
         ]

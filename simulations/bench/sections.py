@@ -1,6 +1,6 @@
 """The benchmark's sections, each a list of measured :class:`~simulations.bench.timing.Row`:
 whole models per tier, single layers, one Maestro step against a dense one (per training
-objective), rank quantization, sequential freezing and the branched Tucker core."""
+objective), sequential freezing and the branched Tucker core."""
 
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ from torch import nn
 from maestro_common.lowrank.accounting import count_macs, step_macs
 from maestro_common.lowrank.branched import BranchedTuckerConv2d
 from maestro_common.lowrank.decompose import decompose
-from maestro_common.lowrank.freezing import FREEZE_MODES, FreezeSchedule, freeze, without_grad
+from maestro_common.lowrank.freezing import FREEZE_MODES, FreezeSchedule, freeze
 from maestro_common.lowrank.layers import budget_rank, low_rank_layers
 from maestro_common.lowrank.merging import merge_faster
 from maestro_common.lowrank.samplers import NestedSampler, make_sampler
-from maestro_common.lowrank.training import TrainSettings, nested_loss
+from maestro_common.lowrank.training import nested_loss
 from maestro_common.lowrank.tucker import TuckerConv2d
 from maestro_common.lowrank.width_match import width_for_macs
+from maestro_common.ml.prefix import budget_dim, quantize_rank
 from maestro_common.width.sliceable import make_width_sliceable, use_width
 from simulations.bench.timing import Row, Timer, infer_fn, train_step_fn
 from simulations.bench.variants import (
@@ -40,7 +41,6 @@ SECTIONS = (
     "layers",
     "models",
     "overhead",
-    "quantization",
     "freezing",
     "branched",
 )  # width slicing refuses norm layers and attention
@@ -187,7 +187,7 @@ def _per_layer(ranks: dict[str, int]) -> tuple[Context, Loss]:
 
 
 def _nested(
-    rule: str, distill: bool, sub_batch_share: float = 1.0
+    rule: str, sub_batch_share: float = 1.0
 ) -> Callable[[dict[str, int]], tuple[Context, Loss]]:
     """The nested objective (the maestro method's default): the prefix on the labels, then the
     sub-models ``rule`` picks from the tier grid, all layers cut together, as a client trains;
@@ -195,11 +195,10 @@ def _nested(
 
     def make(ranks: dict[str, int]) -> tuple[Context, Loss]:
         sampler = NestedSampler(ranks, beta=1.0, rule=rule, seed=0, sub_batch_share=sub_batch_share)
-        settings = TrainSettings(distill=distill)
         passes: Counter[float] = Counter()
 
         def loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return nested_loss(m, x, y, sampler, settings, passes)[1]
+            return nested_loss(m, x, y, sampler, passes)[1]
 
         loss.sampler = sampler  # type: ignore[attr-defined]  # what the step's MACs count
         return lambda m: nullcontext(), loss
@@ -212,12 +211,11 @@ def _nested(
 # here to be benchmarked.
 OBJECTIVES: dict[str, Callable[[dict[str, int]], tuple[Context, Loss]]] = {
     "od (one sampled pass)": _per_layer,
-    "nested: prefix only (1 pass)": _nested("none", False),
-    "nested: sandwich (3 passes; the default)": _nested("sandwich", False),
-    "nested: sandwich distilled (3 passes)": _nested("sandwich", True),
-    "nested: alternate (1 pass; prefix every other step)": _nested("alternate", False),
-    "nested: sandwich on a quarter batch (1 + 2 quarter passes)": _nested("sandwich", False, 0.25),
-    "nested: random on half the batch (1 + 1 half pass)": _nested("random", False, 0.5),
+    "nested: prefix only (1 pass)": _nested("none"),
+    "nested: sandwich (3 passes; the default)": _nested("sandwich"),
+    "nested: alternate (1 pass; prefix every other step)": _nested("alternate"),
+    "nested: sandwich on a quarter batch (1 + 2 quarter passes)": _nested("sandwich", 0.25),
+    "nested: random on half the batch (1 + 1 half pass)": _nested("random", 0.5),
 }
 # Objectives whose steps follow a schedule: each timed call runs this many steps (one cycle), so
 # the median is of the cycle's mean step, not of whichever step the call happened to hit.
@@ -264,38 +262,12 @@ def measure_overhead(name: str, timer: Timer, batch: int, objectives: Sequence[s
     return rows
 
 
-# ----- rank quantization and sequential freezing ------------------------------------------------
-def measure_quantization(
-    name: str, tiers: Sequence[float], quanta: Sequence[int], timer: Timer, batch: int
-) -> list[Row]:
-    dense, geo = dense_model(name), geometry(name)
-    rows = []
-    for kind in ("svd", "tucker"):
-        for beta in tiers:
-            for q in quanta:
-                model = factored_tier(dense, kind, beta, q)
-                row = Row(name, f"{kind} q={q}", beta, count_macs(model, geo.shape))
-                row.train_ms = timer(train_step_fn(model, batch, geo=geo))
-                row.infer64_ms = timer(infer_fn(model, 64, geo=geo))
-                rows.append(row)
-    return rows
-
-
-BOUND = "every-factor-frozen"  # the freezing section's reference row
-
-
-def _factor_params(layer: nn.Module) -> list[nn.Parameter]:
-    return [getattr(layer, name) for name in layer.factor_axes()]
-
-
+# ----- sequential freezing ---------------------------------------------------------------------
 def measure_freezing(
     name: str, tiers: Sequence[float], timer: Timer, batch: int, kind: str = "svd"
 ) -> list[Row]:
     """Train step time with sequential freezing, averaged over one rotation cycle. Every period of
-    every mode is timed interleaved with the others, so the ratios to no freezing share one load.
-
-    Beside the modes, a reference row: every factor of every factored layer frozen at once (the
-    dense layers training), the most that the ``factor`` and ``layer`` modes can ever skip."""
+    every mode is timed interleaved with the others, so the ratios to no freezing share one load."""
     dense, geo = dense_model(name), geometry(name)
     rows = []
     for beta in tiers:
@@ -307,14 +279,9 @@ def measure_freezing(
                 model = copy.deepcopy(base)
                 ctx = lambda m=model, p=period, s=schedule: freeze(m, s, p)  # noqa: E731
                 steps.append((mode, train_step_fn(model, batch, ctx, geo=geo)))
-        model = copy.deepcopy(base)
-        every = [p for layer in low_rank_layers(model).values() for p in _factor_params(layer)]
-        bound = lambda ps=every: without_grad(ps)  # noqa: E731
-        steps.append((BOUND, train_step_fn(model, batch, bound, geo=geo)))
         times = timer.interleaved([fn for _, fn in steps])
-        for mode in (*FREEZE_MODES, BOUND):
-            variant = f"{kind} {BOUND}" if mode == BOUND else f"{kind} freeze={mode}"
-            row = Row(name, variant, beta, count_macs(base, geo.shape))
+        for mode in FREEZE_MODES:
+            row = Row(name, f"{kind} freeze={mode}", beta, count_macs(base, geo.shape))
             row.train_ms = statistics.mean(
                 t for (m, _), t in zip(steps, times, strict=True) if m == mode
             )
@@ -358,7 +325,7 @@ def measure_branched(tiers: Sequence[float], timer: Timer, batch: int) -> list[R
         full = max(dense.in_channels, dense.out_channels)
         x64 = torch.randn(64, *shape)
         for beta in tiers:
-            k = budget_rank(full, beta, max(BRANCHES))
+            k = quantize_rank(budget_dim(full, beta), max(BRANCHES))
             if k % max(BRANCHES):
                 continue
             models = [tucker_layer(dense, k, b) for b in BRANCHES]

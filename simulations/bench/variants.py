@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from maestro_common.lowrank.decompose import decompose
-from maestro_common.lowrank.layers import budget_rank, low_rank_layers, set_rank_quantum
+from maestro_common.lowrank.layers import budget_rank, low_rank_layers
 from maestro_common.ml.data.arrays import DATASET_INFO
 from maestro_common.ml.models import build_model
 
@@ -38,13 +38,11 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 MODELS_SECTION_ONLY = ("resnet18-full",)
 # The factorizations whole models are timed in (the branched Tucker's 4-branch form is timed per
-# layer, in the branched section), each as `decompose` options. tucker-be is the Tucker form with
-# break-even initial ranks (`initial-ranks = "breakeven"`): no layer's factors bigger than it.
+# layer, in the branched section), each as `decompose` options.
 KIND_OPTIONS: dict[str, dict[str, str]] = {
     "svd": {"conv_factorization": "svd"},
     "tucker": {"conv_factorization": "tucker"},
     "tucker-b2": {"conv_factorization": "tucker-b2"},
-    "tucker-be": {"conv_factorization": "tucker", "initial_ranks": "breakeven"},
 }
 MODEL_KINDS = tuple(KIND_OPTIONS)
 # Kinds that differ from svd only in how convolutions are factored.
@@ -104,15 +102,14 @@ def dense_model(name: str) -> nn.Module:
 _FACTORED: dict[tuple[int, str], tuple[nn.Module, nn.Module]] = {}
 
 
-def factored_tier(dense: nn.Module, kind: str, beta: float, quantum: int = 1) -> nn.Module:
+def factored_tier(dense: nn.Module, kind: str, beta: float) -> nn.Module:
     """The model a factored client of budget β holds: every factor cut to the tier's ranks."""
     key = (id(dense), kind)
     if key not in _FACTORED:
         _FACTORED[key] = (dense, decompose(copy.deepcopy(dense), **KIND_OPTIONS[kind]))
     model = copy.deepcopy(_FACTORED[key][1])
-    set_rank_quantum(model, quantum)
     for layer in low_rank_layers(model).values():
-        k = budget_rank(layer.rank, beta, quantum)
+        k = budget_rank(layer.rank, beta)
         if k < layer.rank:
             layer.truncate(k)
     return model

@@ -214,9 +214,11 @@ def _copy_run(checkpoint: Path, folder: Path) -> Path:
 def test_an_edited_config_json_is_refused_with_the_differing_keys(checkpoint, tmp_path, capsys):
     copy = _copy_run(checkpoint, tmp_path / "run")
     config = json.loads((copy.parent / "config.json").read_text())
-    config["rank-quantum"] = 4  # would evaluate another model, silently
+    config["rank-fraction"] = 0.5  # would evaluate another model, silently
     (copy.parent / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"in 1 key\(s\) \(rank-quantum: 4 there, 1 checked\)"):
+    with pytest.raises(
+        ValueError, match=r"in 1 key\(s\) \(rank-fraction: 0.5 there, 1.0 checked\)"
+    ):
         load_run(copy)
     assert main(["evaluate", str(copy), "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
@@ -224,11 +226,11 @@ def test_an_edited_config_json_is_refused_with_the_differing_keys(checkpoint, tm
     assert not (tmp_path / "e").exists()
     # --config is checked the same way; a file equal to the checked config passes.
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({**config, "rank-quantum": 1, "seed": 9}))
+    other.write_text(json.dumps({**config, "rank-fraction": 1.0, "seed": 9}))
     with pytest.raises(ValueError, match=r"seed: 9 there, 0 checked"):
         load_run(checkpoint, other)
     (copy.parent / "config.json").unlink()  # none beside it: the checkpoint's own config
-    assert load_run(copy).cfg.rank_quantum == 1
+    assert load_run(copy).cfg.rank_fraction == 1.0
 
 
 @pytest.mark.parametrize("name", ["../../x", "/tmp/x", "a/b", "..", "a\\b", ".hidden", ""])

@@ -50,10 +50,10 @@ def test_every_registered_method_is_accepted():
 
 
 def test_set_values_are_toml_or_bare_words():
-    sets = parse_sets(["lr=0.1", "distill=true", "model=cnn", "tier-fractions=0.2,1", "seed=3"])
+    sets = parse_sets(["lr=0.1", "resume=true", "model=cnn", "tier-fractions=0.2,1", "seed=3"])
     assert sets == {
         "lr": 0.1,
-        "distill": True,
+        "resume": True,
         "model": "cnn",
         "tier-fractions": "0.2,1",
         "seed": 3,

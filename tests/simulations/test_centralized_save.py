@@ -29,19 +29,19 @@ def test_saved_models_evaluate_as_the_trainer_reported(fmnist_sample, tmp_path):
                 assert row["accuracy-pct"] == pytest.approx(100 * reported[row["beta"]])
 
 
-def test_a_tucker_model_with_breakeven_ranks_is_rebuilt_as_trained(fmnist_sample, tmp_path):
+def test_a_tucker_model_with_cut_ranks_is_rebuilt_as_trained(fmnist_sample, tmp_path):
     # export rebuilds the model from config.json: the factorisation and ranks must be recorded.
     rows = main(
         [
             *("--set", "model=lenet5", "--methods", "maestro", "--epochs", "1"),
-            *("--set", "conv-factorization=tucker", "--set", "initial-ranks=breakeven"),
+            *("--set", "conv-factorization=tucker", "--set", "rank-fraction=0.5"),
             *("--limit-train", "300", "--set", "max-test-examples=200", "--threads", "1"),
             *("--set", "tier-fractions=0.5,1", "--set", f"data-dir={fmnist_sample}"),
             *("--out", str(tmp_path)),
         ]
     )
-    run = load_run(tmp_path / "maestro+tucker+breakeven-seed0" / "checkpoint.npz")
-    assert run.cfg.conv_factorization == "tucker" and run.cfg.initial_ranks == "breakeven"
+    run = load_run(tmp_path / "maestro+tucker-seed0" / "checkpoint.npz")
+    assert run.cfg.conv_factorization == "tucker" and run.cfg.rank_fraction == 0.5
     table = evaluate_run(run, [0.5, 1.0], load_test_set(run.cfg, limit=200), repeats=1)
     reported = {r.beta: r.accuracy for r in rows}
     assert {row["beta"] for row in table} >= set(reported)

@@ -76,10 +76,10 @@ def test_variant_defaults_are_the_run_configs():
     from dataclasses import fields
 
     from maestro_common.app.config import RunConfig
-    from maestro_common.app.removed import REMOVED_KEYS
-    from simulations.labels import VARIANT_SETTINGS
+    from simulations.labels import HISTORICAL_SETTINGS, VARIANT_SETTINGS
 
-    # A removed variant's key stays a column (older runs hold it), at the default it had.
-    defaults = {key: removed.default for key, removed in REMOVED_KEYS.items()}
-    defaults |= {f.name.replace("_", "-"): f.default for f in fields(RunConfig)}
-    assert {k: defaults[k] for k in VARIANT_SETTINGS} == VARIANT_SETTINGS
+    defaults = {f.name.replace("_", "-"): f.default for f in fields(RunConfig)}
+    # The historical keys are those of removed options: read from old runs, no longer keys.
+    assert set(VARIANT_SETTINGS) - set(defaults) == set(HISTORICAL_SETTINGS)
+    current = {k: v for k, v in VARIANT_SETTINGS.items() if k not in HISTORICAL_SETTINGS}
+    assert {k: defaults[k] for k in current} == current

@@ -20,7 +20,7 @@ from maestro_common.app.cost import (
     trained_examples,
 )
 from maestro_common.app.methods import METHODS
-from maestro_common.app.task import build_run_model, input_shape, run_method, train_settings
+from maestro_common.app.task import build_run_model, input_shape, run_method
 from maestro_common.lowrank.accounting import count_macs
 from maestro_common.lowrank.training import TrainSettings, step_loss, train
 from maestro_common.ml.prefix import array_shapes
@@ -55,7 +55,6 @@ def measured_step_macs(cfg: RunConfig, beta: float) -> tuple[float, float]:
     """(reported, measured) forward MACs per example of one step, measured as FlopCounterMode's
     flops / 2 over ``STEPS`` steps of the training step's forward passes."""
     model, sampler, reported = client_step(cfg, beta)
-    settings = train_settings(cfg)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(BATCH, *input_shape(cfg), generator=g)
     y = torch.randint(0, 10, (BATCH,), generator=g)
@@ -63,7 +62,7 @@ def measured_step_macs(cfg: RunConfig, beta: float) -> tuple[float, float]:
     model.eval()
     with torch.no_grad(), counter:
         for _ in range(STEPS):
-            step_loss(model, x, y, sampler, settings, Counter())
+            step_loss(model, x, y, sampler, Counter())
     return reported, counter.get_total_flops() / 2 / (STEPS * BATCH)
 
 

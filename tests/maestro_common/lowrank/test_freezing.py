@@ -1,5 +1,5 @@
-"""Sequential freezing: frozen factors stay bit-identical, the rotation covers every factor, and a
-run is reproducible by its seed."""
+"""Sequential freezing by stages: frozen parameters stay bit-identical, the rotation covers every
+parameter, and a run is reproducible by its seed."""
 
 from __future__ import annotations
 
@@ -32,11 +32,10 @@ SETTINGS = TrainSettings(
 
 
 @pytest.mark.parametrize("kind", ["svd", "tucker"])
-@pytest.mark.parametrize("mode", ["factor", "layer", "stage"])
 @pytest.mark.parametrize("period", [0, 1, 2])
-def test_frozen_factors_bit_identical_after_training(kind, mode, period):
+def test_frozen_parameters_bit_identical_after_training(kind, period):
     m = model(kind)
-    schedule = FreezeSchedule(mode, groups=2, seed=3)
+    schedule = FreezeSchedule("stage", groups=2, seed=3)
     frozen = schedule.frozen(m, period)
     assert frozen
     before = copy.deepcopy(m.state_dict())
@@ -52,42 +51,12 @@ def test_frozen_factors_bit_identical_after_training(kind, mode, period):
     assert all(p.requires_grad for p in m.parameters())  # flags restored
 
 
-def test_factor_mode_rotates_through_every_factor():
+def test_a_cycle_is_the_stages_and_one_without_freezing():
     m = model("tucker")
-    schedule = FreezeSchedule("factor", seed=0)
-    seen: dict[str, set[str]] = {}
-    for period in range(3):
-        for name, factors in schedule.frozen(m, period).items():
-            assert len(factors) == 1
-            seen.setdefault(name, set()).update(factors)
-    layers = low_rank_layers(m)
-    for name, layer in layers.items():
-        assert seen[name] == set(layer.factor_axes())
-
-
-def test_one_cycle_freezes_every_factor_of_every_layer_equally_often():
-    m = model("tucker")  # Tucker convs (3 factors) and an SVD linear (2): a cycle of 6 periods
-    schedule = FreezeSchedule("factor", seed=0)
-    assert schedule.cycle(m) == 6
-    counts: dict[tuple[str, str], int] = {}
-    for period in range(schedule.cycle(m)):
-        for name, factors in schedule.frozen(m, period).items():
-            for f in factors:
-                counts[name, f] = counts.get((name, f), 0) + 1
-    for name, layer in low_rank_layers(m).items():
-        assert {counts[name, f] for f in layer.factor_axes()} == {6 // len(layer.factor_axes())}
     assert FreezeSchedule("stage", groups=3).cycle(m) == 3
-    assert FreezeSchedule("layer", groups=9).cycle(m) == len(low_rank_layers(m))
+    assert FreezeSchedule("stage", groups=99).cycle(m) == len(_holders(m))  # one module a stage
     assert FreezeSchedule("none").cycle(m) == 1
-
-
-def test_layer_mode_freezes_each_group_once_per_cycle():
-    m = model()
-    schedule = FreezeSchedule("layer", groups=3, seed=5)
-    frozen = [set(schedule.frozen(m, p)) for p in range(3)]
-    assert set().union(*frozen) == set(low_rank_layers(m))
-    assert sum(len(f) for f in frozen) == len(low_rank_layers(m))  # disjoint groups
-    assert [set(schedule.frozen(m, p)) for p in range(3, 6)] == frozen
+    assert FreezeSchedule("stage").cycle(nn.Linear(2, 2)) == 1  # no factored layer: no freezing
 
 
 def _holders(m: nn.Module) -> list[str]:
@@ -111,27 +80,20 @@ def test_stage_mode_covers_every_parameter_once_per_cycle(kind):
 
 def test_frozen_input_stage_stops_backward_above_it():
     # The input-side stage (the dense first conv and the next factored convs) frozen: its last
-    # module's output needs no gradient, so autograd computes none below it. Freezing only the
-    # factors (layer mode) leaves the first conv training, and its output then needs one.
+    # module's output needs no gradient, so autograd computes none below it.
     m = model()  # modules with parameters: 0 (dense conv), 2, 4 (factored convs), 6, 7
     x, _ = data(4)
-    for mode, needs_grad in (("stage", False), ("layer", True)):
-        schedule = FreezeSchedule(mode, groups=2, seed=0)
-        # stage: the stage of modules 0, 2, 4; layer: the group of factored convs 2 and 4
-        period = next(p for p in range(2) if "2" in schedule.frozen(m, p))
-        assert ("4" in schedule.frozen(m, period)) and (
-            ("0" in schedule.frozen(m, period)) != needs_grad
-        )
-        seen = []
-        hook = m[4].register_forward_hook(lambda mod, i, out, s=seen: s.append(out.requires_grad))
-        with freeze(m, schedule, period):
-            m(x).sum().backward()
-        hook.remove()
-        assert seen == [needs_grad], mode
-        if not needs_grad:
-            assert all(p.grad is None for p in m[0].parameters())
-            assert all(p.grad is not None for p in m[7].parameters())
-        m.zero_grad(set_to_none=True)
+    schedule = FreezeSchedule("stage", groups=2, seed=0)
+    period = next(p for p in range(2) if "0" in schedule.frozen(m, p))
+    assert {"0", "2", "4"} <= set(schedule.frozen(m, period))
+    seen = []
+    hook = m[4].register_forward_hook(lambda mod, i, out, s=seen: s.append(out.requires_grad))
+    with freeze(m, schedule, period):
+        m(x).sum().backward()
+    hook.remove()
+    assert seen == [False]
+    assert all(p.grad is None for p in m[0].parameters())
+    assert all(p.grad is not None for p in m[7].parameters())
 
 
 def normed_net() -> nn.Module:
@@ -199,7 +161,7 @@ def test_reproducible_by_seed():
     results = []
     for seed in (7, 7, 8):
         m = model()
-        schedule = FreezeSchedule("layer", groups=3, seed=seed)
+        schedule = FreezeSchedule("stage", groups=3, seed=seed)
         for epoch in range(2):
             train(m, x, y, SETTINGS, None, seed=epoch, freezing=schedule, period_offset=epoch)
         results.append(m.state_dict())
@@ -212,9 +174,10 @@ def test_none_mode_and_bad_settings():
     assert FreezeSchedule("none").frozen(m, 0) == {}
     with freeze(m, None, 0):
         assert all(p.requires_grad for p in m.parameters())
-    with pytest.raises(ValueError, match="freeze mode must be one of"):
-        FreezeSchedule("all")
+    for mode in ("all", "factor", "layer"):  # factor and layer: removed modes
+        with pytest.raises(ValueError, match="freeze mode must be one of"):
+            FreezeSchedule(mode)
     with pytest.raises(ValueError, match="freeze groups must be an int"):
-        FreezeSchedule("layer", groups=0)
+        FreezeSchedule("stage", groups=0)
     with pytest.raises(ValueError, match="period must be"):
-        FreezeSchedule("factor").frozen(m, -1)
+        FreezeSchedule("stage").frozen(m, -1)

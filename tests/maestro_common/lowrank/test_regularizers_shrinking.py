@@ -2,16 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from maestro_common.lowrank.branched import BranchedTuckerConv2d
 from maestro_common.lowrank.layers import LowRankConv2d, LowRankLinear
-from maestro_common.lowrank.regularizers import (
-    frobenius_decay,
-    group_lasso,
-    layer_frobenius_sq,
-    layer_group_lasso,
-)
+from maestro_common.lowrank.regularizers import group_lasso, layer_group_lasso
 from maestro_common.lowrank.shrinking import importance, ranks_to_keep, shrink
-from maestro_common.lowrank.tucker import TuckerConv2d
 
 
 def direct_lasso(u: torch.Tensor, v: torch.Tensor) -> float:
@@ -97,34 +90,3 @@ def test_shrink_never_goes_below_one_and_rejects_negative_eps():
 def test_ranks_to_keep_counts_the_prefix():
     assert ranks_to_keep(torch.tensor([3.0, 2.0, 0.5, 0.1]), 1.0) == 2
     assert ranks_to_keep(torch.tensor([0.3, 0.2]), 1.0) == 1
-
-
-def test_frobenius_sq_is_the_dense_weights_norm_for_every_kind():
-    torch.manual_seed(0)
-    layers = [
-        LowRankLinear(7, 5),
-        LowRankConv2d(3, 6, 3),
-        TuckerConv2d(4, 6, 3),
-        BranchedTuckerConv2d(4, 8, 3, branches=2),
-    ]
-    for layer in layers:
-        with torch.no_grad():  # move off the SVD init, whose factors are balanced
-            for p in layer.parameters():
-                p.add_(0.3 * torch.randn_like(p))
-        expected = layer.dense_weight().pow(2).sum().item()
-        assert layer_frobenius_sq(layer).item() == pytest.approx(expected, rel=1e-5)
-    model = nn.Sequential(*layers[:2])
-    total = sum(layer_frobenius_sq(m).item() for m in layers[:2])
-    assert frobenius_decay(model).item() == pytest.approx(0.5 * total, rel=1e-5)
-    assert frobenius_decay(nn.Linear(3, 3)).item() == 0.0  # no factored layer: no term
-
-
-def test_frobenius_decay_gradient_is_the_products_not_the_factors():
-    """∂/∂U ½‖U Vᵀ‖² = U Vᵀ V, where weight decay on the factors would give U."""
-    torch.manual_seed(1)
-    layer = LowRankLinear(6, 4)
-    frobenius_decay(layer).backward()
-    u, v = layer.u.detach(), layer.v.detach()  # (out, R), (in, R)
-    assert torch.allclose(layer.u.grad, u @ v.T @ v, atol=1e-6)
-    assert torch.allclose(layer.v.grad, v @ u.T @ u, atol=1e-6)
-    assert not torch.allclose(layer.u.grad, u, atol=1e-3)

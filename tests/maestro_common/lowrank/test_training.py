@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import replace
 
 import pytest
 import torch
@@ -41,34 +40,27 @@ def _ranks(model):
     return {n: m.rank for n, m in low_rank_layers(model).items()}
 
 
-@pytest.mark.parametrize("distill", [True, False])
-def test_nested_loss_is_prefix_ce_plus_each_sub_models_loss(distill):
+def test_nested_loss_is_prefix_ce_plus_each_sub_models_loss():
     model = _factored()
     x, y = _data(16)
     sampler = NestedSampler(_ranks(model), grid=(0.25, 1.0), seed=0)
     passes = Counter()
-    settings = TrainSettings(distill=distill, distill_temperature=2.0)
-    task, objective = nested_loss(model, x, y, sampler, settings, passes)
+    task, objective = nested_loss(model, x, y, sampler, passes)
     full = model(x)
     with use_ranks(model, sampler.ranks_at(0.25)):
         small = model(x)
     expected_task = F.cross_entropy(full, y)
-    if distill:
-        kl = F.kl_div(F.log_softmax(small / 2, 1), F.softmax(full / 2, 1), reduction="batchmean")
-        expected = expected_task + 4 * kl
-    else:
-        expected = expected_task + F.cross_entropy(small, y)
+    expected = expected_task + F.cross_entropy(small, y)
     assert task.item() == pytest.approx(expected_task.item(), rel=1e-5)
     assert objective.item() == pytest.approx(expected.item(), rel=1e-5)
     assert passes == {1.0: 1, 0.25: 1}
 
 
-def test_distillation_does_not_push_gradients_into_the_teacher_pass():
+def test_components_beyond_the_smallest_sub_model_get_the_prefix_gradient_only():
     model = _factored()
     x, y = _data(16)
     sampler = NestedSampler(_ranks(model), grid=(0.25, 1.0))
-    settings = TrainSettings(distill=True)
-    _, objective = nested_loss(model, x, y, sampler, settings, Counter())
+    _, objective = nested_loss(model, x, y, sampler, Counter())
     objective.backward()
     with_sub = model.fc1.u.grad.clone()
     model.zero_grad()
@@ -123,32 +115,8 @@ def test_lr_schedule_sets_the_lr_of_every_step(monkeypatch):
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainSettings(lr_schedule="linear")
-    with pytest.raises(ValueError, match="distill_temperature"):
-        TrainSettings(distill_temperature=0.0)
-
-
-def test_frobenius_decay_adds_its_gradient_to_one_plain_sgd_step():
-    """With momentum and clipping off, one step moves U by lr·λ·U Vᵀ V more than without."""
-    x, y = _data(32)
-    base = TrainSettings(epochs=1, batch_size=32, lr=0.1, momentum=0.0, max_grad_norm=0.0)
-    lam = 0.5
-    before = _factored()
-    start = {n: p.detach().clone() for n, p in before.named_parameters()}
-    fc2 = low_rank_layers(before)["fc2"]
-    u, v = fc2.u.detach().clone(), fc2.v.detach().clone()
-    plain, decayed = _factored(), _factored()
-    train(plain, x, y, base, seed=3)
-    train(decayed, x, y, replace(base, frobenius_decay=lam), seed=3)
-    got = low_rank_layers(plain)["fc2"].u.detach() - low_rank_layers(decayed)["fc2"].u.detach()
-    assert torch.allclose(got, 0.1 * lam * (u @ v.T @ v), atol=1e-5)
-    # The dense first conv is not factored: Frobenius decay leaves it as plain SGD does.
-    assert torch.equal(
-        dict(plain.named_parameters())["conv1.weight"],
-        dict(decayed.named_parameters())["conv1.weight"],
-    )
-    assert not torch.equal(start["conv1.weight"], dict(plain.named_parameters())["conv1.weight"])
-    with pytest.raises(ValueError, match="frobenius_decay"):
-        TrainSettings(frobenius_decay=-1.0)
+    with pytest.raises(ValueError, match="lasso, weight_decay and max_grad_norm"):
+        TrainSettings(lasso=-1.0)
 
 
 @pytest.mark.parametrize(("n", "steps"), [(64, 3), (20, 7), (64, 0)])

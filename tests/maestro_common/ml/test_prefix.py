@@ -8,6 +8,7 @@ from maestro_common.ml.prefix import (
     budget_dim,
     budget_shapes,
     leading_block,
+    quantize_rank,
     take_prefix,
 )
 
@@ -71,3 +72,17 @@ def test_take_prefix_works_on_torch_tensors():
     t = torch.arange(12).reshape(3, 4)
     out = take_prefix({"t": t}, {"t": (2, 1)})
     assert torch.equal(out["t"], torch.tensor([[0], [4]]))
+
+
+def test_quantize_rank_rounds_down_to_whole_quanta_and_keeps_a_cap_below_one():
+    assert quantize_rank(65, 16) == 64
+    assert quantize_rank(64, 16) == 64
+    assert quantize_rank(15, 16) == 15
+    assert quantize_rank(1, 8) == 1
+    assert quantize_rank(7, 1) == 7
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True])
+def test_bad_quantum_rejected(bad):
+    with pytest.raises(ValueError, match="quantum must be an int"):
+        quantize_rank(5, bad)

@@ -7,7 +7,7 @@ import torch
 
 from maestro_common.lowrank.layers import low_rank_layers
 from simulations import bench
-from simulations.bench import Timer, factored_tier, parse_args, targets, train_step_fn
+from simulations.bench import Timer, parse_args, targets
 
 
 def test_every_objective_of_the_maestro_method_is_measured():
@@ -83,29 +83,12 @@ def test_freezing_section_times_every_mode_interleaved_per_tier(monkeypatch):
 
     monkeypatch.setattr(Timer, "interleaved", fake)
     got = bench.measure_freezing("lenet5", (0.25, 1.0), Timer(0, 1, "cpu"), 2, "svd")
-    # one interleaved call per tier: none (1 period), factor (2), layer (2), stage (2), the bound
-    assert calls == [8, 8]
-    variants = [f"svd freeze={m}" for m in FREEZE_MODES] + [f"svd {bench.BOUND}"]
-    assert [r.variant for r in got[:5]] == variants
-    assert [r.train_ms for r in got[:5]] == [1.0, 2.5, 4.5, 6.5, 8.0]  # means over periods
-    # the bound is a reference, not a schedule: targets judge the three modes only
+    # one interleaved call per tier: none (1 period), stage (2)
+    assert calls == [3, 3]
+    assert [r.variant for r in got[:2]] == [f"svd freeze={m}" for m in FREEZE_MODES]
+    assert [r.train_ms for r in got[:2]] == [1.0, 2.5]  # means over periods
     lines = [t for t in targets([], [], got) if "training throughput" in t]
-    assert len(lines) == 6 and not any(bench.BOUND in t for t in lines)
-
-
-def test_the_freezing_bound_freezes_every_factor_and_nothing_else():
-    from maestro_common.lowrank.freezing import without_grad
-
-    model = factored_tier(bench.dense_model("lenet5"), "svd", 1.0)
-    layers = low_rank_layers(model)
-    every = [p for layer in layers.values() for p in bench._factor_params(layer)]
-    names = {n for n, p in model.named_parameters() if any(p is q for q in every)}
-    assert names == {f"{n}.{f}" for n, layer in layers.items() for f in ("u", "v")}
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    train_step_fn(model, 4, lambda: without_grad(every))()
-    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
-    assert not moved & names and moved  # factors bit-identical, dense layers and biases train
-    assert all(p.requires_grad for p in model.parameters())
+    assert len(lines) == 2 and all("freeze=stage" in t for t in lines)
 
 
 CHAR_OBJECTIVES = [
@@ -152,13 +135,11 @@ def test_models_section_times_the_char_transformer_with_width_tiers(monkeypatch)
     assert [(r.variant, r.beta) for r in got] == [
         ("dense", 1.0),
         ("svd", 0.25),
-        ("tucker-be", 0.25),
         ("width", 0.25),
-        ("width@tucker-be", 0.25),
     ]
     assert all(r.train_ms > 0 and r.infer64_ms > 0 for r in got)
-    # each width tier at the width whose MACs match its kind's tier (at most, the harness's rule)
-    assert got[3].macs <= got[1].macs and got[4].macs <= got[2].macs
+    # the width tier at the width whose MACs match the svd tier's (at most, the harness's rule)
+    assert got[2].macs <= got[1].macs
     report = bench.render(
         parse_args(["--quick"]),
         {"models": got},

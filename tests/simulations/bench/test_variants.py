@@ -11,24 +11,14 @@ from simulations.bench import factored_tier
 
 
 @pytest.mark.parametrize("kind", ["svd", "tucker"])
-def test_factored_tier_holds_the_quantized_prefix(kind):
+def test_factored_tier_holds_the_prefix(kind):
     dense = bench.dense_model("lenet5")
     full = factored_tier(dense, kind, 1.0)
-    tier = factored_tier(dense, kind, 0.4, quantum=4)
+    tier = factored_tier(dense, kind, 0.4)
     for name, layer in low_rank_layers(tier).items():
-        assert layer.rank == budget_rank(low_rank_layers(full)[name].rank, 0.4, 4)
+        assert layer.rank == budget_rank(low_rank_layers(full)[name].rank, 0.4)
     x = torch.randn(2, *bench.SHAPE)
     assert tier(x).shape == (2, 10)
-
-
-def test_tucker_be_tiers_start_from_break_even_ranks():
-    dense = bench.dense_model("cnn")
-    full = low_rank_layers(factored_tier(dense, "tucker-be", 1.0))
-    assert {n: m.rank for n, m in full.items()} == {"conv2": 43, "fc1": 440}
-    tier = low_rank_layers(factored_tier(dense, "tucker-be", 0.25))
-    assert {n: m.rank for n, m in tier.items()} == {
-        n: budget_rank(m.rank, 0.25) for n, m in full.items()
-    }
 
 
 def test_width_variants_name_the_kind_they_match():
@@ -63,7 +53,7 @@ def test_image_models_keep_their_input_and_random_batch():
     got = bench.IMAGE.batch(4, torch.Generator().manual_seed(0))
     assert torch.equal(got[0], x) and torch.equal(got[1], y)  # the draws the bench always made
     assert bench.model_kinds("cnn") == list(bench.MODEL_KINDS)
-    assert bench.model_kinds("transformer") == ["svd", "tucker", "tucker-b2", "tucker-be"]
+    assert bench.model_kinds("transformer") == ["svd", "tucker", "tucker-b2"]
 
 
 def test_token_batches_are_windows_and_their_next_tokens():
@@ -74,4 +64,4 @@ def test_token_batches_are_windows_and_their_next_tokens():
     assert int(x.min()) >= 0 and int(torch.cat([x, y]).max()) < 81
     assert geo.inputs(2).dtype == torch.long
     # No convolution to factor: the conv-only kinds would time svd again.
-    assert bench.model_kinds("char-transformer") == ["svd", "tucker-be"]
+    assert bench.model_kinds("char-transformer") == ["svd"]

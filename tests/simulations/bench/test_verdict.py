@@ -24,8 +24,8 @@ def test_targets_report_met_and_missed():
     ]
     freezing = [
         Row("cnn", "svd freeze=none", 0.25, 30, 10.0),
-        Row("cnn", "svd freeze=factor", 0.25, 30, 8.0),
-        Row("cnn", "svd freeze=layer", 0.25, 30, 9.5),
+        Row("cnn", "svd freeze=stage", 0.25, 30, 8.0),
+        Row("cnn", "svd every-factor-frozen", 0.25, 30, 9.5),  # an older run's reference row
     ]
     lines = targets(rows(), overhead, freezing)
     text = "\n".join(lines)
@@ -41,8 +41,8 @@ def test_targets_report_met_and_missed():
     assert "sampling itself 1.09× the factored step; target ≤ 1.2×" in text
     # A multi-pass objective's extra passes are its own, not sampling overhead.
     assert "(3 passes): 2.20× a dense step (2.00× the factored step: the objective's own" in text
-    assert "svd freeze=factor β=0.25: +25 %" in text
-    assert "svd freeze=layer β=0.25: +5 %" in text
+    assert "svd freeze=stage β=0.25: +25 %" in text
+    assert "every-factor-frozen" not in text  # a reference, not a schedule: not judged
 
 
 def test_slower_than_dense_is_judged_against_the_paired_dense_and_the_noise_floor():
