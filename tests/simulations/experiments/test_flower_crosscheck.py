@@ -16,17 +16,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from maestro_common.ml.models import build_model
-from simulations.experiments.flower_crosscheck import (
-    ODTwin,
+from simulations.experiments.flower_crosscheck.__main__ import main
+from simulations.experiments.flower_crosscheck.fjord import ODTwin, rounding_sweep
+from simulations.experiments.flower_crosscheck.loading import load_flower
+from simulations.experiments.flower_crosscheck.ours import (
     layer_dims,
-    load_flower,
-    main,
     max_abs_diff,
     our_logits,
     our_width_model,
     param_count,
     random_updates,
-    rounding_sweep,
 )
 
 SHAPE = (1, 28, 28)
