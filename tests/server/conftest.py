@@ -2,12 +2,11 @@
 a tiny random IDX dataset, a lenet5 run config on it and its model operations. A test module
 that defines a fixture of the same name uses its own."""
 
-import numpy as np
 import pytest
 
 from maestro_common.app.config import RunConfig
-from maestro_common.ml.data import write_idx
 from server.model_ops import ModelOps
+from tests.idx_data import write_random_idx
 from tests.server.strategy_setup import NUM_TEST, NUM_TRAIN
 
 
@@ -15,10 +14,7 @@ from tests.server.strategy_setup import NUM_TEST, NUM_TRAIN
 def data_dir(tmp_path_factory):
     """A tiny Fashion-MNIST-shaped IDX sample: random images, labels 0..9."""
     folder = tmp_path_factory.mktemp("idx")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", NUM_TRAIN), ("t10k", NUM_TEST)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), "u1"))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n).astype("u1"))
+    write_random_idx(folder, NUM_TRAIN, NUM_TEST)
     return str(folder)
 
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import time
 
-import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, MessageType, RecordDict
 from flwr.server.superlink.linkstate.utils import NODE_UNAVAILABLE_ERROR_REASON
 
 from maestro_common.app.config import RunConfig
-from maestro_common.ml.data import write_idx
 from server import server_app
 from server import strategy as strategy_module
 from server.model_ops import ModelOps
@@ -20,6 +18,7 @@ from server.results import METRICS
 from server.rounds import RoundLog
 from server.strategy import NestedFedAvg
 from tests.fakegrid import FakeGrid
+from tests.idx_data import write_random_idx
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -34,10 +33,7 @@ LOST = f"client error: {NODE_UNAVAILABLE_ERROR_REASON}"
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("idx")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 180), ("t10k", 40)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), "u1"))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n).astype("u1"))
+    write_random_idx(folder, 180, 40)
     return folder
 
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from flwr.app import Context, RecordDict
 
-from maestro_common.ml.data import write_idx
 from server import server_app
 from tests.fakegrid import FakeGrid
+from tests.idx_data import write_random_idx
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -68,10 +67,7 @@ def _run(tmp_path, data_dir, num_rounds: int) -> list[dict]:
 
 
 def test_first_rounds_do_not_depend_on_num_rounds(tmp_path):
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 240), ("t10k", 50)):
-        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), "u1"))
-        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n).astype("u1"))
+    write_random_idx(tmp_path, 240, 50)
     short = _run(tmp_path, tmp_path, 2)
     long = _run(tmp_path, tmp_path, 3)
     assert [r["round"] for r in short] == [1, 2] and [r["round"] for r in long] == [1, 2, 3]

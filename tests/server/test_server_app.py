@@ -10,11 +10,11 @@ from maestro_common.app import protocol as P
 from maestro_common.app.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from maestro_common.app.config import ConfigError, RunConfig
 from maestro_common.app.protocol import ARRAYS as ARRAYS_KEY
-from maestro_common.ml.data import write_idx
 from server import server_app
 from server.model_ops import ModelOps
 from server.results import CHECKPOINT, METRICS, OLD_CHECKPOINT, SUMMARY, ResumeError
 from tests.fakegrid import FakeGrid
+from tests.idx_data import write_random_idx
 from tests.server.strategy_setup import echo, nan_entry
 
 pytestmark = pytest.mark.usefixtures("task_identity")
@@ -25,10 +25,7 @@ NODES = {11: {"partition-id": 0, "num-partitions": 2}, 22: {"partition-id": 1, "
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("idx")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 200), ("t10k", 60)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), "u1"))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n).astype("u1"))
+    write_random_idx(folder, 200, 60)
     return folder
 
 

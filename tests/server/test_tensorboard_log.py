@@ -5,14 +5,13 @@ from __future__ import annotations
 import sys
 from typing import ClassVar
 
-import numpy as np
 import pytest
 
-from maestro_common.ml.data import write_idx
 from server import server_app
 from server import tensorboard_log as tb
 from server.results import METRICS
 from server.tensorboard_log import TensorBoardMissingError, TierBoard, tier_scalars
+from tests.idx_data import write_random_idx
 from tests.server.test_server_app import _cfg, _main, _rows
 
 ROW = {
@@ -47,10 +46,7 @@ class FakeWriter:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("idx")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 200), ("t10k", 60)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), "u1"))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n).astype("u1"))
+    write_random_idx(folder, 200, 60)
     return folder
 
 
