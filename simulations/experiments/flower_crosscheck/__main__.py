@@ -126,7 +126,10 @@ def summary(report: Mapping[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m simulations.experiments.flower_crosscheck",
+        description=__doc__.split("\n\n")[0],
+    )
     parser.add_argument("--flower", required=True, help="a checkout of Flower's repository")
     parser.add_argument("--flower-commit", default=None, help="its commit, if not a git checkout")
     parser.add_argument("--models", default="lenet5,cnn", help="this project's models (FjORD)")
