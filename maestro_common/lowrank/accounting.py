@@ -44,7 +44,6 @@ __all__ = [
     "count_macs_flop_counter",
     "count_macs_in",
     "count_params",
-    "layer_mac_table",
     "step_macs",
 ]
 
@@ -194,38 +193,6 @@ def count_macs(model: nn.Module, input_shape: Sequence[int], beta: float = 1.0) 
     """
     check_budget(beta)
     return count_macs_in(model, input_shape, lambda m: use_budget(m, beta))
-
-
-def layer_mac_table(model: nn.Module, input_shape: Sequence[int]) -> dict[str, list[int]]:
-    """Each factored layer's MACs (one sample's forward pass) at every rank k = 0..R.
-
-    Entry k of a layer's list is what :func:`count_macs` counts for that layer when it runs its
-    first k components (0 at k = 0); the other layers' MACs do not depend on its rank.
-    """
-    calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, LowRankLayer)}
-
-    def recorder(name: str):
-        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            calls.setdefault(name, []).append((args[0], out))
-
-        return hook
-
-    handles = [m.register_forward_hook(recorder(n)) for n, m in layers.items()]
-    try:
-        with eval_mode(model), use_budget(model, 1.0), torch.no_grad():
-            model(probe_input(model, input_shape))
-    finally:
-        for h in handles:
-            h.remove()
-    return {
-        name: [0]
-        + [
-            sum(_layer_macs(layer, (x, k), {}, out) for x, out in calls.get(name, []))
-            for k in range(1, layer.rank + 1)
-        ]
-        for name, layer in layers.items()
-    }
 
 
 def count_macs_flop_counter(model: nn.Module, input_shape: Sequence[int], beta: float = 1.0) -> int:

@@ -67,25 +67,16 @@ def budget_shapes(
     shapes: Mapping[str, tuple[int, ...]],
     prefix_axes: Mapping[str, tuple[int, ...]],
     beta: float,
-    quantum: int = 1,
 ) -> dict[str, tuple[int, ...]]:
     """The shape of every array in the sub-model of budget β.
 
     ``prefix_axes[key]`` lists the axes of ``key`` that a budget cuts (a factored layer's rank
-    axis; a width baseline's channel axes); keys not listed travel whole. With ``quantum`` > 1 a
-    cut axis of size ≥ ``quantum`` is rounded down to a multiple of it (rank quantization).
+    axis; a width baseline's channel axes); keys not listed travel whole.
     """
-    if isinstance(quantum, bool) or not isinstance(quantum, int) or quantum < 1:
-        raise ValueError(f"quantum must be an int ≥ 1, got {quantum!r}")
-
-    def cut(d: int) -> int:
-        k = budget_dim(d, beta)
-        return k if k < quantum else k - k % quantum
-
     out = {}
     for key, shape in shapes.items():
         axes = prefix_axes.get(key, ())
-        out[key] = tuple(cut(d) if i in axes else d for i, d in enumerate(shape))
+        out[key] = tuple(budget_dim(d, beta) if i in axes else d for i, d in enumerate(shape))
     return out
 
 

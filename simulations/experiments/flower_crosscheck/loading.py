@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib
-import subprocess
 import sys
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from simulations.provenance import git_commit
 
 # --------------------------------------------------------------------------- loading their code
 
@@ -60,21 +61,6 @@ class _NoLogger:
         return _Sink()
 
 
-def flower_commit(root: Path) -> str:
-    """The commit of a Flower checkout (``unknown`` for a plain copy of files)."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def load_flower(root: Path, commit: str | None = None) -> FlowerCode:
     """Import Flower's FjORD and HeteroFL baseline modules from a checkout at ``root``.
 
@@ -105,7 +91,7 @@ def load_flower(root: Path, commit: str | None = None) -> FlowerCode:
     _placeholder("hydra.core.hydra_config", {"HydraConfig": None}, stubs)
     return FlowerCode(
         root=root,
-        commit=commit or flower_commit(root),
+        commit=commit or git_commit(root),
         od_layers=importlib.import_module("fjord.od.layers"),
         od_samplers=importlib.import_module("fjord.od.samplers"),
         fjord_strategy=importlib.import_module("fjord.strategy"),

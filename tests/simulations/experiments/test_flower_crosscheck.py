@@ -39,6 +39,10 @@ def _out(layer, p, exact):
 
 
 class _Record:
+    def __init__(self, *args, is_od=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.is_od = is_od
+
     def _record(self, x, p):
         self.last_input_dim = x.shape[1]
         self.last_output_dim = _out(self, p, self.exact)
@@ -50,10 +54,6 @@ class StandInConv(_Record, nn.Conv2d):
 
     exact = True
 
-    def __init__(self, *args, is_od=True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.is_od = is_od
-
     def forward(self, x, p=None):
         out, inp = self._record(x, p)
         bias = self.bias[:out] if self.bias is not None else None
@@ -62,10 +62,6 @@ class StandInConv(_Record, nn.Conv2d):
 
 class StandInLinear(_Record, nn.Linear):
     exact = True
-
-    def __init__(self, *args, is_od=True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.is_od = is_od
 
     def forward(self, x, p=None):
         out, inp = self._record(x, p)
