@@ -18,8 +18,9 @@ def method_label(config: Mapping[str, Any]) -> str:
     ``+pass-average`` when a nested step's gradients were averaged over its passes, ``+gl<λ>``
     with the group lasso (``lasso`` = λ > 0; its value too, since it sets how far the ranks
     fall), ``+shrink`` with server-side shrinking (``shrink-every`` > 0), ``+alternate`` with
-    the one-pass nested step (``sub-models``), ``+sub-batch<s>`` with sub-models on a share s of
-    the batch (``sub-batch-share`` < 1) and ``+compute-<method>`` when every client's steps were
+    the one-pass nested step (``sub-models``; ``+alternate<k>`` at ``alternate-period`` k ≠ 2),
+    ``+sub-batch<s>`` with sub-models on a share s of the batch (``sub-batch-share`` < 1)
+    and ``+compute-<method>`` when every client's steps were
     scaled to that method's compute (``compute-match``): a variant, tuned and reported apart from
     the method as the paper defines it.
 
@@ -47,7 +48,8 @@ def method_label(config: Mapping[str, Any]) -> str:
     if int(config.get("shrink-every") or 0):
         label += "+shrink"
     if config.get("sub-models") == "alternate":
-        label += "+alternate"
+        period = int(config.get("alternate-period") or 2)
+        label += "+alternate" if period == 2 else f"+alternate{period}"
     if float(config.get("sub-batch-share") or 1) < 1:
         label += f"+sub-batch{float(config['sub-batch-share']):g}"
     if config.get("compute-match"):
@@ -84,6 +86,7 @@ VARIANT_SETTINGS: dict[str, Any] = {
     "shrink-every": 0,
     "sub-models": "sandwich",
     "sub-batch-share": 1.0,
+    "alternate-period": 2,
     "compute-match": "",
 }
 # The VARIANT_SETTINGS keys that are no longer run-config keys: options since removed, whose

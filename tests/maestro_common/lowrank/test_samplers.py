@@ -157,11 +157,33 @@ def test_alternate_runs_one_pass_a_step_the_prefix_every_other_step():
     assert [low.plan() for _ in range(3)] == [(True, [])] * 3
 
 
-@pytest.mark.parametrize("rule", ["sandwich", "random", "smallest", "alternate", "none"])
+def test_an_alternate_period_of_three_runs_the_prefix_on_two_steps_of_three():
+    s = NestedSampler({"a": 10}, beta=1.0, grid=(0.2, 0.5, 1.0), rule="alternate", period=3)
+    plans = [s.plan() for _ in range(30)]
+    assert [full for full, _ in plans] == [True, True, False] * 10
+    assert all(len(subs) == 1 and subs[0] in (0.2, 0.5) for full, subs in plans if not full)
+    assert all(subs == [] for full, subs in plans if full)
+
+
+@pytest.mark.parametrize("period", [1, 0, 2.5, True])
+def test_alternate_period_must_be_an_integer_of_at_least_two(period):
+    with pytest.raises(ValueError, match="period must be an integer ≥ 2"):
+        NestedSampler(FULL, rule="alternate", period=period)
+
+
+@pytest.mark.parametrize(
+    ("rule", "period"),
+    [("sandwich", 2), ("random", 2), ("smallest", 2), ("alternate", 2), ("alternate", 3)],
+)
 @pytest.mark.parametrize("share", [1.0, 0.5])
-def test_expected_plan_is_the_long_run_mean_of_plan(rule, share):
+def test_expected_plan_is_the_long_run_mean_of_plan(rule, period, share):
     s = NestedSampler(
-        {"a": 10, "b": 20}, grid=(0.2, 0.4, 0.6, 1.0), rule=rule, full_pass_share=share, seed=3
+        {"a": 10, "b": 20},
+        grid=(0.2, 0.4, 0.6, 1.0),
+        rule=rule,
+        full_pass_share=share,
+        seed=3,
+        period=period,
     )
     full, subs = s.expected_plan()
     n = 4000
