@@ -18,7 +18,8 @@ def method_label(config: Mapping[str, Any]) -> str:
     ``+pass-average`` when a nested step's gradients were averaged over its passes, ``+gl<λ>``
     with the group lasso (``lasso`` = λ > 0; its value too, since it sets how far the ranks
     fall), ``+shrink`` with server-side shrinking (``shrink-every`` > 0), ``+alternate`` with
-    the one-pass nested step (``sub-models``; ``+alternate<k>`` at ``alternate-period`` k ≠ 2),
+    the one-pass nested step (``sub-models``; ``+alternate<k>`` at ``alternate-period`` k ≠ 2;
+    ``+<rule>`` for the other rules but the sandwich, e.g. ``+rotate``),
     ``+sub-batch<s>`` with sub-models on a share s of the batch (``sub-batch-share`` < 1)
     and ``+compute-<method>`` when every client's steps were
     scaled to that method's compute (``compute-match``): a variant, tuned and reported apart from
@@ -47,9 +48,12 @@ def method_label(config: Mapping[str, Any]) -> str:
         label += f"+gl{float(config['lasso']):g}"
     if int(config.get("shrink-every") or 0):
         label += "+shrink"
-    if config.get("sub-models") == "alternate":
+    rule = config.get("sub-models") or "sandwich"
+    if rule == "alternate":
         period = int(config.get("alternate-period") or 2)
         label += "+alternate" if period == 2 else f"+alternate{period}"
+    elif rule != "sandwich":
+        label += f"+{rule}"
     if float(config.get("sub-batch-share") or 1) < 1:
         label += f"+sub-batch{float(config['sub-batch-share']):g}"
     if config.get("compute-match"):

@@ -177,7 +177,7 @@ def make_sampler(
     raise ValueError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLER_NAMES)}")
 
 
-SUBMODEL_RULES = ("sandwich", "random", "smallest", "alternate", "none")
+SUBMODEL_RULES = ("sandwich", "random", "smallest", "alternate", "rotate", "none")
 
 
 @dataclass
@@ -199,6 +199,10 @@ class NestedSampler:
       last (``period`` 2: the prefix on even steps, the first, the third, …;
       ``full_pass_share`` does not apply); about one pass per step, every deployed sub-model
       still trained as deployed;
+    - ``rotate``: the sandwich's passes one per step, in turn: the prefix, the smallest
+      fraction, then one drawn uniformly from those in between (a cycle of three steps, of two
+      when only the smallest is below β; ``full_pass_share`` does not apply): a third of the
+      sandwich's compute, the same mix of sub-models;
     - ``none``: no sub-model (the prefix alone: plain training of the tier's model).
 
     ``sub_batch_share`` runs the smaller sub-models on the first ⌈share·B⌉ examples of a batch of
@@ -273,6 +277,15 @@ class NestedSampler:
             if step % self.period < self.period - 1 or not self.below:
                 return True, []
             return False, [float(self.below[int(self.rng.integers(len(self.below)))])]
+        if self.rule == "rotate":
+            step, self._steps = self._steps, self._steps + 1
+            phase = step % self._rotation()
+            if phase == 0:
+                return True, []
+            if phase == 1:
+                return False, [float(self.below[0])]
+            middle = self.below[1:]
+            return False, [float(middle[int(self.rng.integers(len(middle)))])]
         full = self.full_pass_share >= 1.0 or bool(self.rng.random() < self.full_pass_share)
         subs: list[float] = []
         if self.below and self.rule != "none":
@@ -296,6 +309,10 @@ class NestedSampler:
                 return 1.0, {}
             sub = 1.0 / self.period
             return 1.0 - sub, {p: sub / len(below) for p in below}
+        if self.rule == "rotate":
+            n = self._rotation()
+            share = {p: 1.0 / n / len(below[1:]) for p in below[1:]}
+            return 1.0 / n, {**({below[0]: 1.0 / n} if below else {}), **share}
         if not below or self.rule == "none":
             return 1.0, {}  # no sub-model: the prefix runs every step, whatever the share
         subs: dict[float, float] = {}
@@ -306,6 +323,10 @@ class NestedSampler:
             if self.rule == "sandwich" and len(below) > 1:
                 subs.update({p: 1.0 / (len(below) - 1) for p in below[1:]})
         return min(self.full_pass_share, 1.0), subs
+
+    def _rotation(self) -> int:
+        """``rotate``'s cycle: the prefix, the smallest, a middle one, as far as they exist."""
+        return 1 + min(len(self.below), 2)
 
     def pass_mix(self) -> PassMix:
         """The forward passes of one step per example of the batch: the prefix's, then each

@@ -217,6 +217,7 @@ OBJECTIVES: dict[str, Callable[[dict[str, int]], tuple[Context, Loss]]] = {
     "nested: sandwich (3 passes; the default)": _nested("sandwich"),
     "nested: alternate (1 pass; prefix every other step)": _nested("alternate"),
     "nested: alternate3 (1 pass; prefix on 2 steps of 3)": _nested("alternate", period=3),
+    "nested: rotate (1 pass; the sandwich's passes in turn)": _nested("rotate"),
     "nested: sandwich on a quarter batch (1 + 2 quarter passes)": _nested("sandwich", 0.25),
     "nested: random on half the batch (1 + 1 half pass)": _nested("random", 0.5),
 }
@@ -225,11 +226,13 @@ OBJECTIVES: dict[str, Callable[[dict[str, int]], tuple[Context, Loss]]] = {
 CYCLE: dict[str, int] = {
     "nested: alternate (1 pass; prefix every other step)": 2,
     "nested: alternate3 (1 pass; prefix on 2 steps of 3)": 3,
+    "nested: rotate (1 pass; the sandwich's passes in turn)": 3,
 }
 # Nested objectives meant to cost about one pass: their target is ≤ 1.3× a dense step at β = 1.
 ONE_PASS_NESTED = (
     "nested: alternate (1 pass; prefix every other step)",
     "nested: alternate3 (1 pass; prefix on 2 steps of 3)",
+    "nested: rotate (1 pass; the sandwich's passes in turn)",
     "nested: sandwich on a quarter batch (1 + 2 quarter passes)",
     "nested: random on half the batch (1 + 1 half pass)",
 )

@@ -16,6 +16,7 @@ from simulations.labels import method_label, method_list
             {"method": "maestro", "sub-models": "alternate", "alternate-period": 3},
             "maestro+alternate3",
         ),
+        ({"method": "maestro", "sub-models": "rotate"}, "maestro+rotate"),
         ({"method": "heterofl", "compute-match": "fjord"}, "heterofl+compute-fjord"),
         ({"method": "fjord", "compute-match": ""}, "fjord"),
         ({"method": "maestro", "dense-warmup": 0.0}, "maestro"),

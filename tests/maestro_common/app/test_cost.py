@@ -72,6 +72,7 @@ CASES = [
     ("maestro", {"sub_models": "smallest", "full_pass_share": 0.5}),
     ("maestro", {"sub_models": "alternate"}),
     ("maestro", {"sub_models": "alternate", "alternate_period": 3}),
+    ("maestro", {"sub_models": "rotate"}),
     ("maestro", {"sub_models": "none"}),
     ("maestro", {"sub_batch_share": 0.5}),
     ("maestro", {"objective": "sampled", "sampler": "uniform"}),
@@ -106,6 +107,9 @@ def test_the_sandwich_costs_about_three_passes_and_alternate_about_one():
     # Two prefix steps of three: more of the prefix, still at most one pass.
     alternate3 = tier_step_macs(cfg.replace(sub_models="alternate", alternate_period=3), 1.0)
     assert alternate < alternate3 <= one_pass
+    # The sandwich's passes one per step: a third of its MACs.
+    rotate = tier_step_macs(cfg.replace(sub_models="rotate"), 1.0)
+    assert rotate == pytest.approx(sandwich / 3)
 
 
 def test_fjord_is_priced_at_the_mean_of_its_widths():

@@ -165,6 +165,20 @@ def test_an_alternate_period_of_three_runs_the_prefix_on_two_steps_of_three():
     assert all(subs == [] for full, subs in plans if full)
 
 
+def test_rotate_runs_the_sandwichs_passes_one_per_step_in_turn():
+    s = NestedSampler({"a": 10}, beta=1.0, grid=(0.2, 0.4, 0.6, 1.0), rule="rotate", seed=2)
+    plans = [s.plan() for _ in range(30)]
+    assert plans[0::3] == [(True, [])] * 10
+    assert plans[1::3] == [(False, [0.2])] * 10
+    assert {subs[0] for _, subs in plans[2::3]} == {0.4, 0.6}
+    assert all(not full for full, _ in plans[2::3])
+    # Only the smallest below the prefix: a cycle of two; nothing below: the prefix every step.
+    two = NestedSampler({"a": 10}, beta=0.4, grid=(0.2, 0.4, 1.0), rule="rotate")
+    assert [two.plan() for _ in range(4)] == [(True, []), (False, [0.2])] * 2
+    low = NestedSampler({"a": 10}, beta=0.2, grid=(0.2, 1.0), rule="rotate")
+    assert [low.plan() for _ in range(2)] == [(True, [])] * 2
+
+
 @pytest.mark.parametrize("period", [1, 0, 2.5, True])
 def test_alternate_period_must_be_an_integer_of_at_least_two(period):
     with pytest.raises(ValueError, match="period must be an integer ≥ 2"):
@@ -173,7 +187,15 @@ def test_alternate_period_must_be_an_integer_of_at_least_two(period):
 
 @pytest.mark.parametrize(
     ("rule", "period"),
-    [("sandwich", 2), ("random", 2), ("smallest", 2), ("alternate", 2), ("alternate", 3)],
+    [
+        ("sandwich", 2),
+        ("random", 2),
+        ("smallest", 2),
+        ("alternate", 2),
+        ("alternate", 3),
+        ("rotate", 2),
+        ("none", 2),
+    ],
 )
 @pytest.mark.parametrize("share", [1.0, 0.5])
 def test_expected_plan_is_the_long_run_mean_of_plan(rule, period, share):
