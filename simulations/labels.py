@@ -17,13 +17,12 @@ def method_label(config: Mapping[str, Any]) -> str:
     warm-up ran first (``+fjord-warmup`` when FjORD's width prefixes trained it), and
     ``+pass-average`` when a nested step's gradients were averaged over its passes, ``+gl<λ>``
     with the group lasso (``lasso`` = λ > 0; its value too, since it sets how far the ranks
-    fall), ``+shrink`` with server-side shrinking (``shrink-every`` > 0), ``+alternate`` with
-    the one-pass nested step (``sub-models``; ``+alternate<k>`` at ``alternate-period`` k ≠ 2;
-    ``+<rule>`` for the other rules but the sandwich, e.g. ``+rotate``),
-    ``+sub-batch<s>`` with sub-models on a share s of the batch (``sub-batch-share`` < 1)
-    and ``+compute-<method>`` when every client's steps were
-    scaled to that method's compute (``compute-match``): a variant, tuned and reported apart from
-    the method as the paper defines it.
+    fall), ``+shrink`` with server-side shrinking (``shrink-every`` > 0), ``+<rule>`` with
+    a nested step other than the sandwich (``sub-models``: ``+alternate``, the one-pass step),
+    ``+sub-batch<s>`` with sub-models on a share s of the batch (``sub-batch-share`` < 1) and
+    ``+compute-<method>`` when every client's steps were scaled to that method's compute
+    (``compute-match``): a variant, tuned and reported apart from the method as the paper
+    defines it.
 
     Historical suffixes: ``initial-ranks``, ``frobenius-decay``, ``pass-average`` and the
     ``factor`` and ``layer`` freeze modes were removed (issue 31; the last commit with their code
@@ -49,10 +48,7 @@ def method_label(config: Mapping[str, Any]) -> str:
     if int(config.get("shrink-every") or 0):
         label += "+shrink"
     rule = config.get("sub-models") or "sandwich"
-    if rule == "alternate":
-        period = int(config.get("alternate-period") or 2)
-        label += "+alternate" if period == 2 else f"+alternate{period}"
-    elif rule != "sandwich":
+    if rule != "sandwich":
         label += f"+{rule}"
     if float(config.get("sub-batch-share") or 1) < 1:
         label += f"+sub-batch{float(config['sub-batch-share']):g}"
@@ -90,7 +86,6 @@ VARIANT_SETTINGS: dict[str, Any] = {
     "shrink-every": 0,
     "sub-models": "sandwich",
     "sub-batch-share": 1.0,
-    "alternate-period": 2,
     "compute-match": "",
 }
 # The VARIANT_SETTINGS keys that are no longer run-config keys: options since removed, whose

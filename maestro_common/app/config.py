@@ -292,12 +292,6 @@ class RunConfig:
     sub_batch_share: float = setting(
         1.0, "nested: smaller sub-models run on this share of each batch", BUDGET, method=MAESTRO
     )
-    alternate_period: int = setting(
-        2,
-        "nested, sub-models = alternate: the prefix on all but the last of every this many steps",
-        Range(low=2),
-        method=MAESTRO,
-    )
     lr_schedule: str = setting("constant", "lr per round, sent by the server")
     # Centralized trainer only (the federation refuses it): this share of the epochs first
     # trains the dense model, then it is factored by SVD (docs/centralized.md)

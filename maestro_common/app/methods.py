@@ -197,7 +197,6 @@ class Maestro(Method):
                 seed=seed,
                 caps=received,
                 sub_batch_share=cfg.sub_batch_share,
-                period=cfg.alternate_period,
             )
         # Ordered dropout over ranks (the paper's sampler), within all of the received prefix.
         return make_sampler(cfg.sampler, received, beta=1.0, seed=seed)

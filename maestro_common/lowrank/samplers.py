@@ -177,7 +177,7 @@ def make_sampler(
     raise ValueError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLER_NAMES)}")
 
 
-SUBMODEL_RULES = ("sandwich", "random", "smallest", "alternate", "rotate", "none")
+SUBMODEL_RULES = ("sandwich", "random", "smallest", "alternate", "none")
 
 
 @dataclass
@@ -194,15 +194,10 @@ class NestedSampler:
     - ``sandwich``: the smallest grid fraction and one drawn uniformly from those in between;
     - ``random``: one fraction drawn uniformly from the grid values below β;
     - ``smallest``: the smallest only;
-    - ``alternate``: one pass per step, in cycles of ``period`` steps: the prefix on the first
-      ``period`` − 1 steps of each cycle, one fraction drawn uniformly from those below β on its
-      last (``period`` 2: the prefix on even steps, the first, the third, …;
-      ``full_pass_share`` does not apply); about one pass per step, every deployed sub-model
-      still trained as deployed;
-    - ``rotate``: the sandwich's passes one per step, in turn: the prefix, the smallest
-      fraction, then one drawn uniformly from those in between (a cycle of three steps, of two
-      when only the smallest is below β; ``full_pass_share`` does not apply): a third of the
-      sandwich's compute, the same mix of sub-models;
+    - ``alternate``: one pass per step: the prefix on even steps (the first, the third, …), one
+      fraction drawn uniformly from those below β on odd steps (``full_pass_share`` does not
+      apply); about one pass of the prefix per step, every deployed sub-model still trained as
+      deployed;
     - ``none``: no sub-model (the prefix alone: plain training of the tier's model).
 
     ``sub_batch_share`` runs the smaller sub-models on the first ⌈share·B⌉ examples of a batch of
@@ -228,7 +223,6 @@ class NestedSampler:
     seed: int = 0
     caps: Mapping[str, int] | None = None
     sub_batch_share: float = 1.0
-    period: int = 2
     rng: np.random.Generator = field(init=False, repr=False)
     _steps: int = field(init=False, default=0, repr=False)
 
@@ -243,8 +237,6 @@ class NestedSampler:
             raise ValueError(f"sub_batch_share must be in (0, 1], got {self.sub_batch_share}")
         if not 0.0 < self.beta <= 1.0:
             raise ValueError(f"beta must be in (0, 1], got {self.beta}")
-        if isinstance(self.period, bool) or not isinstance(self.period, int) or self.period < 2:
-            raise ValueError(f"period must be an integer ≥ 2, got {self.period!r}")
         bad = [p for p in self.grid if not 0.0 < p <= 1.0]
         if bad or not self.grid:
             raise ValueError(f"grid values must be in (0, 1] and non-empty, got {list(self.grid)}")
@@ -274,18 +266,9 @@ class NestedSampler:
         """The next step: (whether the prefix runs, fractions of the smaller sub-models)."""
         if self.rule == "alternate":
             step, self._steps = self._steps, self._steps + 1
-            if step % self.period < self.period - 1 or not self.below:
+            if step % 2 == 0 or not self.below:
                 return True, []
             return False, [float(self.below[int(self.rng.integers(len(self.below)))])]
-        if self.rule == "rotate":
-            step, self._steps = self._steps, self._steps + 1
-            phase = step % self._rotation()
-            if phase == 0:
-                return True, []
-            if phase == 1:
-                return False, [float(self.below[0])]
-            middle = self.below[1:]
-            return False, [float(middle[int(self.rng.integers(len(middle)))])]
         full = self.full_pass_share >= 1.0 or bool(self.rng.random() < self.full_pass_share)
         subs: list[float] = []
         if self.below and self.rule != "none":
@@ -307,12 +290,7 @@ class NestedSampler:
         if self.rule == "alternate":
             if not below:
                 return 1.0, {}
-            sub = 1.0 / self.period
-            return 1.0 - sub, {p: sub / len(below) for p in below}
-        if self.rule == "rotate":
-            n = self._rotation()
-            share = {p: 1.0 / n / len(below[1:]) for p in below[1:]}
-            return 1.0 / n, {**({below[0]: 1.0 / n} if below else {}), **share}
+            return 0.5, {p: 0.5 / len(below) for p in below}
         if not below or self.rule == "none":
             return 1.0, {}  # no sub-model: the prefix runs every step, whatever the share
         subs: dict[float, float] = {}
@@ -323,10 +301,6 @@ class NestedSampler:
             if self.rule == "sandwich" and len(below) > 1:
                 subs.update({p: 1.0 / (len(below) - 1) for p in below[1:]})
         return min(self.full_pass_share, 1.0), subs
-
-    def _rotation(self) -> int:
-        """``rotate``'s cycle: the prefix, the smallest, a middle one, as far as they exist."""
-        return 1 + min(len(self.below), 2)
 
     def pass_mix(self) -> PassMix:
         """The forward passes of one step per example of the batch: the prefix's, then each

@@ -187,16 +187,14 @@ def _per_layer(ranks: dict[str, int]) -> tuple[Context, Loss]:
 
 
 def _nested(
-    rule: str, sub_batch_share: float = 1.0, period: int = 2
+    rule: str, sub_batch_share: float = 1.0
 ) -> Callable[[dict[str, int]], tuple[Context, Loss]]:
     """The nested objective (the maestro method's default): the prefix on the labels, then the
     sub-models ``rule`` picks from the tier grid, all layers cut together, as a client trains;
-    the smaller ones on ``sub_batch_share`` of the batch (``period``: alternate's cycle)."""
+    the smaller ones on ``sub_batch_share`` of the batch."""
 
     def make(ranks: dict[str, int]) -> tuple[Context, Loss]:
-        sampler = NestedSampler(
-            ranks, beta=1.0, rule=rule, seed=0, sub_batch_share=sub_batch_share, period=period
-        )
+        sampler = NestedSampler(ranks, beta=1.0, rule=rule, seed=0, sub_batch_share=sub_batch_share)
         passes: Counter[float] = Counter()
 
         def loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -216,23 +214,15 @@ OBJECTIVES: dict[str, Callable[[dict[str, int]], tuple[Context, Loss]]] = {
     "nested: prefix only (1 pass)": _nested("none"),
     "nested: sandwich (3 passes; the default)": _nested("sandwich"),
     "nested: alternate (1 pass; prefix every other step)": _nested("alternate"),
-    "nested: alternate3 (1 pass; prefix on 2 steps of 3)": _nested("alternate", period=3),
-    "nested: rotate (1 pass; the sandwich's passes in turn)": _nested("rotate"),
     "nested: sandwich on a quarter batch (1 + 2 quarter passes)": _nested("sandwich", 0.25),
     "nested: random on half the batch (1 + 1 half pass)": _nested("random", 0.5),
 }
 # Objectives whose steps follow a schedule: each timed call runs this many steps (one cycle), so
 # the median is of the cycle's mean step, not of whichever step the call happened to hit.
-CYCLE: dict[str, int] = {
-    "nested: alternate (1 pass; prefix every other step)": 2,
-    "nested: alternate3 (1 pass; prefix on 2 steps of 3)": 3,
-    "nested: rotate (1 pass; the sandwich's passes in turn)": 3,
-}
+CYCLE: dict[str, int] = {"nested: alternate (1 pass; prefix every other step)": 2}
 # Nested objectives meant to cost about one pass: their target is ≤ 1.3× a dense step at β = 1.
 ONE_PASS_NESTED = (
     "nested: alternate (1 pass; prefix every other step)",
-    "nested: alternate3 (1 pass; prefix on 2 steps of 3)",
-    "nested: rotate (1 pass; the sandwich's passes in turn)",
     "nested: sandwich on a quarter batch (1 + 2 quarter passes)",
     "nested: random on half the batch (1 + 1 half pass)",
 )

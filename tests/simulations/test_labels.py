@@ -12,11 +12,7 @@ from simulations.labels import method_label, method_list
         ({"method": "maestro", "sub-models": "alternate"}, "maestro+alternate"),
         ({"method": "maestro", "sub-models": "sandwich", "sub-batch-share": 1.0}, "maestro"),
         ({"method": "maestro", "sub-batch-share": 0.25}, "maestro+sub-batch0.25"),
-        (
-            {"method": "maestro", "sub-models": "alternate", "alternate-period": 3},
-            "maestro+alternate3",
-        ),
-        ({"method": "maestro", "sub-models": "rotate"}, "maestro+rotate"),
+        ({"method": "maestro", "sub-models": "random"}, "maestro+random"),
         ({"method": "heterofl", "compute-match": "fjord"}, "heterofl+compute-fjord"),
         ({"method": "fjord", "compute-match": ""}, "fjord"),
         ({"method": "maestro", "dense-warmup": 0.0}, "maestro"),

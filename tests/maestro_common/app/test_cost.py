@@ -71,8 +71,6 @@ CASES = [
     ("maestro", {"sub_models": "random"}),
     ("maestro", {"sub_models": "smallest", "full_pass_share": 0.5}),
     ("maestro", {"sub_models": "alternate"}),
-    ("maestro", {"sub_models": "alternate", "alternate_period": 3}),
-    ("maestro", {"sub_models": "rotate"}),
     ("maestro", {"sub_models": "none"}),
     ("maestro", {"sub_batch_share": 0.5}),
     ("maestro", {"objective": "sampled", "sampler": "uniform"}),
@@ -104,12 +102,6 @@ def test_the_sandwich_costs_about_three_passes_and_alternate_about_one():
     # 1 + smallest (0.25) + the mean of 0.5 and 0.75: about 2.1 passes by rank.
     assert 1.8 * one_pass < sandwich < 2.4 * one_pass
     assert 0.6 * one_pass < alternate <= one_pass
-    # Two prefix steps of three: more of the prefix, still at most one pass.
-    alternate3 = tier_step_macs(cfg.replace(sub_models="alternate", alternate_period=3), 1.0)
-    assert alternate < alternate3 <= one_pass
-    # The sandwich's passes one per step: a third of its MACs.
-    rotate = tier_step_macs(cfg.replace(sub_models="rotate"), 1.0)
-    assert rotate == pytest.approx(sandwich / 3)
 
 
 def test_fjord_is_priced_at_the_mean_of_its_widths():
@@ -170,8 +162,6 @@ def test_bad_cost_keys_are_refused_with_what_is_allowed():
         load_run_config({"sub-batch-share": 0.0})
     with pytest.raises(ConfigError, match="local-steps must be ≥ 0"):
         load_run_config({"local-steps": -1})
-    with pytest.raises(ConfigError, match="alternate-period must be ≥ 2"):
-        load_run_config({"alternate-period": 1})
     with pytest.raises(ConfigError, match="sub-models must be one of"):
         load_run_config({"sub-models": "every"})
     assert load_run_config({"sub-models": "alternate", "compute-match": "fjord"}).compute_match

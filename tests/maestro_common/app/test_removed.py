@@ -18,6 +18,11 @@ def test_the_message_names_the_key_the_reason_the_commit_and_the_verdicts_place(
     assert message.endswith('recorded in docs/results.md, "Variants measured": drop the key')
 
 
+def test_a_key_removed_later_names_its_own_last_commit():
+    message = removed_key_message("alternate-period")
+    assert "commit 097aab9" in message and "k = 3 it trailed k = 2" in message
+
+
 @pytest.mark.parametrize("stored", [False, "false", "False"])
 def test_an_old_runs_removed_key_at_its_default_is_dropped(stored):
     old = {"method": "maestro", "seed": 1, "hybrid-width": stored}

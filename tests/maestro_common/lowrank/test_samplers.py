@@ -157,55 +157,11 @@ def test_alternate_runs_one_pass_a_step_the_prefix_every_other_step():
     assert [low.plan() for _ in range(3)] == [(True, [])] * 3
 
 
-def test_an_alternate_period_of_three_runs_the_prefix_on_two_steps_of_three():
-    s = NestedSampler({"a": 10}, beta=1.0, grid=(0.2, 0.5, 1.0), rule="alternate", period=3)
-    plans = [s.plan() for _ in range(30)]
-    assert [full for full, _ in plans] == [True, True, False] * 10
-    assert all(len(subs) == 1 and subs[0] in (0.2, 0.5) for full, subs in plans if not full)
-    assert all(subs == [] for full, subs in plans if full)
-
-
-def test_rotate_runs_the_sandwichs_passes_one_per_step_in_turn():
-    s = NestedSampler({"a": 10}, beta=1.0, grid=(0.2, 0.4, 0.6, 1.0), rule="rotate", seed=2)
-    plans = [s.plan() for _ in range(30)]
-    assert plans[0::3] == [(True, [])] * 10
-    assert plans[1::3] == [(False, [0.2])] * 10
-    assert {subs[0] for _, subs in plans[2::3]} == {0.4, 0.6}
-    assert all(not full for full, _ in plans[2::3])
-    # Only the smallest below the prefix: a cycle of two; nothing below: the prefix every step.
-    two = NestedSampler({"a": 10}, beta=0.4, grid=(0.2, 0.4, 1.0), rule="rotate")
-    assert [two.plan() for _ in range(4)] == [(True, []), (False, [0.2])] * 2
-    low = NestedSampler({"a": 10}, beta=0.2, grid=(0.2, 1.0), rule="rotate")
-    assert [low.plan() for _ in range(2)] == [(True, [])] * 2
-
-
-@pytest.mark.parametrize("period", [1, 0, 2.5, True])
-def test_alternate_period_must_be_an_integer_of_at_least_two(period):
-    with pytest.raises(ValueError, match="period must be an integer ≥ 2"):
-        NestedSampler(FULL, rule="alternate", period=period)
-
-
-@pytest.mark.parametrize(
-    ("rule", "period"),
-    [
-        ("sandwich", 2),
-        ("random", 2),
-        ("smallest", 2),
-        ("alternate", 2),
-        ("alternate", 3),
-        ("rotate", 2),
-        ("none", 2),
-    ],
-)
+@pytest.mark.parametrize("rule", ["sandwich", "random", "smallest", "alternate", "none"])
 @pytest.mark.parametrize("share", [1.0, 0.5])
-def test_expected_plan_is_the_long_run_mean_of_plan(rule, period, share):
+def test_expected_plan_is_the_long_run_mean_of_plan(rule, share):
     s = NestedSampler(
-        {"a": 10, "b": 20},
-        grid=(0.2, 0.4, 0.6, 1.0),
-        rule=rule,
-        full_pass_share=share,
-        seed=3,
-        period=period,
+        {"a": 10, "b": 20}, grid=(0.2, 0.4, 0.6, 1.0), rule=rule, full_pass_share=share, seed=3
     )
     full, subs = s.expected_plan()
     n = 4000

@@ -23,13 +23,11 @@ def test_every_objective_of_the_maestro_method_is_measured():
     macs = {r.variant.removeprefix("maestro step: "): r.macs for r in got}
     one = macs["nested: prefix only (1 pass)"]
     assert macs["nested: sandwich (3 passes; the default)"] > 1.5 * one
-    alternate = macs["nested: alternate (1 pass; prefix every other step)"]
-    assert alternate < macs["nested: alternate3 (1 pass; prefix on 2 steps of 3)"] <= one
+    assert macs["nested: alternate (1 pass; prefix every other step)"] < one
     assert one < macs["nested: random on half the batch (1 + 1 half pass)"] < 1.5 * one
     # The one-pass candidates are held to the target against a dense step.
     lines = [t for t in targets([], got, []) if "about one pass" in t]
-    assert macs["nested: rotate (1 pass; the sandwich's passes in turn)"] < one
-    assert len(lines) == 5 and all(t.endswith(("met", "MISSED")) for t in lines)
+    assert len(lines) == 3 and all(t.endswith(("met", "MISSED")) for t in lines)
 
 
 def test_the_branched_section_times_the_layers_a_client_runs():
