@@ -47,8 +47,8 @@ def method_label(config: Mapping[str, Any]) -> str:
         label += f"+gl{float(config['lasso']):g}"
     if int(config.get("shrink-every") or 0):
         label += "+shrink"
-    rule = config.get("sub-models") or "sandwich"
-    if rule != "sandwich":
+    rule = config.get("sub-models") or VARIANT_SETTINGS["sub-models"]
+    if rule != VARIANT_SETTINGS["sub-models"]:
         label += f"+{rule}"
     if float(config.get("sub-batch-share") or 1) < 1:
         label += f"+sub-batch{float(config['sub-batch-share']):g}"
