@@ -69,6 +69,12 @@ def check_names(cfg: RunConfig) -> None:
         value = getattr(cfg, key.replace("-", "_"))
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {tuple(allowed)}, got {value!r}")
+    if cfg.sub_models == "split" and (cfg.full_pass_share != 1 or cfg.sub_batch_share != 1):
+        raise ConfigError(
+            "sub-models = 'split' shares each batch between the sandwich's passes itself: "
+            f"leave full-pass-share and sub-batch-share at 1 (got {cfg.full_pass_share:g} and "
+            f"{cfg.sub_batch_share:g})"
+        )
     text = DATASET_INFO[cfg.dataset].is_text
     if text != (cfg.model in SEQUENCE_MODELS):
         allowed = (

@@ -177,7 +177,7 @@ def make_sampler(
     raise ValueError(f"unknown sampler {name!r}; allowed: {', '.join(SAMPLER_NAMES)}")
 
 
-SUBMODEL_RULES = ("sandwich", "random", "smallest", "alternate", "none")
+SUBMODEL_RULES = ("sandwich", "random", "smallest", "alternate", "split", "none")
 
 
 @dataclass
@@ -198,6 +198,10 @@ class NestedSampler:
       fraction drawn uniformly from those below β on odd steps (``full_pass_share`` does not
       apply); about one pass of the prefix per step, every deployed sub-model still trained as
       deployed;
+    - ``split``: the sandwich's passes on disjoint, near-equal parts of each batch (the prefix
+      on one part, the smallest and the drawn middle sub-model on the others): about one pass of
+      data per step, every pass still run every step (``full_pass_share`` and
+      ``sub_batch_share`` do not apply and are refused);
     - ``none``: no sub-model (the prefix alone: plain training of the tier's model).
 
     ``sub_batch_share`` runs the smaller sub-models on the first ⌈share·B⌉ examples of a batch of
@@ -225,6 +229,7 @@ class NestedSampler:
     sub_batch_share: float = 1.0
     rng: np.random.Generator = field(init=False, repr=False)
     _steps: int = field(init=False, default=0, repr=False)
+    _splits: int = field(init=False, default=0, repr=False)
 
     def __post_init__(self) -> None:
         if self.rule not in SUBMODEL_RULES:
@@ -237,6 +242,12 @@ class NestedSampler:
             raise ValueError(f"sub_batch_share must be in (0, 1], got {self.sub_batch_share}")
         if not 0.0 < self.beta <= 1.0:
             raise ValueError(f"beta must be in (0, 1], got {self.beta}")
+        if self.rule == "split" and (self.full_pass_share < 1.0 or self.sub_batch_share < 1.0):
+            raise ValueError(
+                "sub-model rule 'split' shares each batch between its passes itself: "
+                f"full_pass_share and sub_batch_share must stay 1, got {self.full_pass_share} "
+                f"and {self.sub_batch_share}"
+            )
         bad = [p for p in self.grid if not 0.0 < p <= 1.0]
         if bad or not self.grid:
             raise ValueError(f"grid values must be in (0, 1] and non-empty, got {list(self.grid)}")
@@ -262,6 +273,17 @@ class NestedSampler:
         """How many examples of a batch of ``batch`` the smaller sub-models run on."""
         return max(1, min(batch, math.ceil(self.sub_batch_share * batch - 1e-9)))
 
+    def split_sizes(self, batch: int, passes: int) -> list[int]:
+        """``split``: how many examples of a batch of ``batch`` each of a step's ``passes``
+        passes gets (the prefix's first): near-equal contiguous parts, the larger ones rotating
+        between the passes step by step, so each pass sees batch/passes examples on average."""
+        if passes < 1 or batch < passes:
+            raise ValueError(f"cannot split a batch of {batch} between {passes} passes")
+        base, extra = divmod(batch, passes)
+        sizes = [base + (i < extra) for i in range(passes)]
+        shift, self._splits = self._splits % passes, self._splits + 1
+        return sizes[shift:] + sizes[:shift]
+
     def plan(self) -> tuple[bool, list[float]]:
         """The next step: (whether the prefix runs, fractions of the smaller sub-models)."""
         if self.rule == "alternate":
@@ -272,11 +294,11 @@ class NestedSampler:
         full = self.full_pass_share >= 1.0 or bool(self.rng.random() < self.full_pass_share)
         subs: list[float] = []
         if self.below and self.rule != "none":
-            if self.rule in ("sandwich", "smallest"):
+            if self.rule in ("sandwich", "split", "smallest"):
                 subs.append(self.below[0])
             if self.rule == "random":
                 subs.append(float(self.below[int(self.rng.integers(len(self.below)))]))
-            elif self.rule == "sandwich" and len(self.below) > 1:
+            elif self.rule in ("sandwich", "split") and len(self.below) > 1:
                 middle = self.below[1:]
                 subs.append(float(middle[int(self.rng.integers(len(middle)))]))
         if not full and not subs:
@@ -298,17 +320,22 @@ class NestedSampler:
             subs = {p: 1.0 / len(below) for p in below}
         else:
             subs[below[0]] = 1.0
-            if self.rule == "sandwich" and len(below) > 1:
+            if self.rule in ("sandwich", "split") and len(below) > 1:
                 subs.update({p: 1.0 / (len(below) - 1) for p in below[1:]})
         return min(self.full_pass_share, 1.0), subs
 
     def pass_mix(self) -> PassMix:
         """The forward passes of one step per example of the batch: the prefix's, then each
-        sub-model's scaled by ``sub_batch_share`` (a batch's ⌈share·B⌉ rounds it up)."""
+        sub-model's scaled by ``sub_batch_share`` (a batch's ⌈share·B⌉ rounds it up); under
+        ``split`` each pass on its share of the batch, 1 / (passes a step)."""
         full, subs = self.expected_plan()
+        sub_share = self.sub_batch_share
+        if self.rule == "split":
+            parts = 1 + min(len(self.below), 2)
+            full, sub_share = full / parts, 1.0 / parts
         mix: PassMix = []
         if full > 0:
             mix.append((full, _at_ranks(self.caps or {})))
         for p, n in subs.items():
-            mix.append((n * self.sub_batch_share, _at_ranks(self.ranks_at(p))))
+            mix.append((n * sub_share, _at_ranks(self.ranks_at(p))))
         return mix

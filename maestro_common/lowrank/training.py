@@ -223,22 +223,29 @@ def nested_loss(
 
     The prefix and each smaller sub-model learn the labels. The losses are summed, as in the
     authors' code: a sub-model's components are shared with the prefix, so each pass adds its
-    own gradient to them.
+    own gradient to them. Under the ``split`` rule each pass sees its own part of the batch.
     """
     full, fractions = sampler.plan()
     objective = x.new_zeros(())
     task_loss = None
+    if sampler.rule == "split" and fractions and len(y) > len(fractions):
+        # Each pass on its own part of the (shuffled) batch, the prefix's first (a batch too
+        # small to share, an epoch's last, runs every pass on all of it, as the sandwich does).
+        sizes = sampler.split_sizes(len(y), 1 + len(fractions))
+        xparts, yparts = torch.split(x, sizes), torch.split(y, sizes)
+    else:
+        xparts, yparts = (x,) * (1 + len(fractions)), (y,) * (1 + len(fractions))
     if full:
         with use_ranks(model, sampler.caps):
-            logits = model(x)
-        task_loss = F.cross_entropy(logits, y)
+            logits = model(xparts[0])
+        task_loss = F.cross_entropy(logits, yparts[0])
         objective = objective + task_loss
         passes[sampler.beta] += 1
     # The smaller sub-models may see the batch's first ⌈share·B⌉ examples only (its order is
     # already shuffled).
     k = sampler.sub_batch(len(y))
-    xs, ys = (x, y) if k == len(y) else (x[:k], y[:k])
-    for p in fractions:
+    for i, p in enumerate(fractions, start=1):
+        xs, ys = (xparts[i], yparts[i]) if k == len(y) else (x[:k], y[:k])
         ranks = sampler.ranks_at(p)
         with use_ranks(model, ranks):
             out = model(xs)

@@ -214,15 +214,21 @@ OBJECTIVES: dict[str, Callable[[dict[str, int]], tuple[Context, Loss]]] = {
     "nested: prefix only (1 pass)": _nested("none"),
     "nested: sandwich (3 passes; the default)": _nested("sandwich"),
     "nested: alternate (1 pass; prefix every other step)": _nested("alternate"),
+    "nested: split (the sandwich's 3 passes on thirds of the batch)": _nested("split"),
     "nested: sandwich on a quarter batch (1 + 2 quarter passes)": _nested("sandwich", 0.25),
     "nested: random on half the batch (1 + 1 half pass)": _nested("random", 0.5),
 }
 # Objectives whose steps follow a schedule: each timed call runs this many steps (one cycle), so
 # the median is of the cycle's mean step, not of whichever step the call happened to hit.
-CYCLE: dict[str, int] = {"nested: alternate (1 pass; prefix every other step)": 2}
+CYCLE: dict[str, int] = {
+    "nested: alternate (1 pass; prefix every other step)": 2,
+    # its larger parts rotate between the passes over three steps
+    "nested: split (the sandwich's 3 passes on thirds of the batch)": 3,
+}
 # Nested objectives meant to cost about one pass: their target is ≤ 1.3× a dense step at β = 1.
 ONE_PASS_NESTED = (
     "nested: alternate (1 pass; prefix every other step)",
+    "nested: split (the sandwich's 3 passes on thirds of the batch)",
     "nested: sandwich on a quarter batch (1 + 2 quarter passes)",
     "nested: random on half the batch (1 + 1 half pass)",
 )

@@ -278,6 +278,13 @@ def test_the_lasso_and_shrinking_need_a_method_that_uses_them(method):
         load_run_config({"shrink-every": 10, "method": method})
 
 
+@pytest.mark.parametrize("key", ["full-pass-share", "sub-batch-share"])
+def test_split_sub_models_refuse_the_shares_they_replace(key):
+    load_run_config({"sub-models": "split"})
+    with pytest.raises(ConfigError, match=r"sub-models = 'split'.*leave full-pass-share"):
+        load_run_config({"sub-models": "split", key: 0.5})
+
+
 def test_config_module_is_a_leaf():
     """Reading a config loads neither torch nor the models, data or samplers."""
     code = (

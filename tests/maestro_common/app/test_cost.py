@@ -71,6 +71,7 @@ CASES = [
     ("maestro", {"sub_models": "random"}),
     ("maestro", {"sub_models": "smallest", "full_pass_share": 0.5}),
     ("maestro", {"sub_models": "alternate"}),
+    ("maestro", {"sub_models": "split"}),
     ("maestro", {"sub_models": "none"}),
     ("maestro", {"sub_batch_share": 0.5}),
     ("maestro", {"objective": "sampled", "sampler": "uniform"}),

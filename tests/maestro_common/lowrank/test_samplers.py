@@ -157,8 +157,17 @@ def test_alternate_runs_one_pass_a_step_the_prefix_every_other_step():
     assert [low.plan() for _ in range(3)] == [(True, [])] * 3
 
 
-@pytest.mark.parametrize("rule", ["sandwich", "random", "smallest", "alternate", "none"])
-@pytest.mark.parametrize("share", [1.0, 0.5])
+@pytest.mark.parametrize(
+    ("rule", "share"),
+    [
+        *(
+            (r, s)
+            for r in ("sandwich", "random", "smallest", "alternate", "none")
+            for s in (1, 0.5)
+        ),
+        ("split", 1.0),  # split refuses full_pass_share < 1 (tested below)
+    ],
+)
 def test_expected_plan_is_the_long_run_mean_of_plan(rule, share):
     s = NestedSampler(
         {"a": 10, "b": 20}, grid=(0.2, 0.4, 0.6, 1.0), rule=rule, full_pass_share=share, seed=3
@@ -183,3 +192,28 @@ def test_sub_batch_share_cuts_the_sub_models_batch_and_their_priced_passes():
     assert [w for w, _ in s.pass_mix()] == [1.0, 0.25]
     with pytest.raises(ValueError, match="sub_batch_share must be in"):
         NestedSampler({"a": 10}, sub_batch_share=0.0)
+
+
+def test_split_runs_the_sandwichs_passes_on_parts_of_the_batch_rotating_the_larger_parts():
+    s = NestedSampler({"a": 10}, grid=(0.2, 0.4, 0.6, 1.0), rule="split", seed=0)
+    full, subs = s.plan()
+    assert full and subs[0] == 0.2 and subs[1] in (0.4, 0.6)
+    assert [s.split_sizes(32, 3) for _ in range(3)] == [[11, 11, 10], [11, 10, 11], [10, 11, 11]]
+    assert s.split_sizes(6, 3) == [2, 2, 2]
+    with pytest.raises(ValueError, match="cannot split a batch of 2 between 3"):
+        s.split_sizes(2, 3)
+    # Per example of the batch: a third of a pass each (the middle ones share their third).
+    assert [w for w, _ in s.pass_mix()] == pytest.approx([1 / 3, 1 / 3, 1 / 6, 1 / 6])
+    # One tier below β: two passes on halves; none below: the prefix on the whole batch.
+    assert [
+        w for w, _ in NestedSampler({"a": 10}, beta=0.4, grid=(0.2, 0.4), rule="split").pass_mix()
+    ] == [0.5, 0.5]
+    assert [
+        w for w, _ in NestedSampler({"a": 10}, beta=0.2, grid=(0.2, 1.0), rule="split").pass_mix()
+    ] == [1.0]
+
+
+@pytest.mark.parametrize("kwargs", [{"full_pass_share": 0.5}, {"sub_batch_share": 0.5}])
+def test_split_refuses_the_settings_it_replaces(kwargs):
+    with pytest.raises(ValueError, match="'split' shares each batch between its passes itself"):
+        NestedSampler({"a": 10}, rule="split", **kwargs)

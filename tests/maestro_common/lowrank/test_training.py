@@ -56,6 +56,26 @@ def test_nested_loss_is_prefix_ce_plus_each_sub_models_loss():
     assert passes == {1.0: 1, 0.25: 1}
 
 
+def test_split_runs_each_pass_on_its_own_part_of_the_batch():
+    model = _factored()
+    x, y = _data(16)
+    sampler = NestedSampler(_ranks(model), grid=(0.25, 0.5, 1.0), rule="split", seed=0)
+    passes = Counter()
+    task, objective = nested_loss(model, x, y, sampler, passes)
+    # 16 examples, 3 passes: parts of 6, 5 and 5, the prefix's first.
+    expected_task = F.cross_entropy(model(x[:6]), y[:6])
+    with use_ranks(model, sampler.ranks_at(0.25)):
+        small = F.cross_entropy(model(x[6:11]), y[6:11])
+    with use_ranks(model, sampler.ranks_at(0.5)):
+        middle = F.cross_entropy(model(x[11:]), y[11:])
+    assert task.item() == pytest.approx(expected_task.item(), rel=1e-5)
+    assert objective.item() == pytest.approx((expected_task + small + middle).item(), rel=1e-5)
+    assert passes == {1.0: 1, 0.25: 1, 0.5: 1}
+    # A batch smaller than the passes runs every pass on all of it, as the sandwich does.
+    task, _ = nested_loss(model, x[:2], y[:2], sampler, passes)
+    assert task.item() == pytest.approx(F.cross_entropy(model(x[:2]), y[:2]).item(), rel=1e-5)
+
+
 def test_components_beyond_the_smallest_sub_model_get_the_prefix_gradient_only():
     model = _factored()
     x, y = _data(16)

@@ -24,10 +24,11 @@ def test_every_objective_of_the_maestro_method_is_measured():
     one = macs["nested: prefix only (1 pass)"]
     assert macs["nested: sandwich (3 passes; the default)"] > 1.5 * one
     assert macs["nested: alternate (1 pass; prefix every other step)"] < one
+    assert macs["nested: split (the sandwich's 3 passes on thirds of the batch)"] < one
     assert one < macs["nested: random on half the batch (1 + 1 half pass)"] < 1.5 * one
     # The one-pass candidates are held to the target against a dense step.
     lines = [t for t in targets([], got, []) if "about one pass" in t]
-    assert len(lines) == 3 and all(t.endswith(("met", "MISSED")) for t in lines)
+    assert len(lines) == 4 and all(t.endswith(("met", "MISSED")) for t in lines)
 
 
 def test_the_branched_section_times_the_layers_a_client_runs():
