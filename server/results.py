@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from maestro_common.app.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from maestro_common.app.removed import without_removed_defaults
 
 CHECKPOINT = "checkpoint.npz"
 METRICS, CONFIG, SUMMARY = "metrics.jsonl", "config.json", "summary.md"
@@ -111,6 +112,10 @@ RESUMABLE_CHANGES = {
 
 
 def check_resumable(saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+    """Refuse to resume a run whose config changed beyond :data:`RESUMABLE_CHANGES`, naming the
+    keys. A key removed from the code since the checkpoint, stored there at its old default,
+    is no change (the run did not use its variant)."""
+    saved = without_removed_defaults(saved)
     diff = sorted(
         k
         for k in set(saved) | set(now)
