@@ -152,7 +152,8 @@ def render(args: argparse.Namespace, results: dict[str, list[Row]], meta: dict[s
         "and the named objective (its forward passes); 'sampler + use_ranks alone': the sampler "
         "and the rank context without any compute, per step. A maestro step's MACs ratio counts "
         "every forward pass of the step (its sub-models too, on their share of the batch); an "
-        "'alternate' step's time is the mean of a two-step cycle.",
+        "'alternate' step's time is the mean of a two-step cycle, a 'split' step's of a "
+        "three-step one (its larger parts rotate between the passes).",
         "",
     ]
     for group in dict.fromkeys(r.group for r in results.get("overhead", [])):
