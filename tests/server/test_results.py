@@ -179,13 +179,13 @@ def test_check_resumable_accepts_allowed_changes():
     )
 
 
-
 def test_check_resumable_ignores_a_removed_key_at_its_old_default():
     # A checkpoint written before `alternate-period` was removed holds it at its default 2.
     now = _config()
     check_resumable({**now, "alternate-period": 2}, now)
     with pytest.raises(ResumeError, match=r"alternate-period: 3 -> None"):
         check_resumable({**now, "alternate-period": 3}, now)
+
 
 def test_resume_with_more_rounds(tmp_path):
     folder = tmp_path / "a"
