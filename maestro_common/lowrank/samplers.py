@@ -331,7 +331,7 @@ class NestedSampler:
         full, subs = self.expected_plan()
         sub_share = self.sub_batch_share
         if self.rule == "split":
-            parts = 1 + min(len(self.below), 2)
+            parts = full + sum(subs.values())  # the passes of a step, each on its part
             full, sub_share = full / parts, 1.0 / parts
         mix: PassMix = []
         if full > 0:

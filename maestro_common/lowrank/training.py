@@ -228,24 +228,24 @@ def nested_loss(
     full, fractions = sampler.plan()
     objective = x.new_zeros(())
     task_loss = None
-    if sampler.rule == "split" and fractions and len(y) > len(fractions):
-        # Each pass on its own part of the (shuffled) batch, the prefix's first (a batch too
-        # small to share, an epoch's last, runs every pass on all of it, as the sandwich does).
-        sizes = sampler.split_sizes(len(y), 1 + len(fractions))
+    # Each pass's examples, the prefix's first. ``split``: each on its own part of the
+    # (shuffled) batch (a batch too small to share, an epoch's last, runs every pass on all of
+    # it, as the sandwich does). Otherwise the smaller sub-models may see the batch's first
+    # ⌈share·B⌉ examples only (its order is already shuffled).
+    n = len(fractions)
+    if sampler.rule == "split" and fractions and len(y) > n:
+        sizes = sampler.split_sizes(len(y), 1 + n)
         xparts, yparts = torch.split(x, sizes), torch.split(y, sizes)
     else:
-        xparts, yparts = (x,) * (1 + len(fractions)), (y,) * (1 + len(fractions))
+        k = sampler.sub_batch(len(y))
+        xparts, yparts = (x, *(x[:k],) * n), (y, *(y[:k],) * n)
     if full:
         with use_ranks(model, sampler.caps):
             logits = model(xparts[0])
         task_loss = F.cross_entropy(logits, yparts[0])
         objective = objective + task_loss
         passes[sampler.beta] += 1
-    # The smaller sub-models may see the batch's first ⌈share·B⌉ examples only (its order is
-    # already shuffled).
-    k = sampler.sub_batch(len(y))
-    for i, p in enumerate(fractions, start=1):
-        xs, ys = (xparts[i], yparts[i]) if k == len(y) else (x[:k], y[:k])
+    for p, xs, ys in zip(fractions, xparts[1:], yparts[1:], strict=True):
         ranks = sampler.ranks_at(p)
         with use_ranks(model, ranks):
             out = model(xs)
