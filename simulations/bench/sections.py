@@ -235,26 +235,31 @@ ONE_PASS_NESTED = (
 
 
 def measure_overhead(name: str, timer: Timer, batch: int, objectives: Sequence[str]) -> list[Row]:
-    """Dense step; factored step (β=1, no sampler); with the sampler; sampler alone; objectives."""
+    """Dense step; factored step (β=1, no sampler); with the sampler; sampler alone; objectives.
+
+    The steps are timed interleaved (one call of each in turn), so a change of load or clock
+    speed during the section hits the dense step and every objective alike: their ratios, the
+    figures this section is read for, share one machine state."""
     dense, geo = dense_model(name), geometry(name)
     rows = [Row(name, "dense step", 1.0, count_macs(dense, geo.shape))]
-    rows[0].train_ms = timer(train_step_fn(copy.deepcopy(dense), batch, geo=geo))
+    steps = [train_step_fn(copy.deepcopy(dense), batch, geo=geo)]
     model = factored_tier(dense, "svd", 1.0)
     ranks = {n: m.rank for n, m in low_rank_layers(model).items()}
-    macs = count_macs(model, geo.shape)
-    fixed = Row(name, "factored step, no sampler", 1.0, macs)
-    fixed.train_ms = timer(train_step_fn(copy.deepcopy(model), batch, geo=geo))
-    rows.append(fixed)
+    rows.append(Row(name, "factored step, no sampler", 1.0, count_macs(model, geo.shape)))
+    steps.append(train_step_fn(copy.deepcopy(model), batch, geo=geo))
+    cycles = [1, 1]
     for obj in objectives:
         context, loss = OBJECTIVES[obj](ranks)
         m = copy.deepcopy(model)
         # The MACs column counts every forward pass of the step (Method.step_macs's convention).
         sampler = getattr(loss, "sampler", None)
-        row = Row(name, f"maestro step: {obj}", 1.0, round(step_macs(m, geo.shape, sampler)))
+        rows.append(Row(name, f"maestro step: {obj}", 1.0, round(step_macs(m, geo.shape, sampler))))
         step = train_step_fn(m, batch, lambda c=context, m=m: c(m), loss, geo)
         cycle = CYCLE.get(obj, 1)
-        row.train_ms = timer(lambda step=step, cycle=cycle: [step() for _ in range(cycle)]) / cycle
-        rows.append(row)
+        steps.append(lambda step=step, cycle=cycle: [step() for _ in range(cycle)])
+        cycles.append(cycle)
+    for row, ms, cycle in zip(rows, timer.interleaved(steps), cycles, strict=True):
+        row.train_ms = ms / cycle
     sampler = make_sampler("maestro", ranks, seed=0)
 
     def sample_only() -> None:
