@@ -31,6 +31,33 @@ def test_every_objective_of_the_maestro_method_is_measured():
     assert len(lines) == 4 and all(t.endswith(("met", "MISSED")) for t in lines)
 
 
+def test_the_overhead_section_times_the_dense_step_and_every_objective_interleaved():
+    from dataclasses import dataclass
+
+    from simulations.bench import OBJECTIVES, measure_overhead
+
+    @dataclass
+    class Recording(Timer):
+        batches: tuple[int, ...] = ()
+
+        def interleaved(self, fns):
+            self.batches += (len(fns),)
+            return [float(i + 1) for i in range(len(fns))]
+
+    timer = Recording(0, 1, "cpu")
+    objectives = ["nested: prefix only (1 pass)", *bench.CYCLE]
+    got = measure_overhead("lenet5", timer, 4, objectives)
+    # One interleaved batch for the dense step, the factored step and the objectives (their ratios
+    # share one machine state), then the sampler alone.
+    assert timer.batches == (2 + len(objectives), 1)
+    ms = {r.variant: r.train_ms for r in got}
+    assert ms["dense step"] == 1.0 and ms["factored step, no sampler"] == 2.0
+    # A scheduled objective's call runs its whole cycle: its figure is per step.
+    for i, obj in enumerate(objectives):
+        assert ms[f"maestro step: {obj}"] == (3 + i) / bench.CYCLE.get(obj, 1)
+    assert set(bench.CYCLE) <= set(OBJECTIVES)
+
+
 def test_the_branched_section_times_the_layers_a_client_runs():
     from torch import nn
 
