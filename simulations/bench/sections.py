@@ -241,25 +241,34 @@ def measure_overhead(name: str, timer: Timer, batch: int, objectives: Sequence[s
     speed during the section hits the dense step and every objective alike: their ratios, the
     figures this section is read for, share one machine state."""
     dense, geo = dense_model(name), geometry(name)
-    rows = [Row(name, "dense step", 1.0, count_macs(dense, geo.shape))]
-    steps = [train_step_fn(copy.deepcopy(dense), batch, geo=geo)]
     model = factored_tier(dense, "svd", 1.0)
     ranks = {n: m.rank for n, m in low_rank_layers(model).items()}
-    rows.append(Row(name, "factored step, no sampler", 1.0, count_macs(model, geo.shape)))
-    steps.append(train_step_fn(copy.deepcopy(model), batch, geo=geo))
-    cycles = [1, 1]
+    # (row, the call to time, the steps one call runs)
+    timed: list[tuple[Row, Callable[[], object], int]] = [
+        (
+            Row(name, "dense step", 1.0, count_macs(dense, geo.shape)),
+            train_step_fn(copy.deepcopy(dense), batch, geo=geo),
+            1,
+        ),
+        (
+            Row(name, "factored step, no sampler", 1.0, count_macs(model, geo.shape)),
+            train_step_fn(copy.deepcopy(model), batch, geo=geo),
+            1,
+        ),
+    ]
     for obj in objectives:
         context, loss = OBJECTIVES[obj](ranks)
         m = copy.deepcopy(model)
         # The MACs column counts every forward pass of the step (Method.step_macs's convention).
         sampler = getattr(loss, "sampler", None)
-        rows.append(Row(name, f"maestro step: {obj}", 1.0, round(step_macs(m, geo.shape, sampler))))
+        row = Row(name, f"maestro step: {obj}", 1.0, round(step_macs(m, geo.shape, sampler)))
         step = train_step_fn(m, batch, lambda c=context, m=m: c(m), loss, geo)
         cycle = CYCLE.get(obj, 1)
-        steps.append(lambda step=step, cycle=cycle: [step() for _ in range(cycle)])
-        cycles.append(cycle)
-    for row, ms, cycle in zip(rows, timer.interleaved(steps), cycles, strict=True):
+        timed.append((row, lambda step=step, cycle=cycle: [step() for _ in range(cycle)], cycle))
+    times = timer.interleaved([fn for _, fn, _ in timed])
+    for (row, _, cycle), ms in zip(timed, times, strict=True):
         row.train_ms = ms / cycle
+    rows = [row for row, _, _ in timed]
     sampler = make_sampler("maestro", ranks, seed=0)
 
     def sample_only() -> None:
