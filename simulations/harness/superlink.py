@@ -76,6 +76,10 @@ class LocalSuperLink:
             # (/tmp/ray/ray_current_cluster), even a dead one, and the simulation then hangs:
             # start a local instance unless the caller names a cluster (docs/scale.md).
             "RAY_ADDRESS": base.get("RAY_ADDRESS") or "local",
+            # Ray starts its workers (the simulated clients) at niceness 15, below the
+            # simulation engine, whose loop polls the link state for every node and keeps a
+            # core busy: on 2 cores the clients then trained on what was left (docs/scale.md).
+            "RAY_worker_niceness": base.get("RAY_worker_niceness") or "0",
         }
         if fast_malloc:
             self.env.update(FAST_MALLOC)
