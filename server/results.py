@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from maestro_common.app.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
-from maestro_common.app.removed import without_removed_defaults
+from maestro_common.app.config import as_current
 
 CHECKPOINT = "checkpoint.npz"
 METRICS, CONFIG, SUMMARY = "metrics.jsonl", "config.json", "summary.md"
@@ -114,8 +114,9 @@ RESUMABLE_CHANGES = {
 def check_resumable(saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
     """Refuse to resume a run whose config changed beyond :data:`RESUMABLE_CHANGES`, naming the
     keys. A key removed from the code since the checkpoint, stored there at its old default,
-    is no change (the run did not use its variant)."""
-    saved = without_removed_defaults(saved)
+    is no change (the run did not use its variant), and neither is a key added since, now at
+    its default (:func:`~maestro_common.app.config.as_current`)."""
+    saved = as_current(saved)
     diff = sorted(
         k
         for k in set(saved) | set(now)

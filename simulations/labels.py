@@ -19,7 +19,8 @@ def method_label(config: Mapping[str, Any]) -> str:
     with the group lasso (``lasso`` = λ > 0; its value too, since it sets how far the ranks
     fall), ``+shrink`` with server-side shrinking (``shrink-every`` > 0), ``+<rule>`` with
     a nested step other than the sandwich (``sub-models``: ``+alternate``, the one-pass step),
-    ``+sub-batch<s>`` with sub-models on a share s of the batch (``sub-batch-share`` < 1) and
+    ``+sub-batch<s>`` with sub-models on a share s of the batch (``sub-batch-share`` < 1),
+    ``+collective`` with components sent by the Collective rule (``transmission``) and
     ``+compute-<method>`` when every client's steps were scaled to that method's compute
     (``compute-match``): a variant, tuned and reported apart from the method as the paper
     defines it.
@@ -52,6 +53,9 @@ def method_label(config: Mapping[str, Any]) -> str:
         label += f"+{rule}"
     if float(config.get("sub-batch-share") or 1) < 1:
         label += f"+sub-batch{float(config['sub-batch-share']):g}"
+    transmission = config.get("transmission") or VARIANT_SETTINGS["transmission"]
+    if transmission != VARIANT_SETTINGS["transmission"]:
+        label += f"+{transmission}"
     if config.get("compute-match"):
         label += f"+compute-{config['compute-match']}"
     return label
@@ -86,6 +90,7 @@ VARIANT_SETTINGS: dict[str, Any] = {
     "shrink-every": 0,
     "sub-models": "sandwich",
     "sub-batch-share": 1.0,
+    "transmission": "prefix",
     "compute-match": "",
 }
 # The VARIANT_SETTINGS keys that are no longer run-config keys: options since removed, whose

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from maestro_common.app.removed import REMOVED_KEYS, removed_key_message
+from maestro_common.app.removed import REMOVED_KEYS, removed_key_message, without_removed_defaults
 from maestro_common.app.settings import (
     AT_LEAST_1,
     BUDGET,
@@ -43,6 +43,9 @@ AGGREGATIONS = ("mean", "trimmed-mean", "median", "centered-clip")
 # Maestro's training step: nested (the prefix on the labels plus smaller sub-models,
 # maestro_common.lowrank.samplers.NestedSampler) or sampled (one sub-model per step, `sampler`).
 OBJECTIVES = ("nested", "sampled")
+# Which components a Maestro training node is sent: its prefix, or components drawn by the
+# Collective rule of spectral model sharding (maestro_common.lowrank.spectral; docs/index-sets.md).
+TRANSMISSIONS = ("prefix", "collective")
 
 
 class ConfigError(ValueError):
@@ -292,6 +295,15 @@ class RunConfig:
     sub_batch_share: float = setting(
         1.0, "nested: smaller sub-models run on this share of each batch", BUDGET, method=MAESTRO
     )
+    transmission: str = setting(
+        "prefix",
+        "which components a training node is sent: prefix (the first ⌈β·r⌉) or collective "
+        "(as many, drawn by spectral sharding's Collective rule)",
+        OneOf(TRANSMISSIONS),
+        method=MAESTRO,
+        needs="ordered",
+        unused="ordered factors trained by the nested objective",
+    )
     lr_schedule: str = setting("constant", "lr per round, sent by the server")
     # Centralized trainer only (the federation refuses it): this share of the epochs first
     # trains the dense model, then it is factored by SVD (docs/centralized.md)
@@ -396,6 +408,15 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+def as_current(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored run config (a checkpoint's, a run record's) as the code reads it today: a removed
+    key at its old default dropped (:func:`~maestro_common.app.removed.without_removed_defaults`),
+    and a key added since filled in at its default, which is what the run did before the key
+    existed (a new key's default keeps the old behaviour)."""
+    kept = without_removed_defaults(run_config)
+    return {**{k: v for k, v in RunConfig().to_run_config().items() if k not in kept}, **kept}
 
 
 def key_fields() -> list[dataclasses.Field]:

@@ -54,6 +54,9 @@ class Method:
     # channels/units of a width-sliceable dense model (neither: the whole dense model).
     factored: ClassVar[bool] = False
     width_sliced: ClassVar[bool] = False
+    # Ordered factors trained by the nested objective: the method may be sent its components
+    # by a sampled rule (``transmission``) instead of as prefixes.
+    ordered: ClassVar[bool] = False
 
     def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
         """Turn a freshly built dense model into this method's global model, in place."""
@@ -143,6 +146,7 @@ class Maestro(Method):
     uses_lasso = True
     shrinks = True
     factored = True
+    ordered = True
 
     def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
         decompose(
@@ -160,6 +164,14 @@ class Maestro(Method):
 
     def load(self, model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module:
         return load_arrays(model, arrays)  # the factors take the ranks the arrays carry
+
+    def index_plan(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> IndexPlan | None:
+        if cfg.transmission == "prefix":
+            return None
+        # Kept in balanced SVD form, as for the sampled spectral methods (so σ is known and the
+        # components are ordered by it); a node's draw is sent in that order, so its nested
+        # sub-models are the largest components of what it got (docs/index-sets.md).
+        return spectral_plan(self.name, model, cfg.transmission, cfg.seed)
 
     def loaded_budget(self, budget: float) -> float:
         return 1.0  # the received prefix *is* the budget
@@ -284,6 +296,7 @@ class SpectralSampled(Maestro):
 
     uses_lasso = False
     shrinks = False
+    ordered = False
     rule: ClassVar[str]
 
     def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
@@ -313,14 +326,7 @@ class SpectralSampled(Maestro):
         return None  # every received component, every step
 
     def index_plan(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> IndexPlan | None:
-        pairs = []
-        for name, layer in low_rank_layers(model).items():
-            axes = layer.factor_axes()
-            if set(axes) != {"u", "v"}:
-                raise ConfigError(f"method {self.name}: layer {name} is not a U Vᵀ pair")
-            u_key, v_key = state_key(name, "u"), state_key(name, "v")
-            pairs.append(Pair(u_key, axes["u"][0], v_key, axes["v"][0]))
-        return SpectralPlan(tuple(pairs), self.rule, cfg.seed)
+        return spectral_plan(self.name, model, self.rule, cfg.seed)
 
 
 class SpectralUnbiased(SpectralSampled):
@@ -343,6 +349,18 @@ class PriSM(SpectralSampled):
 
     name = "prism"
     rule = "prism"
+
+
+def spectral_plan(method: str, model: nn.Module, rule: str, seed: int) -> SpectralPlan:
+    """The sampled-components plan of ``rule`` over every factored layer of ``model``."""
+    pairs = []
+    for name, layer in low_rank_layers(model).items():
+        axes = layer.factor_axes()
+        if set(axes) != {"u", "v"}:
+            raise ConfigError(f"method {method}: layer {name} is not a U Vᵀ pair")
+        u_key, v_key = state_key(name, "u"), state_key(name, "v")
+        pairs.append(Pair(u_key, axes["u"][0], v_key, axes["v"][0]))
+    return SpectralPlan(tuple(pairs), rule, seed)
 
 
 METHODS: dict[str, Method] = {

@@ -54,7 +54,10 @@ def check_names(cfg: RunConfig) -> None:
             continue
         key = f.name.replace("_", "-")
         users = ", ".join(n for n in METHOD_NAMES if getattr(get_method(n), flag))
-        off = str(f.default).lower() if isinstance(f.default, bool) else f"at {f.default:g}"
+        if isinstance(f.default, bool):
+            off = str(f.default).lower()
+        else:
+            off = f"at {f.default!r}" if isinstance(f.default, str) else f"at {f.default:g}"
         why = f.metadata["unused"]
         if flag == "factored":
             head, reason = f"factored methods only ({users})", why
@@ -74,6 +77,11 @@ def check_names(cfg: RunConfig) -> None:
             "sub-models = 'split' shares each batch between the sandwich's passes itself: "
             f"leave full-pass-share and sub-batch-share at 1 (got {cfg.full_pass_share:g} and "
             f"{cfg.sub_batch_share:g})"
+        )
+    if cfg.transmission != "prefix" and cfg.conv_factorization != "svd":
+        raise ConfigError(
+            f"transmission = {cfg.transmission!r} samples the components of U Vᵀ factors: "
+            f"conv-factorization must be 'svd', got {cfg.conv_factorization!r}"
         )
     text = DATASET_INFO[cfg.dataset].is_text
     if text != (cfg.model in SEQUENCE_MODELS):

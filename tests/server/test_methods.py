@@ -7,6 +7,8 @@ import pytest
 from maestro_common.app.config import RunConfig
 from maestro_common.app.methods import METHODS, Method
 from maestro_common.app.task import build_run_model
+from maestro_common.lowrank.samplers import NestedSampler
+from maestro_common.lowrank.spectral import SpectralPlan
 from maestro_common.lowrank.training import evaluate
 from maestro_common.ml.prefix import array_shapes, take_prefix
 from server.model_ops import ModelOps
@@ -147,3 +149,41 @@ def test_registry_names_match_and_methods_are_distinct():
     assert factored == {"maestro", "spectral-unbiased", "spectral-collective", "prism"}
     assert all("fc1.u" in keys[n] and "fc1.weight" not in keys[n] for n in factored)
     assert all(keys[name] == keys["fedavg-all"] for name in METHODS if name not in factored)
+
+
+def test_maestro_sends_components_drawn_by_the_collective_rule(fmnist_sample):
+    """transmission = collective: Maestro's own nested step, on components the server drew."""
+    ops, start, logs, result = run_method("maestro", fmnist_sample, transmission="collective")
+    final, sent = result.pop("final"), result.pop("sent")
+    assert isinstance(ops.plan, SpectralPlan) and ops.plan.rule == "collective"
+    weak = [s for s in sent.values() if s.beta < 1.0]
+    for s in weak:
+        prefix = ops.shapes(array_shapes(final), s.beta)
+        assert s.sub.shapes == prefix  # as many components as the tier's prefix holds
+        idx = s.sub.indices["fc1.u"][1]
+        # Sent in the global model's order (the node's nested sub-models lead with the largest
+        # components), with the Collective multipliers on both factors.
+        assert np.all(np.diff(idx) > 0) and idx.size == prefix["fc1.u"][1]
+        assert np.all(s.sub.scales["fc1.u"][1] >= 1.0) and "fc1.v" in s.sub.scales
+    assert any(not s.sub.is_prefix for s in weak)
+    assert all(not s.sub.indices for s in sent.values() if s.beta == 1.0)
+    # The node trains with Maestro's objective: its step is the nested sandwich.
+    model = ops.method.load(build_run_model(ops.cfg), take_prefix(final, weak[0].sub.shapes))
+    sampler = ops.method.sampler(model, ops.cfg, weak[0].budget, TIERS, 0, weak[0].beta)
+    assert isinstance(sampler, NestedSampler)
+    for log in logs:
+        assert log.rejected == [] and len(log.clients) == 6
+    assert all(np.isfinite(a).all() for a in final.values())
+    # The server keeps the factors in balanced SVD form: ‖u_i‖ = ‖v_i‖, σ_i decreasing.
+    for pair in ops.plan.pairs:
+        u = np.moveaxis(final[pair.u], pair.u_axis, -1).reshape(
+            -1, final[pair.u].shape[pair.u_axis]
+        )
+        v = np.moveaxis(final[pair.v], pair.v_axis, -1).reshape(
+            -1, final[pair.v].shape[pair.v_axis]
+        )
+        nu, nv = np.linalg.norm(u, axis=0), np.linalg.norm(v, axis=0)
+        np.testing.assert_allclose(nu, nv, rtol=1e-4)
+        assert np.all(np.diff(nu * nv) <= 1e-6 * nu[0] * nv[0])
+    untrained = ModelOps(cfg_of("maestro", fmnist_sample)).evaluate_tiers(start, TIERS)
+    assert min(m["loss"] for m in result.values()) < min(m["loss"] for m in untrained.values())

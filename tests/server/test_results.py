@@ -391,3 +391,12 @@ def test_read_metrics_reports_a_cut_line(tmp_path):
     path.write_bytes(b'{"round": 1}\n{"round": 2}\n{"round": 3, "x": "\xc3')
     rows, cut = read_metrics(path)
     assert [r["round"] for r in rows] == [1, 2] and cut
+
+
+def test_check_resumable_reads_a_key_added_since_as_its_default():
+    # A checkpoint written before `transmission` existed lacks it: it ran with prefixes.
+    now = _config()
+    old = {k: v for k, v in now.items() if k != "transmission"}
+    check_resumable(old, now)
+    with pytest.raises(ResumeError, match=r"transmission: 'prefix' -> 'collective'"):
+        check_resumable(old, {**now, "transmission": "collective"})

@@ -372,3 +372,8 @@ def test_model_options_parse_to_typed_snake_case_keywords():
         "norm": "group",
     }
     assert parse_options("", "x") == {}
+
+
+def test_sampled_transmission_needs_svd_factors():
+    with pytest.raises(ConfigError, match=r"transmission = 'collective'.*conv-factorization"):
+        load_run_config({"transmission": "collective", "conv-factorization": "tucker"})

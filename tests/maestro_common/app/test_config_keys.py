@@ -90,6 +90,7 @@ _OFF_DEFAULT = {
     "lasso": 1e-3,
     "shrink-every": 10,
     "dense-warmup": 0.5,
+    "transmission": "collective",
 }
 
 
@@ -128,7 +129,7 @@ def test_the_listing_groups_method_only_keys_under_their_method():
     header = next(i for i, line in enumerate(lines) if line.startswith(f"# {MAESTRO} only"))
     after = {line.split(" = ")[0] for line in lines[header + 1 :] if " = " in line}
     assert after == set(keys_by_method()[MAESTRO])
-    assert "lasso, shrink-every and dense-warmup" in lines[header]
+    assert "lasso, shrink-every, transmission and dense-warmup" in lines[header]
     # Without registries, the listing still shows every key with its field's bounds.
     plain = describe_keys()
     assert "num-rounds = 3" in plain and "must be ≥ 1" in plain
