@@ -215,9 +215,18 @@ class FederatedRun:
             log(INFO, "all %d rounds are already done", cfg.num_rounds)
             return
         wait_for_nodes(grid, cfg.min_nodes, cfg.node_wait)
+        deadline = time.monotonic() + cfg.node_wait
         self.strategy.discover(grid)
+        while not self.strategy.nodes and time.monotonic() < deadline:
+            # A simulated client answers its first message only once its worker has started
+            # (torch imported, data read): on a busy machine that can outlast query-timeout.
+            log(INFO, "no node has reported its tier yet: asking again (node-wait)")
+            self.strategy.discover(grid)
         if not self.strategy.nodes:
-            raise RuntimeError("no node reported its tier; see the client logs")
+            raise RuntimeError(
+                f"no node reported its tier within node-wait ({cfg.node_wait:g} s); "
+                "see the client logs"
+            )
         self.strategy.run(
             grid,
             self.state["arrays"],

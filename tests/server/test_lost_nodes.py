@@ -134,3 +134,36 @@ def test_query_timeout_is_a_positive_number():
     with pytest.raises(ValueError, match="query-timeout must be > 0"):
         RunConfig.from_run_config({"query-timeout": 0.0})
     assert RunConfig().query_timeout == 30.0
+
+
+class SlowStartGrid(FakeGrid):
+    """Every node answers only from the ``late``-th tier query on: workers still starting."""
+
+    def __init__(self, *args, late: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.late, self.queries = late, 0
+
+    def push_messages(self, messages):
+        messages = list(messages)
+        if messages and messages[0].metadata.message_type == MessageType.QUERY:
+            self.queries += 1
+            self.silent = set(self.node_configs) if self.queries < self.late else set()
+        return super().push_messages(messages)
+
+
+def test_the_first_tier_query_is_asked_again_until_node_wait(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, query_timeout=0.1, num_rounds=1)
+    grid = SlowStartGrid(NODES, cfg.to_run_config(), late=3)
+    server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
+    assert grid.queries == 3  # two unanswered, the third answered by all
+    rows = [json.loads(x) for x in (server_app.run_folder(cfg) / METRICS).open()]
+    assert [r["round"] for r in rows] == [1]
+    assert sorted(c["node-id"] for c in rows[0]["clients"]) == [101, 202, 303]
+
+
+def test_no_tier_reply_within_node_wait_ends_the_run_saying_so(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, query_timeout=0.1, node_wait=0.5)
+    grid = SlowStartGrid(NODES, cfg.to_run_config(), late=10**6)
+    with pytest.raises(RuntimeError, match=r"no node reported its tier within node-wait \(0.5 s\)"):
+        server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
+    assert grid.queries >= 2
