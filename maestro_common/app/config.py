@@ -243,7 +243,9 @@ class RunConfig:
         2.0, "a reply's update RMS is cut to this × the round's median (0 = off)", NON_NEGATIVE
     )
     node_wait: float = setting(
-        300.0, "seconds to wait for min-nodes nodes before round 1", NON_NEGATIVE
+        300.0,
+        "seconds to wait for min-nodes nodes, then for a first tier reply, before round 1",
+        NON_NEGATIVE,
     )
     aggregation: str = setting(
         "centered-clip",
@@ -411,7 +413,7 @@ class RunConfig:
 
 
 def as_current(run_config: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored run config (a checkpoint's, a run record's) as the code reads it today: a removed
+    """A stored run config (a checkpoint's) as the code reads it today: a removed
     key at its old default dropped (:func:`~maestro_common.app.removed.without_removed_defaults`),
     and a key added since filled in at its default, which is what the run did before the key
     existed (a new key's default keeps the old behaviour)."""
