@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from maestro_common.app.config import RunConfig
+from maestro_common.app.config import RunConfig, as_current
 from maestro_common.app.removed import without_removed_defaults
 
 RECORD = "harness.json"
@@ -87,7 +87,7 @@ def _flatten(request: Mapping[str, Any]) -> dict[str, Any]:
     """
     sections = dict(request)
     if "run-config" in sections:
-        sections["run-config"] = {**RunConfig().to_run_config(), **sections["run-config"]}
+        sections["run-config"] = as_current(sections["run-config"])
     return {
         f"{section}.{k}": v
         for section, keys in sections.items()

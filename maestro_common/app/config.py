@@ -413,7 +413,7 @@ class RunConfig:
 
 
 def as_current(run_config: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored run config (a checkpoint's) as the code reads it today: a removed
+    """A stored run config (a checkpoint's, a run record's) as the code reads it today: a removed
     key at its old default dropped (:func:`~maestro_common.app.removed.without_removed_defaults`),
     and a key added since filled in at its default, which is what the run did before the key
     existed (a new key's default keeps the old behaviour)."""

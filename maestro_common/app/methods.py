@@ -88,6 +88,11 @@ class Method:
         """
         return None
 
+    def samples_components(self, cfg: RunConfig) -> bool:
+        """Whether a training node is sent sampled components of U Vᵀ factors (which needs
+        ``conv-factorization = "svd"``: a Tucker core has two rank axes)."""
+        return False
+
     def loaded_budget(self, budget: float) -> float:
         """The budget at which a model loaded from a tier's received arrays runs its sub-model."""
         return budget
@@ -165,8 +170,11 @@ class Maestro(Method):
     def load(self, model: nn.Module, arrays: Mapping[str, np.ndarray]) -> nn.Module:
         return load_arrays(model, arrays)  # the factors take the ranks the arrays carry
 
+    def samples_components(self, cfg: RunConfig) -> bool:
+        return cfg.transmission != "prefix"
+
     def index_plan(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> IndexPlan | None:
-        if cfg.transmission == "prefix":
+        if not self.samples_components(cfg):
             return None
         # Kept in balanced SVD form, as for the sampled spectral methods (so σ is known and the
         # components are ordered by it); a node's draw is sent in that order, so its nested
@@ -299,13 +307,8 @@ class SpectralSampled(Maestro):
     ordered = False
     rule: ClassVar[str]
 
-    def prepare(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> nn.Module:
-        if cfg.conv_factorization != "svd":
-            raise ConfigError(
-                f"method {self.name} samples the components of U Vᵀ factors: "
-                f"conv-factorization must be 'svd', got {cfg.conv_factorization!r}"
-            )
-        return super().prepare(model, input_shape, cfg)
+    def samples_components(self, cfg: RunConfig) -> bool:
+        return True
 
     def budget(self, beta: float, tiers: Grid, matched_width: MatchedWidth) -> float:
         return beta

@@ -78,9 +78,12 @@ def check_names(cfg: RunConfig) -> None:
             f"leave full-pass-share and sub-batch-share at 1 (got {cfg.full_pass_share:g} and "
             f"{cfg.sub_batch_share:g})"
         )
-    if cfg.transmission != "prefix" and cfg.conv_factorization != "svd":
+    if method.samples_components(cfg) and cfg.conv_factorization != "svd":
+        who = (
+            f"method {cfg.method}" if not method.ordered else f"transmission = {cfg.transmission!r}"
+        )
         raise ConfigError(
-            f"transmission = {cfg.transmission!r} samples the components of U Vᵀ factors: "
+            f"{who} samples the components of U Vᵀ factors: "
             f"conv-factorization must be 'svd', got {cfg.conv_factorization!r}"
         )
     text = DATASET_INFO[cfg.dataset].is_text

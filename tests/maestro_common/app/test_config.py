@@ -377,3 +377,10 @@ def test_model_options_parse_to_typed_snake_case_keywords():
 def test_sampled_transmission_needs_svd_factors():
     with pytest.raises(ConfigError, match=r"transmission = 'collective'.*conv-factorization"):
         load_run_config({"transmission": "collective", "conv-factorization": "tucker"})
+    load_run_config({"conv-factorization": "tucker"})  # prefixes cut a Tucker core as before
+
+
+@pytest.mark.parametrize("method", ["spectral-unbiased", "spectral-collective", "prism"])
+def test_the_sampled_spectral_methods_need_svd_factors(method):
+    with pytest.raises(ConfigError, match=rf"method {method} samples.*conv-factorization"):
+        load_run_config({"method": method, "conv-factorization": "tucker"})
