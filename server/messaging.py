@@ -21,7 +21,7 @@ node it answers keeps its source (and is refused as from an unsent node).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from logging import WARNING
 
 from flwr.app import Message, Metadata
@@ -51,17 +51,55 @@ def send_and_receive(
     says how many. An error reply comes back as from the node its message was sent to
     (:func:`credit_error`).
     """
+    return collect(
+        grid,
+        push(grid, messages),
+        timeout,
+        first_interval=first_interval,
+        max_interval=max_interval,
+        clock=clock,
+        sleep=sleep,
+    )
+
+
+def push(grid: Grid, messages: Iterable[Message]) -> dict[str, int]:
+    """Push ``messages``; returns the node each taken message went to, by id, in push order.
+
+    A message the SuperLink did not take (``None`` for its id) is left out, and a warning says
+    how many.
+    """
     sent = list(messages)
     pushed = list(grid.push_messages(sent))
     destination = {i: m.metadata.dst_node_id for i, m in zip(pushed, sent, strict=False) if i}
-    waiting = {i for i in pushed if i}
-    if len(waiting) < len(pushed):
+    if len(destination) < len(pushed):
         log(
             WARNING,
             "%d of %d messages were not taken by the SuperLink: their nodes send no reply",
-            len(pushed) - len(waiting),
+            len(pushed) - len(destination),
             len(pushed),
         )
+    return destination
+
+
+def collect(
+    grid: Grid,
+    destination: Mapping[str, int],
+    timeout: float | None,
+    *,
+    first_interval: float = FIRST_INTERVAL,
+    max_interval: float = MAX_INTERVAL,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[Message]:
+    """Pull the replies to the pushed messages ``destination`` (id → node) until all are in.
+
+    Stops after ``timeout`` seconds (None: waits for every reply). Returns the replies in the
+    order of ``destination``, each error reply credited to its node (:func:`credit_error`).
+    Pulling a reply is what lets the SuperLink delete a message and its reply, so a caller that
+    stops waiting should pull the rest later (as the tier query does) or give its messages a
+    TTL.
+    """
+    waiting = set(destination)
     end = None if timeout is None else clock() + timeout
     interval = first_interval
     replies: list[Message] = []
@@ -75,18 +113,18 @@ def send_and_receive(
         interval = min(2 * interval, max_interval)
     # In the order the messages were sent, not of arrival: what is done with the replies (the
     # order of floating-point sums) must not depend on which client finished first.
-    order = {msg_id: k for k, msg_id in enumerate(pushed) if msg_id}
+    order = {msg_id: k for k, msg_id in enumerate(destination)}
     return sorted(replies, key=lambda m: order.get(m.metadata.reply_to_message_id, len(order)))
 
 
-def credit_error(reply: Message, destination: dict[str, int]) -> Message:
+def credit_error(reply: Message, destination: Mapping[str, int]) -> Message:
     """An error reply as from the node whose message it answers; any other reply unchanged.
 
     Parameters
     ----------
     reply : Message
         A pulled reply.
-    destination : dict of str to int
+    destination : mapping of str to int
         The node each pushed message went to, by message id.
 
     Returns

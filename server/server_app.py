@@ -154,6 +154,8 @@ def make_strategy(
         lr_fn=lambda rnd: round_lr(cfg.lr, cfg.lr_schedule, rnd, cfg.num_rounds),
         query_timeout=cfg.query_timeout,
         plan=ops.plan,
+        # An unanswered query is pulled again until then, not asked anew (discover).
+        query_ttl=max(cfg.node_wait, cfg.query_timeout),
     )
     # FjORD samples its width per batch from the tiers' widths (up to the client's own).
     train_config = ConfigRecord({P.BUDGET_GRID: [ops.method_budget(b) for b in cfg.tiers]})
@@ -217,10 +219,16 @@ class FederatedRun:
         wait_for_nodes(grid, cfg.min_nodes, cfg.node_wait)
         deadline = time.monotonic() + cfg.node_wait
         self.strategy.discover(grid)
-        while not self.strategy.nodes and time.monotonic() < deadline:
-            # A simulated client answers its first message only once its worker has started
-            # (torch imported, data read): on a busy machine that can outlast query-timeout.
-            log(INFO, "no node has reported its tier yet: asking again (node-wait)")
+        while self.strategy.unanswered and time.monotonic() < deadline:
+            # Round 1 samples from the nodes known then, so it waits for every node's answer:
+            # a run must not depend on how fast the machine started its clients. A simulated
+            # client answers only once its worker has started (torch imported, data read),
+            # which on a busy machine outlasts query-timeout.
+            log(
+                INFO,
+                "%d nodes have not answered the tier query yet: waiting (node-wait)",
+                self.strategy.unanswered,
+            )
             self.strategy.discover(grid)
         if not self.strategy.nodes:
             raise RuntimeError(

@@ -33,7 +33,7 @@ from maestro_common.ml.index_sets import IndexPlan, SubModel, prefix_sub_model, 
 from maestro_common.ml.prefix import budget_shapes, payload_nbytes
 from server.aggregation import MEAN, Rule, aggregate_nested
 from server.influence import cap_weights, clip_updates
-from server.messaging import send_and_receive
+from server.messaging import collect, push, send_and_receive
 from server.replies import read_eval_replies, read_train_replies, tier_means
 from server.rounds import NodeInfo, RoundLog, RoundPolicy
 from server.sampling import sample_nodes
@@ -96,6 +96,10 @@ class NestedFedAvg(Strategy):
     query_timeout:
         Seconds the tier query waits for answers (:meth:`discover`): what a node that never
         answers adds to a round.
+    query_ttl:
+        Seconds a tier query stays at the SuperLink (its message's TTL). A query not answered
+        within ``query_timeout`` stays pending: the next :meth:`discover` pulls its late answer
+        instead of asking that node again, until the TTL ends it; then the node is asked anew.
     plan:
         How a training node's sub-model is picked as index sets
         (:class:`~maestro_common.ml.index_sets.IndexPlan`: a rolled window, sampled
@@ -120,6 +124,7 @@ class NestedFedAvg(Strategy):
         tiers: Sequence[float] = (),
         query_timeout: float = 30.0,
         plan: IndexPlan | None = None,
+        query_ttl: float = 300.0,
     ) -> None:
         if weight_cap < 0 or update_cap < 0 or weight_floor < 0:
             raise ValueError(
@@ -134,6 +139,8 @@ class NestedFedAvg(Strategy):
         self.seed = seed
         self.lr_fn = lr_fn
         self.query_timeout = query_timeout
+        self.query_ttl = query_ttl
+        self._queries: dict[str, int] = {}  # tier queries pushed and not answered: id -> node
         self.plan = plan
         self.shapes_fn = shapes_fn or (
             lambda shapes, beta: budget_shapes(shapes, self.prefix_axes, beta)
@@ -170,40 +177,64 @@ class NestedFedAvg(Strategy):
         """Ask every node not yet known for its budget (a QUERY message answered by the client).
 
         Waits at most ``timeout`` seconds (default ``query_timeout``). A reply that breaks the
-        query contract, or none in time, leaves its node unknown (it is asked again before the
-        next round); it never ends the run.
+        query contract, or none in time, leaves its node unknown; it never ends the run.
+
+        A query still unanswered stays pending: the next call pulls it again instead of asking
+        its node anew, so a late answer is used and the SuperLink can delete the message. (An
+        unpulled message stays in the SuperLink's store until its TTL, and Flower's simulation
+        engine scans that whole store for every node ten times a second: with 1,001 nodes,
+        every stale query slowed every later round.) A node is asked anew once its query has
+        expired (``query_ttl``) or its answer was refused.
         """
-        new = [n for n in grid.get_node_ids() if n not in self.nodes]
-        if not new:
+        if self._queries:  # late answers to earlier queries; expired ones come back as errors
+            self._take_tier_replies(collect(grid, self._queries, 0))
+        asked = set(self._queries.values())
+        new = [n for n in grid.get_node_ids() if n not in self.nodes and n not in asked]
+        if not new and not self._queries:
             return
         msgs = [
-            Message(P.encode_query(), dst_node_id=n, message_type=MessageType.QUERY) for n in new
+            Message(
+                P.encode_query(), dst_node_id=n, message_type=MessageType.QUERY, ttl=self.query_ttl
+            )
+            for n in new
         ]
+        self._queries.update(push(grid, msgs))
         wait = self.query_timeout if timeout is None else timeout
-        for reply in send_and_receive(grid, msgs, wait):
-            node = reply.metadata.src_node_id
-            info = P.decode_tier_reply(reply)
-            if isinstance(info, Rejected):
-                log(WARNING, "node %s: tier reply refused: %s", node, info.reason)
-            elif node in new:
-                tier = self.tier_index(info.beta) if self.tiers else info.tier
-                if tier != info.tier:
-                    log(
-                        INFO,
-                        "node %s: claims tier %s, its β=%r is tier %s of the run",
-                        node,
-                        info.tier,
-                        info.beta,
-                        tier,
-                    )
-                self.nodes[node] = NodeInfo(info.beta, tier, info.partition)
-                self._record_auto_tier(node, reply.content[P.CONFIG])
+        self._take_tier_replies(collect(grid, self._queries, wait))
         log(
             INFO,
             "nodes known: %d; budgets: %s",
             len(self.nodes),
             sorted({n.beta for n in self.nodes.values()}),
         )
+
+    @property
+    def unanswered(self) -> int:
+        """How many tier queries are pending: pushed, not answered, not expired when last pulled."""
+        return len(self._queries)
+
+    def _take_tier_replies(self, replies: Iterable[Message]) -> None:
+        """Record the budgets answered to pending tier queries; each answered query is done."""
+        for reply in replies:
+            node = self._queries.pop(reply.metadata.reply_to_message_id, None)
+            if node is None or reply.metadata.src_node_id != node:
+                continue  # answers no pending query of its node: ignored
+            info = P.decode_tier_reply(reply)
+            if isinstance(info, Rejected):
+                log(WARNING, "node %s: tier reply refused: %s", node, info.reason)
+                continue
+            tier = self.tier_index(info.beta) if self.tiers else info.tier
+            if tier != info.tier:
+                log(
+                    INFO,
+                    "node %s: claims tier %s, its β=%r is tier %s of the run",
+                    node,
+                    info.tier,
+                    info.beta,
+                    tier,
+                )
+            self.nodes[node] = NodeInfo(info.beta, tier, info.partition)
+            self._record_auto_tier(node, reply.content[P.CONFIG])
 
     def tier_index(self, beta: float) -> int | None:
         """The index of ``beta`` among the run's tiers (exact match), None if it is none."""

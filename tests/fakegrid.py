@@ -4,8 +4,12 @@ from collections.abc import Callable
 from uuid import uuid4
 
 from flwr.app import Context, Message, MessageType, RecordDict
-from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
+from flwr.server.superlink.linkstate.utils import (
+    create_message_error_unavailable_ins_message,
+    create_message_error_unavailable_res_message,
+)
 from flwr.serverapp import Grid
+from flwr.supercore.date import now
 
 from client import client_app
 from maestro_common.app.protocol import CONFIG as CONFIG_KEY
@@ -18,8 +22,9 @@ class FakeGrid(Grid):
 
     Nodes in ``unavailable`` are dead as the SuperLink sees them: their messages are answered
     by the SuperLink's own "Node Unavailable" error reply (Flower's function, the SuperLink's
-    node id as its source). Nodes in ``silent`` never answer. Both sets may change between
-    rounds.
+    node id as its source). Nodes in ``silent`` do not answer what they are sent (a test may
+    :meth:`answer` it later). Both sets may change between rounds. As at a SuperLink, pulling a
+    message that has outlived its TTL unanswered gets Flower's "message unavailable" error.
     """
 
     def __init__(
@@ -36,7 +41,8 @@ class FakeGrid(Grid):
         self.silent: set[int] = set()
         self.sent: list[Message] = []
         self.replies: list[Message] = []
-        self._pending: dict[str, Message] = {}
+        self._pending: dict[str, Message] = {}  # replies not pulled yet, by message id
+        self.unanswered: dict[str, Message] = {}  # messages to silent nodes, by id
 
     def context(self, node_id: int) -> Context:
         return Context(
@@ -59,21 +65,36 @@ class FakeGrid(Grid):
         for msg in messages:
             msg.metadata.__dict__["_message_id"] = str(uuid4())
             self.sent.append(msg)
-            node = msg.metadata.dst_node_id
             ids.append(msg.metadata.message_id)
-            if node in self.silent:
-                continue
-            if node in self.unavailable:
-                reply = create_message_error_unavailable_res_message(msg.metadata, "node_unavail")
+            if msg.metadata.dst_node_id in self.silent:
+                self.unanswered[msg.metadata.message_id] = msg
             else:
-                reply = self.handlers[msg.metadata.message_type](msg, self.context(node))
-                assert reply.metadata.src_node_id == node
-            self.replies.append(reply)
-            self._pending[msg.metadata.message_id] = reply
+                self.answer(msg)
         return ids
 
+    def answer(self, msg: Message) -> None:
+        """The reply of ``msg``'s node (or the SuperLink's, for a dead node), ready to pull."""
+        self.unanswered.pop(msg.metadata.message_id, None)
+        node = msg.metadata.dst_node_id
+        if node in self.unavailable:
+            reply = create_message_error_unavailable_res_message(msg.metadata, "node_unavail")
+        else:
+            reply = self.handlers[msg.metadata.message_type](msg, self.context(node))
+            assert reply.metadata.src_node_id == node
+        self.replies.append(reply)
+        self._pending[msg.metadata.message_id] = reply
+
     def pull_messages(self, message_ids):
-        return [self._pending.pop(i) for i in list(message_ids) if i in self._pending]
+        pulled = []
+        for i in list(message_ids):
+            if i in self._pending:
+                pulled.append(self._pending.pop(i))
+            elif (msg := self.unanswered.get(i)) is not None:
+                meta = msg.metadata
+                if meta.created_at + meta.ttl <= now().timestamp():
+                    del self.unanswered[i]
+                    pulled.append(create_message_error_unavailable_ins_message(i, meta.run_id))
+        return pulled
 
     def sent_of(self, message_type: str, server_round: int) -> list[Message]:
         return [

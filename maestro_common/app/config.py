@@ -244,7 +244,7 @@ class RunConfig:
     )
     node_wait: float = setting(
         300.0,
-        "seconds to wait for min-nodes nodes, then for a first tier reply, before round 1",
+        "seconds to wait for min-nodes nodes, then for every node's tier reply, before round 1",
         NON_NEGATIVE,
     )
     aggregation: str = setting(

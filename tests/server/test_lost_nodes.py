@@ -105,29 +105,81 @@ def test_a_silent_node_costs_the_tier_query_its_own_timeout(data_dir, tmp_path):
 
 
 def test_every_tier_query_of_a_run_waits_query_timeout(data_dir, tmp_path, monkeypatch):
-    cfg = _cfg(data_dir, tmp_path, query_timeout=0.2, round_timeout=900.0)
+    cfg = _cfg(data_dir, tmp_path, query_timeout=0.2, round_timeout=900.0, node_wait=0.3)
     grid = FakeGrid(NODES, cfg.to_run_config())
-    grid.silent = {303}  # never answers: asked again before every round
-    waits: list[tuple[str, float | None]] = []
-    send = strategy_module.send_and_receive
+    grid.silent = {303}  # never answers: its query is pulled again before every round
+    queries: list[float | None] = []
+    trains: list[float | None] = []
+    collect, send = strategy_module.collect, strategy_module.send_and_receive
 
-    def spy(grid_, messages, timeout, **kwargs):
-        messages = list(messages)
-        if messages:
-            kind = messages[0].metadata.message_type
-            waits.append((kind, timeout))
+    def collect_spy(grid_, destination, timeout, **kwargs):
+        if timeout:  # the zero-wait pull of late answers is not a wait
             # Fail here rather than wait out a wrong timeout on the silent node.
-            assert kind != MessageType.QUERY or timeout == 0.2, f"tier query waits {timeout} s"
+            assert timeout == 0.2, f"tier query waits {timeout} s"
+            queries.append(timeout)
+        return collect(grid_, destination, timeout, **kwargs)
+
+    def send_spy(grid_, messages, timeout, **kwargs):
+        messages = list(messages)
+        if messages and messages[0].metadata.message_type == MessageType.TRAIN:
+            trains.append(timeout)
         return send(grid_, messages, timeout, **kwargs)
 
-    monkeypatch.setattr(strategy_module, "send_and_receive", spy)
+    monkeypatch.setattr(strategy_module, "collect", collect_spy)
+    monkeypatch.setattr(strategy_module, "send_and_receive", send_spy)
     server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
-    queries = [t for kind, t in waits if kind == MessageType.QUERY]
-    trains = [t for kind, t in waits if kind == MessageType.TRAIN]
-    assert queries == [0.2, 0.2, 0.2]  # before round 1, then in each round's configure_train
+    # Before round 1 (until node-wait runs out: once or twice), then in each round's
+    # configure_train.
+    assert queries in ([0.2] * 3, [0.2] * 4)
     assert trains == [900.0, 900.0]
     rows = [json.loads(x) for x in (server_app.run_folder(cfg) / METRICS).open()]
     assert [sorted(c["node-id"] for c in r["clients"]) for r in rows] == [[101, 202]] * 2
+
+
+def _queries_to(grid: FakeGrid, node: int) -> int:
+    return sum(
+        m.metadata.dst_node_id == node and m.metadata.message_type == MessageType.QUERY
+        for m in grid.sent
+    )
+
+
+def test_a_late_tier_answer_is_pulled_later_and_the_node_not_asked_again(data_dir, tmp_path):
+    grid = FakeGrid(NODES, _cfg(data_dir, tmp_path).to_run_config())
+    grid.silent = {303}
+    strategy = NestedFedAvg({}, 3, query_timeout=0.05)
+    strategy.discover(grid)
+    assert sorted(strategy.nodes) == [101, 202]
+    (late,) = grid.unanswered.values()
+    grid.silent = set()
+    grid.answer(late)  # the answer arrives after the wait ended
+    strategy.discover(grid)
+    assert sorted(strategy.nodes) == [101, 202, 303]
+    assert _queries_to(grid, 303) == 1
+    assert not strategy._queries and not grid.unanswered  # nothing left at the SuperLink
+
+
+def test_an_expired_tier_query_is_asked_anew(data_dir, tmp_path):
+    grid = FakeGrid(NODES, _cfg(data_dir, tmp_path).to_run_config())
+    grid.silent = {303}
+    strategy = NestedFedAvg({}, 3, query_timeout=0.05, query_ttl=0.3)
+    strategy.discover(grid)
+    strategy.discover(grid)  # still within its TTL: pulled again, not sent again
+    assert _queries_to(grid, 303) == 1
+    (query,) = [m for m in grid.sent if m.metadata.dst_node_id == 303]
+    assert query.metadata.ttl == 0.3
+    time.sleep(0.35)
+    grid.silent = set()
+    strategy.discover(grid)  # the expired query comes back as Flower's error; asked anew
+    assert _queries_to(grid, 303) == 2
+    assert sorted(strategy.nodes) == [101, 202, 303]
+
+
+def test_the_run_gives_its_tier_queries_a_ttl_of_node_wait(data_dir, tmp_path):
+    cfg = _cfg(data_dir, tmp_path, node_wait=45.0, num_rounds=1)
+    grid = FakeGrid(NODES, cfg.to_run_config())
+    server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
+    ttls = {m.metadata.ttl for m in grid.sent if m.metadata.message_type == MessageType.QUERY}
+    assert ttls == {45.0}
 
 
 def test_query_timeout_is_a_positive_number():
@@ -137,25 +189,34 @@ def test_query_timeout_is_a_positive_number():
 
 
 class SlowStartGrid(FakeGrid):
-    """Every node answers only from the ``late``-th tier query on: workers still starting."""
+    """No node answers before ``ready`` seconds after the first push (workers still starting);
+    then every message sent so far is answered, as Flower's engine runs a queued message once
+    a worker is up."""
 
-    def __init__(self, *args, late: int, **kwargs) -> None:
+    def __init__(self, *args, ready: float, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.late, self.queries = late, 0
+        self.ready, self.start, self.queries = ready, None, 0
+        self.silent = set(self.node_configs)
 
     def push_messages(self, messages):
         messages = list(messages)
-        if messages and messages[0].metadata.message_type == MessageType.QUERY:
-            self.queries += 1
-            self.silent = set(self.node_configs) if self.queries < self.late else set()
+        self.start = self.start or time.monotonic()
+        self.queries += sum(m.metadata.message_type == MessageType.QUERY for m in messages)
         return super().push_messages(messages)
 
+    def pull_messages(self, message_ids):
+        if self.silent and time.monotonic() - self.start >= self.ready:
+            self.silent = set()
+            for msg in list(self.unanswered.values()):
+                self.answer(msg)
+        return super().pull_messages(message_ids)
 
-def test_the_first_tier_query_is_asked_again_until_node_wait(data_dir, tmp_path):
+
+def test_the_first_tier_query_is_waited_for_until_node_wait(data_dir, tmp_path):
     cfg = _cfg(data_dir, tmp_path, query_timeout=0.1, num_rounds=1)
-    grid = SlowStartGrid(NODES, cfg.to_run_config(), late=3)
+    grid = SlowStartGrid(NODES, cfg.to_run_config(), ready=0.25)
     server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
-    assert grid.queries == 3  # two unanswered, the third answered by all
+    assert grid.queries == 3  # one query per node, answered after more than query-timeout
     rows = [json.loads(x) for x in (server_app.run_folder(cfg) / METRICS).open()]
     assert [r["round"] for r in rows] == [1]
     assert sorted(c["node-id"] for c in rows[0]["clients"]) == [101, 202, 303]
@@ -163,7 +224,7 @@ def test_the_first_tier_query_is_asked_again_until_node_wait(data_dir, tmp_path)
 
 def test_no_tier_reply_within_node_wait_ends_the_run_saying_so(data_dir, tmp_path):
     cfg = _cfg(data_dir, tmp_path, query_timeout=0.1, node_wait=0.5)
-    grid = SlowStartGrid(NODES, cfg.to_run_config(), late=10**6)
+    grid = SlowStartGrid(NODES, cfg.to_run_config(), ready=10**6)
     with pytest.raises(RuntimeError, match=r"no node reported its tier within node-wait \(0.5 s\)"):
         server_app.main(grid, Context(1, 0, {}, RecordDict(), cfg.to_run_config()))
-    assert grid.queries >= 2
+    assert grid.queries == 3  # asked once each: a query lives node-wait (its TTL)
