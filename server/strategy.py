@@ -141,6 +141,9 @@ class NestedFedAvg(Strategy):
         self.query_timeout = query_timeout
         self.query_ttl = query_ttl
         self._queries: dict[str, int] = {}  # tier queries pushed and not answered: id -> node
+        # TTL of train and evaluate messages: run() sets its round timeout, after which a
+        # straggler's message and late reply leave the SuperLink's store (None: Flower's 12 h).
+        self.message_ttl: float | None = None
         self.plan = plan
         self.shapes_fn = shapes_fn or (
             lambda shapes, beta: budget_shapes(shapes, self.prefix_axes, beta)
@@ -295,7 +298,9 @@ class NestedFedAvg(Strategy):
             if self.lr_fn is not None and message_type == MessageType.TRAIN:
                 extra[P.LR] = float(self.lr_fn(server_round))  # the round-wise schedule
             content = P.encode_instruction(payload, server_round, beta, budget, extra)
-            messages.append(Message(content, dst_node_id=node, message_type=message_type))
+            messages.append(
+                Message(content, dst_node_id=node, message_type=message_type, ttl=self.message_ttl)
+            )
         return messages
 
     # ----- training --------------------------------------------------------------------------
@@ -453,6 +458,7 @@ class NestedFedAvg(Strategy):
         Federated evaluation runs on the rounds where ``evaluate_round(rnd)`` is true.
         """
         self.global_arrays = {k: np.array(v) for k, v in initial_arrays.items()}
+        self.message_ttl = timeout
         for rnd in range(start_round + 1, num_rounds + 1):
             round_start = time.perf_counter()
             log(INFO, "[ROUND %d/%d]", rnd, num_rounds)

@@ -132,6 +132,9 @@ def test_every_tier_query_of_a_run_waits_query_timeout(data_dir, tmp_path, monke
     # configure_train.
     assert queries in ([0.2] * 3, [0.2] * 4)
     assert trains == [900.0, 900.0]
+    # A straggler's message leaves the SuperLink's store once the round stops waiting for it.
+    kinds = (MessageType.TRAIN, MessageType.EVALUATE)
+    assert {m.metadata.ttl for m in grid.sent if m.metadata.message_type in kinds} == {900.0}
     rows = [json.loads(x) for x in (server_app.run_folder(cfg) / METRICS).open()]
     assert [sorted(c["node-id"] for c in r["clients"]) for r in rows] == [[101, 202]] * 2
 
