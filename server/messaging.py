@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from logging import WARNING
+from typing import Any
 
 from flwr.app import Message, Metadata
 from flwr.app.message import make_message
@@ -34,14 +35,7 @@ MAX_INTERVAL = 0.1
 
 
 def send_and_receive(
-    grid: Grid,
-    messages: Iterable[Message],
-    timeout: float | None,
-    *,
-    first_interval: float = FIRST_INTERVAL,
-    max_interval: float = MAX_INTERVAL,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    grid: Grid, messages: Iterable[Message], timeout: float | None, **pull: Any
 ) -> list[Message]:
     """Push ``messages`` and pull their replies until all are in or ``timeout`` seconds pass.
 
@@ -49,17 +43,10 @@ def send_and_receive(
     time has none; ``timeout=None`` waits for every reply). A message the SuperLink did not
     take (``None`` for its id, as Flower reports a malformed one) gets no reply, and a warning
     says how many. An error reply comes back as from the node its message was sent to
-    (:func:`credit_error`).
+    (:func:`credit_error`). ``pull``: the keyword arguments of :func:`collect` (how often to
+    pull, the clock).
     """
-    return collect(
-        grid,
-        push(grid, messages),
-        timeout,
-        first_interval=first_interval,
-        max_interval=max_interval,
-        clock=clock,
-        sleep=sleep,
-    )
+    return collect(grid, push(grid, messages), timeout, **pull)
 
 
 def push(grid: Grid, messages: Iterable[Message]) -> dict[str, int]:
