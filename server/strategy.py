@@ -195,13 +195,17 @@ class NestedFedAvg(Strategy):
         new = [n for n in grid.get_node_ids() if n not in self.nodes and n not in asked]
         if not new and not self._queries:
             return
-        msgs = [
-            Message(
-                P.encode_query(), dst_node_id=n, message_type=MessageType.QUERY, ttl=self.query_ttl
-            )
-            for n in new
-        ]
-        self._queries.update(push(grid, msgs))
+        if new:  # pending queries alone are pulled, not pushed again
+            msgs = [
+                Message(
+                    P.encode_query(),
+                    dst_node_id=n,
+                    message_type=MessageType.QUERY,
+                    ttl=self.query_ttl,
+                )
+                for n in new
+            ]
+            self._queries.update(push(grid, msgs))
         wait = self.query_timeout if timeout is None else timeout
         self._take_tier_replies(collect(grid, self._queries, wait))
         log(
