@@ -35,10 +35,16 @@ RULES = ("unbiased", "collective", "prism")
 
 def _level(p_of: Callable[[float], np.ndarray], k: int, high: float) -> np.ndarray:
     """p_of(c) at the c where Σ p = k (p_of nondecreasing in c, Σ p_of(high) ≥ k), by bisection;
-    rescaled so that Σ p = k to the last bit."""
+    rescaled so that Σ p = k to the last bit.
+
+    At most 200 halvings, stopping once ``low`` and ``high`` are adjacent floats: from there on
+    every halving is a no-op (the midpoint rounds to one end, which keeps its side), so the
+    early stop returns the bits of all 200 (about 60 are needed)."""
     low = 0.0
     for _ in range(200):
         mid = (low + high) / 2
+        if not low < mid < high:
+            break
         if p_of(mid).sum() < k:
             low = mid
         else:

@@ -57,6 +57,35 @@ def test_collective_probabilities_span_top_k_to_unbiased():
     np.testing.assert_allclose(multipliers(np.array([1.0, 0.25]), "unbiased"), [1.0, 4.0])
 
 
+def test_the_bisection_stops_early_with_the_bits_of_all_200_halvings(monkeypatch):
+    """The early stop must not move a run's draws or multipliers by a single bit."""
+    import maestro_common.lowrank.spectral as spectral
+
+    def level_200(p_of, k, high):  # the loop before the early stop
+        low = 0.0
+        for _ in range(200):
+            mid = (low + high) / 2
+            if p_of(mid).sum() < k:
+                low = mid
+            else:
+                high = mid
+        p = p_of(high)
+        return np.minimum(p * (k / p.sum()), 1.0)
+
+    rng = np.random.default_rng(0)
+    cases = [
+        (rng.lognormal(0, s, size=n), k, clients)
+        for s in (0.1, 1, 3)
+        for n, k in ((9, 3), (64, 1), (64, 40), (256, 128))
+        for clients in (2, 5, 1000)
+    ]
+    fast = [(unbiased_probabilities(s, k), collective_probabilities(s, k, c)) for s, k, c in cases]
+    monkeypatch.setattr(spectral, "_level", level_200)
+    for (sigma, k, clients), (unbiased, collective) in zip(cases, fast, strict=True):
+        np.testing.assert_array_equal(unbiased, unbiased_probabilities(sigma, k))
+        np.testing.assert_array_equal(collective, collective_probabilities(sigma, k, clients))
+
+
 def test_systematic_sampling_keeps_k_distinct_with_the_given_marginals():
     p = unbiased_probabilities(SIGMA, 4)
     rng = np.random.default_rng(0)
