@@ -81,49 +81,22 @@ def test_sigterm_mid_run_leaves_no_process(tmp_path, fmnist_sample):
             p.kill()
 
 
-def test_report_provenance_then_skip_then_refusal(tmp_path, fmnist_sample):
+def test_lr_sweep_then_the_run_with_provenance_then_skip_then_refusal(tmp_path, fmnist_sample):
+    """One sweep and one run (three Flower simulations in all) carry every harness check: the lr
+    chosen on validation, the report's provenance, a finished request skipped, another refused."""
     out = tmp_path / "out"
-    text, _ = harness(out, fmnist_sample).communicate(timeout=900)
-    assert "[maestro-seed0] starting up" in text, text[-3000:]
-    assert "[maestro-seed0] round 2/2" in text, text[-3000:]
-    report = (out / "report.md").read_text()
-    record = json.loads((out / "runs" / "maestro-seed0" / "harness.json").read_text())
-    assert record["request"]["run-config"]["lr"] == 0.02  # defaults filled in
-    assert record["request"]["federation"]["num-supernodes"] == 2
-    call = record["invocations"][0]
-    assert f"| maestro-seed0 | 1–2 | `{call['command']}` | {call['commit']} |" in report
-    assert "\x1b[" not in (out / "logs" / "maestro-seed0.log").read_text()
-    assert (out / "results.csv").read_text().count("\n") == 1 + 2 * 2  # 2 rounds × 2 tiers
-    # The process tree's memory was followed while it trained (SuperLink, simulation, Ray).
-    memory = json.loads((out / "runs" / "maestro-seed0" / "memory.json").read_text())
-    assert memory["peak-tree-pss-mib"] > 200 and memory["processes-at-peak"] >= 4, memory
-    assert "peak memory of the harness's process tree" in text
-
-    again = harness(out, fmnist_sample)
-    text, _ = again.communicate(timeout=300)
-    assert again.returncode == 0 and "already finished (same request): skipped" in text, text
-
-    changed = harness(out, fmnist_sample, "--set", "lr=0.2")
-    text, _ = changed.communicate(timeout=300)
-    assert changed.returncode != 0
-    assert "run-config.lr: 0.02 -> 0.2" in text, text
-    assert (
-        len(json.loads((out / "runs/maestro-seed0/harness.json").read_text())["invocations"]) == 1
-    )
-
-
-def test_lr_sweep_chooses_on_validation_then_runs_with_the_choice(tmp_path, fmnist_sample):
-    out = tmp_path / "out"
-    sweep = ("--set", "num-rounds=1", "--set", "val-size=200", "--lrs", "0.01,0.05")
-    first = harness(out, fmnist_sample, *sweep, "--select-rounds", "1", "--select-only")
+    sweep = ("--set", "val-size=200", "--lrs", "0.01,0.05", "--select-rounds", "1")
+    first = harness(out, fmnist_sample, *sweep, "--select-only")
     text, _ = first.communicate(timeout=900)
     assert first.returncode == 0, text[-3000:]
     assert (out / "lr-selection.json").exists() and not (out / "runs").exists(), text[-3000:]
 
-    proc = harness(out, fmnist_sample, *sweep, "--select-rounds", "1")  # the sweep is reused
+    proc = harness(out, fmnist_sample, *sweep)  # the sweep is reused, then seed 0 runs
     text, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, text[-3000:]
     assert text.count("already finished (same request): skipped") == 2, text[-3000:]
+    assert "[maestro-seed0] starting up" in text, text[-3000:]
+    assert "[maestro-seed0] round 2/2" in text, text[-3000:]
     selection = json.loads((out / "lr-selection.json").read_text())["methods"]["maestro"]
     grid = {e["lr"]: e for e in selection["grid"]}
     assert set(grid) == {0.01, 0.05} and set(grid[0.05]["val-accuracy"]) == {"0.5", "1"}
@@ -134,7 +107,30 @@ def test_lr_sweep_chooses_on_validation_then_runs_with_the_choice(tmp_path, fmni
     record = json.loads((out / "runs" / "maestro-seed0" / "harness.json").read_text())
     assert record["request"]["run-config"]["lr"] == selection["lr"]
     assert record["request"]["lr-selection"]["lrs"] == "0.01,0.05"
-    assert f"| maestro | **{selection['lr']:g}** |" in (out / "report.md").read_text()
+    assert record["request"]["run-config"]["batch-size"] == 32  # defaults filled in
+    assert record["request"]["federation"]["num-supernodes"] == 2
+    report = (out / "report.md").read_text()
+    assert f"| maestro | **{selection['lr']:g}** |" in report
+    call = record["invocations"][0]
+    assert f"| maestro-seed0 | 1–2 | `{call['command']}` | {call['commit']} |" in report
+    assert "\x1b[" not in (out / "logs" / "maestro-seed0.log").read_text()
+    assert (out / "results.csv").read_text().count("\n") == 1 + 2 * 2  # 2 rounds × 2 tiers
+    # The process tree's memory was followed while it trained (SuperLink, simulation, Ray).
+    memory = json.loads((out / "runs" / "maestro-seed0" / "memory.json").read_text())
+    assert memory["peak-tree-pss-mib"] > 200 and memory["processes-at-peak"] >= 4, memory
+    assert "peak memory of the harness's process tree" in text
+
+    again = harness(out, fmnist_sample, *sweep)
+    text, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, text[-3000:]
+    assert text.count("already finished (same request): skipped") == 3, text[-3000:]
+
+    changed = harness(out, fmnist_sample, *sweep, "--set", "batch-size=16")
+    text, _ = changed.communicate(timeout=300)
+    assert changed.returncode != 0
+    assert "run-config.batch-size: 32 -> 16" in text, text
+    record = json.loads((out / "runs" / "maestro-seed0" / "harness.json").read_text())
+    assert len(record["invocations"]) == 1
 
 
 def test_sigkill_mid_run_then_the_same_out_stops_the_orphans_and_keeps_each_round_once(
