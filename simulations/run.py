@@ -222,6 +222,14 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
         help="with --lrs: run the sweep, write lr-selection.json and stop, so the seeds can be "
         "trained later (e.g. in parallel chains with --set lr=<chosen>)",
     )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="a run that stops before its last round is resumed from its checkpoint up to this "
+        "many times, each time only if its last try recorded a new round (e.g. when Flower ends "
+        "a run after a missed heartbeat because the machine paused); 0: never",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder")
     p.add_argument("--title", default="", help="report title (default: conf name and methods)")
     p.add_argument(
@@ -246,6 +254,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
         p.error(f"--supernodes must be ≥ 1, got {args.supernodes}")
     if args.cpus_per_client < 1:
         p.error(f"--cpus-per-client must be ≥ 1, got {args.cpus_per_client}")
+    if args.retries < 0:
+        p.error(f"--retries must be ≥ 0, got {args.retries}")
     if args.last_evals < 1:
         p.error(f"--last-evals must be ≥ 1, got {args.last_evals}")
     try:

@@ -10,7 +10,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from maestro_common.app.config import RunConfig
 from simulations import provenance
 from simulations.harness.configs import run_dir
 from simulations.harness.errors import HarnessError
-from simulations.harness.plans import Plan
+from simulations.harness.plans import Plan, plan_run
 from simulations.harness.progress import checked_rows, never_trained, progress_line, read_rows
 from simulations.harness.superlink import BIN, ROOT, LocalSuperLink
 from simulations.procs import ProcessGuard, TreeMemory, record_processes
@@ -131,6 +131,46 @@ def run_planned(
     return None
 
 
+def run_with_retries(
+    attempt: Callable[[Plan], str | None],
+    replan: Callable[[], Plan],
+    plan: Plan,
+    retries: int,
+    name: str,
+    before_retry: Callable[[], None] = lambda: None,
+) -> str | None:
+    """``attempt(plan)`` (the failure message, or None), resumed after a failure up to
+    ``retries`` times, each time only if the failed try recorded a round it had not.
+
+    A run that stops early (for instance Flower's SuperLink ending it after a missed heartbeat
+    when the machine paused) keeps its finished rounds and its checkpoint; ``replan`` reads them
+    back, and ``before_retry`` (a fresh SuperLink) runs before each new try. A try that recorded
+    nothing new is not retried: the same cause would stop it again.
+    """
+    failure = attempt(plan)
+    for retry in range(1, retries + 1):
+        if failure is None:
+            break
+        try:
+            again = replan()
+        except HarnessError:
+            break
+        if again.action != "resume" or again.done <= plan.done:
+            break
+        print(
+            f"[{name}] stopped after round {again.done}; resuming from its checkpoint "
+            f"(retry {retry} of {retries})",
+            flush=True,
+        )
+        try:
+            before_retry()
+        except HarnessError as err:
+            return f"{failure}; the retry could not start: {err}"
+        plan = again
+        failure = attempt(plan)
+    return failure
+
+
 class Runner:
     """Runs planned runs on one local SuperLink, started only when a run needs training.
 
@@ -178,6 +218,17 @@ class Runner:
         )
         return link
 
+    def _restart(self) -> None:
+        """Stop the SuperLink and every process under it (a stuck ServerApp, Ray), start anew."""
+        self.stack.close()
+        self.stack = contextlib.ExitStack()
+        self.link = None
+        try:
+            self.link = self._start()
+        except HarnessError as err:
+            self.broken = str(err)
+            raise
+
     def run(self, cfg: dict, plan: Plan, request: Mapping[str, Any]) -> str | None:
         """Skip, start or resume one run as planned; the failure message, or None."""
         if plan.action != "skip" and self.link is None and self.broken is None:
@@ -191,15 +242,23 @@ class Runner:
         # The harness and everything it started (SuperLink, simulation, Ray and its workers).
         memory = TreeMemory(lambda: [psutil.Process(), *self.guard.descendants()])
         trains = plan.action != "skip"
+        total = int(cfg.get("num-rounds", RunConfig().num_rounds))
         with memory if trains else contextlib.nullcontext():
-            failure = run_planned(
-                self.link,  # type: ignore[arg-type]  (None only for a skipped run)
-                cfg,
-                self.out_dir,
-                self.flwr_federation,
+            failure = run_with_retries(
+                lambda p: run_planned(
+                    self.link,  # type: ignore[arg-type]  (None only for a skipped run)
+                    cfg,
+                    self.out_dir,
+                    self.flwr_federation,
+                    p,
+                    request,
+                    self.invocation,
+                ),
+                lambda: plan_run(run_dir(cfg), request, total),
                 plan,
-                request,
-                self.invocation,
+                self.args.retries,
+                cfg["run-name"],
+                self._restart,
             )
         if trains:
             write_memory(run_dir(cfg), memory)

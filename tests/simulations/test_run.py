@@ -42,7 +42,11 @@ def test_bad_harness_arguments_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--conf", str(conf), "--select-only"])
     assert "--select-only runs the lr sweep only: give --lrs too" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--conf", str(conf), "--retries", "-1"])
+    assert "--retries must be ≥ 0, got -1" in capsys.readouterr().err
     args = parse_args(["--conf", str(conf), "--set", "lr=0.1", "--set", "sampler=uniform"])
+    assert args.retries == 2
     assert args.sets == {"lr": 0.1, "sampler": "uniform"}
 
 
