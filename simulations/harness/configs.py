@@ -49,6 +49,11 @@ def run_dir(cfg: Mapping[str, Any]) -> Path:
     return Path(cfg["output-dir"]) / str(cfg["run-name"])
 
 
+def total_rounds(cfg: Mapping[str, Any]) -> int:
+    """The rounds a run config asks for (the run config's default when it names none)."""
+    return int(cfg.get("num-rounds", RunConfig().num_rounds))
+
+
 def parse_sets(items: Sequence[str]) -> dict[str, Any]:
     """``--set KEY=VALUE`` items as run-config values (TOML; a bare word is a string).
 
@@ -170,5 +175,5 @@ def tuning_settings(args: argparse.Namespace, configs: Sequence[dict]) -> dict |
     """The lr sweep's settings (None without ``--lrs``)."""
     if not args.lrs:
         return None
-    rounds = args.select_rounds or int(configs[0].get("num-rounds", RunConfig().num_rounds))
+    rounds = args.select_rounds or total_rounds(configs[0])
     return lr_sweep.settings(args.lrs, rounds, args.select_seed, args.last_evals)

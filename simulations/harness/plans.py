@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maestro_common.app.config import RunConfig
 from simulations import provenance
-from simulations.harness.configs import run_dir
+from simulations.harness.configs import run_dir, total_rounds
 from simulations.harness.errors import HarnessError
 from simulations.harness.progress import checked_rows
 
@@ -86,8 +85,6 @@ def check_folder(
 def plan_runs(configs: Sequence[dict], requests: Mapping[str, dict]) -> dict[str, Plan]:
     """Every run's :class:`Plan` (HarnessError when one is refused)."""
     return {
-        c["run-name"]: plan_run(
-            run_dir(c), requests[c["run-name"]], int(c.get("num-rounds", RunConfig().num_rounds))
-        )
+        c["run-name"]: plan_run(run_dir(c), requests[c["run-name"]], total_rounds(c))
         for c in configs
     }

@@ -17,9 +17,8 @@ from typing import Any
 import psutil
 import tomli_w
 
-from maestro_common.app.config import RunConfig
 from simulations import provenance
-from simulations.harness.configs import run_dir
+from simulations.harness.configs import run_dir, total_rounds
 from simulations.harness.errors import HarnessError
 from simulations.harness.plans import Plan, plan_run
 from simulations.harness.progress import checked_rows, never_trained, progress_line, read_rows
@@ -43,7 +42,7 @@ def run_one(link: LocalSuperLink, cfg: dict, out_dir: Path, federation: str, pla
     """One `flwr run` with progress read off its metrics.jsonl; returns the run folder."""
     name = cfg["run-name"]
     folder = run_dir(cfg)
-    total = int(cfg.get("num-rounds", RunConfig().num_rounds))
+    total = total_rounds(cfg)
     if plan.action == "resume":
         cfg = {**cfg, "resume": True}
         print(f"[{name}] resuming after round {plan.done}", flush=True)
@@ -242,7 +241,7 @@ class Runner:
         # The harness and everything it started (SuperLink, simulation, Ray and its workers).
         memory = TreeMemory(lambda: [psutil.Process(), *self.guard.descendants()])
         trains = plan.action != "skip"
-        total = int(cfg.get("num-rounds", RunConfig().num_rounds))
+        total = total_rounds(cfg)
         with memory if trains else contextlib.nullcontext():
             failure = run_with_retries(
                 lambda p: run_planned(

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from maestro_common.app.config import ConfigError, RunConfig
+from maestro_common.app.config import ConfigError
 from maestro_common.app.task import load_run_config
 from simulations import lr_sweep, provenance
-from simulations.harness.configs import run_dir
+from simulations.harness.configs import run_dir, total_rounds
 from simulations.harness.errors import HarnessError
 from simulations.harness.plans import Plan, plan_run, plan_runs
 from simulations.harness.progress import read_rows
@@ -92,7 +92,7 @@ class Sweep:
             cfg = {**cfg, "lr": lr}
             request = provenance.make_request(cfg, self.federation, self.tuning)
             try:
-                total = int(cfg.get("num-rounds", RunConfig().num_rounds))
+                total = total_rounds(cfg)
                 plans[name] = plan_run(run_dir(cfg), request, total)
             except HarnessError as err:
                 print(f"FAILED: {err}", flush=True)
