@@ -85,7 +85,7 @@ class BranchedTuckerConv2d(LowRankLayer):
         dense = nn.Conv2d(
             self.in_channels, self.out_channels, self.kernel_size, bias=self.bias is not None
         )
-        self._init_from_weight(dense.weight, dense.bias)
+        self._init_fresh(dense)
 
     @torch.no_grad()
     def _init_from_weight(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:

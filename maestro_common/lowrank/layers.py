@@ -19,12 +19,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from maestro_common.ml.prefix import budget_dim
+
+# False while ``from_dense`` builds a layer: its fresh init is drawn (the RNG advances exactly as
+# in a plain constructor) but not factored, since the given module's weight is factored next.
+_FACTOR_FRESH_INIT: ContextVar[bool] = ContextVar("factor_fresh_init", default=True)
+
+
+@contextmanager
+def _factored_later() -> Iterator[None]:
+    """Build layers whose fresh init is not factored: the caller loads factors next."""
+    token = _FACTOR_FRESH_INIT.set(False)
+    try:
+        yield
+    finally:
+        _FACTOR_FRESH_INIT.reset(token)
 
 
 def _check_rank(rank: int | None, max_rank: int, what: str) -> int:
@@ -153,6 +168,16 @@ class LowRankLayer(nn.Module):
         """Factor a dense module by SVD: U = P√S, V = Q√S (exact at full rank)."""
         raise NotImplementedError
 
+    def _init_fresh(self, dense: nn.Module) -> None:
+        """Factor a freshly initialised dense module (``reset_parameters``).
+
+        Inside ``from_dense`` the dense init is still drawn, so the RNG stream is that of a plain
+        constructor, but its SVD is skipped: the module's own weight is factored next, and an SVD
+        of a 512 x 3136 weight takes seconds on a small CPU.
+        """
+        if _FACTOR_FRESH_INIT.get():
+            self._init_from_weight(dense.weight, dense.bias)
+
     def _init_from_weight(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         w = weight.detach().reshape(weight.shape[0], -1).to(torch.float64)  # (out, in')
         p, s, qh = torch.linalg.svd(w, full_matrices=False)
@@ -192,7 +217,7 @@ class LowRankLinear(LowRankLayer):
     def reset_parameters(self) -> None:
         # Fresh dense init, then SVD: the factored layer starts as a well-scaled dense layer would.
         dense = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        self._init_from_weight(dense.weight, dense.bias)
+        self._init_fresh(dense)
 
     def v_matrix(self) -> torch.Tensor:
         return self.v
@@ -216,7 +241,8 @@ class LowRankLinear(LowRankLayer):
             raise ValueError(
                 f"LowRankLinear.from_dense needs nn.Linear, got {type(module).__name__}"
             )
-        layer = cls(module.in_features, module.out_features, rank, bias=module.bias is not None)
+        with _factored_later():
+            layer = cls(module.in_features, module.out_features, rank, bias=module.bias is not None)
         layer.to(module.weight.device, module.weight.dtype)
         layer._init_from_weight(module.weight, module.bias)
         return layer
@@ -240,18 +266,19 @@ def conv_from_dense(
             f"{cls.__name__}.from_dense supports numeric zero padding only, got "
             f"padding={module.padding!r}, padding_mode={module.padding_mode!r}"
         )
-    layer = cls(
-        module.in_channels,
-        module.out_channels,
-        module.kernel_size,
-        module.stride,
-        module.padding,
-        module.dilation,
-        rank=rank,
-        bias=module.bias is not None,
-        groups=module.groups,
-        **options,
-    )
+    with _factored_later():
+        layer = cls(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            rank=rank,
+            bias=module.bias is not None,
+            groups=module.groups,
+            **options,
+        )
     layer.to(module.weight.device, module.weight.dtype)
     layer._init_from_weight(module.weight, module.bias)
     return layer
@@ -328,7 +355,7 @@ class LowRankConv2d(LowRankLayer):
         dense = nn.Conv2d(
             self.in_channels, self.out_channels, self.kernel_size, bias=self.bias is not None
         )
-        self._init_from_weight(dense.weight, dense.bias)
+        self._init_fresh(dense)
 
     def v_matrix(self) -> torch.Tensor:
         return self.v.reshape(self.v.shape[0], -1).T  # (in·kh·kw, R)

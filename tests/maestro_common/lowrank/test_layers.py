@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maestro_common.lowrank.branched import BranchedTuckerConv2d
 from maestro_common.lowrank.budget import use_budget
 from maestro_common.lowrank.layers import (
     LowRankConv2d,
@@ -12,6 +13,7 @@ from maestro_common.lowrank.layers import (
     low_rank_layers,
     use_ranks,
 )
+from maestro_common.lowrank.tucker import TuckerConv2d
 from tests.small_nets import rel_err
 
 
@@ -131,3 +133,60 @@ def test_use_budget_runs_the_nested_submodel():
     with use_budget(model, 0.5):
         out = model(x)
     assert torch.allclose(out, model[1](model[0](x, rank=4), rank=2))
+
+
+def _built_then_factored(cls, module, rank, **options):
+    """from_dense as it was: a plain constructor (its fresh init factored too), then the module."""
+    if isinstance(module, nn.Linear):
+        layer = cls(module.in_features, module.out_features, rank, bias=module.bias is not None)
+    else:
+        layer = cls(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            rank=rank,
+            bias=module.bias is not None,
+            **options,
+        )
+    layer._init_from_weight(module.weight, module.bias)
+    return layer
+
+
+@pytest.mark.parametrize(
+    ("cls", "options"),
+    [
+        (LowRankLinear, {}),
+        (LowRankConv2d, {}),
+        (TuckerConv2d, {}),
+        (BranchedTuckerConv2d, {"branches": 2}),
+    ],
+)
+@pytest.mark.parametrize("rank", [None, 2])
+def test_from_dense_skips_the_fresh_factoring_with_the_same_bits_and_random_stream(
+    cls, options, rank
+):
+    dense = nn.Linear(12, 6) if cls is LowRankLinear else nn.Conv2d(4, 6, 3, padding=1)
+    torch.manual_seed(5)
+    expected = _built_then_factored(cls, dense, rank, **options)
+    after_expected = torch.rand(3)
+    torch.manual_seed(5)
+    layer = cls.from_dense(dense, rank, **options)
+    after = torch.rand(3)
+    assert layer.state_dict().keys() == expected.state_dict().keys()
+    for key, value in expected.state_dict().items():
+        assert torch.equal(layer.state_dict()[key], value), key
+    # The fresh dense init was still drawn: what comes after sees the same random numbers.
+    assert torch.equal(after, after_expected)
+
+
+def test_a_constructor_after_from_dense_factors_its_fresh_init_again():
+    with pytest.raises(ValueError):
+        LowRankLinear.from_dense(nn.Linear(3, 2), rank=9)  # fails inside the deferred build
+    torch.manual_seed(1)
+    layer = LowRankLinear(6, 4)
+    torch.manual_seed(1)
+    fresh = nn.Linear(6, 4)
+    assert torch.allclose(layer.dense_weight(), fresh.weight, atol=1e-6)
+    assert torch.equal(layer.bias, fresh.bias)
