@@ -23,6 +23,7 @@ from maestro_common.ml.data import (
 )
 from maestro_common.ml.data.local import load_local_dataset
 from maestro_common.ml.data.partition import holdout_split
+from maestro_common.ml.data.partition_cache import cached_partitions
 from maestro_common.ml.data.raw import local_raw_split, rows_dataset
 from maestro_common.ml.data.text_sets import role_splits
 
@@ -46,8 +47,22 @@ def _partitions(
     seed: int,
     val_size: int = 0,
 ) -> tuple[np.ndarray, ...]:
-    # Every client of a simulation shares one process per worker: partition once, reuse.
+    # Every client of a simulation shares one process per worker: partition once, reuse; and
+    # every later process reads them from disk (the partitioners' import costs seconds).
     labels = train_labels(dataset, data_dir)
+    settings = (num_partitions, scheme, alpha, k, seed, val_size)
+    return cached_partitions(labels, settings, lambda: _compute_partitions(labels, *settings))
+
+
+def _compute_partitions(
+    labels: np.ndarray,
+    num_partitions: int,
+    scheme: str,
+    alpha: float,
+    k: int,
+    seed: int,
+    val_size: int,
+) -> tuple[np.ndarray, ...]:
     if not val_size:
         return tuple(partition_indices(labels, num_partitions, scheme, alpha, k, seed))
     # The server's validation examples are in no partition: partition the rest, map back.

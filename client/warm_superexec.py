@@ -32,7 +32,13 @@ from typing import Any
 
 # Imported once here so that every forked ClientApp starts with them loaded: this is the point.
 import numpy  # noqa: F401
-import torch  # noqa: F401
+import torch
+
+# torch.optim imports torch._dynamo when it builds its first optimizer: 8 s per ClientApp on a
+# slow 2-core machine (docs/deployment.md). It starts no thread, so it is safe across fork. (Not
+# so `datasets`, which the partitioners need: pyarrow starts a thread at import. A node's
+# partition is cached on disk instead, client.local_data.)
+import torch._dynamo  # noqa: F401
 
 try:
     import flwr.clientapp  # noqa: F401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -76,3 +77,25 @@ def test_main_refuses_an_executor_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["warm_superexec", "--executor", "kubernetes"])
     with pytest.raises(SystemExit, match="drop --executor"):
         warm_superexec.main()
+
+
+def _python(code: str) -> list[str]:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    return done.stdout.split()
+
+
+def test_the_parent_holds_torch_dynamo_which_starts_no_thread() -> None:
+    # What a forked ClientApp would otherwise import at its first optimizer, once per message.
+    assert _python("import sys, client.warm_superexec; print('torch._dynamo' in sys.modules)") == [
+        "True"
+    ]
+    # fork copies only the calling thread: a thread started at import would be missing in the
+    # child while its locks were copied. Count the process's threads around the import.
+    threads = "len(os.listdir('/proc/self/task'))"
+    before, after = _python(
+        f"import os, torch; n = {threads}; import torch._dynamo; print(n, {threads})"
+    )
+    assert before == after

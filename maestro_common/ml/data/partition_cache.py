@@ -1,0 +1,80 @@
+"""Client partitions stored on disk, so that only the first process computes them.
+
+Computing a partition takes milliseconds; importing what computes it does not. The partitioners
+come from Flower Datasets, whose import (Hugging Face ``datasets``, pyarrow and its plotting
+helpers) took 13 s on a slow 2-core machine, in every new process. A deployed SuperNode runs each
+message in a new process and every simulation starts new workers, so the partitions of one labels
+array and one set of settings are written once, beside the decoded splits
+(:func:`maestro_common.ml.data.raw.cache_dir`), and read by every later process.
+
+The file name is a hash of the labels' bytes, the settings, the installed flwr-datasets version
+and the source of :mod:`maestro_common.ml.data.partition`: a change to any of them computes the
+partitions anew. A file that cannot be read is computed and written again; where the folder
+cannot be written, the partitions are computed in memory, as without a cache. A warning that
+flwr-datasets prints while partitioning appears only in the process that computed them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from maestro_common.ml.data import partition
+from maestro_common.ml.data.raw import cache_dir
+
+
+@lru_cache(maxsize=1)
+def _code_version() -> bytes:
+    """What decides the partitions besides the inputs: flwr-datasets and our partition code."""
+    try:
+        flwr_datasets = metadata.version("flwr-datasets")
+    except metadata.PackageNotFoundError:
+        flwr_datasets = "absent"
+    return flwr_datasets.encode() + Path(partition.__file__).read_bytes()
+
+
+def partitions_key(labels: np.ndarray, settings: Sequence[object]) -> str:
+    """The cache file's name for ``labels`` partitioned with ``settings``."""
+    h = hashlib.sha256(_code_version())
+    labels = np.ascontiguousarray(labels)
+    h.update(f"{labels.dtype.str}{labels.shape}".encode())
+    h.update(labels.tobytes())
+    h.update(repr(tuple(settings)).encode())
+    return f"partitions-{h.hexdigest()[:24]}.npz"
+
+
+def cached_partitions(
+    labels: np.ndarray,
+    settings: Sequence[object],
+    compute: Callable[[], Sequence[np.ndarray]],
+) -> tuple[np.ndarray, ...]:
+    """The partitions ``compute()`` returns for ``labels`` and ``settings``, from disk if stored.
+
+    ``settings`` must hold everything besides ``labels`` that ``compute`` depends on (their
+    ``repr`` is hashed). Errors of ``compute`` propagate, and nothing is stored then.
+    """
+    path = cache_dir() / partitions_key(labels, settings)
+    try:
+        with np.load(path) as stored:
+            return tuple(np.split(stored["indices"], stored["ends"][:-1]))
+    except (OSError, ValueError, KeyError):
+        pass  # not stored yet, or unreadable: compute and (re)write it
+    parts = tuple(np.asarray(p, dtype=np.int64) for p in compute())
+    indices = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    ends = np.cumsum([len(p) for p in parts], dtype=np.int64)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, indices=indices, ends=ends)
+        os.replace(tmp, path)  # concurrent writers: the last one wins with the same content
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    return parts
