@@ -9,6 +9,7 @@ training set. Without local files (hub download), the whole split is loaded as b
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,7 +52,8 @@ def _partitions(
     # every later process reads them from disk (the partitioners' import costs seconds).
     labels = train_labels(dataset, data_dir)
     settings = (num_partitions, scheme, alpha, k, seed, val_size)
-    return cached_partitions(labels, settings, lambda: _compute_partitions(labels, *settings))
+    compute = lambda: _compute_partitions(labels, *settings)  # noqa: E731
+    return cached_partitions(labels, settings, compute, (Path(__file__),))
 
 
 def _compute_partitions(

@@ -7,11 +7,12 @@ message in a new process and every simulation starts new workers, so the partiti
 array and one set of settings are written once, beside the decoded splits
 (:func:`maestro_common.ml.data.raw.cache_dir`), and read by every later process.
 
-The file name is a hash of the labels' bytes, the settings, the installed flwr-datasets version
-and the source of :mod:`maestro_common.ml.data.partition`: a change to any of them computes the
-partitions anew. A file that cannot be read is computed and written again; where the folder
-cannot be written, the partitions are computed in memory, as without a cache. A warning that
-flwr-datasets prints while partitioning appears only in the process that computed them.
+The file name is a hash of the labels' bytes, the settings, the installed flwr-datasets version,
+the source of :mod:`maestro_common.ml.data.partition` and that of the caller's modules that
+compute the partitions (``sources``): a change to any of them computes the partitions anew. A
+file that cannot be read is computed and written again; where the folder cannot be written, the
+partitions are computed in memory, as without a cache. A warning that flwr-datasets prints
+while partitioning appears only in the process that computed them.
 """
 
 from __future__ import annotations
@@ -30,19 +31,22 @@ from maestro_common.ml.data import partition
 from maestro_common.ml.data.raw import cache_dir
 
 
-@lru_cache(maxsize=1)
-def _code_version() -> bytes:
-    """What decides the partitions besides the inputs: flwr-datasets and our partition code."""
+@lru_cache(maxsize=8)
+def _code_version(sources: tuple[Path, ...] = ()) -> bytes:
+    """What decides the partitions besides the inputs: flwr-datasets and the partition code."""
     try:
         flwr_datasets = metadata.version("flwr-datasets")
     except metadata.PackageNotFoundError:
         flwr_datasets = "absent"
-    return flwr_datasets.encode() + Path(partition.__file__).read_bytes()
+    files = (Path(partition.__file__), *sources)
+    return flwr_datasets.encode() + b"".join(hashlib.sha256(f.read_bytes()).digest() for f in files)
 
 
-def partitions_key(labels: np.ndarray, settings: Sequence[object]) -> str:
-    """The cache file's name for ``labels`` partitioned with ``settings``."""
-    h = hashlib.sha256(_code_version())
+def partitions_key(
+    labels: np.ndarray, settings: Sequence[object], sources: tuple[Path, ...] = ()
+) -> str:
+    """The cache file's name for ``labels`` partitioned with ``settings`` by ``sources``' code."""
+    h = hashlib.sha256(_code_version(sources))
     labels = np.ascontiguousarray(labels)
     h.update(f"{labels.dtype.str}{labels.shape}".encode())
     h.update(labels.tobytes())
@@ -54,13 +58,16 @@ def cached_partitions(
     labels: np.ndarray,
     settings: Sequence[object],
     compute: Callable[[], Sequence[np.ndarray]],
+    sources: tuple[Path, ...] = (),
 ) -> tuple[np.ndarray, ...]:
     """The partitions ``compute()`` returns for ``labels`` and ``settings``, from disk if stored.
 
     ``settings`` must hold everything besides ``labels`` that ``compute`` depends on (their
-    ``repr`` is hashed). Errors of ``compute`` propagate, and nothing is stored then.
+    ``repr`` is hashed), and ``sources`` the files of the code in ``compute`` outside
+    :mod:`maestro_common.ml.data.partition`. Errors of ``compute`` propagate, and nothing is
+    stored then.
     """
-    path = cache_dir() / partitions_key(labels, settings)
+    path = cache_dir() / partitions_key(labels, settings, sources)
     try:
         with np.load(path) as stored:
             return tuple(np.split(stored["indices"], stored["ends"][:-1]))

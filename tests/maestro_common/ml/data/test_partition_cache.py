@@ -41,7 +41,7 @@ def test_the_second_call_reads_what_the_first_computed(cache: Path) -> None:
 
 
 def test_other_settings_labels_or_code_compute_anew(
-    cache: Path, monkeypatch: pytest.MonkeyPatch
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cached_partitions(LABELS, (3, "iid"), lambda: PARTS)
     calls = []
@@ -53,9 +53,16 @@ def test_other_settings_labels_or_code_compute_anew(
     _same(cached_partitions(LABELS, (3, "dirichlet"), compute), PARTS[:1])
     _same(cached_partitions(LABELS[::-1], (3, "iid"), compute), PARTS[:1])
     _same(cached_partitions(LABELS.astype(np.int32), (3, "iid"), compute), PARTS[:1])
-    monkeypatch.setattr(partition_cache, "_code_version", lambda: b"flwr-datasets 9.9")
+    monkeypatch.setattr(partition_cache, "_code_version", lambda sources: b"flwr-datasets 9.9")
     _same(cached_partitions(LABELS, (3, "iid"), compute), PARTS[:1])
-    assert len(calls) == 4
+    monkeypatch.undo()
+    caller = tmp_path / "caller.py"
+    caller.write_text("# the code that computes them\n")
+    _same(cached_partitions(LABELS, (3, "iid"), compute, (caller,)), PARTS[:1])
+    caller.write_text("# the code that computes them, changed\n")
+    partition_cache._code_version.cache_clear()
+    _same(cached_partitions(LABELS, (3, "iid"), compute, (caller,)), PARTS[:1])
+    assert len(calls) == 6
 
 
 def test_an_unreadable_file_is_computed_and_written_again(cache: Path) -> None:
