@@ -8,7 +8,7 @@ training set. Without local files (hub download), the whole split is loaded as b
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,7 @@ def _partitions(
     # every later process reads them from disk (the partitioners' import costs seconds).
     labels = train_labels(dataset, data_dir)
     settings = (num_partitions, scheme, alpha, k, seed, val_size)
-    compute = lambda: _compute_partitions(labels, *settings)  # noqa: E731
+    compute = partial(_compute_partitions, labels, *settings)
     return cached_partitions(labels, settings, compute, (Path(__file__),))
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from importlib import metadata
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from maestro_common.ml.data import partition
-from maestro_common.ml.data.raw import cache_dir
+from maestro_common.ml.data.raw import atomic_save, cache_dir
 
 
 @lru_cache(maxsize=8)
@@ -51,7 +50,7 @@ def partitions_key(
     h.update(f"{labels.dtype.str}{labels.shape}".encode())
     h.update(labels.tobytes())
     h.update(repr(tuple(settings)).encode())
-    return f"partitions-{h.hexdigest()[:24]}.npz"
+    return f"partitions-{h.hexdigest()[:24]}.npy"
 
 
 def cached_partitions(
@@ -69,19 +68,17 @@ def cached_partitions(
     """
     path = cache_dir() / partitions_key(labels, settings, sources)
     try:
-        with np.load(path) as stored:
-            return tuple(np.split(stored["indices"], stored["ends"][:-1]))
-    except (OSError, ValueError, KeyError):
+        # One int64 array: the number of partitions, each one's end, then the indices.
+        stored = np.load(path)
+        count = int(stored[0])
+        if stored.dtype != np.int64 or count < 1 or len(stored) != 1 + count + stored[count]:
+            raise ValueError(f"{path}: not a stored partition")
+        return tuple(np.split(stored[1 + count :], stored[1:count]))
+    except (OSError, ValueError, IndexError):
         pass  # not stored yet, or unreadable: compute and (re)write it
     parts = tuple(np.asarray(p, dtype=np.int64) for p in compute())
-    indices = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     ends = np.cumsum([len(p) for p in parts], dtype=np.int64)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
-    try:
+    with contextlib.suppress(OSError):  # an unwritable folder: computed in memory, as without
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, indices=indices, ends=ends)
-        os.replace(tmp, path)  # concurrent writers: the last one wins with the same content
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        atomic_save(path, np.concatenate([[len(parts)], ends, *parts]).astype(np.int64))
     return parts

@@ -15,6 +15,7 @@ Sources: Fashion-MNIST IDX files (plain or .gz) and the standard CIFAR-10 python
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Sequence
@@ -53,10 +54,19 @@ def _key(sources: Sequence[Path], split: str) -> str:
     return h.hexdigest()[:24]
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
+def atomic_save(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to ``path`` through a temporary file, so no reader sees a partial file.
+
+    OSError when it cannot be written (the temporary file removed where it can be).
+    """
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)  # concurrent clients: the last writer wins with identical content
+    try:
+        np.save(tmp, array)
+        os.replace(tmp, path)  # concurrent clients: the last writer wins with identical content
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def _cached(
@@ -69,8 +79,8 @@ def _cached(
         images, labels = decode()
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            _atomic_save(images_path, np.ascontiguousarray(images, dtype=np.uint8))
-            _atomic_save(labels_path, np.asarray(labels, dtype=np.int64))
+            atomic_save(images_path, np.ascontiguousarray(images, dtype=np.uint8))
+            atomic_save(labels_path, np.asarray(labels, dtype=np.int64))
         except OSError:
             return RawSplit(np.asarray(images, np.uint8), np.asarray(labels, np.int64), name)
     return RawSplit(np.load(images_path, mmap_mode="r"), np.load(labels_path), name)

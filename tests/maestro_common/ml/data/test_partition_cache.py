@@ -68,7 +68,10 @@ def test_other_settings_labels_or_code_compute_anew(
 def test_an_unreadable_file_is_computed_and_written_again(cache: Path) -> None:
     cache.mkdir()
     path = cache / partitions_key(LABELS, (3, "iid"))
-    path.write_bytes(b"not an npz file")
+    path.write_bytes(b"not an npy file")
+    _same(cached_partitions(LABELS, (3, "iid"), lambda: PARTS), PARTS)
+    _same(cached_partitions(LABELS, (3, "iid"), _never), PARTS)
+    np.save(path, np.array([5, 1], dtype=np.int64))  # an array, but cut short
     _same(cached_partitions(LABELS, (3, "iid"), lambda: PARTS), PARTS)
     _same(cached_partitions(LABELS, (3, "iid"), _never), PARTS)
 
