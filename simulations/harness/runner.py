@@ -125,7 +125,6 @@ def run_planned(
     try:
         run_one(link, cfg, out_dir, flwr_federation, plan)
     except HarnessError as err:
-        print(f"FAILED: {err}", flush=True)
         return str(err)
     return None
 
@@ -144,7 +143,8 @@ def run_with_retries(
     A run that stops early (for instance Flower's SuperLink ending it after a missed heartbeat
     when the machine paused) keeps its finished rounds and its checkpoint; ``replan`` reads them
     back, and ``before_retry`` (a fresh SuperLink) runs before each new try. A try that recorded
-    nothing new is not retried: the same cause would stop it again.
+    nothing new is not retried: the same cause would stop it again. ``FAILED:`` is printed once,
+    for the failure that is returned; a try that is retried prints why it stopped.
     """
     failure = attempt(plan)
     for retry in range(1, retries + 1):
@@ -157,16 +157,19 @@ def run_with_retries(
         if again.action != "resume" or again.done <= plan.done:
             break
         print(
-            f"[{name}] stopped after round {again.done}; resuming from its checkpoint "
-            f"(retry {retry} of {retries})",
+            f"[{name}] stopped after round {again.done} ({failure}); resuming from its "
+            f"checkpoint (retry {retry} of {retries})",
             flush=True,
         )
         try:
             before_retry()
         except HarnessError as err:
-            return f"{failure}; the retry could not start: {err}"
+            failure = f"{failure}; the retry could not start: {err}"
+            break
         plan = again
         failure = attempt(plan)
+    if failure is not None:
+        print(f"FAILED: {failure}", flush=True)
     return failure
 
 

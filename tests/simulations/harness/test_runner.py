@@ -40,18 +40,22 @@ def test_a_run_that_stops_early_resumes_from_its_last_round(tmp_path, capsys):
     assert rounds == [1, 2, 3]  # every round once
     out = capsys.readouterr().out
     assert (
-        "[maestro-seed0] stopped after round 1; resuming from its checkpoint (retry 1 of 2)" in out
+        "[maestro-seed0] stopped after round 1 (1 of 3 rounds recorded); resuming from its "
+        "checkpoint (retry 1 of 2)" in out
     )
     assert "(retry 2 of 2)" in out
+    assert "FAILED" not in out  # the run finished: no try that was retried is called failed
 
 
-def test_retries_stop_at_the_limit_or_when_a_try_records_nothing(tmp_path):
+def test_retries_stop_at_the_limit_or_when_a_try_records_nothing(tmp_path, capsys):
     folder, request = tmp_path / "maestro-seed0", harness_request()
     recorded_run(folder, range(1, 1), request)
     attempt, plans = flaky(folder, stops=[1, 2])
     replan = lambda: plan_run(folder, request, 3)  # noqa: E731
     failure = run_with_retries(attempt, replan, Plan("new", 0), 1, "maestro-seed0")
     assert failure == "2 of 3 rounds recorded" and len(plans) == 2  # the limit
+    out = capsys.readouterr().out
+    assert out.count("FAILED") == 1 and "FAILED: 2 of 3 rounds recorded" in out  # the last only
 
     attempt, plans = flaky(folder, stops=[2, 2])  # resumes at round 2 and records nothing
     failure = run_with_retries(attempt, replan, Plan("resume", 2), 5, "maestro-seed0")
