@@ -94,14 +94,15 @@ def labelled(summary: pd.DataFrame) -> pd.DataFrame:
 
     A summary with a ``label`` column (``maestro+warmup``: the base ``method`` and its
     ``variant``) is compared by label: ``method`` takes its value. One without it (written
-    before) already holds labels in ``method``. An older summary's ``accuracy`` (a percentage
-    there too) is read as ``accuracy-pct``.
+    before, or a committed results CSV) already holds labels in ``method``, and so do its rows
+    when it is read together with a labelled one (their ``label`` is empty). An older summary's
+    ``accuracy`` (a percentage there too) is read as ``accuracy-pct``.
     """
     out = summary
     if ACCURACY not in out.columns and LEGACY_ACCURACY in out.columns:
         out = out.rename(columns={LEGACY_ACCURACY: ACCURACY})
     if "label" in out.columns:
-        out = out.assign(method=out["label"])
+        out = out.assign(method=out["label"].fillna(out["method"]))
     return out
 
 

@@ -99,6 +99,19 @@ def test_cli_prints_the_table_and_rejects_unknown_methods(tmp_path, capsys):
     assert "no such summary CSV" in capsys.readouterr().err
 
 
+def test_cli_reads_a_committed_csv_beside_a_labelled_report_summary(tmp_path, capsys):
+    """A committed results CSV holds labels in ``method``; a report's summary holds the base
+    method there and the label in ``label``. Read together, each row keeps its own label."""
+    committed, report = tmp_path / "committed.csv", tmp_path / "summary.csv"
+    frame = summary(ROWS)
+    frame[frame.method == "fit"].to_csv(committed, index=False)
+    ours = frame[frame.method == "maestro"].assign(label="maestro+split")
+    ours.to_csv(report, index=False)
+    main([str(committed), str(report), "--method", "maestro+split", "--against", "fit"])
+    out = capsys.readouterr().out
+    assert "| maestro+split | fit | 1 | 3 | 0,1,2 | +1.00 / +1.10 / +0.90 |" in out
+
+
 def test_cli_where_keeps_the_rows_of_one_model(tmp_path, capsys):
     path = tmp_path / "c.csv"
     frame = summary(ROWS).assign(model="cnn")
