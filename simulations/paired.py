@@ -96,11 +96,14 @@ def labelled(summary: pd.DataFrame) -> pd.DataFrame:
     ``variant``) is compared by label: ``method`` takes its value. One without it (written
     before, or a committed results CSV) already holds labels in ``method``, and so do its rows
     when it is read together with a labelled one (their ``label`` is empty). An older summary's
-    ``accuracy`` (a percentage there too) is read as ``accuracy-pct``.
+    or a committed CSV's ``accuracy`` (a percentage there too) is read as ``accuracy-pct``,
+    also for its rows alone when it is read together with a newer summary.
     """
     out = summary
-    if ACCURACY not in out.columns and LEGACY_ACCURACY in out.columns:
-        out = out.rename(columns={LEGACY_ACCURACY: ACCURACY})
+    if LEGACY_ACCURACY in out.columns:
+        legacy = out[LEGACY_ACCURACY]
+        merged = out[ACCURACY].fillna(legacy) if ACCURACY in out.columns else legacy
+        out = out.drop(columns=[LEGACY_ACCURACY]).assign(**{ACCURACY: merged})
     if "label" in out.columns:
         out = out.assign(method=out["label"].fillna(out["method"]))
     return out

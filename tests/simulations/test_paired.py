@@ -100,12 +100,14 @@ def test_cli_prints_the_table_and_rejects_unknown_methods(tmp_path, capsys):
 
 
 def test_cli_reads_a_committed_csv_beside_a_labelled_report_summary(tmp_path, capsys):
-    """A committed results CSV holds labels in ``method``; a report's summary holds the base
-    method there and the label in ``label``. Read together, each row keeps its own label."""
+    """A committed results CSV holds labels in ``method`` and its accuracy in ``accuracy``; a
+    report's summary holds the base method there, the label in ``label`` and the accuracy in
+    ``accuracy-pct``. Read together, each row keeps its own label and accuracy."""
     committed, report = tmp_path / "committed.csv", tmp_path / "summary.csv"
     frame = summary(ROWS)
     frame[frame.method == "fit"].to_csv(committed, index=False)
-    ours = frame[frame.method == "maestro"].assign(label="maestro+split")
+    ours = frame[frame.method == "maestro"].rename(columns={"accuracy": "accuracy-pct"})
+    ours = ours.assign(label="maestro+split")
     ours.to_csv(report, index=False)
     main([str(committed), str(report), "--method", "maestro+split", "--against", "fit"])
     out = capsys.readouterr().out
