@@ -70,8 +70,10 @@ def cached_partitions(
     try:
         # One int64 array: the number of partitions, each one's end, then the indices.
         stored = np.load(path)
-        count = int(stored[0])
-        if stored.dtype != np.int64 or count < 1 or len(stored) != 1 + count + stored[count]:
+        if not isinstance(stored, np.ndarray) or stored.dtype != np.int64 or stored.ndim != 1:
+            raise ValueError(f"{path}: not a stored partition")
+        count = int(stored[0])  # an empty array: IndexError, handled below
+        if count < 1 or len(stored) != 1 + count + stored[count]:
             raise ValueError(f"{path}: not a stored partition")
         return tuple(np.split(stored[1 + count :], stored[1:count]))
     except (OSError, ValueError, IndexError):

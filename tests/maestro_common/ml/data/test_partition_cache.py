@@ -74,6 +74,9 @@ def test_an_unreadable_file_is_computed_and_written_again(cache: Path) -> None:
     np.save(path, np.array([5, 1], dtype=np.int64))  # an array, but cut short
     _same(cached_partitions(LABELS, (3, "iid"), lambda: PARTS), PARTS)
     _same(cached_partitions(LABELS, (3, "iid"), _never), PARTS)
+    np.save(path, np.ones((2, 3), dtype=np.int64))  # an int64 array of another shape
+    _same(cached_partitions(LABELS, (3, "iid"), lambda: PARTS), PARTS)
+    _same(cached_partitions(LABELS, (3, "iid"), _never), PARTS)
 
 
 def test_an_error_of_the_computation_propagates_and_stores_nothing(cache: Path) -> None:
