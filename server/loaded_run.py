@@ -18,8 +18,7 @@ import torch
 from torch import nn
 
 from maestro_common.app.checkpoint import Checkpoint, read_checkpoint
-from maestro_common.app.config import RunConfig
-from maestro_common.app.removed import without_removed_defaults
+from maestro_common.app.config import RunConfig, as_current
 from maestro_common.ml.data import ArrayDataset, load_dataset
 from maestro_common.ml.data.local import load_local_dataset
 from server.model_ops import ModelOps  # the tier budgets, shapes and counts of metrics.jsonl
@@ -55,8 +54,9 @@ def load_run(checkpoint: Path, config: Path | None = None) -> LoadedRun:
         config = Path(checkpoint).parent / "config.json"
     if config is not None:
         check_config_file(Path(config), ckpt.config, Path(checkpoint))
-    # An older run's config holds removed keys at their defaults (maestro_common.app.removed).
-    cfg = RunConfig.from_run_config(without_removed_defaults(ckpt.config)).replace(device="cpu")
+    # An older run's config holds removed keys at their defaults (maestro_common.app.removed)
+    # and lacks keys added since: read as it ran (as_current).
+    cfg = RunConfig.from_run_config(as_current(ckpt.config)).replace(device="cpu")
     ops = ModelOps(cfg)
     try:
         ops.load(ckpt.arrays)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from maestro_common.app.config import ConfigError, RunConfig
+from maestro_common.app.config import ConfigError, RunConfig, as_current
 from maestro_common.app.cost import (
     base_steps,
     match_step_macs,
@@ -23,7 +23,6 @@ from maestro_common.app.cost import (
     tier_step_macs,
     trained_examples,
 )
-from maestro_common.app.removed import without_removed_defaults
 from server.clock import BACKWARD_FACTOR
 
 
@@ -38,10 +37,11 @@ class TierCompute:
 
 
 def run_config(config: Mapping[str, Any]) -> RunConfig | None:
-    """The run's parsed config (an older run's removed keys at their defaults dropped); None when
-    this code cannot read it (an older run's keys)."""
+    """The run's parsed config as it ran (:func:`~maestro_common.app.config.as_current`: an older
+    run's removed keys at their defaults dropped, keys added since at what it ran with); None
+    when this code cannot read it (an older run's keys)."""
     try:
-        return RunConfig.from_run_config(without_removed_defaults(config))
+        return RunConfig.from_run_config(as_current(config))
     except ConfigError:
         return None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from maestro_common.app.config import resolve_sub_models, resolve_transmission
+
 
 def method_label(config: Mapping[str, Any]) -> str:
     """A run config's (kebab-case keys) method label.
@@ -17,10 +19,9 @@ def method_label(config: Mapping[str, Any]) -> str:
     warm-up ran first (``+fjord-warmup`` when FjORD's width prefixes trained it), and
     ``+pass-average`` when a nested step's gradients were averaged over its passes, ``+gl<λ>``
     with the group lasso (``lasso`` = λ > 0; its value too, since it sets how far the ranks
-    fall), ``+shrink`` with server-side shrinking (``shrink-every`` > 0), ``+<rule>`` with
-    a nested step other than the sandwich (``sub-models``: ``+alternate``, the one-pass step),
-    ``+sub-batch<s>`` with sub-models on a share s of the batch (``sub-batch-share`` < 1),
-    ``+collective`` with components sent by the Collective rule (``transmission``) and
+    fall), ``+shrink`` with server-side shrinking (``shrink-every`` > 0), for Maestro
+    :func:`nested_step_suffix` (``+split``, ``+collective``: today's default step is
+    ``maestro+split+collective``, and ``maestro`` the paper's sandwich on prefixes) and
     ``+compute-<method>`` when every client's steps were scaled to that method's compute
     (``compute-match``): a variant, tuned and reported apart from the method as the paper
     defines it.
@@ -48,17 +49,35 @@ def method_label(config: Mapping[str, Any]) -> str:
         label += f"+gl{float(config['lasso']):g}"
     if int(config.get("shrink-every") or 0):
         label += "+shrink"
-    rule = config.get("sub-models") or VARIANT_SETTINGS["sub-models"]
-    if rule != VARIANT_SETTINGS["sub-models"]:
-        label += f"+{rule}"
-    if float(config.get("sub-batch-share") or 1) < 1:
-        label += f"+sub-batch{float(config['sub-batch-share']):g}"
-    transmission = config.get("transmission") or VARIANT_SETTINGS["transmission"]
-    if transmission != VARIANT_SETTINGS["transmission"]:
-        label += f"+{transmission}"
+    if config["method"] in ORDERED_METHODS:
+        label += nested_step_suffix(config)
     if config.get("compute-match"):
         label += f"+compute-{config['compute-match']}"
     return label
+
+
+def nested_step_suffix(config: Mapping[str, Any]) -> str:
+    """The suffix of an ordered method's step and transmission against the paper's (the
+    sandwich on prefixes): ``+<rule>`` for another nested step (``sub-models``, when the
+    objective is nested), ``+sub-batch<s>``, ``+collective`` (``transmission``), each ``auto``
+    resolved as the run resolved it (:meth:`RunConfig.sub_model_rule`). A key missing from an old
+    run's config means the value it had then (:data:`VARIANT_SETTINGS`)."""
+    suffix = ""
+    transmission = resolve_transmission(
+        str(config.get("transmission") or VARIANT_SETTINGS["transmission"]),
+        str(config.get("conv-factorization") or "svd"),
+    )
+    rule = resolve_sub_models(
+        str(config.get("sub-models") or VARIANT_SETTINGS["sub-models"]), transmission
+    )
+    nested = (config.get("objective") or "nested") == "nested"
+    if nested and rule != VARIANT_SETTINGS["sub-models"]:
+        suffix += f"+{rule}"
+    if float(config.get("sub-batch-share") or 1) < 1:
+        suffix += f"+sub-batch{float(config['sub-batch-share']):g}"
+    if transmission != VARIANT_SETTINGS["transmission"]:
+        suffix += f"+{transmission}"
+    return suffix
 
 
 def freeze_suffix(mode: Any, per_epoch: Any = 1) -> str:
@@ -75,7 +94,10 @@ def method_list(text: str) -> list[str]:
 
 
 # The run-config settings that :func:`method_label` turns into a variant suffix, with the value
-# a config without the key means (RunConfig's defaults): a report's CSVs carry them as columns.
+# of the method as its paper defines it, which is also what a config without the key means (a
+# run made before the key existed): a report's CSVs carry them as columns. Two differ from
+# today's defaults: Maestro's default step is `split` with Collective transmission (issue 29),
+# labelled ``maestro+split+collective``, while ``maestro`` stays the paper's sandwich on prefixes.
 # Entries marked historical are keys of removed options (issue 31), kept to read old run folders.
 VARIANT_SETTINGS: dict[str, Any] = {
     "conv-factorization": "svd",
@@ -93,6 +115,9 @@ VARIANT_SETTINGS: dict[str, Any] = {
     "transmission": "prefix",
     "compute-match": "",
 }
+# The methods whose nested step and transmission the keys above set (Method.ordered: a test
+# checks the registry agrees); the others hold those keys at whatever default, unused.
+ORDERED_METHODS = ("maestro",)
 # The VARIANT_SETTINGS keys that are no longer run-config keys: options since removed, whose
 # values old run folders' config.json still hold.
 HISTORICAL_SETTINGS = ("initial-ranks", "frobenius-decay", "warmup-method", "pass-average")

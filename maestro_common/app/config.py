@@ -44,8 +44,31 @@ AGGREGATIONS = ("mean", "trimmed-mean", "median", "centered-clip")
 # maestro_common.lowrank.samplers.NestedSampler) or sampled (one sub-model per step, `sampler`).
 OBJECTIVES = ("nested", "sampled")
 # Which components a Maestro training node is sent: its prefix, or components drawn by the
-# Collective rule of spectral model sharding (maestro_common.lowrank.spectral; docs/index-sets.md).
-TRANSMISSIONS = ("prefix", "collective")
+# Collective rule of spectral model sharding (maestro_common.lowrank.spectral; docs/index-sets.md);
+# auto: collective where every factored layer is U Vᵀ (conv-factorization = "svd"), else prefix.
+TRANSMISSIONS = ("auto", "prefix", "collective")
+# Keys whose default changed after they were added, with the value they held before: what a run
+# config stored without the key ran with (issue 29 made the one-pass `split` step with Collective
+# transmission the default, as `auto`; until then it was the sandwich on prefixes).
+EARLIER_DEFAULTS: dict[str, Any] = {"sub-models": "sandwich", "transmission": "prefix"}
+
+
+def resolve_transmission(transmission: str, conv_factorization: str) -> str:
+    """``transmission`` with ``auto`` resolved: ``collective`` where every factored layer is
+    U Vᵀ (``conv-factorization = "svd"``), ``prefix`` where kxk convolutions are Tucker cores
+    (two rank axes, which the Collective rule does not sample)."""
+    if transmission != "auto":
+        return transmission
+    return "collective" if conv_factorization == "svd" else "prefix"
+
+
+def resolve_sub_models(sub_models: str, transmission_rule: str) -> str:
+    """``sub-models`` with ``auto`` resolved against the resolved transmission: ``split`` with
+    Collective transmission (together ahead of the sandwich on prefixes at about one pass's
+    cost), the ``sandwich`` on prefixes (where ``split`` alone trails it; docs/federated.md)."""
+    if sub_models != "auto":
+        return sub_models
+    return "split" if transmission_rule == "collective" else "sandwich"
 
 
 class ConfigError(ValueError):
@@ -287,8 +310,9 @@ class RunConfig:
         method=MAESTRO,
     )
     sub_models: str = setting(
-        "sandwich",
-        "nested: which smaller sub-models a step runs",
+        "auto",
+        "nested: which smaller sub-models a step runs (auto: split, the sandwich's passes on "
+        "parts of each batch, with Collective transmission; the sandwich on prefixes)",
         method=MAESTRO,
     )
     full_pass_share: float = setting(
@@ -298,9 +322,10 @@ class RunConfig:
         1.0, "nested: smaller sub-models run on this share of each batch", BUDGET, method=MAESTRO
     )
     transmission: str = setting(
-        "prefix",
-        "which components a training node is sent: prefix (the first ⌈β·r⌉) or collective "
-        "(as many, drawn by spectral sharding's Collective rule)",
+        "auto",
+        "which components a training node is sent: prefix (the first ⌈β·r⌉), collective "
+        "(as many, drawn by spectral sharding's Collective rule), auto (collective; prefix with "
+        "Tucker cores)",
         OneOf(TRANSMISSIONS),
         method=MAESTRO,
         needs="ordered",
@@ -380,6 +405,18 @@ class RunConfig:
         return max(1, round(self.dense_warmup * self.num_rounds))
 
     @property
+    def transmission_rule(self) -> str:
+        """How a Maestro training node's components are picked: ``prefix`` or ``collective``
+        (``transmission`` with ``auto`` resolved by :func:`resolve_transmission`)."""
+        return resolve_transmission(self.transmission, self.conv_factorization)
+
+    @property
+    def sub_model_rule(self) -> str:
+        """The smaller sub-models a nested step runs: ``sub-models`` with ``auto`` resolved by
+        :func:`resolve_sub_models`."""
+        return resolve_sub_models(self.sub_models, self.transmission_rule)
+
+    @property
     def name(self) -> str:
         return self.run_name or f"{self.method}-{self.model}-{self.dataset}-seed{self.seed}"
 
@@ -415,10 +452,12 @@ class RunConfig:
 def as_current(run_config: Mapping[str, Any]) -> dict[str, Any]:
     """A stored run config (a checkpoint's, a run record's) as the code reads it today: a removed
     key at its old default dropped (:func:`~maestro_common.app.removed.without_removed_defaults`),
-    and a key added since filled in at its default, which is what the run did before the key
-    existed (a new key's default keeps the old behaviour)."""
+    and a key added since filled in with what the run did before the key existed: its default
+    (a new key's default keeps the old behaviour), or for a key whose default changed later, the
+    default it had before (:data:`EARLIER_DEFAULTS`)."""
     kept = without_removed_defaults(run_config)
-    return {**{k: v for k, v in RunConfig().to_run_config().items() if k not in kept}, **kept}
+    then = {**RunConfig().to_run_config(), **EARLIER_DEFAULTS}
+    return {**{k: v for k, v in then.items() if k not in kept}, **kept}
 
 
 def key_fields() -> list[dataclasses.Field]:

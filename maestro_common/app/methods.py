@@ -171,7 +171,7 @@ class Maestro(Method):
         return load_arrays(model, arrays)  # the factors take the ranks the arrays carry
 
     def samples_components(self, cfg: RunConfig) -> bool:
-        return cfg.transmission != "prefix"
+        return cfg.transmission_rule != "prefix"
 
     def index_plan(self, model: nn.Module, input_shape: Shape, cfg: RunConfig) -> IndexPlan | None:
         if not self.samples_components(cfg):
@@ -179,7 +179,7 @@ class Maestro(Method):
         # Kept in balanced SVD form, as for the sampled spectral methods (so σ is known and the
         # components are ordered by it); a node's draw is sent in that order, so its nested
         # sub-models are the largest components of what it got (docs/index-sets.md).
-        return spectral_plan(self.name, model, cfg.transmission, cfg.seed)
+        return spectral_plan(self.name, model, cfg.transmission_rule, cfg.seed)
 
     def loaded_budget(self, budget: float) -> float:
         return 1.0  # the received prefix *is* the budget
@@ -212,7 +212,7 @@ class Maestro(Method):
                 full,
                 beta=budget,
                 grid=grid,
-                rule=cfg.sub_models,
+                rule=cfg.sub_model_rule,
                 full_pass_share=cfg.full_pass_share,
                 seed=seed,
                 caps=received,

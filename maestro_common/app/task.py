@@ -32,7 +32,7 @@ def registries() -> dict[str, tuple[str, ...]]:
         "partitioning": SCHEMES,
         "conv-factorization": CONV_FACTORIZATIONS,
         "freeze": FREEZE_MODES,
-        "sub-models": SUBMODEL_RULES,
+        "sub-models": ("auto", *SUBMODEL_RULES),
         "lr-schedule": SCHEDULES,
         "compute-match": ("", *METHOD_NAMES),
     }
@@ -72,19 +72,22 @@ def check_names(cfg: RunConfig) -> None:
         value = getattr(cfg, key.replace("-", "_"))
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {tuple(allowed)}, got {value!r}")
-    if cfg.sub_models == "split" and (cfg.full_pass_share != 1 or cfg.sub_batch_share != 1):
+    if cfg.sub_model_rule == "split" and (cfg.full_pass_share != 1 or cfg.sub_batch_share != 1):
+        how = "" if cfg.sub_models == "split" else " (what sub-models = 'auto' runs here)"
         raise ConfigError(
-            "sub-models = 'split' shares each batch between the sandwich's passes itself: "
-            f"leave full-pass-share and sub-batch-share at 1 (got {cfg.full_pass_share:g} and "
-            f"{cfg.sub_batch_share:g})"
+            f"sub-models = 'split'{how} shares each batch between the sandwich's passes "
+            "itself: leave full-pass-share and sub-batch-share at 1 (got "
+            f"{cfg.full_pass_share:g} and {cfg.sub_batch_share:g}), or set sub-models to "
+            "another rule, such as 'sandwich'"
         )
     if method.samples_components(cfg) and cfg.conv_factorization != "svd":
         who = (
             f"method {cfg.method}" if not method.ordered else f"transmission = {cfg.transmission!r}"
         )
+        fix = "" if not method.ordered else " (or set transmission to 'auto' or 'prefix')"
         raise ConfigError(
             f"{who} samples the components of U Vᵀ factors: "
-            f"conv-factorization must be 'svd', got {cfg.conv_factorization!r}"
+            f"conv-factorization must be 'svd', got {cfg.conv_factorization!r}{fix}"
         )
     text = DATASET_INFO[cfg.dataset].is_text
     if text != (cfg.model in SEQUENCE_MODELS):

@@ -1,9 +1,11 @@
 """The centralized trainer's command line: the run config, the federation's way, plus a few flags.
 
 Settings are run-config keys (:class:`~maestro_common.app.config.RunConfig`), with the
-federation's names and defaults: ``--conf FILE.toml`` (an experiment file of the federated
-harness; its ``num-supernodes`` is the harness's and is ignored) and repeatable
-``--set KEY=VALUE`` (a TOML value; a bare word is a string), later ones winning. Flags remain
+federation's names and defaults, but ``transmission``: nothing is sent, so Maestro's factors
+train as prefixes and ``sub-models = "auto"`` is the sandwich. ``--conf FILE.toml`` (an
+experiment file of the federated harness; its ``num-supernodes`` is the harness's and is
+ignored) and repeatable ``--set KEY=VALUE`` (a TOML value; a bare word is a string), later ones
+winning. Flags remain
 only for what has no key: the methods and seeds (lists), the epochs, the lr grid and its trial,
 ``--limit-train``, ``--threads`` and the output folder. The flags of the trainer's earlier
 interface that have a key are refused with the key to use (:data:`REMOVED_FLAGS`); a flag whose
@@ -189,6 +191,15 @@ def method_config(values: dict[str, Any], method: str, seed: int, epochs: int) -
     ConfigError
         With the run config's own message, for a bad key, value or combination.
     """
+    if values.get("transmission", "prefix") != "prefix":
+        raise ConfigError(
+            f"transmission = {values['transmission']!r}: the centralized trainer trains one "
+            "model on all the data and sends no components: leave transmission out"
+        )
+    if get_method(method).ordered:
+        # Nothing is sent, so its factors are trained as if sent as prefixes, and the
+        # default (auto) sub-models are the sandwich's (RunConfig.sub_model_rule).
+        values = {**values, "transmission": "prefix"}
     cfg = RunConfig.from_run_config({**values, "method": method, "seed": seed})
     cfg = cfg.replace(num_rounds=epochs)  # checks dense-warmup against the epochs
     check_names(cfg)

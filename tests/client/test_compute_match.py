@@ -33,7 +33,10 @@ def local_steps_of(cfg: RunConfig, beta: float, n: int = 40) -> tuple[int, Model
 
 @pytest.mark.parametrize("method", ["maestro", "fjord"])
 def test_client_steps_and_the_clocks_price_follow_compute_match(method):
+    # Maestro with the paper's sandwich: a step dearer than FjORD's at the same tier.
+    nested = {"sub_models": "sandwich"} if method == "maestro" else {}
     cfg = RunConfig(
+        **nested,
         method=method,
         model="lenet5",
         tier_fractions=",".join(map(str, TIERS)),

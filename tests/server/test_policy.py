@@ -101,7 +101,12 @@ def test_the_clock_prices_a_tier_at_its_methods_step_not_one_pass():
         for beta in cfg.tiers:
             # What a client of the tier reports it runs (tests/maestro_common/app/test_cost.py).
             assert ops.step_macs(arrays, beta) == tier_step_macs(cfg, beta)
-    # Maestro's nested step at β = 1: the prefix and its sandwich sub-models, over 1.5 passes.
-    maestro = ModelOps(cfg.replace(method="maestro"))
+    # Maestro's nested step at β = 1: the prefix and its sandwich sub-models, over 1.5 passes;
+    # the default (split) runs those passes on thirds of the batch, under one pass.
+    maestro = ModelOps(cfg.replace(method="maestro", sub_models="sandwich"))
     start = maestro.initial_arrays()
     assert maestro.step_macs(start, 1.0) > 1.5 * maestro.forward_macs(start, 1.0)
+    split = ModelOps(cfg.replace(method="maestro"))
+    start = split.initial_arrays()
+    assert 0.5 * split.forward_macs(start, 1.0) < split.step_macs(start, 1.0)
+    assert split.step_macs(start, 1.0) < split.forward_macs(start, 1.0)

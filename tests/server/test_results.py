@@ -394,9 +394,20 @@ def test_read_metrics_reports_a_cut_line(tmp_path):
 
 
 def test_check_resumable_reads_a_key_added_since_as_its_default():
-    # A checkpoint written before `transmission` existed lacks it: it ran with prefixes.
+    # A checkpoint written before `lr-schedule` existed lacks it: it ran at a constant lr.
     now = _config()
-    old = {k: v for k, v in now.items() if k != "transmission"}
+    old = {k: v for k, v in now.items() if k != "lr-schedule"}
     check_resumable(old, now)
-    with pytest.raises(ResumeError, match=r"transmission: 'prefix' -> 'collective'"):
-        check_resumable(old, {**now, "transmission": "collective"})
+    with pytest.raises(ResumeError, match=r"lr-schedule: 'constant' -> 'cosine'"):
+        check_resumable(old, {**now, "lr-schedule": "cosine"})
+
+
+def test_a_key_whose_default_changed_since_reads_as_what_the_run_did_then():
+    # A checkpoint written before `transmission` existed ran with prefixes (and before
+    # `sub-models` existed, the sandwich); today's defaults (auto) would run otherwise, so the
+    # resume is refused until the run sets them.
+    now = _config()
+    old = {k: v for k, v in now.items() if k not in ("transmission", "sub-models")}
+    with pytest.raises(ResumeError, match=r"sub-models: 'sandwich' -> 'auto'.*transmission"):
+        check_resumable(old, now)
+    check_resumable(old, {**now, "transmission": "prefix", "sub-models": "sandwich"})

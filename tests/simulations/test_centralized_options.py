@@ -20,7 +20,11 @@ def test_defaults_are_the_run_configs():
     opts = parse_args([])
     assert list(opts.configs) == [RunConfig().method] and opts.seeds == [RunConfig().seed]
     # Every key at the federation's default; num-rounds is the epochs (it sizes dense-warmup).
-    assert opts.first == RunConfig(num_rounds=DEFAULT_EPOCHS)
+    # Nothing is sent: Maestro's factors train as prefixes, so auto's step is the sandwich.
+    assert opts.first == RunConfig(num_rounds=DEFAULT_EPOCHS, transmission="prefix")
+    assert opts.first.sub_model_rule == "sandwich"
+    assert parse_args(["--set", "sub-models=split"]).first.sub_model_rule == "split"
+    assert parse_args(["--methods", "fjord"]).first.transmission == RunConfig().transmission
 
 
 def test_an_experiment_file_and_sets_give_the_keys_later_ones_winning():
@@ -74,6 +78,7 @@ def test_set_values_are_toml_or_bare_words():
         (["--set", "dense-warmup=0.9", "--epochs", "2"], "leaves no round"),
         (["--set", "dataset=shakespeare", "--set", "model=char-lstm"], "local-steps > 0"),
         (["--set", "num-supernodes=4"], "no nodes"),
+        (["--set", "transmission=collective"], "sends no components: leave transmission out"),
         (["--lrs", "0.1,0.2"], "val-size"),
         (["--lrs", "0.1", "--set", "val-size=10", "--set", "lr=0.1"], "--lrs chooses the lr"),
         (["--seeds", "-1"], "--seeds"),

@@ -83,4 +83,40 @@ def test_variant_defaults_are_the_run_configs():
     # The historical keys are those of removed options: read from old runs, no longer keys.
     assert set(VARIANT_SETTINGS) - set(defaults) == set(HISTORICAL_SETTINGS)
     current = {k: v for k, v in VARIANT_SETTINGS.items() if k not in HISTORICAL_SETTINGS}
-    assert {k: defaults[k] for k in current} == current
+    # Two defaults changed after their keys existed (issue 29): the settings keep the earlier
+    # values, the paper's step, which are also what a run config without the key ran with.
+    changed = {"sub-models": "sandwich", "transmission": "prefix"}
+    assert {k: defaults[k] for k in current if k not in changed} == {
+        k: v for k, v in current.items() if k not in changed
+    }
+    assert {k: current[k] for k in changed} == changed
+    assert {k: defaults[k] for k in changed} == {"sub-models": "auto", "transmission": "auto"}
+
+
+def test_the_default_maestro_step_is_labelled_apart_from_the_papers_sandwich_on_prefixes():
+    from maestro_common.app.config import RunConfig
+
+    def label(**changes):
+        return method_label(RunConfig(**changes).to_run_config())
+
+    assert label() == "maestro+split+collective"
+    assert label(sub_models="sandwich", transmission="prefix") == "maestro"
+    assert label(sub_models="sandwich") == "maestro+collective"
+    assert label(sub_models="split", transmission="prefix") == "maestro+split"
+    # auto: on prefixes the sandwich, which Tucker cores are sent as
+    assert label(transmission="prefix") == "maestro"
+    assert label(conv_factorization="tucker") == "maestro+tucker"
+    # a sampled objective runs no nested sub-models
+    assert label(objective="sampled") == "maestro+collective"
+    # the other methods hold Maestro's step keys at their defaults, unused
+    for method in ("fjord", "heterofl", "fedrolex", "spectral-unbiased", "prism", "fedavg-all"):
+        assert label(method=method) == method
+    # a run made before the keys existed ran the paper's step
+    assert method_label({"method": "maestro", "conv-factorization": "svd"}) == "maestro"
+
+
+def test_the_ordered_methods_are_the_registrys():
+    from maestro_common.app.methods import METHOD_NAMES, get_method
+    from simulations.labels import ORDERED_METHODS
+
+    assert set(ORDERED_METHODS) == {m for m in METHOD_NAMES if get_method(m).ordered}

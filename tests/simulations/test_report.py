@@ -364,7 +364,9 @@ def test_matched_compute_section_prices_each_tiers_client_round(tmp_path):
             ]
         (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     text = matched_compute_section(load_runs(sorted(runs_dir.iterdir())), tmp_path)
+    # The configs lack sub-models and transmission: older runs, which ran the sandwich on prefixes.
     cfg = RunConfig(method="maestro", **{k.replace("-", "_"): v for k, v in settings.items()})
+    cfg = cfg.replace(sub_models="sandwich", transmission="prefix")
     own, match = tier_step_macs(cfg, 1.0), match_step_macs(cfg, 1.0)
     steps = round(5 * match / own)  # fewer steps: the nested step costs more than FjORD's
     lines = text.splitlines()

@@ -283,6 +283,11 @@ def test_split_sub_models_refuse_the_shares_they_replace(key):
     load_run_config({"sub-models": "split"})
     with pytest.raises(ConfigError, match=r"sub-models = 'split'.*leave full-pass-share"):
         load_run_config({"sub-models": "split", key: 0.5})
+    # the default (auto) runs split with Collective transmission: the message says so
+    with pytest.raises(ConfigError, match=r"what sub-models = 'auto' runs here.*'sandwich'"):
+        load_run_config({key: 0.5})
+    load_run_config({key: 0.5, "sub-models": "sandwich"})
+    load_run_config({key: 0.5, "transmission": "prefix"})  # auto on prefixes: the sandwich
 
 
 def test_config_module_is_a_leaf():
@@ -375,9 +380,24 @@ def test_model_options_parse_to_typed_snake_case_keywords():
 
 
 def test_sampled_transmission_needs_svd_factors():
-    with pytest.raises(ConfigError, match=r"transmission = 'collective'.*conv-factorization"):
+    message = r"transmission = 'collective'.*conv-factorization.*set transmission to 'auto'"
+    with pytest.raises(ConfigError, match=message):
         load_run_config({"transmission": "collective", "conv-factorization": "tucker"})
-    load_run_config({"conv-factorization": "tucker"})  # prefixes cut a Tucker core as before
+    load_run_config({"conv-factorization": "tucker"})  # auto: prefixes cut a Tucker core
+
+
+def test_the_default_step_is_split_with_collective_transmission_where_the_factors_allow():
+    cfg = load_run_config({})
+    assert (cfg.sub_models, cfg.transmission) == ("auto", "auto")
+    assert (cfg.sub_model_rule, cfg.transmission_rule) == ("split", "collective")
+    # Tucker cores are sent as prefixes, and on prefixes auto trains the sandwich
+    tucker = load_run_config({"conv-factorization": "tucker"})
+    assert (tucker.sub_model_rule, tucker.transmission_rule) == ("sandwich", "prefix")
+    assert load_run_config({"transmission": "prefix"}).sub_model_rule == "sandwich"
+    # a rule that is set is kept
+    cfg = load_run_config({"sub-models": "split", "transmission": "prefix"})
+    assert (cfg.sub_model_rule, cfg.transmission_rule) == ("split", "prefix")
+    assert load_run_config({"sub-models": "sandwich"}).transmission_rule == "collective"
 
 
 @pytest.mark.parametrize("method", ["spectral-unbiased", "spectral-collective", "prism"])

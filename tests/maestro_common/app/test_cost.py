@@ -67,13 +67,13 @@ def measured_step_macs(cfg: RunConfig, beta: float) -> tuple[float, float]:
 
 
 CASES = [
-    ("maestro", {}),  # the default nested objective: prefix + sandwich
+    ("maestro", {}),  # the default nested objective: split
+    ("maestro", {"sub_models": "sandwich"}),
     ("maestro", {"sub_models": "random"}),
     ("maestro", {"sub_models": "smallest", "full_pass_share": 0.5}),
     ("maestro", {"sub_models": "alternate"}),
-    ("maestro", {"sub_models": "split"}),
     ("maestro", {"sub_models": "none"}),
-    ("maestro", {"sub_batch_share": 0.5}),
+    ("maestro", {"sub_models": "sandwich", "sub_batch_share": 0.5}),
     ("maestro", {"objective": "sampled", "sampler": "uniform"}),
     ("maestro", {"objective": "sampled", "sampler": "none"}),
     *((name, {}) for name in METHODS if name != "maestro"),
@@ -93,15 +93,19 @@ def test_the_per_layer_sampler_is_priced_as_one_pass_at_its_caps_an_upper_bound(
     assert 0.8 * reported < measured <= reported
 
 
-def test_the_sandwich_costs_about_three_passes_and_alternate_about_one():
+def test_the_sandwich_costs_about_three_passes_and_the_default_split_and_alternate_about_one():
     cfg = cfg_of("maestro")
     one_pass = count_macs(build_run_model(cfg), input_shape(cfg), 1.0)
-    sandwich = tier_step_macs(cfg, 1.0)
+    default = tier_step_macs(cfg, 1.0)
+    sandwich = tier_step_macs(cfg.replace(sub_models="sandwich"), 1.0)
     alternate = tier_step_macs(cfg.replace(sub_models="alternate"), 1.0)
     prefix_only = tier_step_macs(cfg.replace(sub_models="none"), 1.0)
     assert prefix_only == one_pass
     # 1 + smallest (0.25) + the mean of 0.5 and 0.75: about 2.1 passes by rank.
     assert 1.8 * one_pass < sandwich < 2.4 * one_pass
+    # split runs those passes on thirds of the batch: about 2.1 / 3 of a pass
+    assert cfg.sub_model_rule == "split"
+    assert 0.6 * one_pass < default < 0.8 * one_pass
     assert 0.6 * one_pass < alternate <= one_pass
 
 

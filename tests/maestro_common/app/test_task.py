@@ -20,9 +20,9 @@ def test_train_settings_defaults_are_the_run_configs():
 
 def test_centralized_cli_defaults_are_the_run_configs():
     # The centralized trainer reads the run config itself: every key at its default (num-rounds
-    # is its epochs).
+    # is its epochs) but transmission, fixed at prefix since it sends nothing.
     cfg = parse_args([]).first
-    assert cfg == RunConfig(num_rounds=cfg.num_rounds)
+    assert cfg == RunConfig(num_rounds=cfg.num_rounds, transmission="prefix")
     assert train_settings(cfg) == TrainSettings()
 
 

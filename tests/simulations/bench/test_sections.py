@@ -8,6 +8,7 @@ import torch
 from maestro_common.lowrank.layers import low_rank_layers
 from simulations import bench
 from simulations.bench import Timer, parse_args, targets
+from simulations.bench.sections import RULE_OF_ROW, SANDWICH, SPLIT
 
 
 def test_every_objective_of_the_maestro_method_is_measured():
@@ -16,19 +17,26 @@ def test_every_objective_of_the_maestro_method_is_measured():
     got = measure_overhead("lenet5", Timer(0, 1, "cpu"), 4, list(OBJECTIVES))
     names = [r.variant for r in got]
     assert [f"maestro step: {o}" for o in OBJECTIVES] == [n for n in names if "maestro" in n]
-    assert "maestro step: nested: sandwich (3 passes; the default)" in names
+    assert f"maestro step: {SPLIT}" in names
     assert all("," not in o for o in OBJECTIVES)  # --objectives is a comma list
     assert all(r.train_ms > 0 for r in got)
     # The MACs column counts every forward pass of a step: the sandwich's sub-models too.
     macs = {r.variant.removeprefix("maestro step: "): r.macs for r in got}
     one = macs["nested: prefix only (1 pass)"]
-    assert macs["nested: sandwich (3 passes; the default)"] > 1.5 * one
+    assert macs[SANDWICH] > 1.5 * one
     assert macs["nested: alternate (1 pass; prefix every other step)"] < one
-    assert macs["nested: split (the sandwich's 3 passes on thirds of the batch)"] < one
+    assert macs[SPLIT] < one
     assert one < macs["nested: random on half the batch (1 + 1 half pass)"] < 1.5 * one
     # The one-pass candidates are held to the target against a dense step.
     lines = [t for t in targets([], got, []) if "about one pass" in t]
     assert len(lines) == 4 and all(t.endswith(("met", "MISSED")) for t in lines)
+
+
+def test_the_row_marked_the_default_is_the_run_configs_default_step():
+    from maestro_common.app.config import RunConfig
+
+    marked = [name for name in RULE_OF_ROW if "the default" in name]
+    assert [RULE_OF_ROW[name] for name in marked] == [RunConfig().sub_model_rule]
 
 
 def test_the_overhead_section_times_the_dense_step_and_every_objective_interleaved():
@@ -120,7 +128,7 @@ def test_freezing_section_times_every_mode_interleaved_per_tier(monkeypatch):
 
 CHAR_OBJECTIVES = [
     "nested: prefix only (1 pass)",
-    "nested: sandwich (3 passes; the default)",
+    SANDWICH,
     "nested: alternate (1 pass; prefix every other step)",
     "nested: sandwich on a quarter batch (1 + 2 quarter passes)",
 ]
