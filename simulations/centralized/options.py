@@ -5,11 +5,11 @@ federation's names and defaults, but ``transmission``: nothing is sent, so Maest
 train as prefixes and ``sub-models = "auto"`` is the sandwich. ``--conf FILE.toml`` (an
 experiment file of the federated harness; its ``num-supernodes`` is the harness's and is
 ignored) and repeatable ``--set KEY=VALUE`` (a TOML value; a bare word is a string), later ones
-winning. Flags remain
-only for what has no key: the methods and seeds (lists), the epochs, the lr grid and its trial,
-``--limit-train``, ``--threads`` and the output folder. The flags of the trainer's earlier
-interface that have a key are refused with the key to use (:data:`REMOVED_FLAGS`); a flag whose
-key went with its variant says so (:data:`maestro_common.app.removed.REMOVED_KEYS`).
+winning. Flags remain only for what has no key: the methods and seeds (lists), the epochs, the lr
+grid and its trial, ``--limit-train``, ``--threads`` and the output folder. The flags of the
+trainer's earlier interface that have a key are refused with the key to use
+(:data:`REMOVED_FLAGS`); a flag whose key went with its variant says so
+(:data:`maestro_common.app.removed.REMOVED_KEYS`).
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def method_config(values: dict[str, Any], method: str, seed: int, epochs: int) -
     ConfigError
         With the run config's own message, for a bad key, value or combination.
     """
-    if values.get("transmission", "prefix") != "prefix":
+    if "transmission" in values:
         raise ConfigError(
             f"transmission = {values['transmission']!r}: the centralized trainer trains one "
             "model on all the data and sends no components: leave transmission out"
