@@ -79,6 +79,7 @@ def test_set_values_are_toml_or_bare_words():
         (["--set", "dataset=shakespeare", "--set", "model=char-lstm"], "local-steps > 0"),
         (["--set", "num-supernodes=4"], "no nodes"),
         (["--set", "transmission=collective"], "sends no components: leave transmission out"),
+        (["--set", "transmission=prefix"], "sends no components: leave transmission out"),
         (["--lrs", "0.1,0.2"], "val-size"),
         (["--lrs", "0.1", "--set", "val-size=10", "--set", "lr=0.1"], "--lrs chooses the lr"),
         (["--seeds", "-1"], "--seeds"),
