@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from maestro_common.app.config import resolve_sub_models, resolve_transmission
+from maestro_common.app.step_rules import resolve_sub_models, resolve_transmission
 
 
 def method_label(config: Mapping[str, Any]) -> str:

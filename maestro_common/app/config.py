@@ -34,6 +34,7 @@ from maestro_common.app.settings import (
     group_keys,
     setting,
 )
+from maestro_common.app.step_rules import resolve_sub_models, resolve_transmission
 from maestro_common.ml.prefix import is_budget
 
 # How the server combines the float coordinates of a round (server.aggregation.RULES, a leaf
@@ -51,24 +52,6 @@ TRANSMISSIONS = ("auto", "prefix", "collective")
 # config stored without the key ran with (issue 29 made the one-pass `split` step with Collective
 # transmission the default, as `auto`; until then it was the sandwich on prefixes).
 EARLIER_DEFAULTS: dict[str, Any] = {"sub-models": "sandwich", "transmission": "prefix"}
-
-
-def resolve_transmission(transmission: str, conv_factorization: str) -> str:
-    """``transmission`` with ``auto`` resolved: ``collective`` where every factored layer is
-    U Vᵀ (``conv-factorization = "svd"``), ``prefix`` where kxk convolutions are Tucker cores
-    (two rank axes, which the Collective rule does not sample)."""
-    if transmission != "auto":
-        return transmission
-    return "collective" if conv_factorization == "svd" else "prefix"
-
-
-def resolve_sub_models(sub_models: str, transmission_rule: str) -> str:
-    """``sub-models`` with ``auto`` resolved against the resolved transmission: ``split`` with
-    Collective transmission (together ahead of the sandwich on prefixes at about one pass's
-    cost), the ``sandwich`` on prefixes (where ``split`` alone trails it; docs/federated.md)."""
-    if sub_models != "auto":
-        return sub_models
-    return "split" if transmission_rule == "collective" else "sandwich"
 
 
 class ConfigError(ValueError):
