@@ -9,8 +9,10 @@ the whole interval is above zero, **behind** when it is below, otherwise **not r
 seeds cannot tell the two apart).
 
 ``python -m simulations.paired SUMMARY.csv [...] --method maestro --against fjord,fedavg-fit``
-prints the table; several CSVs are read as one (e.g. a headline and later seeds), and
-``--where model=cnn`` keeps the rows of one model (``docs/results/centralized-e5.csv``).
+prints the table; several CSVs are read as one (e.g. a headline and later seeds), ``--method``
+takes a comma list too, ``--wide`` prints per reference one line per method and one column per
+tier (the verdicts at a glance), and ``--where model=cnn`` keeps the rows of one model
+(``docs/results/centralized-e5.csv``).
 ``--margin M`` compares against the reference minus M pp (the full-tier aim "≥ fedavg-all −
 1 pp" is ``--against fedavg-all --margin 1``).
 """
@@ -190,6 +192,36 @@ def paired_table(rows: Sequence[PairedDifference]) -> str:
     return "\n".join(lines)
 
 
+def wide_table(rows: Sequence[PairedDifference]) -> str:
+    """Markdown: per reference, one line per method and one column per tier holding the mean
+    difference ± half its 95 % interval, in bold where the interval excludes zero (ahead or
+    behind); the verdicts of several rivals against one reference at a glance."""
+    tables = []
+    for ref in dict.fromkeys(r.reference for r in rows):
+        mine = [r for r in rows if r.reference == ref]
+        margin = mine[0].margin
+        betas = sorted({r.beta for r in mine})
+        title = f"{ref}" + (f" − {margin:g} pp" if margin else "")
+        lines = [
+            f"| method − {title} (pp) | seeds | " + " | ".join(f"β = {b:g}" for b in betas) + " |",
+            "|---|---|" + "---|" * len(betas),
+        ]
+        for method in dict.fromkeys(r.method for r in mine):
+            by_beta = {r.beta: r for r in mine if r.method == method}
+            cells = []
+            for b in betas:
+                r = by_beta.get(b)
+                if r is None:
+                    cells.append("")
+                    continue
+                cell = f"{r.mean:+.2f}" + (f" ± {r.half_width:.2f}" if r.n > 1 else "")
+                cells.append(f"**{cell}**" if r.verdict in ("ahead", "behind") else cell)
+            seeds = sorted({s for r in by_beta.values() for s in r.seeds})
+            lines.append(f"| {method} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
+
+
 def paired_rows(
     summary: pd.DataFrame, references: Iterable[str], margin: float = 0.0
 ) -> tuple[list[PairedDifference], list[str]]:
@@ -239,7 +271,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("summaries", nargs="+", type=Path, help="summary CSVs (read as one)")
-    p.add_argument("--method", required=True, help="the method (its label) to judge")
+    p.add_argument(
+        "--method",
+        required=True,
+        type=method_list,
+        help="the method (its label) to judge, or a comma list of them",
+    )
     p.add_argument(
         "--against", required=True, type=method_list, help="comma list of reference method labels"
     )
@@ -252,6 +289,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         default=[],
         metavar="COLUMN=VALUE",
         help="keep only rows whose COLUMN reads VALUE (repeatable), e.g. model=cnn",
+    )
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="one table per reference: a line per method, a column per tier, the mean ± 95 %% "
+        "(bold: ahead or behind) instead of a line per tier with every seed's difference",
     )
     args = p.parse_args(argv)
     for path in args.summaries:
@@ -269,10 +312,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     rows: list[PairedDifference] = []
     try:
         for ref in args.against:
-            rows += paired_differences(summary, args.method, ref, args.margin)
+            for method in args.method:
+                rows += paired_differences(summary, method, ref, args.margin)
     except ValueError as err:
         p.error(str(err))
-    print(paired_table(rows))
+    print(wide_table(rows) if args.wide else paired_table(rows))
 
 
 if __name__ == "__main__":

@@ -136,3 +136,23 @@ def test_section_names_a_pair_it_cannot_compare_instead_of_dropping_it():
     twice = pd.concat([summary(ROWS), summary({("maestro", 1.0, 0): 80.0})])
     text = paired_section(twice, ["fit"])
     assert "maestro against fit: not paired:" in text and "more than once" in text
+
+
+def test_wide_table_gives_a_line_per_method_and_bolds_only_resolved_tiers(tmp_path, capsys):
+    rows = dict(ROWS)
+    rows[("solo", 1.0, 0)] = 90.0  # one seed at one tier: no interval, no β = 0.2 cell
+    path = tmp_path / "s.csv"
+    summary(rows).to_csv(path, index=False)
+    main([str(path), "--method", "maestro,solo", "--against", "fit", "--wide"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "| method − fit (pp) | seeds | β = 0.2 | β = 1 |"
+    low = paired_differences(summary(ROWS), "maestro", "fit")[0]
+    assert low.verdict == "not resolved"
+    # β = 1: +1.00 / +1.10 / +0.90, so 1.00 ± 4.303 · 0.1 / √3: ahead, in bold
+    mixed = f"{low.mean:+.2f} ± {low.half_width:.2f}"
+    assert out[2] == f"| maestro | 0,1,2 | {mixed} | **+1.00 ± 0.25** |"
+    assert out[3] == "| solo | 0 |  | +2.00 |"
+    main([str(path), "--method", "maestro", "--against", "fit", "--margin", "2", "--wide"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| method − fit − 2 pp (pp) |")
+    assert "**+3.00 ± 0.25**" in out[2]
