@@ -81,6 +81,11 @@ class PairedDifference:
         return t_quantile(0.975, self.n - 1) * self.std / math.sqrt(self.n)
 
     @property
+    def interval(self) -> str:
+        """The mean difference ± half its 95 % interval as printed (no ± with one seed)."""
+        return f"{self.mean:+.2f}" + (f" ± {self.half_width:.2f}" if self.n > 1 else "")
+
+    @property
     def verdict(self) -> str:
         if self.n < 2:
             return "one seed: no interval"
@@ -183,10 +188,9 @@ def paired_table(rows: Sequence[PairedDifference]) -> str:
     for r in rows:
         against = r.reference + (f" − {r.margin:g} pp" if r.margin else "")
         per_seed = " / ".join(f"{d:+.2f}" for d in r.differences)
-        interval = f"{r.mean:+.2f}" + (f" ± {r.half_width:.2f}" if r.n > 1 else "")
         seeds = ",".join(map(str, r.seeds))
         lines.append(
-            f"| {r.method} | {against} | {r.beta:g} | {r.n} | {seeds} | {per_seed} | {interval} "
+            f"| {r.method} | {against} | {r.beta:g} | {r.n} | {seeds} | {per_seed} | {r.interval} "
             f"| {r.verdict} |"
         )
     return "\n".join(lines)
@@ -214,8 +218,8 @@ def wide_table(rows: Sequence[PairedDifference]) -> str:
                 if r is None:
                     cells.append("")
                     continue
-                cell = f"{r.mean:+.2f}" + (f" ± {r.half_width:.2f}" if r.n > 1 else "")
-                cells.append(f"**{cell}**" if r.verdict in ("ahead", "behind") else cell)
+                resolved = r.verdict in ("ahead", "behind")
+                cells.append(f"**{r.interval}**" if resolved else r.interval)
             seeds = sorted({s for r in by_beta.values() for s in r.seeds})
             lines.append(f"| {method} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
         tables.append("\n".join(lines))
