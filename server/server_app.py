@@ -229,7 +229,9 @@ class FederatedRun:
                 "%d nodes have not answered the tier query yet: waiting (node-wait)",
                 self.strategy.unanswered,
             )
-            self.strategy.discover(grid)
+            # A query lives node-wait (its TTL): one that expires here is not asked again, as
+            # the wait is over for its node (a later round asks it anew).
+            self.strategy.discover(grid, reask=False)
         if not self.strategy.nodes:
             raise RuntimeError(
                 f"no node reported its tier within node-wait ({cfg.node_wait:g} s); "

@@ -176,7 +176,7 @@ class NestedFedAvg(Strategy):
         )
 
     # ----- nodes ---------------------------------------------------------------------------
-    def discover(self, grid: Grid, timeout: float | None = None) -> None:
+    def discover(self, grid: Grid, timeout: float | None = None, reask: bool = True) -> None:
         """Ask every node not yet known for its budget (a QUERY message answered by the client).
 
         Waits at most ``timeout`` seconds (default ``query_timeout``). A reply that breaks the
@@ -187,11 +187,15 @@ class NestedFedAvg(Strategy):
         unpulled message stays in the SuperLink's store until its TTL, and Flower's simulation
         engine scans that whole store for every node ten times a second: with 1,001 nodes,
         every stale query slowed every later round.) A node is asked anew once its query has
-        expired (``query_ttl``) or its answer was refused.
+        expired (``query_ttl``) or its answer was refused; with ``reask=False`` such a node
+        waits for the next call instead (a run waiting out node-wait gives each node one query).
         """
+        ended: set[int] = set()
         if self._queries:  # late answers to earlier queries; expired ones come back as errors
+            pending = set(self._queries.values())
             self._take_tier_replies(collect(grid, self._queries, 0))
-        asked = set(self._queries.values())
+            ended = pending - set(self._queries.values()) if not reask else set()
+        asked = set(self._queries.values()) | ended
         new = [n for n in grid.get_node_ids() if n not in self.nodes and n not in asked]
         if not new and not self._queries:
             return

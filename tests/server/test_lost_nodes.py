@@ -177,6 +177,21 @@ def test_an_expired_tier_query_is_asked_anew(data_dir, tmp_path):
     assert sorted(strategy.nodes) == [101, 202, 303]
 
 
+def test_an_expired_tier_query_is_not_asked_anew_without_reask(data_dir, tmp_path):
+    grid = FakeGrid(NODES, _cfg(data_dir, tmp_path).to_run_config())
+    grid.silent = {303}
+    strategy = NestedFedAvg({}, 3, query_timeout=0.05, query_ttl=0.2)
+    strategy.discover(grid)
+    time.sleep(0.25)
+    strategy.discover(grid, reask=False)  # the expired query ends; its node is not asked again
+    assert _queries_to(grid, 303) == 1
+    assert strategy.unanswered == 0 and sorted(strategy.nodes) == [101, 202]
+    grid.silent = set()
+    strategy.discover(grid)  # a later call asks it anew
+    assert _queries_to(grid, 303) == 2
+    assert sorted(strategy.nodes) == [101, 202, 303]
+
+
 def test_the_run_gives_its_tier_queries_a_ttl_of_node_wait(data_dir, tmp_path):
     cfg = _cfg(data_dir, tmp_path, node_wait=45.0, num_rounds=1)
     grid = FakeGrid(NODES, cfg.to_run_config())
