@@ -56,6 +56,14 @@ def tagged(tag: str) -> list[psutil.Process]:
     return found
 
 
+def command_line(proc: psutil.Process) -> str:
+    """``proc``'s command line, or "" once it has exited (a harness's child may end any time)."""
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def test_sigterm_mid_run_leaves_no_process(tmp_path, fmnist_sample):
     tag = uuid.uuid4().hex
     proc = harness(tmp_path / "out", fmnist_sample, "--set", "num-rounds=50", env={TAG: tag})
@@ -63,7 +71,7 @@ def test_sigterm_mid_run_leaves_no_process(tmp_path, fmnist_sample):
         # Mid-run: once Ray runs under the SuperLink (the processes a cancelled job used to leave).
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            names = " ".join(" ".join(p.cmdline()) for p in tagged(tag) if p.is_running())
+            names = " ".join(command_line(p) for p in tagged(tag))
             if "raylet" in names or "ray::" in names:
                 break
             time.sleep(1)
@@ -73,7 +81,7 @@ def test_sigterm_mid_run_leaves_no_process(tmp_path, fmnist_sample):
         assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
         assert "got SIGTERM; stopping its processes" in out
         left = tagged(tag)
-        assert left == [], [" ".join(p.cmdline()) for p in left]
+        assert left == [], [command_line(p) for p in left]
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -156,7 +164,7 @@ def test_sigkill_mid_run_then_the_same_out_stops_the_orphans_and_keeps_each_roun
         first.wait(timeout=30)
         first.stdout.close()
         marker = json.loads((out / "processes.json").read_text())["marker"]
-        orphans = [" ".join(p.cmdline()) for p in marked(marker)]
+        orphans = [command_line(p) for p in marked(marker)]
         assert any("flower-superlink" in c for c in orphans), orphans  # the bug's premise
 
         second = harness(out, fmnist_sample, *rounds, env={TAG: tag})
