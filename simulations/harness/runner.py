@@ -28,6 +28,27 @@ from simulations.procs import ProcessGuard, TreeMemory, record_processes
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 POLL_SECONDS = 2.0
 STARTUP_EVERY = 30.0  # seconds between start-up progress lines
+TAIL_LINES = 8  # lines of each log shown when a run fails
+
+
+def log_tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
+    """The last ``lines`` non-blank lines of a log, without colour codes; [] if it is missing."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    kept = [ANSI_RE.sub("", line).rstrip() for line in text.splitlines() if line.strip()]
+    return kept[-lines:]
+
+
+def failure_context(name: str, logs: Mapping[str, Path]) -> str:
+    """How each log of a failed run ends, so the cause shows without opening the files."""
+    parts = []
+    for what, path in logs.items():
+        tail = log_tail(path)
+        shown = "\n".join(f"    {line}" for line in tail) if tail else "    (empty or missing)"
+        parts.append(f"[{name}] {what} ({path}) ends:\n{shown}")
+    return "\n".join(parts)
 
 
 def copy_output(stream, log_path: Path) -> None:
@@ -82,6 +103,8 @@ def run_one(link: LocalSuperLink, cfg: dict, out_dir: Path, federation: str, pla
         copier.join(timeout=10)
     rows = checked_rows(folder)
     if len(rows) < total:
+        logs = {"the run's log": log_path, "the SuperLink's log": link.log_path}
+        print(failure_context(name, logs), flush=True)
         raise HarnessError(f"{name}: {len(rows)} of {total} rounds recorded; see {log_path}")
     if never_trained(rows):
         raise HarnessError(

@@ -57,6 +57,7 @@ class LocalSuperLink:
         self.http_port = free_port()
         self.control_port = free_port()
         self.startup_timeout = startup_timeout
+        self.log_path = home / "local-superlink" / "superlink.log"
         self.env = {
             **base,
             "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}",
@@ -93,7 +94,7 @@ class LocalSuperLink:
             return False
 
     def __enter__(self) -> LocalSuperLink:
-        runtime = self.home / "local-superlink"
+        runtime = self.log_path.parent
         runtime.mkdir(parents=True, exist_ok=True)
         cmd = [
             str(BIN / "flower-superlink"),
@@ -110,7 +111,7 @@ class LocalSuperLink:
             "--database",
             str(runtime / "state.db"),
             "--log-file",
-            str(runtime / "superlink.log"),
+            str(self.log_path),
         ]
         self.proc = subprocess.Popen(
             cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -121,7 +122,7 @@ class LocalSuperLink:
                 self.__exit__()
                 raise HarnessError(
                     f"the local SuperLink did not start within {self.startup_timeout:.0f} s "
-                    f"(exit code {self.proc.poll()}); see {runtime / 'superlink.log'}"
+                    f"(exit code {self.proc.poll()}); see {self.log_path}"
                 )
             time.sleep(0.5)
         return self

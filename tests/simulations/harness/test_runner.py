@@ -6,7 +6,7 @@ import json
 
 from simulations.harness.errors import HarnessError
 from simulations.harness.plans import Plan, plan_run
-from simulations.harness.runner import run_with_retries
+from simulations.harness.runner import TAIL_LINES, failure_context, log_tail, run_with_retries
 from tests.simulations.harness.runs import harness_request, metrics_row, recorded_run
 
 
@@ -91,3 +91,20 @@ def test_no_retry_when_the_folder_cannot_be_resumed():
         lambda plan: calls.append(plan) or "stopped", refused, Plan("new", 0), 3, "x"
     )
     assert failure == "stopped" and calls == [Plan("new", 0)]
+
+
+def test_a_failed_runs_logs_are_shown_by_their_last_lines(tmp_path):
+    """A run that fails shows how its logs end (colour codes and blank lines dropped), so a
+    start-up failure's cause is on the screen; a missing log says so instead of raising."""
+    run_log = tmp_path / "run.log"
+    lines = [f"\x1b[32mINFO\x1b[0m : line {i}" for i in range(20)]
+    run_log.write_text("\n".join(lines[:15]) + "\n\n   \n" + "\n".join(lines[15:]) + "\n")
+    assert log_tail(run_log, 3) == ["INFO : line 17", "INFO : line 18", "INFO : line 19"]
+    assert len(log_tail(run_log)) == TAIL_LINES
+    missing = tmp_path / "superlink.log"
+    shown = failure_context("m-seed0", {"the run's log": run_log, "the SuperLink's log": missing})
+    assert f"[m-seed0] the run's log ({run_log}) ends:\n    INFO : line 12\n" in shown
+    assert shown.count("\n    INFO") == TAIL_LINES and "line 11" not in shown
+    assert shown.endswith(
+        f"[m-seed0] the SuperLink's log ({missing}) ends:\n    (empty or missing)"
+    )
