@@ -227,8 +227,9 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
         type=int,
         default=2,
         help="a run that stops before its last round is resumed from its checkpoint up to this "
-        "many times, each time only if its last try recorded a new round (e.g. when Flower ends "
-        "a run after a missed heartbeat because the machine paused); 0: never",
+        "many times, after a try that recorded a new round (e.g. when Flower ends a run after a "
+        "missed heartbeat because the machine paused), and once in all after a try that "
+        "recorded none (a start-up that failed); 0: never",
     )
     p.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder")
     p.add_argument("--title", default="", help="report title (default: conf name and methods)")

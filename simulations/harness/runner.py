@@ -160,16 +160,20 @@ def run_with_retries(
     name: str,
     before_retry: Callable[[], None] = lambda: None,
 ) -> str | None:
-    """``attempt(plan)`` (the failure message, or None), resumed after a failure up to
-    ``retries`` times, each time only if the failed try recorded a round it had not.
+    """``attempt(plan)`` (the failure message, or None), tried again after a failure up to
+    ``retries`` times: resumed from its checkpoint after a try that recorded a new round, and
+    once in all after a try that recorded none.
 
     A run that stops early (for instance Flower's SuperLink ending it after a missed heartbeat
     when the machine paused) keeps its finished rounds and its checkpoint; ``replan`` reads them
     back, and ``before_retry`` (a fresh SuperLink) runs before each new try. A try that recorded
-    nothing new is not retried: the same cause would stop it again. ``FAILED:`` is printed once,
-    for the failure that is returned; a try that is retried prints why it stopped.
+    nothing new gets one more try: a start-up can fail for a passing cause (seen once in 43
+    runs here: no round and no error after the app's install), and a second such try means the
+    cause stays. ``FAILED:`` is printed once, for the failure that is returned; a try that
+    is retried prints why it stopped.
     """
     failure = attempt(plan)
+    fruitless = 0  # tries that recorded no new round and were retried
     for retry in range(1, retries + 1):
         if failure is None:
             break
@@ -177,13 +181,19 @@ def run_with_retries(
             again = replan()
         except HarnessError:
             break
-        if again.action != "resume" or again.done <= plan.done:
+        if again.action == "skip":
             break
-        print(
-            f"[{name}] stopped after round {again.done} ({failure}); resuming from its "
-            f"checkpoint (retry {retry} of {retries})",
-            flush=True,
-        )
+        if again.done > plan.done:
+            what = f"stopped after round {again.done} ({failure}); resuming from its checkpoint"
+        elif fruitless:
+            break
+        else:
+            fruitless += 1
+            where = (
+                f"after round {again.done} with no new round" if again.done else "before round 1"
+            )
+            what = f"stopped {where} ({failure}); trying once more on a fresh SuperLink"
+        print(f"[{name}] {what} (retry {retry} of {retries})", flush=True)
         try:
             before_retry()
         except HarnessError as err:

@@ -47,7 +47,7 @@ def test_a_run_that_stops_early_resumes_from_its_last_round(tmp_path, capsys):
     assert "FAILED" not in out  # the run finished: no try that was retried is called failed
 
 
-def test_retries_stop_at_the_limit_or_when_a_try_records_nothing(tmp_path, capsys):
+def test_retries_stop_at_the_limit_or_at_a_second_try_that_records_nothing(tmp_path, capsys):
     folder, request = tmp_path / "maestro-seed0", harness_request()
     recorded_run(folder, range(1, 1), request)
     attempt, plans = flaky(folder, stops=[1, 2])
@@ -57,13 +57,39 @@ def test_retries_stop_at_the_limit_or_when_a_try_records_nothing(tmp_path, capsy
     out = capsys.readouterr().out
     assert out.count("FAILED") == 1 and "FAILED: 2 of 3 rounds recorded" in out  # the last only
 
-    attempt, plans = flaky(folder, stops=[2, 2])  # resumes at round 2 and records nothing
+    attempt, plans = flaky(folder, stops=[2, 2, 2])  # resumes at round 2, records nothing
     failure = run_with_retries(attempt, replan, Plan("resume", 2), 5, "maestro-seed0")
-    assert failure == "2 of 3 rounds recorded" and plans == [Plan("resume", 2)]
+    assert failure == "2 of 3 rounds recorded" and plans == [Plan("resume", 2)] * 2  # once more
+    assert (
+        "[maestro-seed0] stopped after round 2 with no new round (2 of 3 rounds recorded); "
+        "trying once more on a fresh SuperLink (retry 1 of 5)" in capsys.readouterr().out
+    )
 
     attempt, plans = flaky(folder, stops=[2])
     assert run_with_retries(attempt, replan, Plan("resume", 2), 0, "x") is not None  # 0: never
     assert len(plans) == 1
+
+
+def test_one_try_that_records_nothing_is_retried_once_in_all(tmp_path, capsys):
+    """A start-up that fails for a passing cause gets a second try; a run that then records
+    rounds and again stops with none new is not tried a third time from there."""
+    folder, request = tmp_path / "maestro-seed0", harness_request()
+    recorded_run(folder, range(1, 1), request)
+    attempt, plans = flaky(folder, stops=[0])  # the first try fails before round 1
+    replan = lambda: plan_run(folder, request, 3)  # noqa: E731
+    assert run_with_retries(attempt, replan, Plan("new", 0), 2, "maestro-seed0") is None
+    assert plans == [Plan("new", 0)] * 2
+    out = capsys.readouterr().out
+    assert "[maestro-seed0] stopped before round 1 (0 of 3 rounds recorded); trying once" in out
+    assert "FAILED" not in out
+
+    other = tmp_path / "maestro-seed1"
+    recorded_run(other, range(1, 1), request)
+    attempt, plans = flaky(other, stops=[0, 1, 1, 1])
+    replan = lambda: plan_run(other, request, 3)  # noqa: E731
+    failure = run_with_retries(attempt, replan, Plan("new", 0), 5, "maestro-seed1")
+    assert failure == "1 of 3 rounds recorded"
+    assert plans == [Plan("new", 0), Plan("new", 0), Plan("resume", 1)]
 
 
 def test_a_retry_whose_superlink_fails_to_start_reports_both(tmp_path):
