@@ -173,7 +173,7 @@ def run_with_retries(
     is retried prints why it stopped.
     """
     failure = attempt(plan)
-    fruitless = 0  # tries that recorded no new round and were retried
+    fruitless_retried = False  # a try that recorded no new round got its one more try
     for retry in range(1, retries + 1):
         if failure is None:
             break
@@ -185,10 +185,10 @@ def run_with_retries(
             break
         if again.done > plan.done:
             what = f"stopped after round {again.done} ({failure}); resuming from its checkpoint"
-        elif fruitless:
+        elif fruitless_retried:
             break
         else:
-            fruitless += 1
+            fruitless_retried = True
             where = (
                 f"after round {again.done} with no new round" if again.done else "before round 1"
             )
